@@ -1,0 +1,647 @@
+/*
+ * The computecore.dll functions for compute systems, processes, events and the host service:
+ * argument checks, handles and operations here; the work itself is done by the service half.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+
+/* The handle whose callback this thread is running, so a callback that closes its own handle
+ * does not wait for itself (real HCS would deadlock there: see settings). */
+static __thread chandle *tls_in_callback;
+
+static void chandle_destroy(hobj *b) {
+    chandle *h = (chandle *)b;
+    if (h->sys) svc_unref(h->sys);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+static chandle *chandle_new(htype t, svc_system *sys, uint32_t pid) {
+    chandle *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    hobj_init(&h->base, t, chandle_destroy);
+    pthread_mutex_init(&h->mu, NULL);
+    emu_cond_init(&h->cv);
+    h->sys = sys;
+    if (sys) svc_ref(sys);
+    h->pid = pid;
+    return h;
+}
+
+static chandle *get_system(HCS_SYSTEM s) { return (chandle *)handle_get((uintptr_t)s, H_SYSTEM); }
+static chandle *get_process(HCS_PROCESS p) { return (chandle *)handle_get((uintptr_t)p, H_PROCESS); }
+
+/* The service object behind a handle, with a reference, or NULL (a create that never finished). */
+static svc_system *handle_sys(chandle *h) {
+    pthread_mutex_lock(&h->mu);
+    svc_system *s = h->sys;
+    if (s) svc_ref(s);
+    pthread_mutex_unlock(&h->mu);
+    return s;
+}
+
+void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
+    pthread_mutex_lock(&h->mu);
+    if (h->closed || !h->cb) {
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    HCS_EVENT_CALLBACK cb = h->cb;
+    void *ctx = h->cb_ctx;
+    h->inflight++;
+    pthread_mutex_unlock(&h->mu);
+
+    PWSTR w = data ? emu_doc(data) : NULL;
+    HCS_EVENT ev = {type, w, op};
+    chandle *outer = tls_in_callback;
+    tls_in_callback = h;
+    cb(&ev, ctx);
+    tls_in_callback = outer;
+    LocalFree(w); /* EventData belongs to HCS and is valid only during the callback */
+
+    pthread_mutex_lock(&h->mu);
+    h->inflight--;
+    if (h->inflight == 0) pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Stops callbacks on h: after this returns no invocation is running or will start (except
+ * the calling thread's own, when it is itself inside h's callback). */
+static void chandle_quiesce(chandle *h, bool closing) {
+    pthread_mutex_lock(&h->mu);
+    if (closing) h->closed = true;
+    h->cb = NULL;
+    h->cb_ctx = NULL;
+    int self = (tls_in_callback == h) ? 1 : 0;
+    if (self && g_settings.close_waits_in_own_callback) self = 0; /* reproduce the deadlock */
+    while (h->inflight > self) pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+typedef struct {
+    HCS_EVENT_TYPE type;
+    const char *data;
+    svc_system *sys;
+    uint32_t pid;
+    bool any;
+} fanout;
+
+static void fan_one(hobj *o, void *arg) {
+    fanout *f = arg;
+    chandle *h = (chandle *)o;
+    if (!f->any) {
+        pthread_mutex_lock(&h->mu);
+        bool match = h->sys == f->sys && (o->type == H_SYSTEM || h->pid == f->pid);
+        pthread_mutex_unlock(&h->mu);
+        if (!match) return;
+    }
+    chandle_deliver(h, f->type, f->data, NULL);
+}
+
+void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
+    fanout f = {type, data, s, 0, false};
+    handle_foreach(H_SYSTEM, fan_one, &f);
+}
+
+void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
+    fanout f = {type, data, s, pid, false};
+    handle_foreach(H_PROCESS, fan_one, &f);
+}
+
+void emu_sink_service_disconnect(void) {
+    fanout f = {HcsEventServiceDisconnect, NULL, NULL, 0, true};
+    handle_foreach(H_SYSTEM, fan_one, &f);
+    handle_foreach(H_PROCESS, fan_one, &f);
+}
+
+/* ------------------------------------------------------------------ asynchronous calls */
+
+typedef enum {
+    K_CREATE, K_START, K_SHUTDOWN, K_TERMINATE, K_CRASH, K_PAUSE, K_RESUME, K_SAVE, K_PROPERTIES,
+    K_MODIFY, K_ENUMERATE, K_CREATE_PROCESS, K_P_TERMINATE, K_P_SIGNAL, K_P_INFO, K_P_PROPERTIES,
+    K_P_MODIFY
+} call_kind;
+
+typedef struct call_arg {
+    call_kind kind;
+    chandle *h;       /* the handle the call is on (or the new one, for creates) */
+    svc_system *sys;  /* referenced */
+    char *text;       /* id or raw document */
+    char *text2;
+    json *doc;        /* parsed options/query/request */
+    HRESULT parse_hr; /* a bad document fails the operation, not the call */
+    char *parse_err;
+} call_arg;
+
+static void call_free(void *p) {
+    call_arg *a = p;
+    if (a->h) hobj_unref(&a->h->base);
+    if (a->sys) svc_unref(a->sys);
+    free(a->text);
+    free(a->text2);
+    json_free(a->doc);
+    free(a->parse_err);
+    free(a);
+}
+
+static uint32_t handle_pid(chandle *h) {
+    pthread_mutex_lock(&h->mu);
+    uint32_t pid = h->pid;
+    pthread_mutex_unlock(&h->mu);
+    return pid;
+}
+
+static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool *has_pi) {
+    call_arg *a = p;
+    if (a->parse_hr) {
+        *doc = a->parse_err;
+        a->parse_err = NULL;
+        return a->parse_hr;
+    }
+    if (a->kind == K_ENUMERATE) return svc_enumerate(a->doc, doc);
+    if (a->kind == K_CREATE) {
+        svc_system *s = NULL;
+        HRESULT hr = svc_create(a->text, a->text2, &s, doc);
+        if (FAILED(hr)) return hr;
+        pthread_mutex_lock(&a->h->mu);
+        bool closed = a->h->closed;
+        if (!closed) a->h->sys = s; /* the handle takes this reference */
+        pthread_mutex_unlock(&a->h->mu);
+        svc_handle_opened(s);
+        if (closed) { /* closed before the create finished: behave as a last-handle close */
+            svc_handle_closed(s);
+            svc_unref(s);
+        }
+        return hr;
+    }
+    if (!a->sys) {
+        *doc = emu_error_doc(HCS_E_SYSTEM_NOT_FOUND, "The compute system behind this handle was never created");
+        return HCS_E_SYSTEM_NOT_FOUND;
+    }
+    uint32_t pid = a->h ? handle_pid(a->h) : 0;
+    switch (a->kind) {
+    case K_START: return svc_start(a->sys, a->doc, doc);
+    case K_SHUTDOWN: return svc_shutdown(a->sys, a->doc, doc);
+    case K_TERMINATE: return svc_terminate(a->sys, a->doc, doc);
+    case K_CRASH: return svc_crash(a->sys, a->doc, doc);
+    case K_PAUSE: return svc_pause(a->sys, a->doc, doc);
+    case K_RESUME: return svc_resume(a->sys, a->doc, doc);
+    case K_SAVE: return svc_save(a->sys, a->doc, doc);
+    case K_PROPERTIES: return svc_properties(a->sys, a->doc, doc);
+    case K_MODIFY: return svc_modify(a->sys, a->doc, doc);
+    case K_CREATE_PROCESS: {
+        svc_stdio io = {-1, -1, -1};
+        uint32_t newpid = 0;
+        HRESULT hr = svc_create_process(a->sys, a->text, &newpid, &io, doc);
+        if (FAILED(hr)) return hr;
+        pthread_mutex_lock(&a->h->mu);
+        a->h->pid = newpid;
+        pthread_mutex_unlock(&a->h->mu);
+        svc_process_handle(a->sys, newpid, +1);
+        if (g_settings.create_process_sync_quirk) {
+            /* WS2022 quirk: the process exists, but the wait reports a spurious failure and
+             * the pipe handles are lost; the caller recovers them with HcsGetProcessInfo. */
+            if (io.in >= 0) close(io.in);
+            if (io.out >= 0) close(io.out);
+            if (io.err >= 0) close(io.err);
+            free(*doc);
+            *doc = emu_error_doc(E_INVALIDARG, "The parameter is incorrect.");
+            return E_INVALIDARG;
+        }
+        pi->ProcessId = newpid;
+        pi->StdInput = io.in >= 0 ? (HANDLE)(intptr_t)io.in : NULL;
+        pi->StdOutput = io.out >= 0 ? (HANDLE)(intptr_t)io.out : NULL;
+        pi->StdError = io.err >= 0 ? (HANDLE)(intptr_t)io.err : NULL;
+        *has_pi = true;
+        return hr;
+    }
+    case K_P_INFO: {
+        svc_stdio io = {-1, -1, -1};
+        HRESULT hr = svc_process_info(a->sys, pid, &io, doc);
+        if (FAILED(hr)) return hr;
+        pi->ProcessId = pid;
+        pi->StdInput = io.in >= 0 ? (HANDLE)(intptr_t)io.in : NULL;
+        pi->StdOutput = io.out >= 0 ? (HANDLE)(intptr_t)io.out : NULL;
+        pi->StdError = io.err >= 0 ? (HANDLE)(intptr_t)io.err : NULL;
+        *has_pi = true;
+        return hr;
+    }
+    case K_P_TERMINATE: return svc_process_terminate(a->sys, pid, doc);
+    case K_P_SIGNAL: return svc_process_signal(a->sys, pid, a->doc, doc);
+    case K_P_PROPERTIES: return svc_process_properties(a->sys, pid, a->doc, doc);
+    case K_P_MODIFY: return svc_process_modify(a->sys, pid, a->doc, doc);
+    default: return E_UNEXPECTED;
+    }
+}
+
+/* Builds the call argument; the document, if any, is parsed now and a parse failure is
+ * reported through the operation (with a ResultError naming the problem). */
+static call_arg *call_new(call_kind k, chandle *h, PCWSTR document, bool required) {
+    call_arg *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->kind = k;
+    if (h) {
+        hobj_ref(&h->base);
+        a->h = h;
+        a->sys = handle_sys(h);
+    }
+    if (document || required) {
+        if (required && emu_is_empty(document)) {
+            a->parse_hr = HCS_E_INVALID_JSON;
+            a->parse_err = emu_error_doc(HCS_E_INVALID_JSON, "A JSON document is required");
+        } else {
+            a->parse_hr = emu_parse_optional(document, &a->doc, &a->parse_err);
+        }
+    }
+    return a;
+}
+
+static HRESULT launch(HCS_OPERATION op, HCS_OPERATION_TYPE type, emu_fn fn, const fault_action *fa,
+                      chandle *target, uintptr_t sysv, uintptr_t procv, call_arg *a, bool blocking) {
+    if (!a) return E_OUTOFMEMORY;
+    op_call c = {type, fn, sysv, procv, target, call_work, a, call_free, blocking, *fa};
+    return op_launch(op, &c);
+}
+
+/* System calls that take (system, operation, options). */
+static HRESULT system_call(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR doc, call_kind k,
+                           HCS_OPERATION_TYPE t, emu_fn fn, bool required, bool blocking) {
+    fault_action fa;
+    emu_fault_check(fn, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_system(s);
+    if (!h) return E_HANDLE;
+    call_arg *a = call_new(k, h, doc, required);
+    HRESULT hr = launch(op, t, fn, &fa, h, (uintptr_t)s, 0, a, blocking);
+    hobj_unref(&h->base);
+    return hr;
+}
+
+static HRESULT process_call(HCS_PROCESS p, HCS_OPERATION op, PCWSTR doc, call_kind k,
+                            HCS_OPERATION_TYPE t, emu_fn fn, bool has_doc, bool required) {
+    fault_action fa;
+    emu_fault_check(fn, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_process(p);
+    if (!h) return E_HANDLE;
+    call_arg *a = call_new(k, h, has_doc ? doc : NULL, required);
+    HRESULT hr = launch(op, t, fn, &fa, h, 0, (uintptr_t)p, a, false);
+    hobj_unref(&h->base);
+    return hr;
+}
+
+/* ------------------------------------------------------------------ compute systems */
+
+EMU_EXPORT HRESULT HcsEnumerateComputeSystems(PCWSTR query, HCS_OPERATION operation) {
+    fault_action fa;
+    emu_fault_check(FN_HcsEnumerateComputeSystems, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    return launch(operation, HcsOperationTypeEnumerate, FN_HcsEnumerateComputeSystems, &fa, NULL, 0, 0,
+                  call_new(K_ENUMERATE, NULL, query, false), false);
+}
+
+EMU_EXPORT HRESULT HcsCreateComputeSystem(PCWSTR id, PCWSTR configuration, HCS_OPERATION operation,
+                                          const SECURITY_DESCRIPTOR *securityDescriptor,
+                                          HCS_SYSTEM *computeSystem) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCreateComputeSystem, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (!computeSystem) return E_POINTER;
+    *computeSystem = NULL;
+    if (emu_is_empty(id) || !configuration || securityDescriptor) return E_INVALIDARG;
+    bool ok;
+    char *id8 = emu_utf8(id, &ok);
+    if (!ok) {
+        free(id8);
+        return E_INVALIDARG;
+    }
+    chandle *h = chandle_new(H_SYSTEM, NULL, 0);
+    call_arg *a = h ? call_new(K_CREATE, NULL, NULL, false) : NULL;
+    if (!a) {
+        free(id8);
+        if (h) hobj_unref(&h->base);
+        return E_OUTOFMEMORY;
+    }
+    uintptr_t v = handle_register(&h->base);
+    if (!v) {
+        free(id8);
+        call_free(a);
+        hobj_unref(&h->base);
+        return E_OUTOFMEMORY;
+    }
+    hobj_ref(&h->base);
+    a->h = h;
+    a->text = id8;
+    a->text2 = emu_utf8(configuration, &ok);
+    if (!ok) {
+        a->parse_hr = HCS_E_INVALID_JSON;
+        a->parse_err = emu_error_doc(HCS_E_INVALID_JSON, "The configuration is not valid UTF-16");
+    }
+    HRESULT hr = launch(operation, HcsOperationTypeCreate, FN_HcsCreateComputeSystem, &fa, NULL, v, 0, a, false);
+    if (FAILED(hr) && hr != emu_public_hr(HCS_E_OPERATION_PENDING)) {
+        hobj *o = handle_unregister(v, H_SYSTEM);
+        if (o) hobj_unref(o);
+        hobj_unref(&h->base);
+        return hr;
+    }
+    *computeSystem = (HCS_SYSTEM)v;
+    hobj_unref(&h->base);
+    return hr;
+}
+
+EMU_EXPORT HRESULT HcsOpenComputeSystem(PCWSTR id, DWORD requestedAccess, HCS_SYSTEM *computeSystem) {
+    fault_action fa;
+    emu_fault_check(FN_HcsOpenComputeSystem, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (!computeSystem) return E_POINTER;
+    *computeSystem = NULL;
+    if (emu_is_empty(id) || requestedAccess != GENERIC_ALL) return E_INVALIDARG;
+    if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
+    char *id8 = emu_utf8(id, NULL);
+    svc_system *s = NULL;
+    HRESULT hr = svc_open(id8, &s);
+    free(id8);
+    if (FAILED(hr)) return emu_public_hr(hr);
+    chandle *h = chandle_new(H_SYSTEM, s, 0);
+    svc_unref(s);
+    if (!h) return E_OUTOFMEMORY;
+    uintptr_t v = handle_register(&h->base);
+    if (v) svc_handle_opened(s);
+    hobj_unref(&h->base);
+    if (!v) return E_OUTOFMEMORY;
+    *computeSystem = (HCS_SYSTEM)v;
+    return S_OK;
+}
+
+EMU_EXPORT void HcsCloseComputeSystem(HCS_SYSTEM computeSystem) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCloseComputeSystem, &fa);
+    chandle *h = (chandle *)handle_unregister((uintptr_t)computeSystem, H_SYSTEM);
+    if (!h) return;
+    chandle_quiesce(h, true);
+    svc_system *s = handle_sys(h);
+    if (s) {
+        svc_handle_closed(s); /* may terminate the system (ShouldTerminateOnLastHandleClosed) */
+        svc_unref(s);
+    }
+    hobj_unref(&h->base);
+}
+
+EMU_EXPORT HRESULT HcsStartComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_START, HcsOperationTypeStart, FN_HcsStartComputeSystem, false, false);
+}
+EMU_EXPORT HRESULT HcsShutDownComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_SHUTDOWN, HcsOperationTypeShutdown, FN_HcsShutDownComputeSystem, false, true);
+}
+EMU_EXPORT HRESULT HcsTerminateComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_TERMINATE, HcsOperationTypeTerminate, FN_HcsTerminateComputeSystem, false, true);
+}
+EMU_EXPORT HRESULT HcsCrashComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_CRASH, HcsOperationTypeCrash, FN_HcsCrashComputeSystem, false, true);
+}
+EMU_EXPORT HRESULT HcsPauseComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_PAUSE, HcsOperationTypePause, FN_HcsPauseComputeSystem, false, false);
+}
+EMU_EXPORT HRESULT HcsResumeComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_RESUME, HcsOperationTypeResume, FN_HcsResumeComputeSystem, false, false);
+}
+EMU_EXPORT HRESULT HcsSaveComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR options) {
+    return system_call(s, op, options, K_SAVE, HcsOperationTypeSave, FN_HcsSaveComputeSystem, false, false);
+}
+EMU_EXPORT HRESULT HcsGetComputeSystemProperties(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR propertyQuery) {
+    return system_call(s, op, propertyQuery, K_PROPERTIES, HcsOperationTypeGetProperties,
+                       FN_HcsGetComputeSystemProperties, false, false);
+}
+EMU_EXPORT HRESULT HcsModifyComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR configuration, HANDLE identity) {
+    (void)identity; /* a user token on Windows; nothing to impersonate here */
+    if (!configuration) return E_INVALIDARG;
+    return system_call(s, op, configuration, K_MODIFY, HcsOperationTypeModify, FN_HcsModifyComputeSystem, true, false);
+}
+
+EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD timeoutMs, PWSTR *result) {
+    fault_action fa;
+    emu_fault_check(FN_HcsWaitForComputeSystemExit, &fa);
+    if (result) *result = NULL;
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_system(computeSystem);
+    if (!h) return E_HANDLE;
+    svc_system *s = handle_sys(h);
+    hobj_unref(&h->base);
+    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    char *doc = NULL;
+    HRESULT hr = svc_wait_exit(s, timeoutMs, &doc);
+    svc_unref(s);
+    if (result && doc) *result = emu_doc(doc);
+    free(doc);
+    return emu_public_hr(hr);
+}
+
+static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx, HCS_EVENT_CALLBACK cb) {
+    if ((uint32_t)opts & ~(uint32_t)HcsEventOptionEnableOperationCallbacks) return E_INVALIDARG;
+    if (!cb) {
+        /* [INFER] a NULL callback unregisters, draining running invocations first */
+        chandle_quiesce(h, false);
+        return S_OK;
+    }
+    pthread_mutex_lock(&h->mu);
+    HRESULT hr = S_OK;
+    if (h->cb) {
+        hr = HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET;
+    } else {
+        h->cb = cb;
+        h->cb_ctx = (void *)ctx;
+        h->cb_opts = opts;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return emu_public_hr(hr);
+}
+
+EMU_EXPORT HRESULT HcsSetComputeSystemCallback(HCS_SYSTEM computeSystem, HCS_EVENT_OPTIONS callbackOptions,
+                                               const void *context, HCS_EVENT_CALLBACK callback) {
+    fault_action fa;
+    emu_fault_check(FN_HcsSetComputeSystemCallback, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_system(computeSystem);
+    if (!h) return E_HANDLE;
+    HRESULT hr = set_callback(h, callbackOptions, context, callback);
+    hobj_unref(&h->base);
+    return hr;
+}
+
+/* ------------------------------------------------------------------ processes */
+
+EMU_EXPORT HRESULT HcsCreateProcess(HCS_SYSTEM computeSystem, PCWSTR processParameters, HCS_OPERATION operation,
+                                    const SECURITY_DESCRIPTOR *securityDescriptor, HCS_PROCESS *process) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCreateProcess, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (!process) return E_POINTER;
+    *process = NULL;
+    if (!processParameters || securityDescriptor) return E_INVALIDARG;
+    chandle *sh = get_system(computeSystem);
+    if (!sh) return E_HANDLE;
+    svc_system *s = handle_sys(sh);
+    chandle *ph = chandle_new(H_PROCESS, s, 0);
+    if (s) svc_unref(s);
+    if (!ph) {
+        hobj_unref(&sh->base);
+        return E_OUTOFMEMORY;
+    }
+    uintptr_t v = handle_register(&ph->base);
+    call_arg *a = v ? call_new(K_CREATE_PROCESS, ph, NULL, false) : NULL;
+    if (!a) {
+        if (v) hobj_unref(handle_unregister(v, H_PROCESS));
+        hobj_unref(&ph->base);
+        hobj_unref(&sh->base);
+        return E_OUTOFMEMORY;
+    }
+    bool ok;
+    a->text = emu_utf8(processParameters, &ok);
+    if (!ok) {
+        a->parse_hr = HCS_E_INVALID_JSON;
+        a->parse_err = emu_error_doc(HCS_E_INVALID_JSON, "The process parameters are not valid UTF-16");
+    }
+    /* Routed through the system handle: that is where operation callbacks are enabled. */
+    HRESULT hr = launch(operation, HcsOperationTypeCreateProcess, FN_HcsCreateProcess, &fa, sh, (uintptr_t)computeSystem, v, a, false);
+    hobj_unref(&sh->base);
+    if (FAILED(hr) && hr != emu_public_hr(HCS_E_OPERATION_PENDING)) {
+        hobj *o = handle_unregister(v, H_PROCESS);
+        if (o) hobj_unref(o);
+        hobj_unref(&ph->base);
+        return hr;
+    }
+    *process = (HCS_PROCESS)v;
+    hobj_unref(&ph->base);
+    return hr;
+}
+
+EMU_EXPORT HRESULT HcsOpenProcess(HCS_SYSTEM computeSystem, DWORD processId, DWORD requestedAccess,
+                                  HCS_PROCESS *process) {
+    fault_action fa;
+    emu_fault_check(FN_HcsOpenProcess, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (!process) return E_POINTER;
+    *process = NULL;
+    if (requestedAccess != GENERIC_ALL) return E_INVALIDARG;
+    chandle *sh = get_system(computeSystem);
+    if (!sh) return E_HANDLE;
+    svc_system *s = handle_sys(sh);
+    hobj_unref(&sh->base);
+    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    HRESULT hr = svc_process_open(s, processId);
+    if (FAILED(hr)) {
+        svc_unref(s);
+        return emu_public_hr(hr);
+    }
+    chandle *ph = chandle_new(H_PROCESS, s, processId);
+    uintptr_t v = ph ? handle_register(&ph->base) : 0;
+    if (v) svc_process_handle(s, processId, +1);
+    svc_unref(s);
+    if (ph) hobj_unref(&ph->base);
+    if (!v) return E_OUTOFMEMORY;
+    *process = (HCS_PROCESS)v;
+    return S_OK;
+}
+
+EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCloseProcess, &fa);
+    chandle *h = (chandle *)handle_unregister((uintptr_t)process, H_PROCESS);
+    if (!h) return;
+    chandle_quiesce(h, true);
+    svc_system *s = handle_sys(h);
+    uint32_t pid = handle_pid(h);
+    if (s && pid) svc_process_handle(s, pid, -1);
+    if (s) svc_unref(s);
+    hobj_unref(&h->base);
+}
+
+EMU_EXPORT HRESULT HcsTerminateProcess(HCS_PROCESS p, HCS_OPERATION op, PCWSTR options) {
+    /* [INFER] TerminateProcess has no operation type of its own: it reports SignalProcess. */
+    return process_call(p, op, options, K_P_TERMINATE, HcsOperationTypeSignalProcess, FN_HcsTerminateProcess, false, false);
+}
+EMU_EXPORT HRESULT HcsSignalProcess(HCS_PROCESS p, HCS_OPERATION op, PCWSTR options) {
+    return process_call(p, op, options, K_P_SIGNAL, HcsOperationTypeSignalProcess, FN_HcsSignalProcess, true, false);
+}
+EMU_EXPORT HRESULT HcsGetProcessInfo(HCS_PROCESS p, HCS_OPERATION op) {
+    return process_call(p, op, NULL, K_P_INFO, HcsOperationTypeGetProcessInfo, FN_HcsGetProcessInfo, false, false);
+}
+EMU_EXPORT HRESULT HcsGetProcessProperties(HCS_PROCESS p, HCS_OPERATION op, PCWSTR propertyQuery) {
+    return process_call(p, op, propertyQuery, K_P_PROPERTIES, HcsOperationTypeGetProcessProperties,
+                        FN_HcsGetProcessProperties, true, false);
+}
+EMU_EXPORT HRESULT HcsModifyProcess(HCS_PROCESS p, HCS_OPERATION op, PCWSTR settings) {
+    if (!settings) return E_INVALIDARG;
+    return process_call(p, op, settings, K_P_MODIFY, HcsOperationTypeModifyProcess, FN_HcsModifyProcess, true, true);
+}
+
+EMU_EXPORT HRESULT HcsSetProcessCallback(HCS_PROCESS process, HCS_EVENT_OPTIONS callbackOptions, void *context,
+                                         HCS_EVENT_CALLBACK callback) {
+    fault_action fa;
+    emu_fault_check(FN_HcsSetProcessCallback, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_process(process);
+    if (!h) return E_HANDLE;
+    HRESULT hr = set_callback(h, callbackOptions, context, callback);
+    hobj_unref(&h->base);
+    return hr;
+}
+
+EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, PWSTR *result) {
+    fault_action fa;
+    emu_fault_check(FN_HcsWaitForProcessExit, &fa);
+    if (result) *result = NULL;
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    chandle *h = get_process(process);
+    if (!h) return E_HANDLE;
+    svc_system *s = handle_sys(h);
+    uint32_t pid = handle_pid(h);
+    hobj_unref(&h->base);
+    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    if (!pid) {
+        svc_unref(s);
+        return emu_public_hr(HCS_E_PROCESS_INFO_NOT_AVAILABLE);
+    }
+    char *doc = NULL;
+    HRESULT hr = svc_process_wait(s, pid, timeoutMs, &doc);
+    svc_unref(s);
+    if (result && doc) *result = emu_doc(doc);
+    free(doc);
+    return emu_public_hr(hr);
+}
+
+/* ------------------------------------------------------------------ host service */
+
+static HRESULT sync_doc_call(emu_fn fn, PCWSTR in, bool in_required, PWSTR *out, bool out_required,
+                             HRESULT (*body)(const json *, char **)) {
+    fault_action fa;
+    emu_fault_check(fn, &fa);
+    if (out) *out = NULL;
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (out_required && !out) return E_POINTER;
+    if (in_required && emu_is_empty(in)) return E_INVALIDARG;
+    if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
+    json *doc = NULL;
+    char *text = NULL;
+    HRESULT hr = emu_parse_optional(in, &doc, &text);
+    if (!FAILED(hr)) hr = body(doc, &text);
+    json_free(doc);
+    if (out && text) *out = emu_doc(text);
+    free(text);
+    return emu_public_hr(hr);
+}
+
+EMU_EXPORT HRESULT HcsGetServiceProperties(PCWSTR propertyQuery, PWSTR *result) {
+    return sync_doc_call(FN_HcsGetServiceProperties, propertyQuery, false, result, true, svc_service_properties);
+}
+EMU_EXPORT HRESULT HcsModifyServiceSettings(PCWSTR settings, PWSTR *result) {
+    return sync_doc_call(FN_HcsModifyServiceSettings, settings, true, result, false, svc_modify_service);
+}
+EMU_EXPORT HRESULT HcsSubmitWerReport(PCWSTR settings) {
+    return sync_doc_call(FN_HcsSubmitWerReport, settings, true, NULL, false, svc_submit_wer);
+}

@@ -1,0 +1,46 @@
+/* Shared internals of the client half (ops.c, client.c). */
+#ifndef HCSEMU_CLIENT_H
+#define HCSEMU_CLIENT_H
+
+#include "emu.h"
+#include "handles.h"
+
+/* A system or process handle. */
+typedef struct chandle {
+    hobj base;
+    svc_system *sys;   /* NULL: a create that failed, every call gives HCS_E_SYSTEM_NOT_FOUND */
+    uint32_t pid;      /* process handles */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    HCS_EVENT_CALLBACK cb;
+    void *cb_ctx;
+    HCS_EVENT_OPTIONS cb_opts;
+    int inflight;      /* callback invocations running now */
+    bool closed;
+} chandle;
+
+/* Runs the body of an asynchronous call; returns its HRESULT and a UTF-8 document. */
+typedef HRESULT (*op_work_fn)(void *arg, char **doc, HCS_PROCESS_INFORMATION *pi, bool *has_pi);
+
+typedef struct op_call {
+    HCS_OPERATION_TYPE type;
+    emu_fn fn;
+    uintptr_t system, process; /* what HcsGet{ComputeSystem,Process}FromOperation report */
+    chandle *target;           /* handle the call is made on (operation-callback routing) */
+    op_work_fn work;
+    void *arg;
+    void (*free_arg)(void *arg);
+    bool blocking;             /* may take long: never run on the caller's thread */
+    fault_action fa;           /* decided by the exported function (which counted the call) */
+} op_call;
+
+/* Starts c on the operation `h`. Returns the initiating call's HRESULT; c->arg is consumed. */
+HRESULT op_launch(HCS_OPERATION h, op_call *c);
+/* Fails every pending operation (service disconnect). */
+void ops_fail_all_pending(HRESULT hr);
+size_t ops_live(void);
+
+/* Delivers one event to a handle's callback, honouring close (client.c). */
+void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op);
+
+#endif

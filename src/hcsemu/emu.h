@@ -1,0 +1,242 @@
+/*
+ * Internal interfaces of the HCS emulator.
+ *
+ * Two halves, as on Windows:
+ *   client  (client.c, ops.c, handles.c, wstr.c): what computecore.dll does in the caller's
+ *           process: UTF-16, handles, operations, waits, callbacks, LocalFree.
+ *   service (service.c, proc.c, vmutil.c, storage.c): what the vmcompute service does:
+ *           compute systems, processes, storage, events.
+ * They meet only through the svc_* functions below (UTF-8 JSON in, an HRESULT and a UTF-8
+ * JSON document out, events through emu_sink_*), so the service can later move into a
+ * daemon without the client noticing.
+ */
+#ifndef HCSEMU_EMU_H
+#define HCSEMU_EMU_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hcs.h"
+#include "json.h"
+
+#define EMU_EXPORT __attribute__((visibility("default")))
+
+/* ---- HRESULTs (values from the spec, hcs-api.md section 4) ---- */
+#define S_OK ((HRESULT)0)
+#define E_NOTIMPL ((HRESULT)0x80004001)
+#define E_POINTER ((HRESULT)0x80004003)
+#define E_FAIL ((HRESULT)0x80004005)
+#define E_UNEXPECTED ((HRESULT)0x8000FFFF)
+#define E_INVALIDARG ((HRESULT)0x80070057)
+#define E_HANDLE ((HRESULT)0x80070006)
+#define E_OUTOFMEMORY ((HRESULT)0x8007000E)
+#define E_ACCESSDENIED ((HRESULT)0x80070005)
+#define HRESULT_FROM_WIN32(x) ((HRESULT)((x) <= 0 ? (uint32_t)(x) : (((uint32_t)(x)&0xFFFFu) | 0x80070000u)))
+#define ERROR_FILE_NOT_FOUND 2
+#define ERROR_PATH_NOT_FOUND 3
+#define ERROR_ACCESS_DENIED 5
+#define ERROR_INVALID_DATA 13
+#define ERROR_SHARING_VIOLATION 32
+#define ERROR_NOT_SUPPORTED 50
+#define ERROR_FILE_EXISTS 80
+#define ERROR_INVALID_PARAMETER 87
+#define ERROR_DISK_FULL 112
+#define ERROR_INVALID_NAME 123
+#define ERROR_DIR_NOT_EMPTY 145
+#define ERROR_BAD_PATHNAME 161
+#define ERROR_BUSY 170
+#define ERROR_ALREADY_EXISTS 183
+#define WAIT_TIMEOUT 258
+#define ERROR_OPERATION_ABORTED 995
+#define ERROR_NOT_FOUND 1168
+#define ERROR_CANCELLED 1223
+#define HCS_E_TERMINATED_DURING_START ((HRESULT)0x80370100)
+#define HCS_E_IMAGE_MISMATCH ((HRESULT)0x80370101)
+#define HCS_E_HYPERV_NOT_INSTALLED ((HRESULT)0x80370102)
+#define HCS_E_INVALID_STATE ((HRESULT)0x80370105)
+#define HCS_E_UNEXPECTED_EXIT ((HRESULT)0x80370106)
+#define HCS_E_TERMINATED ((HRESULT)0x80370107)
+#define HCS_E_CONNECT_FAILED ((HRESULT)0x80370108)
+#define HCS_E_CONNECTION_TIMEOUT ((HRESULT)0x80370109)
+#define HCS_E_CONNECTION_CLOSED ((HRESULT)0x8037010A)
+#define HCS_E_UNKNOWN_MESSAGE ((HRESULT)0x8037010B)
+#define HCS_E_UNSUPPORTED_PROTOCOL_VERSION ((HRESULT)0x8037010C)
+#define HCS_E_INVALID_JSON ((HRESULT)0x8037010D)
+#define HCS_E_SYSTEM_NOT_FOUND ((HRESULT)0x8037010E)
+#define HCS_E_SYSTEM_ALREADY_EXISTS ((HRESULT)0x8037010F)
+#define HCS_E_SYSTEM_ALREADY_STOPPED ((HRESULT)0x80370110)
+#define HCS_E_PROTOCOL_ERROR ((HRESULT)0x80370111)
+#define HCS_E_INVALID_LAYER ((HRESULT)0x80370112)
+#define HCS_E_SERVICE_NOT_AVAILABLE ((HRESULT)0x80370114)
+#define HCS_E_OPERATION_NOT_STARTED ((HRESULT)0x80370115)
+#define HCS_E_OPERATION_ALREADY_STARTED ((HRESULT)0x80370116)
+#define HCS_E_OPERATION_PENDING ((HRESULT)0x80370117)
+#define HCS_E_OPERATION_TIMEOUT ((HRESULT)0x80370118)
+#define HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET ((HRESULT)0x80370119)
+#define HCS_E_ACCESS_DENIED ((HRESULT)0x8037011B)
+#define HCS_E_PROCESS_INFO_NOT_AVAILABLE ((HRESULT)0x8037011D)
+#define HCS_E_SERVICE_DISCONNECT ((HRESULT)0x8037011E)
+#define HCS_E_PROCESS_ALREADY_STOPPED ((HRESULT)0x8037011F)
+#define HCS_E_OPERATION_ALREADY_CANCELLED ((HRESULT)0x80370121)
+#define FAILED(hr) ((HRESULT)(hr) < 0)
+
+/* ---- settings: every [INFER] behaviour of the spec is a switch here (settings.c) ---- */
+typedef enum { CANCEL_NOT_IMPLEMENTED = 0, CANCEL_IMPLEMENTED = 1 } cancel_mode;
+typedef struct emu_settings {
+    cancel_mode cancel;             /* HcsCancelOperation: E_NOTIMPL (docs) or really cancel */
+    bool legacy_error_forms;        /* report HCS_E_* as 0xC037xxxx, as old vmcompute did */
+    bool pending_on_initiate;       /* initiating calls return HCS_E_OPERATION_PENDING, not S_OK */
+    bool null_success_documents;    /* success results carry no document, even properties */
+    bool create_process_sync_quirk; /* WS2022: CreateProcess wait fails spuriously (E_INVALIDARG) */
+    bool close_waits_in_own_callback; /* real HCS deadlocks here; default: do not wait */
+    bool inherit_environment;       /* processes start from the caller's environment */
+    bool ignore_shutdown;           /* graceful shutdown is never honoured (guest ignores it) */
+    HRESULT wait_exit_timeout_hr;   /* HcsWaitFor*Exit timeout code */
+    uint32_t shutdown_grace_ms;     /* SIGTERM -> SIGKILL grace in a graceful shutdown */
+    uint32_t worker_idle_ms;        /* idle worker threads exit after this */
+    uint32_t schema_major, schema_minor; /* SupportedSchemaVersions reported by the service */
+    uint32_t terminate_timeout_ms;  /* how long a terminate waits for the process group */
+} emu_settings;
+
+extern emu_settings g_settings;
+void emu_settings_init(void);
+/* Applies an Emulator settings object (the emulator-only section of HcsModifyServiceSettings).
+ * Returns S_OK or HCS_E_INVALID_JSON with a message in *err (malloc'd). */
+HRESULT emu_settings_apply(const json *settings, char **err);
+json *emu_settings_to_json(void);
+void emu_settings_reset(void);
+/* Maps an HRESULT to the form the current settings report (legacy 0xC037 or modern). */
+HRESULT emu_public_hr(HRESULT hr);
+
+/* ---- fault injection and call accounting (faults.c) ---- */
+typedef enum {
+#define EMU_FN_ENUM(ret, name, params) FN_##name,
+    HCS_COMPUTECORE_FUNCTIONS(EMU_FN_ENUM) HCS_COMPUTESTORAGE_FUNCTIONS(EMU_FN_ENUM)
+#undef EMU_FN_ENUM
+    FN__COUNT
+} emu_fn;
+extern const char *const emu_fn_names[FN__COUNT];
+
+typedef struct fault_action {
+    HRESULT call_hr;     /* fail the initiating call itself (0 = no) */
+    HRESULT result_hr;   /* fail the operation's result (0 = no) */
+    uint32_t delay_ms;   /* complete late */
+    bool hang;           /* never complete (until close or service disconnect) */
+} fault_action;
+/* Counts the call and decides its fault, if any. Cheap when no fault is configured. */
+void emu_fault_check(emu_fn fn, fault_action *out);
+HRESULT emu_faults_apply(const json *faults, char **err);
+void emu_faults_reset(void);
+json *emu_faults_to_json(void);
+json *emu_call_counts_to_json(void);
+bool emu_service_disconnected(void);
+void emu_service_set_disconnected(bool d);
+
+/* ---- UTF-16 and result documents (wstr.c) ---- */
+/* UTF-16 -> malloc'd UTF-8; NULL for NULL input. *ok=false on invalid UTF-16 (lone surrogate). */
+char *emu_utf8(PCWSTR w, bool *ok);
+/* A result document for the caller: allocated so that the exported LocalFree frees it. */
+PWSTR emu_doc(const char *utf8);
+PWSTR emu_doc_json(const json *v);
+/* Duplicate a document handed out earlier (for repeated Get/Wait). */
+size_t emu_live_documents(void);
+/* A ResultError document (UTF-8, malloc'd). */
+char *emu_error_doc(HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *emu_strdup(const char *s);
+char *emu_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool emu_is_empty(PCWSTR w); /* NULL or L"" */
+/* Parse an optional JSON argument: NULL/"" -> *out=NULL, S_OK. Otherwise HCS_E_INVALID_JSON with *err. */
+HRESULT emu_parse_optional(PCWSTR w, json **out, char **err);
+
+/* ---- monotonic time ---- */
+uint64_t emu_now_ms(void);
+void emu_deadline(struct timespec *ts, uint32_t timeout_ms); /* CLOCK_MONOTONIC */
+void emu_cond_init(pthread_cond_t *cv);                     /* condvar on CLOCK_MONOTONIC */
+
+/* ---- worker pool (ops.c) ---- */
+typedef void (*emu_job_fn)(void *arg);
+/* Runs fn(arg) on a worker thread. Returns false on resource exhaustion. */
+bool emu_submit(emu_job_fn fn, void *arg);
+size_t emu_live_threads(void);
+
+/* ---- the service half ---- */
+typedef struct svc_system svc_system;
+
+HRESULT svc_create(const char *id, const char *config, svc_system **out, char **doc);
+HRESULT svc_open(const char *id, svc_system **out);
+void svc_ref(svc_system *s);
+void svc_unref(svc_system *s);
+const char *svc_id(const svc_system *s);
+/* Client handle accounting: ShouldTerminateOnLastHandleClosed and record lifetime. */
+void svc_handle_opened(svc_system *s);
+void svc_handle_closed(svc_system *s);
+
+HRESULT svc_start(svc_system *s, const json *opts, char **doc);
+HRESULT svc_shutdown(svc_system *s, const json *opts, char **doc);
+HRESULT svc_terminate(svc_system *s, const json *opts, char **doc);
+HRESULT svc_crash(svc_system *s, const json *opts, char **doc);
+HRESULT svc_pause(svc_system *s, const json *opts, char **doc);
+HRESULT svc_resume(svc_system *s, const json *opts, char **doc);
+HRESULT svc_save(svc_system *s, const json *opts, char **doc);
+HRESULT svc_properties(svc_system *s, const json *query, char **doc);
+HRESULT svc_modify(svc_system *s, const json *request, char **doc);
+HRESULT svc_enumerate(const json *query, char **doc);
+HRESULT svc_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc);
+/* Kill a system as if its "guest" died (fault injection). */
+HRESULT svc_inject_unexpected_exit(const char *id);
+HRESULT svc_inject_process_exit(const char *id, uint32_t pid, int code);
+/* Service disconnect: every system's callbacks get ServiceDisconnect; waits fail. */
+void svc_disconnect_all(void);
+size_t svc_live_systems(void);
+size_t svc_live_processes(void);
+
+typedef struct svc_stdio {
+    int in, out, err; /* host-side pipe ends for the caller (owned by the caller), -1 if absent */
+} svc_stdio;
+HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid, svc_stdio *io, char **doc);
+HRESULT svc_process_open(svc_system *s, uint32_t pid);
+void svc_process_handle(svc_system *s, uint32_t pid, int delta);
+HRESULT svc_process_info(svc_system *s, uint32_t pid, svc_stdio *io, char **doc);
+HRESULT svc_process_signal(svc_system *s, uint32_t pid, const json *opts, char **doc);
+HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc);
+HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, char **doc);
+HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc);
+HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc);
+
+HRESULT svc_service_properties(const json *query, char **doc);
+HRESULT svc_modify_service(const json *settings, char **doc);
+HRESULT svc_submit_wer(const json *report, char **doc);
+
+/* ---- events from the service to the client (client.c) ---- */
+void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data);
+void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data);
+void emu_sink_service_disconnect(void);
+
+/* ---- processes (proc.c): real children, reaped through pidfds ---- */
+typedef struct proc_stat proc_stat;
+/* last: the process's final /proc reading (taken while it was a zombie), or NULL. */
+typedef void (*proc_exit_fn)(void *ctx, int pid, int wait_status, const proc_stat *last);
+/* Start watching pid; fn runs on the reaper thread once it has exited (and been reaped). */
+bool proc_watch(int pid, proc_exit_fn fn, void *ctx);
+/* The holder process that owns a system's process group. */
+int proc_spawn_holder(void);
+/* Process statistics from /proc. */
+struct proc_stat {
+    int pid, pgrp;
+    char name[64];
+    uint64_t utime_100ns, stime_100ns, start_ms_epoch;
+    uint64_t rss_bytes, vsize_bytes, shared_bytes;
+    uint64_t read_bytes, write_bytes, read_ops, write_ops;
+};
+/* Every process in group pgrp (the group leader included); returns count (<= cap). */
+size_t proc_list_group(int pgrp, proc_stat *out, size_t cap);
+bool proc_read(int pid, proc_stat *out);
+bool proc_group_empty(int pgrp);
+
+/* ---- logging (HCSEMU_DEBUG=1) ---- */
+void emu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* HCSEMU_EMU_H */

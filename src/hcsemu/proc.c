@@ -1,0 +1,274 @@
+/*
+ * Real processes: the reaper thread and /proc readings.
+ *
+ * Children are watched through pidfds in one epoll set, so thousands of processes need one
+ * thread, not one each; the thread exits when nothing is left to watch. Where pidfd_open is
+ * missing (kernels before 5.3) a thread per process waits instead.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "emu.h"
+
+extern char **environ;
+
+typedef struct watch {
+    int pid, pidfd;
+    proc_exit_fn fn;
+    void *ctx;
+} watch;
+
+static pthread_mutex_t reap_mu = PTHREAD_MUTEX_INITIALIZER;
+static int reap_epfd = -1;
+static size_t reap_count;
+static bool reap_running;
+
+static int pidfd_open_(int pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static void reap_one(watch *w) {
+    int status = 0;
+    proc_stat last;
+    bool have_last = proc_read(w->pid, &last); /* a zombie still shows its final CPU times */
+    pid_t r;
+    do {
+        r = waitpid(w->pid, &status, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) status = 0; /* reaped by someone else (SIGCHLD=SIG_IGN): exit code unknown */
+    w->fn(w->ctx, w->pid, status, have_last ? &last : NULL);
+}
+
+static void *reaper_main(void *unused) {
+    (void)unused;
+    struct epoll_event evs[64];
+    for (;;) {
+        pthread_mutex_lock(&reap_mu);
+        if (reap_count == 0) {
+            /* Nothing to watch: leave, so an idle library holds no threads. */
+            close(reap_epfd);
+            reap_epfd = -1;
+            reap_running = false;
+            pthread_mutex_unlock(&reap_mu);
+            return NULL;
+        }
+        int epfd = reap_epfd;
+        pthread_mutex_unlock(&reap_mu);
+        int n = epoll_wait(epfd, evs, 64, 200);
+        for (int i = 0; i < n; i++) {
+            watch *w = evs[i].data.ptr;
+            epoll_ctl(epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+            close(w->pidfd);
+            reap_one(w);
+            free(w);
+            pthread_mutex_lock(&reap_mu);
+            reap_count--;
+            pthread_mutex_unlock(&reap_mu);
+        }
+    }
+}
+
+static void *waiter_main(void *arg) {
+    reap_one(arg);
+    free(arg);
+    return NULL;
+}
+
+bool proc_watch(int pid, proc_exit_fn fn, void *ctx) {
+    watch *w = malloc(sizeof *w);
+    if (!w) return false;
+    w->pid = pid;
+    w->fn = fn;
+    w->ctx = ctx;
+    w->pidfd = pidfd_open_(pid);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 128 * 1024);
+    bool ok = true;
+    if (w->pidfd < 0) {
+        pthread_t t;
+        ok = pthread_create(&t, &a, waiter_main, w) == 0;
+        if (!ok) free(w);
+    } else {
+        pthread_mutex_lock(&reap_mu);
+        if (reap_epfd < 0) reap_epfd = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+        if (reap_epfd < 0 || epoll_ctl(reap_epfd, EPOLL_CTL_ADD, w->pidfd, &ev) < 0) {
+            ok = false;
+        } else {
+            reap_count++;
+            if (!reap_running) {
+                pthread_t t;
+                reap_running = pthread_create(&t, &a, reaper_main, NULL) == 0;
+                if (!reap_running) {
+                    epoll_ctl(reap_epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+                    reap_count--;
+                    ok = false;
+                }
+            }
+        }
+        pthread_mutex_unlock(&reap_mu);
+        if (!ok) {
+            close(w->pidfd);
+            free(w);
+        }
+    }
+    pthread_attr_destroy(&a);
+    return ok;
+}
+
+int proc_spawn_holder(void) {
+    /* The holder leads the system's process group, so the group outlives any one process
+     * and one killpg reaches everything the system runs. It only sleeps. */
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_init(&fa);
+    sigset_t none, def;
+    sigemptyset(&none);
+    sigfillset(&def);
+    sigdelset(&def, SIGKILL);
+    sigdelset(&def, SIGSTOP);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &def);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    static char *const argv_sleep[] = {"sleep", "infinity", NULL};
+    static char *const env[] = {"PATH=/usr/bin:/bin", NULL};
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, "sleep", &fa, &attr, argv_sleep, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        emu_log("cannot start the process-group holder: %s", strerror(rc));
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+/* ------------------------------------------------------------------ /proc */
+
+static long ticks_per_sec(void) {
+    static long t;
+    if (!t) t = sysconf(_SC_CLK_TCK);
+    return t > 0 ? t : 100;
+}
+
+static uint64_t boot_time_ms_epoch(void) {
+    static uint64_t bt;
+    if (!bt) {
+        FILE *f = fopen("/proc/stat", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f)) {
+            unsigned long long v;
+            if (sscanf(line, "btime %llu", &v) == 1) {
+                bt = (uint64_t)v * 1000u;
+                break;
+            }
+        }
+        if (f) fclose(f);
+    }
+    return bt;
+}
+
+bool proc_read(int pid, proc_stat *out) {
+    memset(out, 0, sizeof *out);
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    char *lp = strchr(buf, '('), *rp = strrchr(buf, ')');
+    if (!lp || !rp) return false;
+    size_t nl = (size_t)(rp - lp - 1);
+    if (nl >= sizeof out->name) nl = sizeof out->name - 1;
+    memcpy(out->name, lp + 1, nl);
+    out->name[nl] = 0;
+    char state;
+    int ppid, pgrp;
+    unsigned long long utime, stime, start, vsize;
+    long long rss;
+    /* fields after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime vsize rss */
+    if (sscanf(rp + 2, "%c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %llu %llu %lld",
+               &state, &ppid, &pgrp, &utime, &stime, &start, &vsize, &rss) != 8)
+        return false;
+    out->pid = pid;
+    out->pgrp = pgrp;
+    long tps = ticks_per_sec();
+    out->utime_100ns = utime * 10000000ull / (uint64_t)tps;
+    out->stime_100ns = stime * 10000000ull / (uint64_t)tps;
+    out->start_ms_epoch = boot_time_ms_epoch() + start * 1000ull / (uint64_t)tps;
+    out->vsize_bytes = vsize;
+    out->rss_bytes = (uint64_t)(rss > 0 ? rss : 0) * (uint64_t)sysconf(_SC_PAGESIZE);
+    snprintf(path, sizeof path, "/proc/%d/statm", pid);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        unsigned long long size, res, shared;
+        if (fscanf(f, "%llu %llu %llu", &size, &res, &shared) == 3)
+            out->shared_bytes = shared * (uint64_t)sysconf(_SC_PAGESIZE);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "/proc/%d/io", pid);
+    f = fopen(path, "re");
+    if (f) {
+        char line[128];
+        unsigned long long v;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "syscr: %llu", &v) == 1) out->read_ops = v;
+            else if (sscanf(line, "syscw: %llu", &v) == 1) out->write_ops = v;
+            else if (sscanf(line, "rchar: %llu", &v) == 1) out->read_bytes = v;
+            else if (sscanf(line, "wchar: %llu", &v) == 1) out->write_bytes = v;
+        }
+        fclose(f);
+    }
+    return true;
+}
+
+size_t proc_list_group(int pgrp, proc_stat *out, size_t cap) {
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        /* cheap filter first: getpgid is one syscall, the full read is several */
+        if (getpgid((pid_t)pid) != pgrp) continue;
+        if (proc_read((int)pid, &out[n]) && out[n].pgrp == pgrp) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+bool proc_group_empty(int pgrp) { return kill(-pgrp, 0) < 0 && errno == ESRCH; }

@@ -1,0 +1,1592 @@
+/*
+ * The service half: compute systems and their processes.
+ *
+ * One lock (svc_mu) guards every system and process record and one condition variable
+ * (svc_cv) announces every state change; waits are rare and short-lived, so simplicity wins
+ * over finer locking. Events are always delivered after svc_mu is released, because event
+ * callbacks may call straight back into the API.
+ *
+ * A running system owns a process group led by a "holder" process; every process created in
+ * the system joins that group, so pause/resume/terminate are one killpg each and statistics
+ * are the sum over the group in /proc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "emu.h"
+#include "storage.h"
+
+extern char **environ;
+
+enum { ST_CREATED, ST_RUNNING, ST_PAUSED, ST_STOPPED, ST_SAVED_AS_TEMPLATE };
+static const char *const state_names[] = {"Created", "Running", "Paused", "Stopped", "SavedAsTemplate"};
+enum { T_CONTAINER, T_VM, T_HOSTED };
+
+typedef struct sproc {
+    uint32_t pid;
+    int in_w, out_r, err_r; /* the service's own copies of the host-side pipe ends */
+    bool console;
+    bool exited, exit_delivered;
+    int exit_code;
+    int handles;
+    uint64_t created_ms_epoch;
+    char *image;
+    uint16_t rows, cols;
+    struct sproc *next;
+} sproc;
+
+struct svc_system {
+    int refs;
+    char *id, *owner;
+    int type;
+    json *config;
+    char runtime_id[37];
+    int state;
+    bool registered, stopping, force_stop, terminate_on_close;
+    int handles;
+    int holder; /* pid of the group leader, 0 when not running */
+    uint64_t start_ms_epoch, start_mono_ms;
+    uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
+    char *exit_doc;
+    sproc *procs;
+    char *workdir; /* default working directory: the container's merged layer view */
+    struct svc_system *next;
+};
+
+static pthread_mutex_t svc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t svc_cv;
+static pthread_once_t svc_once = PTHREAD_ONCE_INIT;
+static svc_system *systems;
+static size_t n_systems, n_procs;
+
+static void svc_init(void) { emu_cond_init(&svc_cv); }
+
+/* ------------------------------------------------------------------ helpers */
+
+static HRESULT fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static HRESULT fail(char **doc, HRESULT hr, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+    va_end(ap);
+    if (doc) {
+        free(*doc);
+        *doc = emu_error_doc(hr, "%s", msg ? msg : "");
+    }
+    free(msg);
+    return hr;
+}
+
+static void iso_time(uint64_t ms_epoch, char *out, size_t n) {
+    time_t t = (time_t)(ms_epoch / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, n, "%s.%03uZ", base, (unsigned)(ms_epoch % 1000));
+}
+
+static uint64_t now_ms_epoch(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void make_guid(char out[37]) {
+    unsigned char b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t)sizeof b) {
+        for (int i = 0; i < 16; i++) b[i] = (unsigned char)(rand() & 0xFF);
+    }
+    if (fd >= 0) close(fd);
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+static svc_system *find_locked(const char *id) {
+    for (svc_system *s = systems; s; s = s->next)
+        if (s->registered && strcmp(s->id, id) == 0) return s;
+    return NULL;
+}
+
+static void unregister_locked(svc_system *s) {
+    if (!s->registered) return;
+    for (svc_system **pp = &systems; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    s->registered = false;
+    n_systems--;
+    s->refs--; /* the list's reference; the caller still holds one */
+}
+
+static void free_proc(sproc *p) {
+    if (p->in_w >= 0) close(p->in_w);
+    if (p->out_r >= 0) close(p->out_r);
+    if (p->err_r >= 0) close(p->err_r);
+    free(p->image);
+    free(p);
+    n_procs--;
+}
+
+void svc_ref(svc_system *s) {
+    pthread_mutex_lock(&svc_mu);
+    s->refs++;
+    pthread_mutex_unlock(&svc_mu);
+}
+
+void svc_unref(svc_system *s) {
+    pthread_mutex_lock(&svc_mu);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&svc_mu);
+    if (!last) return;
+    while (s->procs) {
+        sproc *p = s->procs;
+        s->procs = p->next;
+        pthread_mutex_lock(&svc_mu);
+        free_proc(p);
+        pthread_mutex_unlock(&svc_mu);
+    }
+    free(s->id);
+    free(s->owner);
+    free(s->exit_doc);
+    free(s->workdir);
+    json_free(s->config);
+    free(s);
+}
+
+const char *svc_id(const svc_system *s) { return s->id; }
+
+size_t svc_live_systems(void) {
+    pthread_mutex_lock(&svc_mu);
+    size_t n = n_systems;
+    pthread_mutex_unlock(&svc_mu);
+    return n;
+}
+
+size_t svc_live_processes(void) {
+    pthread_mutex_lock(&svc_mu);
+    size_t n = n_procs;
+    pthread_mutex_unlock(&svc_mu);
+    return n;
+}
+
+static const char *type_name(int t) { return t == T_VM ? "VirtualMachine" : "Container"; }
+
+/* ------------------------------------------------------------------ create / open */
+
+static HRESULT check_path_exists(const json *v, const char *what, char **doc) {
+    const char *p = json_str(v);
+    if (!p || !*p) return S_OK;
+    struct stat st;
+    if (stat(p, &st) != 0)
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s '%s' was not found", what, p);
+    return S_OK;
+}
+
+static HRESULT validate_config(const json *cfg, int *type, char **doc) {
+    if (json_typeof(cfg) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration must be a JSON object");
+    const json *sv = json_get(cfg, "SchemaVersion");
+    int64_t major, minor;
+    if (!sv) return fail(doc, HCS_E_INVALID_JSON, "SchemaVersion is required");
+    if (json_typeof(sv) != JSON_OBJECT || !json_int64(json_get(sv, "Major"), &major) ||
+        !json_int64(json_get(sv, "Minor"), &minor))
+        return fail(doc, HCS_E_INVALID_JSON, "SchemaVersion must be an object with integer Major and Minor");
+    if (major != (int64_t)g_settings.schema_major || minor < 0 || minor > (int64_t)g_settings.schema_minor)
+        return fail(doc, HCS_E_INVALID_JSON, "Schema version %lld.%lld is not supported (this host supports %u.0 to %u.%u)",
+                    (long long)major, (long long)minor, g_settings.schema_major, g_settings.schema_major,
+                    g_settings.schema_minor);
+    const json *c = json_get(cfg, "Container"), *vm = json_get(cfg, "VirtualMachine"),
+               *hs = json_get(cfg, "HostedSystem");
+    int count = (c != NULL) + (vm != NULL) + (hs != NULL);
+    if (count != 1)
+        return fail(doc, HCS_E_INVALID_JSON,
+                    "Exactly one of Container, VirtualMachine and HostedSystem must be set (found %d)", count);
+    const json *body = c ? c : vm ? vm : hs;
+    if (json_typeof(body) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", c ? "Container" : vm ? "VirtualMachine" : "HostedSystem");
+    *type = c ? T_CONTAINER : vm ? T_VM : T_HOSTED;
+    const json *owner = json_get(cfg, "Owner");
+    if (owner && json_typeof(owner) != JSON_STRING) return fail(doc, HCS_E_INVALID_JSON, "Owner must be a string");
+    const json *term = json_get(cfg, "ShouldTerminateOnLastHandleClosed");
+    bool b;
+    if (term && !json_bool(term, &b))
+        return fail(doc, HCS_E_INVALID_JSON, "ShouldTerminateOnLastHandleClosed must be a boolean");
+    HRESULT hr = S_OK;
+    if (vm) {
+        const json *gs = json_get(vm, "GuestState");
+        if (gs && !FAILED(hr)) hr = check_path_exists(json_get(gs, "GuestStateFilePath"), "Guest state file", doc);
+        if (gs && !FAILED(hr)) hr = check_path_exists(json_get(gs, "RuntimeStateFilePath"), "Runtime state file", doc);
+        const json *rs = json_get(vm, "RestoreState");
+        if (rs && !FAILED(hr)) hr = check_path_exists(json_get(rs, "SaveStateFilePath"), "Saved state file", doc);
+    }
+    if (c) {
+        const json *layers = json_get(json_get(c, "Storage"), "Layers");
+        for (size_t i = 0; i < json_len(layers) && !FAILED(hr); i++)
+            hr = check_path_exists(json_get(json_at(layers, i), "Path"), "Layer", doc);
+        const json *dirs = json_get(c, "MappedDirectories");
+        for (size_t i = 0; i < json_len(dirs) && !FAILED(hr); i++)
+            hr = check_path_exists(json_get(json_at(dirs, i), "HostPath"), "Mapped directory", doc);
+    }
+    return hr;
+}
+
+HRESULT svc_create(const char *id, const char *config, svc_system **out, char **doc) {
+    pthread_once(&svc_once, svc_init);
+    *out = NULL;
+    char err[256];
+    json *cfg = json_parse(config, strlen(config), err, sizeof err);
+    if (!cfg) return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is not valid JSON: %s", err);
+    int type = T_CONTAINER;
+    HRESULT hr = validate_config(cfg, &type, doc);
+    const char *hosting = json_str(json_get(cfg, "HostingSystemId"));
+    if (FAILED(hr)) {
+        json_free(cfg);
+        return hr;
+    }
+    svc_system *s = calloc(1, sizeof *s);
+    if (!s) {
+        json_free(cfg);
+        return E_OUTOFMEMORY;
+    }
+    s->refs = 2; /* the list's and the caller's */
+    s->id = strdup(id);
+    const char *owner = json_str(json_get(cfg, "Owner"));
+    s->owner = owner ? strdup(owner) : NULL;
+    s->type = type;
+    s->config = cfg;
+    bool term = false;
+    json_bool(json_get(cfg, "ShouldTerminateOnLastHandleClosed"), &term);
+    s->terminate_on_close = term;
+    make_guid(s->runtime_id);
+    s->state = ST_CREATED;
+    if (type == T_CONTAINER) {
+        /* A container whose writable layer has the storage filter attached runs in the
+         * merged view of its layers. */
+        const json *layers = json_get(json_get(json_get(cfg, "Container"), "Storage"), "Layers");
+        const char *rw = json_str(json_get(json_get(json_get(cfg, "Container"), "Storage"), "Path"));
+        if (rw) s->workdir = storage_merged_view_path(rw);
+        for (size_t i = 0; !s->workdir && i < json_len(layers); i++) {
+            const char *p = json_str(json_get(json_at(layers, i), "Path"));
+            if (p) s->workdir = storage_merged_view_path(p);
+        }
+    }
+    pthread_mutex_lock(&svc_mu);
+    if (hosting && !find_locked(hosting)) {
+        pthread_mutex_unlock(&svc_mu);
+        s->refs = 1;
+        svc_unref(s);
+        return fail(doc, HCS_E_SYSTEM_NOT_FOUND, "The hosting system '%s' does not exist", hosting);
+    }
+    if (find_locked(id)) {
+        pthread_mutex_unlock(&svc_mu);
+        s->refs = 1;
+        svc_unref(s);
+        return fail(doc, HCS_E_SYSTEM_ALREADY_EXISTS, "A compute system with the id '%s' already exists", id);
+    }
+    s->registered = true;
+    s->next = systems;
+    systems = s;
+    n_systems++;
+    pthread_mutex_unlock(&svc_mu);
+    *out = s;
+    return S_OK;
+}
+
+HRESULT svc_open(const char *id, svc_system **out) {
+    pthread_once(&svc_once, svc_init);
+    pthread_mutex_lock(&svc_mu);
+    svc_system *s = id ? find_locked(id) : NULL;
+    if (s) s->refs++;
+    pthread_mutex_unlock(&svc_mu);
+    *out = s;
+    return s ? S_OK : HCS_E_SYSTEM_NOT_FOUND;
+}
+
+void svc_handle_opened(svc_system *s) {
+    pthread_mutex_lock(&svc_mu);
+    s->handles++;
+    pthread_mutex_unlock(&svc_mu);
+}
+
+static void stop_job(void *arg);
+
+void svc_handle_closed(svc_system *s) {
+    pthread_mutex_lock(&svc_mu);
+    bool last = --s->handles == 0;
+    bool terminate = last && s->terminate_on_close && s->state != ST_STOPPED && !s->stopping;
+    if (last && s->state == ST_STOPPED) unregister_locked(s);
+    if (terminate) s->refs++; /* for the job */
+    pthread_mutex_unlock(&svc_mu);
+    if (terminate && !emu_submit(stop_job, s)) stop_job(s);
+}
+
+/* ------------------------------------------------------------------ stopping */
+
+static bool all_exits_delivered_locked(svc_system *s) {
+    for (sproc *p = s->procs; p; p = p->next)
+        if (!p->exit_delivered) return false;
+    return true;
+}
+
+static char *exit_status_doc(HRESULT status, const char *exit_type, const char *detail, const char *initiator) {
+    json *d = json_new_object();
+    json_set(d, "Status", json_new_int((int32_t)emu_public_hr(status)));
+    json_set(d, "ExitType", json_new_string(exit_type));
+    json *attr = json_new_array();
+    json *a = json_new_object();
+    json *se = json_new_object();
+    json_set(se, "Detail", json_new_string(detail));
+    json_set(se, "Initiator", json_new_string(initiator));
+    json_set(a, "SystemExit", se);
+    json_append(attr, a);
+    json_set(d, "Attribution", attr);
+    char *out = json_dump(d);
+    json_free(d);
+    return out;
+}
+
+typedef enum { STOP_GRACEFUL, STOP_FORCED, STOP_UNEXPECTED, STOP_CRASH } stop_kind;
+
+/* Ends the system's processes and moves it to Stopped. Blocking: runs on a worker.
+ * Returns S_OK, HCS_E_SYSTEM_ALREADY_STOPPED, HCS_E_INVALID_STATE or (for a graceful stop
+ * that a terminate overtook) HCS_E_TERMINATED. */
+static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
+    pthread_mutex_lock(&svc_mu);
+    if (s->state == ST_STOPPED) {
+        pthread_mutex_unlock(&svc_mu);
+        return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has already stopped", s->id);
+    }
+    if (kind == STOP_GRACEFUL && (s->state == ST_CREATED || s->state == ST_PAUSED || s->state == ST_SAVED_AS_TEMPLATE)) {
+        int st = s->state;
+        pthread_mutex_unlock(&svc_mu);
+        return fail(doc, HCS_E_INVALID_STATE, "A %s compute system cannot be shut down", state_names[st]);
+    }
+    if (s->stopping) {
+        if (kind == STOP_GRACEFUL) {
+            pthread_mutex_unlock(&svc_mu);
+            return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' is already stopping", s->id);
+        }
+        /* A terminate overtakes a shutdown in progress: escalate, then wait for Stopped. */
+        s->force_stop = true;
+        pthread_cond_broadcast(&svc_cv);
+        while (s->state != ST_STOPPED) pthread_cond_wait(&svc_cv, &svc_mu);
+        pthread_mutex_unlock(&svc_mu);
+        return S_OK;
+    }
+    s->stopping = true;
+    int pg = s->holder;
+    pthread_mutex_unlock(&svc_mu);
+
+    bool graceful_done = false;
+    if (kind == STOP_GRACEFUL && pg > 0) {
+        if (!g_settings.ignore_shutdown) killpg(pg, SIGTERM);
+        uint64_t deadline = emu_now_ms() + g_settings.shutdown_grace_ms;
+        pthread_mutex_lock(&svc_mu);
+        for (;;) {
+            if (s->force_stop) break;
+            if (!g_settings.ignore_shutdown && proc_group_empty(pg)) {
+                graceful_done = true;
+                break;
+            }
+            if (!g_settings.ignore_shutdown && emu_now_ms() >= deadline) break;
+            struct timespec ts;
+            emu_deadline(&ts, 10);
+            pthread_cond_timedwait(&svc_cv, &svc_mu, &ts);
+        }
+        pthread_mutex_unlock(&svc_mu);
+    }
+    if (pg > 0) {
+        /* SIGKILL also ends stopped (paused) processes; the holder dies with the group. */
+        killpg(pg, SIGKILL);
+        uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
+        pthread_mutex_lock(&svc_mu);
+        while (!(proc_group_empty(pg) && all_exits_delivered_locked(s)) && emu_now_ms() < deadline) {
+            struct timespec ts;
+            emu_deadline(&ts, 5);
+            pthread_cond_timedwait(&svc_cv, &svc_mu, &ts);
+        }
+        pthread_mutex_unlock(&svc_mu);
+    }
+    HRESULT status = S_OK;
+    const char *exit_type = "ForcedExit", *detail = "Terminate", *initiator = "Client";
+    if (kind == STOP_GRACEFUL && (graceful_done || !s->force_stop)) {
+        exit_type = graceful_done ? "GracefulExit" : "ForcedExit";
+        detail = graceful_done ? "Shutdown" : "ShutdownTimeout";
+    }
+    if (kind == STOP_UNEXPECTED) {
+        status = HCS_E_UNEXPECTED_EXIT;
+        exit_type = "UnexpectedExit";
+        detail = "UnexpectedExit";
+        initiator = "GuestOS";
+    } else if (kind == STOP_CRASH) {
+        status = HCS_E_UNEXPECTED_EXIT;
+        exit_type = "UnexpectedExit";
+        detail = "GuestCrash";
+        initiator = "GuestOS";
+    } else if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done) {
+        status = HCS_E_TERMINATED;
+        exit_type = "ForcedExit";
+        detail = "Terminate";
+    }
+    char *exit_doc = exit_status_doc(status, exit_type, detail, initiator);
+    pthread_mutex_lock(&svc_mu);
+    s->state = ST_STOPPED;
+    s->holder = 0;
+    s->stopping = false;
+    free(s->exit_doc);
+    s->exit_doc = strdup(exit_doc);
+    if (s->handles == 0) unregister_locked(s);
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    emu_sink_system_event(s, HcsEventSystemExited, exit_doc);
+    free(exit_doc);
+    if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done)
+        return fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
+    return S_OK;
+}
+
+static void stop_job(void *arg) {
+    svc_system *s = arg;
+    do_stop(s, STOP_FORCED, NULL);
+    svc_unref(s);
+}
+
+static void unexpected_job(void *arg) {
+    svc_system *s = arg;
+    do_stop(s, STOP_UNEXPECTED, NULL);
+    svc_unref(s);
+}
+
+static void on_holder_exit(void *ctx, int pid, int status, const proc_stat *last) {
+    (void)status;
+    (void)last;
+    svc_system *s = ctx;
+    pthread_mutex_lock(&svc_mu);
+    bool unexpected = s->holder == pid && !s->stopping && s->state != ST_STOPPED;
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    /* The "guest" died by itself: stop the system from a worker, because stopping waits for
+     * the other processes, and their exits are reaped by this very thread. */
+    if (unexpected) {
+        if (!emu_submit(unexpected_job, s)) svc_unref(s);
+    } else {
+        svc_unref(s);
+    }
+}
+
+HRESULT svc_shutdown(svc_system *s, const json *opts, char **doc) {
+    if (opts && json_typeof(opts) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "Shutdown options must be a JSON object");
+    return do_stop(s, STOP_GRACEFUL, doc);
+}
+
+HRESULT svc_terminate(svc_system *s, const json *opts, char **doc) {
+    (void)opts;
+    return do_stop(s, STOP_FORCED, doc);
+}
+
+HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
+    const char *type = json_str(json_get(opts, "Type"));
+    if (opts && type && strcmp(type, "CrashGuest") != 0)
+        return fail(doc, HCS_E_INVALID_JSON, "Unknown crash type '%s'", type);
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state;
+    pthread_mutex_unlock(&svc_mu);
+    if (st != ST_RUNNING) {
+        if (st == ST_STOPPED) return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system has stopped");
+        return fail(doc, HCS_E_INVALID_STATE, "Only a running compute system can be crashed (state %s)", state_names[st]);
+    }
+    json *rep = json_new_object();
+    json_set(rep, "SystemId", json_new_string(s->id));
+    char guid[37];
+    make_guid(guid);
+    json_set(rep, "ActivityId", json_new_string(guid));
+    json *params = json_new_array();
+    json_append(params, json_new_uint(0xE2)); /* MANUALLY_INITIATED_CRASH */
+    for (int i = 0; i < 4; i++) json_append(params, json_new_uint(0));
+    json_set(rep, "CrashParameters", params);
+    json_set(rep, "CrashLog", json_new_string("The guest was crashed on request (HcsCrashComputeSystem)"));
+    json_set(rep, "Status", json_new_int(0));
+    json_set(rep, "PreOSId", json_new_int(0));
+    json_set(rep, "CrashStackUnavailable", json_new_bool(true));
+    char *text = json_dump(rep);
+    json_free(rep);
+    emu_sink_system_event(s, HcsEventSystemCrashInitiated, text);
+    emu_sink_system_event(s, HcsEventSystemCrashReport, text);
+    free(text);
+    return do_stop(s, STOP_CRASH, doc);
+}
+
+HRESULT svc_inject_unexpected_exit(const char *id) {
+    svc_system *s;
+    if (FAILED(svc_open(id, &s))) return HCS_E_SYSTEM_NOT_FOUND;
+    pthread_mutex_lock(&svc_mu);
+    int holder = s->holder;
+    int st = s->state;
+    pthread_mutex_unlock(&svc_mu);
+    HRESULT hr = S_OK;
+    if (st != ST_RUNNING && st != ST_PAUSED) {
+        hr = HCS_E_INVALID_STATE;
+    } else if (holder > 0) {
+        kill(holder, SIGKILL); /* the reaper notices and stops the system as UnexpectedExit */
+    }
+    svc_unref(s);
+    return hr;
+}
+
+/* ------------------------------------------------------------------ state changes */
+
+static HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) {
+    if (st == ST_STOPPED)
+        return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has stopped", s->id);
+    return fail(doc, HCS_E_INVALID_STATE, "Cannot %s compute system '%s' in state %s", what, s->id, state_names[st]);
+}
+
+HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
+    (void)opts;
+    pthread_mutex_lock(&svc_mu);
+    if (s->state != ST_CREATED || s->stopping) {
+        int st = s->state;
+        pthread_mutex_unlock(&svc_mu);
+        return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
+    }
+    s->stopping = true; /* "starting": keeps concurrent starts and stops out */
+    pthread_mutex_unlock(&svc_mu);
+    int pid = proc_spawn_holder();
+    pthread_mutex_lock(&svc_mu);
+    s->stopping = false;
+    if (pid < 0) {
+        pthread_mutex_unlock(&svc_mu);
+        return fail(doc, HCS_E_TERMINATED_DURING_START, "The compute system could not start: %s", strerror(errno));
+    }
+    s->holder = pid;
+    s->state = ST_RUNNING;
+    s->start_ms_epoch = now_ms_epoch();
+    s->start_mono_ms = emu_now_ms();
+    s->refs++; /* for the watch */
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    if (!proc_watch(pid, on_holder_exit, s)) {
+        kill(pid, SIGKILL);
+        svc_unref(s);
+    }
+    return S_OK;
+}
+
+static const char *const suspension_levels[] = {"Suspend", "MemoryLow", "MemoryMedium", "MemoryHigh", NULL};
+static const char *const pause_reasons[] = {"None", "Save", "Template", NULL};
+
+static bool one_of(const char *v, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(v, *list) == 0) return true;
+    return false;
+}
+
+HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
+    if (opts) {
+        const json *lvl = json_get(opts, "SuspensionLevel");
+        if (lvl && (!json_str(lvl) || !one_of(json_str(lvl), suspension_levels)))
+            return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.SuspensionLevel is not a known level");
+        const json *reason = json_get(json_get(opts, "HostedNotification"), "Reason");
+        if (reason && (!json_str(reason) || !one_of(json_str(reason), pause_reasons)))
+            return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.HostedNotification.Reason is not a known reason");
+    }
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state;
+    if (st != ST_RUNNING || s->stopping) {
+        pthread_mutex_unlock(&svc_mu);
+        return wrong_state(doc, s, st, "pause");
+    }
+    killpg(s->holder, SIGSTOP);
+    s->state = ST_PAUSED;
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    return S_OK;
+}
+
+HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
+    (void)opts;
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state;
+    if (st != ST_PAUSED || s->stopping) {
+        pthread_mutex_unlock(&svc_mu);
+        return wrong_state(doc, s, st, "resume");
+    }
+    killpg(s->holder, SIGCONT);
+    s->state = ST_RUNNING;
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    return S_OK;
+}
+
+/* The .vmrs format of the emulator: a magic line, then one JSON object. */
+#define VMRS_MAGIC "HCSEMU-VMRS 1\n"
+
+json *emu_host_processor_requirements(void);
+
+HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
+    const char *type = json_str(json_get(opts, "SaveType"));
+    const char *path = json_str(json_get(opts, "SaveStateFilePath"));
+    if (type && strcmp(type, "ToFile") != 0 && strcmp(type, "AsTemplate") != 0)
+        return fail(doc, HCS_E_INVALID_JSON, "SaveOptions.SaveType must be ToFile or AsTemplate");
+    bool as_template = type && strcmp(type, "AsTemplate") == 0;
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state;
+    if (st != ST_PAUSED || s->stopping) {
+        pthread_mutex_unlock(&svc_mu);
+        if (st == ST_RUNNING)
+            return fail(doc, HCS_E_INVALID_STATE, "The compute system '%s' cannot be saved as it is still running", s->id);
+        return wrong_state(doc, s, st, "save");
+    }
+    json *cfg = json_clone(s->config);
+    pthread_mutex_unlock(&svc_mu);
+    if (path && *path) {
+        json *state = json_new_object();
+        json_set(state, "Kind", json_new_string("SavedState"));
+        json_set(state, "SystemId", json_new_string(s->id));
+        json_set(state, "RuntimeId", json_new_string(s->runtime_id));
+        char when[40];
+        iso_time(now_ms_epoch(), when, sizeof when);
+        json_set(state, "SavedAt", json_new_string(when));
+        json_set(state, "SaveType", json_new_string(as_template ? "AsTemplate" : "ToFile"));
+        json_set(state, "Configuration", cfg);
+        cfg = NULL;
+        json_set(state, "ProcessorRequirements", emu_host_processor_requirements());
+        char *text = json_dump(state);
+        json_free(state);
+        FILE *f = fopen(path, "we");
+        bool ok = f && fputs(VMRS_MAGIC, f) >= 0 && fputs(text, f) >= 0;
+        if (f && fclose(f) != 0) ok = false;
+        free(text);
+        if (!ok) {
+            int e = errno;
+            return fail(doc, HRESULT_FROM_WIN32(e == ENOENT ? ERROR_PATH_NOT_FOUND : ERROR_ACCESS_DENIED),
+                        "Cannot write the saved state file '%s': %s", path, strerror(e));
+        }
+    } else if (!as_template) {
+        json_free(cfg);
+        return fail(doc, E_INVALIDARG, "SaveOptions.SaveStateFilePath is required to save to a file");
+    }
+    json_free(cfg);
+    pthread_mutex_lock(&svc_mu);
+    if (as_template) s->state = ST_SAVED_AS_TEMPLATE; /* ToFile stays Paused [INFER] */
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    return S_OK;
+}
+
+/* ------------------------------------------------------------------ properties */
+
+static json *basic_properties_locked(svc_system *s) {
+    json *p = json_new_object();
+    json_set(p, "Id", json_new_string(s->id));
+    json_set(p, "SystemType", json_new_string(type_name(s->type)));
+    json_set(p, "Name", json_new_string(s->id));
+    if (s->owner) json_set(p, "Owner", json_new_string(s->owner));
+    json_set(p, "RuntimeId", json_new_string(s->runtime_id));
+    const json *vm = json_get(s->config, "VirtualMachine");
+    bool linux_vm = vm && (json_get(json_get(vm, "Chipset"), "LinuxKernelDirect") || json_get(vm, "LinuxKernelDirect"));
+    json_set(p, "RuntimeOsType", json_new_string(linux_vm ? "Linux" : "Windows"));
+    const char *hosting = json_str(json_get(s->config, "HostingSystemId"));
+    if (hosting) json_set(p, "HostingSystemId", json_new_string(hosting));
+    json_set(p, "State", json_new_string(state_names[s->state]));
+    json_set(p, "Stopped", json_new_bool(s->state == ST_STOPPED));
+    const char *exit_type = "None";
+    json *ed = NULL;
+    if (s->exit_doc) {
+        ed = json_parse(s->exit_doc, strlen(s->exit_doc), NULL, 0);
+        const char *t = json_str(json_get(ed, "ExitType"));
+        if (t) exit_type = t;
+    }
+    json_set(p, "ExitType", json_new_string(exit_type));
+    json_free(ed);
+    return p;
+}
+
+static json *statistics_locked(svc_system *s) {
+    json *st = json_new_object();
+    char ts[40];
+    iso_time(now_ms_epoch(), ts, sizeof ts);
+    json_set(st, "Timestamp", json_new_string(ts));
+    if (s->start_ms_epoch) {
+        iso_time(s->start_ms_epoch, ts, sizeof ts);
+        json_set(st, "ContainerStartTime", json_new_string(ts));
+    }
+    uint64_t uptime = s->start_mono_ms && s->state != ST_STOPPED ? (emu_now_ms() - s->start_mono_ms) * 10000u : 0;
+    json_set(st, "Uptime100ns", json_new_uint(uptime));
+    uint64_t user = s->exited_user_100ns, kern = s->exited_kernel_100ns, rss = 0, shared = 0, vsz = 0;
+    uint64_t rb = s->exited_read, wb = s->exited_write, rops = s->exited_rops, wops = s->exited_wops;
+    if (s->holder > 0) {
+        proc_stat *ps = malloc(sizeof *ps * 4096);
+        size_t n = ps ? proc_list_group(s->holder, ps, 4096) : 0;
+        for (size_t i = 0; i < n; i++) {
+            user += ps[i].utime_100ns;
+            kern += ps[i].stime_100ns;
+            rss += ps[i].rss_bytes;
+            shared += ps[i].shared_bytes;
+            vsz += ps[i].vsize_bytes;
+            rb += ps[i].read_bytes;
+            wb += ps[i].write_bytes;
+            rops += ps[i].read_ops;
+            wops += ps[i].write_ops;
+        }
+        free(ps);
+    }
+    json *proc = json_new_object();
+    json_set(proc, "TotalRuntime100ns", json_new_uint(user + kern));
+    json_set(proc, "RuntimeUser100ns", json_new_uint(user));
+    json_set(proc, "RuntimeKernel100ns", json_new_uint(kern));
+    json_set(st, "Processor", proc);
+    json *mem = json_new_object();
+    json_set(mem, "MemoryUsageCommitBytes", json_new_uint(vsz));
+    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(vsz));
+    json_set(mem, "MemoryUsagePrivateWorkingSetBytes", json_new_uint(rss > shared ? rss - shared : 0));
+    json_set(st, "Memory", mem);
+    json *sto = json_new_object();
+    json_set(sto, "ReadCountNormalized", json_new_uint(rops));
+    json_set(sto, "ReadSizeBytes", json_new_uint(rb));
+    json_set(sto, "WriteCountNormalized", json_new_uint(wops));
+    json_set(sto, "WriteSizeBytes", json_new_uint(wb));
+    json_set(st, "Storage", sto);
+    return st;
+}
+
+static json *process_list_locked(svc_system *s) {
+    json *arr = json_new_array();
+    if (s->holder <= 0) return arr;
+    proc_stat *ps = malloc(sizeof *ps * 4096);
+    size_t n = ps ? proc_list_group(s->holder, ps, 4096) : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ps[i].pid == s->holder) continue; /* the group holder is infrastructure */
+        json *d = json_new_object();
+        json_set(d, "ProcessId", json_new_uint((uint64_t)ps[i].pid));
+        json_set(d, "ImageName", json_new_string(ps[i].name));
+        char ts[40];
+        iso_time(ps[i].start_ms_epoch, ts, sizeof ts);
+        json_set(d, "CreateTimestamp", json_new_string(ts));
+        json_set(d, "UserTime100ns", json_new_uint(ps[i].utime_100ns));
+        json_set(d, "KernelTime100ns", json_new_uint(ps[i].stime_100ns));
+        json_set(d, "MemoryCommitBytes", json_new_uint(ps[i].vsize_bytes));
+        json_set(d, "MemoryWorkingSetPrivateBytes",
+                 json_new_uint(ps[i].rss_bytes > ps[i].shared_bytes ? ps[i].rss_bytes - ps[i].shared_bytes : 0));
+        json_set(d, "MemoryWorkingSetSharedBytes", json_new_uint(ps[i].shared_bytes));
+        json_append(arr, d);
+    }
+    free(ps);
+    return arr;
+}
+
+static json *memory_locked(svc_system *s) {
+    int64_t mb = 0;
+    const json *vm = json_get(s->config, "VirtualMachine");
+    if (vm) json_int64(json_get(json_get(json_get(vm, "ComputeTopology"), "Memory"), "SizeInMB"), &mb);
+    else json_int64(json_get(json_get(json_get(s->config, "Container"), "Memory"), "SizeInMB"), &mb);
+    json *m = json_new_object();
+    json_set(m, "VirtualNodeCount", json_new_int(1));
+    json *vmm = json_new_object();
+    json_set(vmm, "AvailableMemory", json_new_int(mb));
+    json_set(vmm, "AvailableMemoryBuffer", json_new_int(0));
+    json_set(vmm, "ReservedMemory", json_new_int(0));
+    json_set(vmm, "AssignedMemory", json_new_int(mb));
+    json_set(vmm, "SlpActive", json_new_bool(false));
+    json_set(vmm, "BalancingEnabled", json_new_bool(false));
+    json_set(vmm, "DmOperationInProgress", json_new_bool(false));
+    json_set(m, "VirtualMachineMemory", vmm);
+    json_set(m, "VirtualNodes", json_new_array());
+    return m;
+}
+
+json *emu_host_processor_topology(void);
+
+static const char *const known_props[] = {
+    "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
+    "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
+    "EmulatorConfiguration", NULL};
+
+/* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
+static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
+    if (!one_of(name, known_props))
+        return fail(doc, HCS_E_INVALID_JSON, "Unknown property type '%s'", name);
+    if (strcmp(name, "Statistics") == 0) json_set(p, "Statistics", statistics_locked(s));
+    else if (strcmp(name, "ProcessList") == 0) json_set(p, "ProcessList", process_list_locked(s));
+    else if (strcmp(name, "Memory") == 0) json_set(p, "Memory", memory_locked(s));
+    else if (strcmp(name, "TerminateOnLastHandleClosed") == 0)
+        json_set(p, "TerminateOnLastHandleClosed", json_new_bool(s->terminate_on_close));
+    else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
+    else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
+    else if (strcmp(name, "ProcessorTopology") == 0) json_set(p, "ProcessorTopology", emu_host_processor_topology());
+    else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
+    else if (strcmp(name, "GuestConnection") == 0) {
+        if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
+            json *g = json_new_object();
+            json *vers = json_new_array();
+            json *v = json_new_object();
+            json_set(v, "Major", json_new_uint(g_settings.schema_major));
+            json_set(v, "Minor", json_new_uint(g_settings.schema_minor));
+            json_append(vers, v);
+            json_set(g, "SupportedSchemaVersions", vers);
+            json_set(g, "ProtocolVersion", json_new_int(4));
+            json_set(g, "GuestDefinedCapabilities", json_new_object());
+            json_set(p, "GuestConnectionInfo", g);
+        }
+    } else if (strcmp(name, "ICHeartbeatStatus") == 0) {
+        json_set(p, "ICHeartbeatStatus", json_new_string(s->state == ST_RUNNING ? "Ok" : "NoContact"));
+    } else if (strcmp(name, "GuestMemory") == 0) {
+        json_set(p, "GuestMemoryInfo", memory_locked(s));
+    } else {
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+                    "The property type '%s' is not supported by the emulator", name);
+    }
+    return S_OK;
+}
+
+HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
+    const json *types = json_get(query, "PropertyTypes");
+    if (query && json_typeof(query) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "The property query must be a JSON object");
+    if (types && json_typeof(types) != JSON_ARRAY)
+        return fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
+    pthread_mutex_lock(&svc_mu);
+    json *p = basic_properties_locked(s);
+    HRESULT hr = S_OK;
+    for (size_t i = 0; i < json_len(types) && !FAILED(hr); i++) {
+        const char *name = json_str(json_at(types, i));
+        hr = name ? add_property_locked(s, p, name, doc)
+                  : fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
+    }
+    const json *queries = json_get(query, "Queries");
+    if (!FAILED(hr) && json_len(queries)) {
+        json *responses = json_new_object();
+        for (size_t i = 0; i < json_len(queries); i++) {
+            const char *name = json_key_at(queries, i);
+            json *one = json_new_object();
+            char *err = NULL;
+            json *resp = json_new_object();
+            HRESULT r = add_property_locked(s, one, name, &err);
+            if (FAILED(r)) {
+                json_set(resp, "Error", json_parse(err, strlen(err), NULL, 0));
+            } else if (json_len(one)) {
+                json_set(resp, "Response", json_clone(json_at(one, 0)));
+            }
+            free(err);
+            json_free(one);
+            json_set(responses, name, resp);
+        }
+        json_set(p, "PropertyResponses", responses);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    if (!FAILED(hr)) {
+        free(*doc);
+        *doc = json_dump(p);
+    }
+    json_free(p);
+    return hr;
+}
+
+/* ------------------------------------------------------------------ modify */
+
+/* Applies a ModifySettingRequest to the stored configuration, so what was added, removed
+ * or updated shows in later properties and in EmulatorConfiguration. */
+HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
+    if (json_typeof(req) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
+    const char *path = json_str(json_get(req, "ResourcePath"));
+    const char *rtype = json_str(json_get(req, "RequestType"));
+    const json *settings = json_get(req, "Settings");
+    const json *guest = json_get(req, "GuestRequest");
+    if (!path && !guest) return fail(doc, HCS_E_INVALID_JSON, "ResourcePath or GuestRequest is required");
+    if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
+        return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
+    if (!rtype) rtype = "Add";
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state;
+    if (st == ST_STOPPED || st == ST_SAVED_AS_TEMPLATE || s->stopping) {
+        pthread_mutex_unlock(&svc_mu);
+        return wrong_state(doc, s, st, "modify");
+    }
+    HRESULT hr = S_OK;
+    if (path) {
+        char *copy = strdup(path);
+        char *save = NULL;
+        char *seg = strtok_r(copy, "/", &save);
+        const char *root = s->type == T_VM ? "VirtualMachine" : "Container";
+        if (!seg || (strcmp(seg, root) != 0 && strcmp(seg, "HostedSystem") != 0)) {
+            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' does not apply to a %s",
+                      path, root);
+        } else {
+            json *node = (json *)json_get(s->config, seg);
+            char *next = strtok_r(NULL, "/", &save);
+            if (!next) {
+                hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' names no resource", path);
+            }
+            while (!FAILED(hr) && next) {
+                char *after = strtok_r(NULL, "/", &save);
+                if (!after) {
+                    bool exists = json_get(node, next) != NULL;
+                    if (strcmp(rtype, "Remove") == 0) {
+                        if (!exists) hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
+                        else json_remove(node, next);
+                    } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_OBJECT &&
+                               json_typeof(settings) == JSON_OBJECT && json_len(json_get(node, next)) &&
+                               strstr(path, "/Shares") == NULL) {
+                        hr = fail(doc, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS), "Resource '%s' already exists", path);
+                    } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_ARRAY) {
+                        json_append((json *)json_get(node, next), settings ? json_clone(settings) : json_new_null());
+                    } else {
+                        json_set(node, next, settings ? json_clone(settings) : json_new_object());
+                    }
+                    if (!FAILED(hr) && strcmp(path, "Container/Memory/SizeInMB") != 0 && strstr(path, "Memory/SizeInMB") &&
+                        settings && json_typeof(settings) != JSON_NUMBER) {
+                        hr = fail(doc, HCS_E_INVALID_JSON, "Memory/SizeInMB takes a number");
+                    }
+                    break;
+                }
+                json *child = (json *)json_get(node, next);
+                if (!child) {
+                    if (strcmp(rtype, "Remove") == 0) {
+                        hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
+                        break;
+                    }
+                    child = json_new_object();
+                    json_set(node, next, child);
+                } else if (json_typeof(child) != JSON_OBJECT) {
+                    hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' crosses a value", path);
+                    break;
+                }
+                node = child;
+                next = after;
+            }
+        }
+        free(copy);
+    }
+    if (!FAILED(hr) && path && strcmp(path, "Container/Memory/SizeInMB") != 0 &&
+        strcmp(rtype, "Remove") != 0 && strstr(path, "TerminateOnLastHandleClosed")) {
+        bool b;
+        if (json_bool(settings, &b)) s->terminate_on_close = b;
+    }
+    if (!FAILED(hr) && guest) {
+        json *log = (json *)json_get(s->config, "EmulatorGuestRequests");
+        if (!log) {
+            log = json_new_array();
+            json_set(s->config, "EmulatorGuestRequests", log);
+        }
+        json_append(log, json_clone(guest));
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+/* ------------------------------------------------------------------ enumerate / wait */
+
+static bool filter_match(const json *list, const char *value) {
+    if (!list) return true;
+    for (size_t i = 0; i < json_len(list); i++) {
+        const char *v = json_str(json_at(list, i));
+        if (v && value && strcmp(v, value) == 0) return true;
+    }
+    return false;
+}
+
+HRESULT svc_enumerate(const json *query, char **doc) {
+    pthread_once(&svc_once, svc_init);
+    if (query && json_typeof(query) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "The system query must be a JSON object");
+    static const char *const fields[] = {"Ids", "Names", "Types", "Owners"};
+    for (int i = 0; i < 4; i++) {
+        const json *f = json_get(query, fields[i]);
+        if (f && json_typeof(f) != JSON_ARRAY)
+            return fail(doc, HCS_E_INVALID_JSON, "SystemQuery.%s must be an array of strings", fields[i]);
+    }
+    json *arr = json_new_array();
+    pthread_mutex_lock(&svc_mu);
+    for (svc_system *s = systems; s; s = s->next) {
+        if (!filter_match(json_get(query, "Ids"), s->id) || !filter_match(json_get(query, "Names"), s->id) ||
+            !filter_match(json_get(query, "Types"), type_name(s->type)) ||
+            !filter_match(json_get(query, "Owners"), s->owner))
+            continue;
+        json_append(arr, basic_properties_locked(s));
+    }
+    pthread_mutex_unlock(&svc_mu);
+    free(*doc);
+    *doc = json_dump(arr);
+    json_free(arr);
+    return S_OK;
+}
+
+static bool timed_wait_locked(struct timespec *deadline, uint32_t timeout_ms) {
+    if (timeout_ms == INFINITE) {
+        pthread_cond_wait(&svc_cv, &svc_mu);
+        return true;
+    }
+    return pthread_cond_timedwait(&svc_cv, &svc_mu, deadline) != ETIMEDOUT;
+}
+
+HRESULT svc_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc) {
+    struct timespec ts;
+    emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
+    pthread_mutex_lock(&svc_mu);
+    HRESULT hr = S_OK;
+    while (s->state != ST_STOPPED) {
+        if (emu_service_disconnected()) {
+            hr = HCS_E_SERVICE_DISCONNECT;
+            break;
+        }
+        if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
+            if (s->state != ST_STOPPED) hr = g_settings.wait_exit_timeout_hr;
+            break;
+        }
+    }
+    if (!FAILED(hr) && s->exit_doc) *doc = strdup(s->exit_doc);
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+void svc_disconnect_all(void) {
+    pthread_once(&svc_once, svc_init);
+    pthread_mutex_lock(&svc_mu);
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+}
+
+/* ------------------------------------------------------------------ processes */
+
+static sproc *find_proc_locked(svc_system *s, uint32_t pid) {
+    for (sproc *p = s->procs; p; p = p->next)
+        if (p->pid == pid) return p;
+    return NULL;
+}
+
+static void remove_proc_locked(svc_system *s, sproc *p) {
+    for (sproc **pp = &s->procs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    free_proc(p);
+}
+
+static char *process_status_doc(const sproc *p) {
+    json *d = json_new_object();
+    json_set(d, "ProcessId", json_new_uint(p->pid));
+    json_set(d, "Exited", json_new_bool(p->exited));
+    json_set(d, "ExitCode", json_new_uint(p->exited ? (uint32_t)p->exit_code : 0));
+    json_set(d, "LastWaitResult", json_new_int(0));
+    char *out = json_dump(d);
+    json_free(d);
+    return out;
+}
+
+typedef struct exit_ctx {
+    svc_system *s;
+    uint32_t pid;
+} exit_ctx;
+
+static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
+    exit_ctx *x = ctx;
+    svc_system *s = x->s;
+    free(x);
+    pthread_mutex_lock(&svc_mu);
+    sproc *p = find_proc_locked(s, (uint32_t)pid);
+    char *doc = NULL;
+    if (p) {
+        p->exited = true;
+        /* Windows has no signals; a signalled Linux child reports 128+signal, as shells do. */
+        p->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        if (p->in_w >= 0) {
+            close(p->in_w);
+            p->in_w = -1;
+        }
+        doc = process_status_doc(p);
+    }
+    if (last) {
+        s->exited_user_100ns += last->utime_100ns;
+        s->exited_kernel_100ns += last->stime_100ns;
+        s->exited_read += last->read_bytes;
+        s->exited_write += last->write_bytes;
+        s->exited_rops += last->read_ops;
+        s->exited_wops += last->write_ops;
+    }
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    if (doc) emu_sink_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
+    free(doc);
+    pthread_mutex_lock(&svc_mu);
+    p = find_proc_locked(s, (uint32_t)pid);
+    if (p) {
+        p->exit_delivered = true;
+        if (p->handles <= 0) remove_proc_locked(s, p);
+    }
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+    svc_unref(s);
+}
+
+static int dup_cloexec(int fd) { return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 3); }
+
+/* A pipe whose ends are never 0..2, so no returned HANDLE is NULL-looking or a std stream. */
+static bool make_pipe(int fds[2]) {
+    if (pipe2(fds, O_CLOEXEC) < 0) return false;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 3) {
+            int n = dup_cloexec(fds[i]);
+            close(fds[i]);
+            fds[i] = n;
+        }
+    }
+    return fds[0] >= 0 && fds[1] >= 0;
+}
+
+static char **build_env(const json *envobj) {
+    size_t base = 0;
+    if (g_settings.inherit_environment)
+        while (environ[base]) base++;
+    size_t extra = json_len(envobj);
+    char **env = calloc(base + extra + 1, sizeof *env);
+    if (!env) return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < extra; i++) {
+        const char *k = json_key_at(envobj, i), *v = json_str(json_at(envobj, i));
+        if (!k || !v) continue;
+        env[n++] = emu_printf("%s=%s", k, v);
+    }
+    for (size_t i = 0; i < base; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t kl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool overridden = false;
+        for (size_t j = 0; j < extra && !overridden; j++) {
+            const char *k = json_key_at(envobj, j);
+            overridden = k && strlen(k) == kl && strncmp(k, environ[i], kl) == 0;
+        }
+        if (!overridden) env[n++] = strdup(environ[i]);
+    }
+    return env;
+}
+
+static void free_strv(char **v) {
+    if (!v) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out, svc_stdio *io, char **doc) {
+    char err[256];
+    json *pp = json_parse(params, strlen(params), err, sizeof err);
+    if (!pp) return fail(doc, HCS_E_INVALID_JSON, "The process parameters are not valid JSON: %s", err);
+    HRESULT hr = S_OK;
+    char **argv = NULL, **env = NULL;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, pty = -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    bool fa_init = false, attr_init = false;
+    if (json_typeof(pp) != JSON_OBJECT) {
+        hr = fail(doc, HCS_E_INVALID_JSON, "The process parameters must be a JSON object");
+        goto done;
+    }
+    const char *cmdline = json_str(json_get(pp, "CommandLine"));
+    const json *cmdargs = json_get(pp, "CommandArgs");
+    const char *cwd = json_str(json_get(pp, "WorkingDirectory"));
+    const json *envobj = json_get(pp, "Environment");
+    bool want_in = false, want_out = false, want_err = false, console = false;
+    json_bool(json_get(pp, "CreateStdInPipe"), &want_in);
+    json_bool(json_get(pp, "CreateStdOutPipe"), &want_out);
+    json_bool(json_get(pp, "CreateStdErrPipe"), &want_err);
+    json_bool(json_get(pp, "EmulateConsole"), &console);
+    if (envobj && json_typeof(envobj) != JSON_OBJECT) {
+        hr = fail(doc, HCS_E_INVALID_JSON, "Environment must be an object of strings");
+        goto done;
+    }
+    if (cmdargs && json_typeof(cmdargs) == JSON_ARRAY && json_len(cmdargs) > 0) {
+        argv = calloc(json_len(cmdargs) + 1, sizeof *argv);
+        for (size_t i = 0; argv && i < json_len(cmdargs); i++) {
+            const char *a = json_str(json_at(cmdargs, i));
+            if (!a) {
+                hr = fail(doc, HCS_E_INVALID_JSON, "CommandArgs must be an array of strings");
+                goto done;
+            }
+            argv[i] = strdup(a);
+        }
+    } else if (cmdline && *cmdline) {
+        argv = calloc(4, sizeof *argv);
+        if (argv) {
+            argv[0] = strdup("/bin/sh");
+            argv[1] = strdup("-c");
+            argv[2] = strdup(cmdline);
+        }
+    } else {
+        hr = fail(doc, E_INVALIDARG, "The process parameters name no CommandLine or CommandArgs");
+        goto done;
+    }
+    pthread_mutex_lock(&svc_mu);
+    int st = s->state, holder = s->holder;
+    char *workdir = s->workdir ? strdup(s->workdir) : NULL;
+    pthread_mutex_unlock(&svc_mu);
+    if (st != ST_RUNNING || holder <= 0) {
+        free(workdir);
+        hr = wrong_state(doc, s, st, "create a process in");
+        goto done;
+    }
+    if (!cwd || !*cwd) {
+        cwd = workdir;
+    }
+    struct stat sb;
+    if (cwd && (stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        hr = fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory", cwd);
+        free(workdir);
+        goto done;
+    }
+    env = build_env(envobj);
+    posix_spawn_file_actions_init(&fa);
+    fa_init = true;
+    posix_spawnattr_init(&attr);
+    attr_init = true;
+    if (console) {
+        pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        char *name = pty >= 0 && grantpt(pty) == 0 && unlockpt(pty) == 0 ? ptsname(pty) : NULL;
+        if (!name) {
+            free(workdir);
+            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "No pseudo-terminal for EmulateConsole: %s", strerror(errno));
+            goto done;
+        }
+        if (pty < 3) {
+            int n = dup_cloexec(pty);
+            close(pty);
+            pty = n;
+        }
+        const json *size = json_get(pp, "ConsoleSize");
+        int64_t h = 0, w = 0;
+        if (json_len(size) == 2 && json_int64(json_at(size, 0), &h) && json_int64(json_at(size, 1), &w)) {
+            struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
+            ioctl(pty, TIOCSWINSZ, &ws);
+        }
+        posix_spawn_file_actions_addopen(&fa, 0, name, O_RDWR, 0);
+        posix_spawn_file_actions_adddup2(&fa, 0, 1);
+        posix_spawn_file_actions_adddup2(&fa, 0, 2);
+    } else {
+        if (want_in && !make_pipe(in)) goto pipe_fail;
+        if (want_out && !make_pipe(out)) goto pipe_fail;
+        if (want_err && !make_pipe(errp)) goto pipe_fail;
+        if (want_in) posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+        else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        if (want_out) posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        if (want_err) posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+        else posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    }
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    sigset_t none, def;
+    sigemptyset(&none);
+    sigfillset(&def);
+    sigdelset(&def, SIGKILL);
+    sigdelset(&def, SIGSTOP);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &def); /* Python ignores SIGPIPE: children must not */
+    posix_spawnattr_setpgroup(&attr, holder);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    /* svc_mu is held across the spawn so the child's exit cannot be reaped before its record
+     * exists, and a concurrent pause or terminate sees it. */
+    pthread_mutex_lock(&svc_mu);
+    if (s->state != ST_RUNNING || s->stopping) {
+        int st2 = s->state;
+        pthread_mutex_unlock(&svc_mu);
+        free(workdir);
+        hr = wrong_state(doc, s, st2, "create a process in");
+        goto done;
+    }
+    int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    if (rc != 0) {
+        pthread_mutex_unlock(&svc_mu);
+        free(workdir);
+        hr = fail(doc, HRESULT_FROM_WIN32(rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER),
+                  "Cannot start '%s': %s", argv[0], strerror(rc));
+        goto done;
+    }
+    sproc *p = calloc(1, sizeof *p);
+    p->pid = (uint32_t)pid;
+    p->console = console;
+    p->created_ms_epoch = now_ms_epoch();
+    p->image = strdup(argv[0]);
+    p->in_w = p->out_r = p->err_r = -1;
+    io->in = io->out = io->err = -1;
+    if (console) {
+        if (want_in) io->in = dup_cloexec(pty);
+        if (want_out) io->out = dup_cloexec(pty);
+        p->in_w = pty; /* kept: the console stays usable for GetProcessInfo and resize */
+        pty = -1;
+    } else {
+        if (want_in) {
+            close(in[0]);
+            in[0] = -1;
+            io->in = in[1];
+            p->in_w = dup_cloexec(in[1]);
+            in[1] = -1;
+        }
+        if (want_out) {
+            close(out[1]);
+            out[1] = -1;
+            io->out = out[0];
+            p->out_r = dup_cloexec(out[0]);
+            out[0] = -1;
+        }
+        if (want_err) {
+            close(errp[1]);
+            errp[1] = -1;
+            io->err = errp[0];
+            p->err_r = dup_cloexec(errp[0]);
+            errp[0] = -1;
+        }
+    }
+    p->next = s->procs;
+    s->procs = p;
+    n_procs++;
+    s->refs++; /* for the watch */
+    pthread_mutex_unlock(&svc_mu);
+    free(workdir);
+    exit_ctx *x = malloc(sizeof *x);
+    x->s = s;
+    x->pid = (uint32_t)pid;
+    if (!proc_watch(pid, on_process_exit, x)) {
+        free(x);
+        svc_unref(s);
+    }
+    *pid_out = (uint32_t)pid;
+    hr = S_OK;
+    goto done;
+pipe_fail:
+    hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot create pipes: %s", strerror(errno));
+done:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) close(in[i]);
+        if (out[i] >= 0) close(out[i]);
+        if (errp[i] >= 0) close(errp[i]);
+    }
+    if (pty >= 0) close(pty);
+    if (fa_init) posix_spawn_file_actions_destroy(&fa);
+    if (attr_init) posix_spawnattr_destroy(&attr);
+    free_strv(argv);
+    free_strv(env);
+    json_free(pp);
+    return hr;
+}
+
+HRESULT svc_process_open(svc_system *s, uint32_t pid) {
+    pthread_mutex_lock(&svc_mu);
+    sproc *p = find_proc_locked(s, pid);
+    HRESULT hr = p && !p->exited ? S_OK : HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+void svc_process_handle(svc_system *s, uint32_t pid, int delta) {
+    pthread_mutex_lock(&svc_mu);
+    sproc *p = find_proc_locked(s, pid);
+    if (p) {
+        p->handles += delta;
+        if (p->handles <= 0 && p->exit_delivered) remove_proc_locked(s, p);
+    }
+    pthread_mutex_unlock(&svc_mu);
+}
+
+static HRESULT with_proc(svc_system *s, uint32_t pid, sproc **out, char **doc) {
+    *out = find_proc_locked(s, pid);
+    if (!*out) return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Process %u was not found", pid);
+    return S_OK;
+}
+
+HRESULT svc_process_info(svc_system *s, uint32_t pid, svc_stdio *io, char **doc) {
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    if (!FAILED(hr)) {
+        /* Each call hands out new handles, which the caller must close. */
+        if (p->console) {
+            io->in = dup_cloexec(p->in_w);
+            io->out = dup_cloexec(p->in_w);
+        } else {
+            io->in = dup_cloexec(p->in_w);
+            io->out = dup_cloexec(p->out_r);
+            io->err = dup_cloexec(p->err_r);
+        }
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+typedef struct sigmap {
+    const char *name;
+    int sig;
+} sigmap;
+static const sigmap ctrl_signals[] = {{"CtrlC", SIGINT},       {"CtrlBreak", SIGQUIT},      {"CtrlClose", SIGHUP},
+                                      {"CtrlLogOff", SIGHUP},  {"CtrlShutdown", SIGTERM}, {NULL, 0}};
+
+HRESULT svc_process_signal(svc_system *s, uint32_t pid, const json *opts, char **doc) {
+    int sig = SIGTERM;
+    const json *sv = json_get(opts, "Signal");
+    if (opts && json_typeof(opts) != JSON_OBJECT)
+        return fail(doc, HCS_E_INVALID_JSON, "Signal options must be a JSON object");
+    if (sv) {
+        int64_t n;
+        const char *name = json_str(sv);
+        if (json_int64(sv, &n)) {
+            if (n <= 0 || n >= 65) return fail(doc, E_INVALIDARG, "Signal %lld is not a valid signal number", (long long)n);
+            sig = (int)n;
+        } else if (name) {
+            sig = 0;
+            for (const sigmap *m = ctrl_signals; m->name; m++)
+                if (strcmp(m->name, name) == 0) sig = m->sig;
+            if (!sig) return fail(doc, HCS_E_INVALID_JSON, "Unknown signal '%s'", name);
+        } else {
+            return fail(doc, HCS_E_INVALID_JSON, "Signal must be a number or a Ctrl event name");
+        }
+    }
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    if (!FAILED(hr) && p->exited) hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
+    if (!FAILED(hr) && s->state != ST_RUNNING && s->state != ST_PAUSED) hr = wrong_state(doc, s, s->state, "signal a process of");
+    if (!FAILED(hr) && kill((pid_t)pid, sig) < 0)
+        hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc) {
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    /* Windows semantics: TerminateProcess on a process that already ended is access denied. */
+    if (!FAILED(hr) && p->exited) hr = fail(doc, E_ACCESSDENIED, "Process %u has already exited", pid);
+    if (!FAILED(hr)) {
+        kill((pid_t)pid, SIGKILL);
+        if (s->state == ST_PAUSED) kill((pid_t)pid, SIGCONT);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, char **doc) {
+    (void)query;
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    if (!FAILED(hr)) {
+        free(*doc);
+        *doc = process_status_doc(p);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc) {
+    if (json_typeof(req) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
+    const char *op = json_str(json_get(req, "Operation"));
+    if (!op) return fail(doc, HCS_E_INVALID_JSON, "Operation is required");
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    if (!FAILED(hr) && p->exited) hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
+    if (!FAILED(hr)) {
+        if (strcmp(op, "CloseHandle") == 0) {
+            const char *which = json_str(json_get(json_get(req, "CloseHandle"), "Handle"));
+            if (!which) {
+                hr = fail(doc, HCS_E_INVALID_JSON, "CloseHandle.Handle is required");
+            } else if (strcmp(which, "StdIn") == 0 || strcmp(which, "All") == 0) {
+                /* The service's copy is the last write end the caller does not own: closing
+                 * it is what lets the child see EOF once the caller closed its own. */
+                if (!p->console && p->in_w >= 0) {
+                    close(p->in_w);
+                    p->in_w = -1;
+                }
+                if (strcmp(which, "All") == 0 && !p->console) {
+                    if (p->out_r >= 0) close(p->out_r);
+                    if (p->err_r >= 0) close(p->err_r);
+                    p->out_r = p->err_r = -1;
+                }
+            } else if (strcmp(which, "StdOut") == 0) {
+                if (!p->console && p->out_r >= 0) close(p->out_r);
+                if (!p->console) p->out_r = -1;
+            } else if (strcmp(which, "StdErr") == 0) {
+                if (p->err_r >= 0) close(p->err_r);
+                p->err_r = -1;
+            } else {
+                hr = fail(doc, HCS_E_INVALID_JSON, "Unknown handle '%s'", which);
+            }
+        } else if (strcmp(op, "ConsoleSize") == 0) {
+            const json *cs = json_get(req, "ConsoleSize");
+            int64_t h, w;
+            if (!json_int64(json_get(cs, "Height"), &h) || !json_int64(json_get(cs, "Width"), &w) || h < 0 || w < 0 ||
+                h > 0xFFFF || w > 0xFFFF) {
+                hr = fail(doc, HCS_E_INVALID_JSON, "ConsoleSize needs Height and Width");
+            } else {
+                p->rows = (uint16_t)h;
+                p->cols = (uint16_t)w;
+                if (p->console && p->in_w >= 0) {
+                    struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
+                    ioctl(p->in_w, TIOCSWINSZ, &ws);
+                }
+            }
+        } else {
+            hr = fail(doc, HCS_E_INVALID_JSON, "Unknown process modify operation '%s'", op);
+        }
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc) {
+    struct timespec ts;
+    emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
+    pthread_mutex_lock(&svc_mu);
+    sproc *p;
+    HRESULT hr = with_proc(s, pid, &p, doc);
+    while (!FAILED(hr) && !(p->exited && p->exit_delivered)) {
+        if (emu_service_disconnected()) {
+            hr = HCS_E_SERVICE_DISCONNECT;
+            break;
+        }
+        if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
+            p = find_proc_locked(s, pid);
+            if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
+            else if (!p->exited) hr = g_settings.wait_exit_timeout_hr;
+            break;
+        }
+        p = find_proc_locked(s, pid);
+        if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
+    }
+    if (!FAILED(hr) && p && p->exited) *doc = process_status_doc(p);
+    pthread_mutex_unlock(&svc_mu);
+    return hr;
+}
+
+HRESULT svc_inject_process_exit(const char *id, uint32_t pid, int code) {
+    (void)code;
+    svc_system *s;
+    if (FAILED(svc_open(id, &s))) return HCS_E_SYSTEM_NOT_FOUND;
+    pthread_mutex_lock(&svc_mu);
+    sproc *p = find_proc_locked(s, pid);
+    HRESULT hr = p && !p->exited ? S_OK : HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
+    if (!FAILED(hr)) kill((pid_t)pid, SIGKILL);
+    pthread_mutex_unlock(&svc_mu);
+    svc_unref(s);
+    return hr;
+}

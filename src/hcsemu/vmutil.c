@@ -1,0 +1,274 @@
+/*
+ * VM utility functions: state files and VM access grants.
+ *
+ * State files are a magic line then one JSON object ("HCSEMU-VMGS 1" guest state,
+ * "HCSEMU-VMRS 1" runtime state), so a test can read what Save wrote.
+ *
+ * Access grants stand for the ACEs Windows adds: one for the VM's virtual account
+ * (S-1-5-83-1-<four 32-bit words of the VM GUID>) or the "Virtual Machines" group
+ * (S-1-5-83-0, read access). They are kept as a JSON list in the extended attribute
+ * user.hcs.acl, or in a sidecar file "<path>.hcs-acl" where the filesystem has no user
+ * xattrs; pyhcs.vm reads either. A VM id that is not a GUID is turned into one by hashing
+ * the id ([INFER]: Windows derives it from the id string by an undocumented rule).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "emu.h"
+
+#define ACL_XATTR "user.hcs.acl"
+#define ACL_SIDECAR ".hcs-acl"
+#define VMRS_MAGIC "HCSEMU-VMRS 1\n"
+#define VMGS_MAGIC "HCSEMU-VMGS 1\n"
+
+static HRESULT errno_hr(int e) {
+    switch (e) {
+    case ENOENT: return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+    case ENOTDIR: return HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND);
+    case EEXIST: return HRESULT_FROM_WIN32(ERROR_FILE_EXISTS);
+    case EACCES:
+    case EPERM: return E_ACCESSDENIED;
+    case ENOSPC: return HRESULT_FROM_WIN32(ERROR_DISK_FULL);
+    case ENAMETOOLONG: return HRESULT_FROM_WIN32(ERROR_INVALID_NAME);
+    default: return E_FAIL;
+    }
+}
+
+/* Creates path exclusively with the given magic and JSON body. */
+static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *kind) {
+    if (emu_is_empty(wpath)) return E_INVALIDARG;
+    char *path = emu_utf8(wpath, NULL);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        free(path);
+        return e == ENOENT ? HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND) : errno_hr(e);
+    }
+    json *o = json_new_object();
+    json_set(o, "Kind", json_new_string(kind));
+    json_set(o, "Empty", json_new_bool(true));
+    json_set(o, "CreatedAt", json_new_int((int64_t)time(NULL)));
+    char *body = json_dump(o);
+    json_free(o);
+    size_t ml = strlen(magic), bl = strlen(body);
+    bool ok = write(fd, magic, ml) == (ssize_t)ml && write(fd, body, bl) == (ssize_t)bl;
+    int e = errno;
+    free(body);
+    if (close(fd) != 0) ok = false;
+    if (!ok) unlink(path);
+    free(path);
+    return ok ? S_OK : errno_hr(e);
+}
+
+EMU_EXPORT HRESULT HcsCreateEmptyGuestStateFile(PCWSTR guestStateFilePath) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCreateEmptyGuestStateFile, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    return create_state_file(guestStateFilePath, VMGS_MAGIC, "GuestState");
+}
+
+EMU_EXPORT HRESULT HcsCreateEmptyRuntimeStateFile(PCWSTR runtimeStateFilePath) {
+    fault_action fa;
+    emu_fault_check(FN_HcsCreateEmptyRuntimeStateFile, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    return create_state_file(runtimeStateFilePath, VMRS_MAGIC, "RuntimeState");
+}
+
+/* ------------------------------------------------------------------ access grants */
+
+static bool parse_guid(const char *s, uint8_t out[16]) {
+    if (*s == '{') s++;
+    int n = 0;
+    for (const char *p = s; *p && n < 32; p++) {
+        if (*p == '-') continue;
+        int v = (*p >= '0' && *p <= '9') ? *p - '0' : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10
+               : (*p >= 'A' && *p <= 'F') ? *p - 'A' + 10 : -1;
+        if (v < 0) return false;
+        if (n % 2 == 0) out[n / 2] = (uint8_t)(v << 4);
+        else out[n / 2] |= (uint8_t)v;
+        n++;
+    }
+    size_t len = strlen(s);
+    return n == 32 && (len == 36 || (len == 37 && s[36] == '}'));
+}
+
+static void vm_sid(const char *vm_id, char *out, size_t n) {
+    uint8_t g[16];
+    if (!parse_guid(vm_id, g)) {
+        /* FNV-1a over the id, spread over 16 bytes */
+        uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+        for (const unsigned char *p = (const unsigned char *)vm_id; *p; p++) {
+            h1 = (h1 ^ *p) * 0x100000001b3ull;
+            h2 = (h2 ^ *p) * 0x100000001b3ull ^ (h1 >> 29);
+        }
+        memcpy(g, &h1, 8);
+        memcpy(g + 8, &h2, 8);
+    }
+    /* The GUID's fields as Windows lays them out in memory (little-endian Data1..Data3). */
+    uint8_t le[16] = {g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6],
+                      g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]};
+    uint32_t w[4];
+    memcpy(w, le, 16);
+    snprintf(out, n, "S-1-5-83-1-%u-%u-%u-%u", w[0], w[1], w[2], w[3]);
+}
+
+static char *sidecar(const char *path) { return emu_printf("%s%s", path, ACL_SIDECAR); }
+
+/* Reads the ACE list; *sidecar_mode tells where it lives. */
+static json *acl_read(const char *path, bool *sidecar_mode) {
+    char buf[65536];
+    ssize_t n = getxattr(path, ACL_XATTR, buf, sizeof buf - 1);
+    *sidecar_mode = false;
+    if (n < 0 && (errno == ENOTSUP || errno == EPERM)) {
+        *sidecar_mode = true;
+        char *sc = sidecar(path);
+        int fd = open(sc, O_RDONLY | O_CLOEXEC);
+        free(sc);
+        n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0) close(fd);
+    }
+    json *v = n > 0 ? json_parse(buf, (size_t)n, NULL, 0) : NULL;
+    if (json_typeof(v) != JSON_ARRAY) {
+        json_free(v);
+        v = json_new_array();
+    }
+    return v;
+}
+
+static HRESULT acl_write(const char *path, const json *acl, bool sidecar_mode) {
+    char *text = json_dump(acl);
+    int rc = 0;
+    if (!sidecar_mode) {
+        rc = json_len(acl) ? setxattr(path, ACL_XATTR, text, strlen(text), 0) : removexattr(path, ACL_XATTR);
+        if (rc < 0 && errno == ENODATA) rc = 0;
+        if (rc < 0 && (errno == ENOTSUP || errno == EPERM)) sidecar_mode = true;
+    }
+    if (sidecar_mode) {
+        emu_log("no user xattrs on %s: VM access grants go to a sidecar file", path);
+        char *sc = sidecar(path);
+        if (json_len(acl)) {
+            int fd = open(sc, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            size_t len = strlen(text);
+            rc = fd >= 0 && write(fd, text, len) == (ssize_t)len ? 0 : -1;
+            if (fd >= 0) close(fd);
+        } else {
+            rc = unlink(sc) == 0 || errno == ENOENT ? 0 : -1;
+        }
+        free(sc);
+    }
+    int e = errno;
+    free(text);
+    return rc == 0 ? S_OK : errno_hr(e);
+}
+
+static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bool group) {
+    fault_action fa;
+    emu_fault_check(fn, &fa);
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (emu_is_empty(wpath) || (!group && emu_is_empty(wvm))) return E_INVALIDARG;
+    char *path = emu_utf8(wpath, NULL);
+    char *vm = group ? NULL : emu_utf8(wvm, NULL);
+    HRESULT hr = S_OK;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        hr = errno_hr(errno);
+        goto out;
+    }
+    char sid[96];
+    if (group) snprintf(sid, sizeof sid, "S-1-5-83-0");
+    else vm_sid(vm, sid, sizeof sid);
+    bool sc;
+    json *acl = acl_read(path, &sc);
+    json *next = json_new_array();
+    bool present = false;
+    for (size_t i = 0; i < json_len(acl); i++) {
+        const json *ace = json_at(acl, i);
+        const char *s = json_str(json_get(ace, "Sid"));
+        if (s && strcmp(s, sid) == 0) {
+            present = true;
+            if (!grant) continue;
+        }
+        json_append(next, json_clone(ace));
+    }
+    if (grant && !present) {
+        json *ace = json_new_object();
+        json_set(ace, "Sid", json_new_string(sid));
+        if (vm) json_set(ace, "VmId", json_new_string(vm));
+        json_set(ace, "Access", json_new_string(group ? "GenericRead" : "GenericAll"));
+        json_set(ace, "Inherit", json_new_bool(S_ISDIR(st.st_mode)));
+        json_append(next, ace);
+    }
+    if (grant != present) hr = acl_write(path, next, sc);
+    json_free(acl);
+    json_free(next);
+out:
+    free(path);
+    free(vm);
+    return emu_public_hr(hr);
+}
+
+EMU_EXPORT HRESULT HcsGrantVmAccess(PCWSTR vmId, PCWSTR filePath) {
+    return change_access(FN_HcsGrantVmAccess, vmId, filePath, true, false);
+}
+EMU_EXPORT HRESULT HcsRevokeVmAccess(PCWSTR vmId, PCWSTR filePath) {
+    return change_access(FN_HcsRevokeVmAccess, vmId, filePath, false, false);
+}
+EMU_EXPORT HRESULT HcsGrantVmGroupAccess(PCWSTR filePath) {
+    return change_access(FN_HcsGrantVmGroupAccess, NULL, filePath, true, true);
+}
+EMU_EXPORT HRESULT HcsRevokeVmGroupAccess(PCWSTR filePath) {
+    return change_access(FN_HcsRevokeVmGroupAccess, NULL, filePath, false, true);
+}
+
+EMU_EXPORT HRESULT HcsGetProcessorCompatibilityFromSavedState(PCWSTR RuntimeFileName, PCWSTR *ProcessorFeaturesString) {
+    fault_action fa;
+    emu_fault_check(FN_HcsGetProcessorCompatibilityFromSavedState, &fa);
+    if (ProcessorFeaturesString) *ProcessorFeaturesString = NULL;
+    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (!ProcessorFeaturesString) return E_POINTER;
+    if (emu_is_empty(RuntimeFileName)) return E_INVALIDARG;
+    char *path = emu_utf8(RuntimeFileName, NULL);
+    FILE *f = fopen(path, "re");
+    free(path);
+    if (!f) return errno_hr(errno);
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return E_OUTOFMEMORY;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    size_t ml = strlen(VMRS_MAGIC);
+    json *doc = (buf && len > ml && memcmp(buf, VMRS_MAGIC, ml) == 0) ? json_parse(buf + ml, len - ml, NULL, 0) : NULL;
+    free(buf);
+    const json *req = json_get(doc, "ProcessorRequirements");
+    HRESULT hr = S_OK;
+    if (!req) {
+        hr = HRESULT_FROM_WIN32(ERROR_INVALID_DATA); /* not a runtime state file, or holds no saved state */
+    } else {
+        *ProcessorFeaturesString = emu_doc_json(req);
+        if (!*ProcessorFeaturesString) hr = E_OUTOFMEMORY;
+    }
+    json_free(doc);
+    return emu_public_hr(hr);
+}
