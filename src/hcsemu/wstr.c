@@ -263,3 +263,13 @@ void emu_log(const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
 }
+
+/* Not part of the HCS ABI: the length (in 16-bit units) of a string the library returned.
+ * Off Windows there is no 16-bit wcslen, and a binding that scans memory past the end of a
+ * result document would trip AddressSanitizer; this lets it measure exactly. */
+EMU_EXPORT size_t hcsemu_wcslen(const WCHAR *s) {
+    size_t n = 0;
+    if (s)
+        while (s[n]) n++;
+    return n;
+}

@@ -1,0 +1,44 @@
+"""Which native library pyhcs talks to.
+
+On Windows that is the operating system's own computecore.dll and computestorage.dll, always
+loaded from System32 by full path (never from the program's folder or PATH, so no DLL can be
+planted beside the program). Everywhere else it is the HCS emulator bundled with the package.
+``PYHCS_LIBRARY`` names another library, e.g. a sanitizer build of the emulator; on Windows it
+may be ``computecore.dll=<path>;computestorage.dll=<path>`` or a single path used for both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_EMULATOR_NAME = "libhcsemu.so" if sys.platform != "darwin" else "libhcsemu.dylib"
+
+
+def emulator_path() -> Path:
+    """Absolute path of the bundled emulator library (it may not exist on Windows)."""
+    return Path(__file__).resolve().parent / "_emulator" / _EMULATOR_NAME
+
+
+def library_paths() -> tuple[str, str]:
+    """The (computecore, computestorage) libraries to load, as absolute paths."""
+    override = os.environ.get("PYHCS_LIBRARY", "").strip()
+    if override:
+        if "=" in override:
+            parts = dict(p.split("=", 1) for p in override.split(";") if "=" in p)
+            core = parts.get("computecore.dll") or parts.get("computecore", "")
+            storage = parts.get("computestorage.dll") or parts.get("computestorage", core)
+            return str(Path(core).resolve()), str(Path(storage).resolve())
+        path = str(Path(override).resolve())
+        return path, path
+    if sys.platform == "win32":
+        system32 = Path(os.environ.get("SystemRoot", r"C:\Windows")) / "System32"
+        return str(system32 / "computecore.dll"), str(system32 / "computestorage.dll")
+    path = str(emulator_path())
+    return path, path
+
+
+def is_emulator(path: str) -> bool:
+    """Whether ``path`` is an HCS emulator build rather than the Windows DLL."""
+    return not path.lower().endswith(".dll")

@@ -1,0 +1,34 @@
+"""The raw level: every HCS function, one to one, from the selected backend.
+
+Handles are ints, documents are ``str`` JSON, failures raise :class:`pyhcs.errors.HcsError`.
+See ``pyhcs._backend.PUBLIC_API`` for the list.
+"""
+
+from __future__ import annotations
+
+from ._backend import *  # noqa: F403
+from ._backend import PUBLIC_API, backend, backend_features
+from ._types import (
+    GENERIC_ALL,
+    HCS_INVALID_OPERATION_ID,
+    INFINITE,
+    EventOptions,
+    EventType,
+    HcsEvent,
+    HcsProcessInformation,
+    OperationType,
+)
+
+__all__ = [
+    *PUBLIC_API,
+    "GENERIC_ALL",
+    "HCS_INVALID_OPERATION_ID",
+    "INFINITE",
+    "EventOptions",
+    "EventType",
+    "HcsEvent",
+    "HcsProcessInformation",
+    "OperationType",
+    "backend",
+    "backend_features",
+]
