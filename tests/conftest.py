@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS, scope="session")
 def hcs(request: pytest.FixtureRequest) -> ModuleType:
     """The raw API of one backend (``hcs.hcs_create_operation(...)``)."""
     return _backend.load(request.param)

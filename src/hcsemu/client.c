@@ -625,7 +625,7 @@ static HRESULT sync_doc_call(emu_fn fn, PCWSTR in, bool in_required, PWSTR *out,
     if (fa.call_hr) return emu_public_hr(fa.call_hr);
     if (out_required && !out) return E_POINTER;
     if (in_required && emu_is_empty(in)) return E_INVALIDARG;
-    if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
+    /* A disconnected service is reported by the body: the emulator's own controls still work. */
     json *doc = NULL;
     char *text = NULL;
     HRESULT hr = emu_parse_optional(in, &doc, &text);

@@ -226,6 +226,7 @@ int proc_spawn_holder(void);
 /* Process statistics from /proc. */
 struct proc_stat {
     int pid, pgrp;
+    char state; /* R, S, T, Z ... as in /proc/<pid>/stat */
     char name[64];
     uint64_t utime_100ns, stime_100ns, start_ms_epoch;
     uint64_t rss_bytes, vsize_bytes, shared_bytes;
@@ -235,6 +236,8 @@ struct proc_stat {
 size_t proc_list_group(int pgrp, proc_stat *out, size_t cap);
 bool proc_read(int pid, proc_stat *out);
 bool proc_group_empty(int pgrp);
+/* Waits (up to timeout_ms) until every process of the group is stopped (SIGSTOP delivered). */
+bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms);
 
 /* ---- logging (HCSEMU_DEBUG=1) ---- */
 void emu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -224,6 +224,7 @@ bool proc_read(int pid, proc_stat *out) {
         return false;
     out->pid = pid;
     out->pgrp = pgrp;
+    out->state = state;
     long tps = ticks_per_sec();
     out->utime_100ns = utime * 10000000ull / (uint64_t)tps;
     out->stime_100ns = stime * 10000000ull / (uint64_t)tps;
@@ -272,3 +273,21 @@ size_t proc_list_group(int pgrp, proc_stat *out, size_t cap) {
 }
 
 bool proc_group_empty(int pgrp) { return kill(-pgrp, 0) < 0 && errno == ESRCH; }
+
+bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms) {
+    uint64_t deadline = emu_now_ms() + timeout_ms;
+    proc_stat *ps = malloc(sizeof *ps * 1024);
+    if (!ps) return false;
+    bool all = false;
+    while (!all) {
+        size_t n = proc_list_group(pgrp, ps, 1024);
+        all = true;
+        for (size_t i = 0; i < n; i++)
+            if (ps[i].state != 'T' && ps[i].state != 't' && ps[i].state != 'Z' && ps[i].state != 'X') all = false;
+        if (all || emu_now_ms() >= deadline) break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    free(ps);
+    return all;
+}

@@ -616,9 +616,13 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "pause");
     }
     killpg(s->holder, SIGSTOP);
+    int pg = s->holder;
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    /* Pause completes once the stop has reached every process, as a VM pause completes once
+     * the virtual processors are halted. */
+    proc_group_wait_stopped(pg, 2000);
     return S_OK;
 }
 

@@ -552,7 +552,10 @@ HRESULT svc_service_properties(const json *query, char **doc) {
     pthread_mutex_lock(&set_mu);
     for (size_t i = 0; i < n && !FAILED(hr); i++) {
         const char *t = types ? json_str(json_at(types, i)) : basic[0];
-        if (!t) {
+        if (t && emu_service_disconnected() && strncmp(t, "Emulator", 8) != 0) {
+            hr = HCS_E_SERVICE_DISCONNECT;
+            *doc = emu_error_doc(hr, "The connection with the compute service was lost");
+        } else if (!t) {
             hr = HCS_E_INVALID_JSON;
             *doc = emu_error_doc(hr, "PropertyTypes must be an array of strings");
         } else if (strcmp(t, "Basic") == 0) {
@@ -722,6 +725,10 @@ HRESULT svc_modify_service(const json *req, char **doc) {
     }
     char *err = NULL;
     HRESULT hr;
+    if (emu_service_disconnected() && strncmp(type, "Emulator", 8) != 0) {
+        *doc = emu_error_doc(HCS_E_SERVICE_DISCONNECT, "The connection with the compute service was lost");
+        return HCS_E_SERVICE_DISCONNECT;
+    }
     if (strcmp(type, "CpuGroup") == 0) {
         pthread_mutex_lock(&set_mu);
         hr = modify_cpu_group(settings, doc);
@@ -746,6 +753,10 @@ HRESULT svc_modify_service(const json *req, char **doc) {
 }
 
 HRESULT svc_submit_wer(const json *report, char **doc) {
+    if (emu_service_disconnected()) {
+        *doc = emu_error_doc(HCS_E_SERVICE_DISCONNECT, "The connection with the compute service was lost");
+        return HCS_E_SERVICE_DISCONNECT;
+    }
     if (json_typeof(report) != JSON_OBJECT) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "A WER report must be a CrashReport object");
         return HCS_E_INVALID_JSON;

@@ -1,0 +1,94 @@
+"""Small helpers for raw-level tests (not fixtures: plain functions taking the backend)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+_ids = itertools.count()
+
+
+def new_id(prefix: str = "t") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+
+
+def container_config(**extra: Any) -> str:
+    doc: dict[str, Any] = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "pyhcs-tests", "Container": {}}
+    doc.update(extra)
+    return json.dumps(doc)
+
+
+def wait(hcs: ModuleType, op: int, timeout_ms: int = 10_000) -> str | None:
+    result: str | None = hcs.hcs_wait_for_operation_result(op, timeout_ms)
+    return result
+
+
+@contextlib.contextmanager
+def operation(hcs: ModuleType) -> Iterator[int]:
+    op = hcs.hcs_create_operation()
+    try:
+        yield op
+    finally:
+        hcs.hcs_close_operation(op)
+
+
+@contextlib.contextmanager
+def running_system(hcs: ModuleType, system_id: str | None = None, **config: Any) -> Iterator[int]:
+    """A started container; terminated (if still running) and closed afterwards."""
+    sid = system_id or new_id()
+    with operation(hcs) as op:
+        h = hcs.hcs_create_compute_system(sid, container_config(**config), op)
+        try:
+            wait(hcs, op)
+            hcs.hcs_start_compute_system(h, op)
+            wait(hcs, op)
+            yield h
+        finally:
+            with contextlib.suppress(Exception):
+                hcs.hcs_terminate_compute_system(h, op)
+                wait(hcs, op)
+            hcs.hcs_close_compute_system(h)
+
+
+def start_process(hcs: ModuleType, system: int, command: str, **params: Any) -> tuple[int, Any]:
+    """Starts command (through /bin/sh -c); returns (process handle, HcsProcessInformation)."""
+    doc = {"CommandLine": command, **params}
+    with operation(hcs) as op:
+        p = hcs.hcs_create_process(system, json.dumps(doc), op)
+        info, _ = hcs.hcs_wait_for_operation_result_and_process_info(op, 10_000)
+    return p, info
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def close_info(info: Any) -> None:
+    for fd in (info.std_input, info.std_output, info.std_error):
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def emulator_stats(hcs: ModuleType) -> dict[str, Any]:
+    doc = json.loads(hcs.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorStatistics"]})))
+    stats: dict[str, Any] = doc["Properties"][0]
+    return stats
+
+
+def set_switches(hcs: ModuleType, **switches: Any) -> None:
+    hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "Emulator", "Settings": switches}))
+
+
+def add_faults(hcs: ModuleType, *faults: dict[str, Any]) -> None:
+    hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Faults": list(faults)}}))
