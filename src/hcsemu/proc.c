@@ -272,7 +272,16 @@ size_t proc_list_group(int pgrp, proc_stat *out, size_t cap) {
     return n;
 }
 
-bool proc_group_empty(int pgrp) { return kill(-pgrp, 0) < 0 && errno == ESRCH; }
+bool proc_group_empty(int pgrp) {
+    if (kill(-pgrp, 0) < 0 && errno == ESRCH) return true;
+    /* Orphaned grandchildren that died are zombies until init reaps them, which some
+     * container inits do slowly; a zombie runs nothing, so it does not keep a group alive. */
+    proc_stat ps[64];
+    size_t n = proc_list_group(pgrp, ps, 64);
+    for (size_t i = 0; i < n; i++)
+        if (ps[i].state != 'Z' && ps[i].state != 'X') return false;
+    return n < 64;
+}
 
 bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms) {
     uint64_t deadline = emu_now_ms() + timeout_ms;

@@ -780,6 +780,7 @@ static json *process_list_locked(svc_system *s) {
     size_t n = ps ? proc_list_group(s->holder, ps, 4096) : 0;
     for (size_t i = 0; i < n; i++) {
         if (ps[i].pid == s->holder) continue; /* the group holder is infrastructure */
+        if (ps[i].state == 'Z' || ps[i].state == 'X') continue; /* exited, awaiting its reaper */
         json *d = json_new_object();
         json_set(d, "ProcessId", json_new_uint((uint64_t)ps[i].pid));
         json_set(d, "ImageName", json_new_string(ps[i].name));
