@@ -249,7 +249,11 @@ def test_resize_console(hcs: ModuleType) -> None:
             hcs, h, "read x; stty size", EmulateConsole=True, CreateStdInPipe=True, CreateStdOutPipe=True
         )
         try:
-            modify(hcs, p, {"Operation": "ConsoleSize", "ConsoleSize": {"Height": 12, "Width": 34}})
+            try:
+                modify(hcs, p, {"Operation": "ConsoleSize", "ConsoleSize": {"Height": 12, "Width": 34}})
+            except errors.ProcessAlreadyStoppedError:
+                os.set_blocking(info.std_output, False)
+                pytest.fail(f"console process ended early: {status(hcs, p)} {os.read(info.std_output, 500)!r}")
             os.write(info.std_input, b"go\n")
             out = b""
             while b"12 34" not in out:

@@ -200,9 +200,12 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         HRESULT hr = svc_create_process(a->sys, a->text, &newpid, &io, doc);
         if (FAILED(hr)) return hr;
         pthread_mutex_lock(&a->h->mu);
-        a->h->pid = newpid;
+        bool closed = a->h->closed;
+        if (!closed) a->h->pid = newpid;
         pthread_mutex_unlock(&a->h->mu);
-        svc_process_handle(a->sys, newpid, +1);
+        /* The record already counts the creating handle; if that handle was closed before the
+         * process existed, HcsCloseProcess could not release it, so release it here. */
+        if (closed) svc_process_handle(a->sys, newpid, -1);
         if (g_settings.create_process_sync_quirk) {
             /* WS2022 quirk: the process exists, but the wait reports a spurious failure and
              * the pipe handles are lost; the caller recovers them with HcsGetProcessInfo. */
@@ -555,7 +558,11 @@ EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
     if (!h) return;
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
-    uint32_t pid = handle_pid(h);
+    /* Take the pid so that exactly one of close and a still-running create releases it. */
+    pthread_mutex_lock(&h->mu);
+    uint32_t pid = h->pid;
+    h->pid = 0;
+    pthread_mutex_unlock(&h->mu);
     if (s && pid) svc_process_handle(s, pid, -1);
     if (s) svc_unref(s);
     hobj_unref(&h->base);

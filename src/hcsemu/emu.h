@@ -238,6 +238,8 @@ bool proc_read(int pid, proc_stat *out);
 bool proc_group_empty(int pgrp);
 /* Waits (up to timeout_ms) until every process of the group is stopped (SIGSTOP delivered). */
 bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms);
+/* Waits until every process of the group is stopped (true) or running again (false). */
+bool proc_group_wait_state(int pgrp, bool stopped, uint32_t timeout_ms);
 
 /* ---- logging (HCSEMU_DEBUG=1) ---- */
 void emu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

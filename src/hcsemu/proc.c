@@ -283,7 +283,9 @@ bool proc_group_empty(int pgrp) {
     return n < 64;
 }
 
-bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms) {
+bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms) { return proc_group_wait_state(pgrp, true, timeout_ms); }
+
+bool proc_group_wait_state(int pgrp, bool stopped, uint32_t timeout_ms) {
     uint64_t deadline = emu_now_ms() + timeout_ms;
     proc_stat *ps = malloc(sizeof *ps * 1024);
     if (!ps) return false;
@@ -291,8 +293,11 @@ bool proc_group_wait_stopped(int pgrp, uint32_t timeout_ms) {
     while (!all) {
         size_t n = proc_list_group(pgrp, ps, 1024);
         all = true;
-        for (size_t i = 0; i < n; i++)
-            if (ps[i].state != 'T' && ps[i].state != 't' && ps[i].state != 'Z' && ps[i].state != 'X') all = false;
+        for (size_t i = 0; i < n; i++) {
+            bool is_stopped = ps[i].state == 'T' || ps[i].state == 't';
+            bool gone = ps[i].state == 'Z' || ps[i].state == 'X';
+            if (!gone && is_stopped != stopped) all = false;
+        }
         if (all || emu_now_ms() >= deadline) break;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);

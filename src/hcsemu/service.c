@@ -635,9 +635,11 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "resume");
     }
     killpg(s->holder, SIGCONT);
+    int pg = s->holder;
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    proc_group_wait_state(pg, false, 2000);
     return S_OK;
 }
 
@@ -1328,6 +1330,7 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     }
     sproc *p = calloc(1, sizeof *p);
     p->pid = (uint32_t)pid;
+    p->handles = 1; /* the creating handle's: held from the start, so a fast exit cannot drop the record */
     p->console = console;
     p->created_ms_epoch = now_ms_epoch();
     p->image = strdup(argv[0]);

@@ -1503,18 +1503,17 @@ static bool overlay_probe(void) {
     char *l = path_join(dir, "l"), *u = path_join(dir, "u"), *w = path_join(dir, "w"), *m = path_join(dir, "m");
     int rc = -ENOMEM;
     if (l && u && w && m && mkdir(l, 0700) == 0 && mkdir(u, 0700) == 0 && mkdir(w, 0700) == 0 && mkdir(m, 0700) == 0) {
+        /* whiteouts and opaque marks must be possible in an upper layer, and the mount itself */
+        int ufd = open_dir_path(u);
+        rc = 0;
+        if (ufd < 0 || mknodat(ufd, "wh", S_IFCHR, makedev(0, 0)) != 0 || mkdirat(ufd, "op", 0755) != 0 ||
+            fsetxattr(ufd, OVL_OPAQUE_XATTR, "y", 1, 0) != 0)
+            rc = -errno;
+        if (ufd >= 0) close(ufd);
         strvec lo = {0};
-        if (sv_pushdup(&lo, l)) rc = ovl_mount(m, &lo, u, w);
+        if (rc == 0) rc = sv_pushdup(&lo, l) ? ovl_mount(m, &lo, u, w) : -ENOMEM;
         sv_free(&lo);
-        if (rc == 0) {
-            /* a whiteout and an opaque mark must also be possible in the upper layer */
-            int ufd = open_dir_path(u);
-            if (ufd < 0 || mknodat(ufd, "wh", S_IFCHR, makedev(0, 0)) != 0 ||
-                setxattr(u, OVL_OPAQUE_XATTR, "y", 1, 0) != 0)
-                rc = -errno;
-            if (ufd >= 0) close(ufd);
-            umount2(m, MNT_DETACH);
-        }
+        if (rc == 0) umount2(m, MNT_DETACH);
     } else if (l && u && w && m) {
         rc = -errno;
     }
