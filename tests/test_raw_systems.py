@@ -417,3 +417,36 @@ def test_service_disconnect(hcs: ModuleType) -> None:
             hcs.hcs_wait_for_compute_system_exit(h, 1000)
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorActions", "Settings": {"Action": "Reconnect"}}))
         assert props(hcs, h)["State"] == "Running"
+
+
+def test_restore_from_saved_state_and_template(hcs: ModuleType, tmp_path: Path) -> None:
+    vmrs = tmp_path / "saved.vmrs"
+    empty = tmp_path / "empty.vmrs"
+    hcs.hcs_create_empty_runtime_state_file(str(empty))
+    template_id = new_id("tmpl")
+    with running_system(hcs, template_id) as h:
+        call(hcs, hcs.hcs_pause_compute_system, h)
+        call(hcs, hcs.hcs_save_compute_system, h, json.dumps({"SaveType": "ToFile", "SaveStateFilePath": str(vmrs)}))
+
+        def create(restore: dict[str, Any]) -> None:
+            vm = {"SchemaVersion": {"Major": 2, "Minor": 1}, "VirtualMachine": {"RestoreState": restore}}
+            with operation(hcs) as op:
+                r = hcs.hcs_create_compute_system(new_id("restored"), json.dumps(vm), op)
+                try:
+                    wait(hcs, op)
+                    hcs.hcs_terminate_compute_system(r, op)
+                    wait(hcs, op)
+                finally:
+                    hcs.hcs_close_compute_system(r)
+
+        create({"SaveStateFilePath": str(vmrs)})
+        with pytest.raises(errors.InvalidDataError):
+            create({"SaveStateFilePath": str(empty)})
+        with pytest.raises(errors.Win32FileNotFoundError):
+            create({"SaveStateFilePath": str(tmp_path / "missing.vmrs")})
+        with pytest.raises(errors.InvalidStateError):
+            create({"TemplateSystemId": template_id})
+        call(hcs, hcs.hcs_save_compute_system, h, json.dumps({"SaveType": "AsTemplate"}))
+        create({"TemplateSystemId": template_id})
+        with pytest.raises(errors.SystemNotFoundError):
+            create({"TemplateSystemId": "no-such-template"})

@@ -200,6 +200,28 @@ static HRESULT check_path_exists(const json *v, const char *what, char **doc) {
     return S_OK;
 }
 
+#define VMRS_MAGIC "HCSEMU-VMRS 1\n"
+
+/* Whether path is a runtime state file that Save wrote (not an empty one). */
+static bool is_saved_state(const char *path) {
+    FILE *f = fopen(path, "re");
+    if (!f) return false;
+    char head[sizeof VMRS_MAGIC];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    head[n] = 0;
+    bool ok = strcmp(head, VMRS_MAGIC) == 0;
+    char *body = NULL;
+    size_t cap = 0;
+    ok = ok && getdelim(&body, &cap, 0, f) > 0;
+    fclose(f);
+    json *doc = ok ? json_parse(body, strlen(body), NULL, 0) : NULL;
+    free(body);
+    const char *kind = json_str(json_get(doc, "Kind"));
+    ok = kind && strcmp(kind, "SavedState") == 0;
+    json_free(doc);
+    return ok;
+}
+
 static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     if (json_typeof(cfg) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration must be a JSON object");
@@ -236,6 +258,9 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
         if (gs && !FAILED(hr)) hr = check_path_exists(json_get(gs, "RuntimeStateFilePath"), "Runtime state file", doc);
         const json *rs = json_get(vm, "RestoreState");
         if (rs && !FAILED(hr)) hr = check_path_exists(json_get(rs, "SaveStateFilePath"), "Saved state file", doc);
+        const char *saved = json_str(json_get(rs, "SaveStateFilePath"));
+        if (saved && *saved && !FAILED(hr) && !is_saved_state(saved))
+            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", saved);
     }
     if (c) {
         const json *layers = json_get(json_get(c, "Storage"), "Layers");
@@ -289,6 +314,17 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
         }
     }
     pthread_mutex_lock(&svc_mu);
+    const char *template_id = json_str(json_get(json_get(json_get(cfg, "VirtualMachine"), "RestoreState"), "TemplateSystemId"));
+    if (template_id) {
+        svc_system *t = find_locked(template_id);
+        if (!t || t->state != ST_SAVED_AS_TEMPLATE) {
+            pthread_mutex_unlock(&svc_mu);
+            s->refs = 1;
+            svc_unref(s);
+            return fail(doc, t ? HCS_E_INVALID_STATE : HCS_E_SYSTEM_NOT_FOUND,
+                        "The template system '%s' %s", template_id, t ? "was not saved as a template" : "does not exist");
+        }
+    }
     if (hosting && !find_locked(hosting)) {
         pthread_mutex_unlock(&svc_mu);
         s->refs = 1;
@@ -643,8 +679,7 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
     return S_OK;
 }
 
-/* The .vmrs format of the emulator: a magic line, then one JSON object. */
-#define VMRS_MAGIC "HCSEMU-VMRS 1\n"
+/* The .vmrs format of the emulator: VMRS_MAGIC, then one JSON object. */
 
 json *emu_host_processor_requirements(void);
 
