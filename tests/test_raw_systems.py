@@ -16,13 +16,13 @@ from pyhcs import errors
 from pyhcs._types import EventType
 
 from rawutil import (
+    close_info,
     container_config,
     new_id,
     operation,
     running_system,
     set_switches,
     start_process,
-    close_info,
     wait,
 )
 
@@ -285,7 +285,7 @@ def test_system_events_exit_and_crash(hcs: ModuleType) -> None:
         events: list[Any] = []
         exited = threading.Event()
 
-        def on_event(ev: Any, ctx: int) -> None:
+        def on_event(ev: Any, ctx: int, events: list[Any] = events, exited: threading.Event = exited) -> None:
             events.append(ev)
             if ev.type == EventType.SYSTEM_EXITED:
                 exited.set()

@@ -23,7 +23,8 @@ import itertools
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ._types import HcsEvent
 
@@ -37,7 +38,7 @@ Item = tuple[int, int, int, "str | None", int]
 
 
 class _Entry:
-    __slots__ = ("key", "handle", "kind", "callback", "context")
+    __slots__ = ("callback", "context", "handle", "key", "kind")
 
     def __init__(self, key: int, handle: int, kind: int, callback: Callable[..., Any], context: int) -> None:
         self.key = key
@@ -172,5 +173,12 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    for d in _all:
+        d.reset_after_fork()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: [d.reset_after_fork() for d in _all])
+    os.register_at_fork(after_in_child=_after_fork_in_child)

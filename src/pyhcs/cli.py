@@ -80,8 +80,8 @@ def cmd_demo(_: argparse.Namespace) -> int:
     with _system("pyhcs-demo") as (system, op, system_id):
         print(f"created and started compute system {system_id}")
         command = "echo hello from $(hostname) in a compute system; uname -sr; exit 3"
-        code, out, err = _run(system, op, {"CommandLine": command, "CreateStdOutPipe": True, "CreateStdErrPipe": True})
-        print(f"process output:\n  " + out.decode(errors="replace").strip().replace("\n", "\n  "))
+        code, out, _err = _run(system, op, {"CommandLine": command, "CreateStdOutPipe": True, "CreateStdErrPipe": True})
+        print("process output:\n  " + out.decode(errors="replace").strip().replace("\n", "\n  "))
         print(f"process exit code: {code}")
         B.hcs_get_compute_system_properties(system, op, json.dumps({"PropertyTypes": ["Statistics"]}))
         props = json.loads(B.hcs_wait_for_operation_result(op, WAIT_MS) or "{}")

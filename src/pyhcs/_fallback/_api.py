@@ -13,7 +13,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 from .. import errors
 from .._dispatch import KIND_EVENT, KIND_OPERATION, Item, new_dispatcher
@@ -34,8 +34,12 @@ _NO_EVENT_CALLBACK = EVENT_CALLBACK()
 #: A wait is cut into slices of this length so that signals (Ctrl-C) are handled between them.
 _WAIT_SLICE_MS = 200
 
-_HCS_E_OPERATION_TIMEOUT = 0x80370118
-_INITIATED = frozenset({0, 0x80370117, 0xC0370103})  # S_OK and both "pending" forms
+# HCS_E_OPERATION_PENDING in both code forms, and the legacy pending value 0xC0370103
+_PENDING = frozenset({0x80370117, 0xC0370117, 0xC0370103})
+_INITIATED = _PENDING | {0}  # an initiating call succeeded: S_OK or "pending"
+# A wait's "not yet": both forms of HCS_E_OPERATION_TIMEOUT, and the Win32 timeouts
+# (WAIT_TIMEOUT, ERROR_TIMEOUT) that HcsWaitFor*Exit may report instead.
+_TIMEOUTS = frozenset({0x80370118, 0xC0370118, 0x80070102, 0x800705B4})
 
 # ------------------------------------------------------------------------------ strings
 
@@ -110,7 +114,7 @@ _dispatcher = new_dispatcher(_wait_batch)
 # These two thunks are what the library calls, on its own threads. They only copy and
 # enqueue (the dispatcher thread runs the user's code), must never raise, and live at module
 # level for the whole process so ctypes never frees a thunk the library may still call.
-@OPERATION_COMPLETION  # type: ignore[misc]
+@OPERATION_COMPLETION  # type: ignore[untyped-decorator]
 def _on_operation(operation: int | None, context: int | None) -> None:
     if _dispatcher.finalizing:
         return
@@ -119,7 +123,7 @@ def _on_operation(operation: int | None, context: int | None) -> None:
         _dispatcher.enqueued += 1
 
 
-@EVENT_CALLBACK  # type: ignore[misc]
+@EVENT_CALLBACK  # type: ignore[untyped-decorator]
 def _on_event(event: ctypes._Pointer[HCS_EVENT], context: int | None) -> None:
     if _dispatcher.finalizing:
         return
@@ -150,7 +154,11 @@ def hcs_create_operation(context: int = 0, callback: OperationCallback | None = 
     op = _lib.HcsCreateOperation(None, _NO_COMPLETION)
     if not op:
         raise errors.make_error(0x8007000E, call="HcsCreateOperation")
-    hcs_set_operation_callback(int(op), context, callback)
+    try:
+        hcs_set_operation_callback(int(op), context, callback)
+    except BaseException:
+        _lib.HcsCloseOperation(op)  # the caller never sees this handle: nobody else could close it
+        raise
     return int(op)
 
 
@@ -231,8 +239,26 @@ def hcs_get_operation_result_and_process_info(operation: int) -> tuple[HcsProces
     return _process_info(pi), text
 
 
-def _sliced(timeout_ms: int, call: str, attempt: "callable[[int], tuple[int, str | None]]") -> str | None:  # type: ignore[valid-type]
-    """Runs attempt(slice_ms) until it stops timing out or the caller's timeout is spent."""
+def _operation_pending(operation: int) -> bool:
+    """Whether the operation is still running (HcsGetOperationResult says "pending")."""
+    if "HcsGetOperationResult" not in _lib.present:
+        return True
+    doc = ctypes.c_void_p()
+    hr = _lib.HcsGetOperationResult(operation, ctypes.byref(doc))
+    _take_doc(doc)
+    return (hr & 0xFFFFFFFF) in _PENDING
+
+
+def _sliced(
+    timeout_ms: int,
+    call: str,
+    attempt: Callable[[int], tuple[int, str | None]],
+    operation: int | None = None,
+) -> str | None:
+    """Runs attempt(slice_ms) until it stops timing out or the caller's timeout is spent.
+
+    ``operation`` is given for operation waits: a timeout code there may also be the
+    operation's own result, which no further slice would change."""
     if timeout_ms < 0 or timeout_ms > INFINITE:
         raise ValueError("timeout_ms must be between 0 and INFINITE (0xFFFFFFFF)")
     deadline = None if timeout_ms == INFINITE else time.monotonic() + timeout_ms / 1000.0
@@ -243,8 +269,11 @@ def _sliced(timeout_ms: int, call: str, attempt: "callable[[int], tuple[int, str
             left = max(0, int((deadline - time.monotonic()) * 1000))
             slice_ms = min(_WAIT_SLICE_MS, left)
         hr, text = attempt(slice_ms)
-        if (hr & 0xFFFFFFFF) == _HCS_E_OPERATION_TIMEOUT and (deadline is None or time.monotonic() < deadline):
-            continue  # the next slice; signals were handled between the two calls
+        if (hr & 0xFFFFFFFF) in _TIMEOUTS:
+            if operation is not None and not _operation_pending(operation):
+                hr, text = attempt(0)  # complete after all: its final result
+            elif deadline is None or time.monotonic() < deadline:
+                continue  # the next slice; signals were handled between the two calls
         _check(hr, call, text)
         return text
 
@@ -255,7 +284,7 @@ def hcs_wait_for_operation_result(operation: int, timeout_ms: int = INFINITE) ->
         hr = _lib.HcsWaitForOperationResult(operation, ms, ctypes.byref(doc))
         return hr, _take_doc(doc)
 
-    return _sliced(timeout_ms, "HcsWaitForOperationResult", attempt)
+    return _sliced(timeout_ms, "HcsWaitForOperationResult", attempt, operation)
 
 
 def hcs_wait_for_operation_result_and_process_info(
@@ -268,7 +297,7 @@ def hcs_wait_for_operation_result_and_process_info(
         hr = _lib.HcsWaitForOperationResultAndProcessInfo(operation, ms, ctypes.byref(pi), ctypes.byref(doc))
         return hr, _take_doc(doc)
 
-    text = _sliced(timeout_ms, "HcsWaitForOperationResultAndProcessInfo", attempt)
+    text = _sliced(timeout_ms, "HcsWaitForOperationResultAndProcessInfo", attempt, operation)
     return _process_info(pi), text
 
 

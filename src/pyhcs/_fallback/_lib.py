@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import errors
 from .._library import library_paths
