@@ -319,17 +319,20 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
         svc_system *t = find_locked(template_id);
         if (!t || t->state != ST_SAVED_AS_TEMPLATE) {
             pthread_mutex_unlock(&svc_mu);
+            HRESULT thr = fail(doc, t ? HCS_E_INVALID_STATE : HCS_E_SYSTEM_NOT_FOUND, "The template system '%s' %s",
+                               template_id, t ? "was not saved as a template" : "does not exist");
             s->refs = 1;
-            svc_unref(s);
-            return fail(doc, t ? HCS_E_INVALID_STATE : HCS_E_SYSTEM_NOT_FOUND,
-                        "The template system '%s' %s", template_id, t ? "was not saved as a template" : "does not exist");
+            svc_unref(s); /* template_id pointed into the configuration freed here */
+            return thr;
         }
     }
     if (hosting && !find_locked(hosting)) {
         pthread_mutex_unlock(&svc_mu);
+        /* the message first: hosting points into the configuration that unref frees */
+        fail(doc, HCS_E_SYSTEM_NOT_FOUND, "The hosting system '%s' does not exist", hosting);
         s->refs = 1;
         svc_unref(s);
-        return fail(doc, HCS_E_SYSTEM_NOT_FOUND, "The hosting system '%s' does not exist", hosting);
+        return HCS_E_SYSTEM_NOT_FOUND;
     }
     if (find_locked(id)) {
         pthread_mutex_unlock(&svc_mu);
@@ -839,8 +842,11 @@ static json *process_list_locked(svc_system *s) {
 static json *memory_locked(svc_system *s) {
     int64_t mb = 0;
     const json *vm = json_get(s->config, "VirtualMachine");
+    /* the memory figures are int32 megabytes in the schema: clamp what a config may overflow */
     if (vm) json_int64(json_get(json_get(json_get(vm, "ComputeTopology"), "Memory"), "SizeInMB"), &mb);
     else json_int64(json_get(json_get(json_get(s->config, "Container"), "Memory"), "SizeInMB"), &mb);
+    if (mb < 0) mb = 0;
+    if (mb > INT32_MAX) mb = INT32_MAX;
     json *m = json_new_object();
     json_set(m, "VirtualNodeCount", json_new_int(1));
     json *vmm = json_new_object();

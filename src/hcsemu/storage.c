@@ -246,12 +246,6 @@ static bool sv_has_sorted(const strvec *s, const char *x) {
     return s->n && bsearch(&x, s->v, s->n, sizeof *s->v, cmp_strp) != NULL;
 }
 
-static bool sv_has(const strvec *s, const char *x) {
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->v[i], x) == 0) return true;
-    return false;
-}
-
 static bool sv_equal(const strvec *a, const strvec *b) {
     if (a->n != b->n) return false;
     for (size_t i = 0; i < a->n; i++)
@@ -1365,7 +1359,8 @@ static void index_remove(const char *layer) {
     free(p);
 }
 
-/* Is `target` attached, or a parent of an attached layer? *by: the attached layer (malloc'd).
+/* Is `target` attached, a parent of an attached layer, or a folder inside or containing one?
+ * *by: the attached layer (malloc'd).
  * Prunes entries whose layer is gone or detached. */
 static bool index_in_use(const char *target, char **by) {
     *by = NULL;
@@ -1394,7 +1389,11 @@ static bool index_in_use(const char *target, char **by) {
         } else {
             strvec parents = {0};
             json_to_strvec(json_get(e, "Parents"), &parents);
-            if (strcmp(lp, target) == 0 || sv_has(&parents, target)) {
+            /* the layer itself, one of its parents, or a folder inside or around either */
+            bool hit = path_within(lp, target) || path_within(target, lp);
+            for (size_t k = 0; !hit && k < parents.n; k++)
+                hit = path_within(parents.v[k], target) || path_within(target, parents.v[k]);
+            if (hit) {
                 used = true;
                 *by = strdup(lp);
             }
@@ -2413,7 +2412,8 @@ HRESULT svc_storage_destroy_layer(const char *layer_path) {
     if (hr == S_OK && ((m && meta_attached(m)) || is_mountpoint_at(fd, VIEW_DIR)))
         hr = fail(HRESULT_FROM_WIN32(ERROR_SHARING_VIOLATION), "%s is attached (its storage filter is in use)", layer);
     if (hr == S_OK && index_in_use(layer, &by))
-        hr = fail(HRESULT_FROM_WIN32(ERROR_SHARING_VIOLATION), "%s is a parent of the attached layer %s", layer, by);
+        hr = fail(HRESULT_FROM_WIN32(ERROR_SHARING_VIOLATION), "%s is (inside or around) a layer that %s uses",
+                  layer, by);
     if (hr == S_OK) hr = check_layout(fd, layer, IN_LAYER, false);
     if (fd >= 0) close(fd);
     if (hr == S_OK) {

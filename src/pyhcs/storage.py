@@ -1,0 +1,596 @@
+"""Container storage: image layers, writable layers and their merged view (computestorage.dll).
+
+Before a container starts, its image layers are imported, a writable layer is initialised on
+top of them and the storage filter is attached, which gives the container one merged view of
+the whole chain. This module wraps the twelve computestorage functions in three objects:
+
+* :class:`Layer`: a read-only layer folder (``Files``, ``Hives``, ``layout``) and its parents.
+* :class:`LayerChain`: layers ordered top-most first, base layer last, the order HCS expects in
+  ``LayerData``; it turns into the ``LayerData`` document.
+* :class:`WritableLayer`: a writable (scratch) layer; attaching it (``with layer.attached() as
+  view:``) gives the merged view in which writes land in the writable layer and deletions
+  hide the parents' files.
+
+Example::
+
+    >>> from pyhcs.storage import Layer, WritableLayer
+    >>> base = Layer.import_from("/images/base-transport", "/layers/base")
+    >>> app = Layer.import_from("/images/app-transport", "/layers/app", parents=base)
+    >>> scratch = WritableLayer.initialize("/layers/scratch", parents=app)
+    >>> with scratch.attached() as view:            # doctest: +SKIP
+    ...     (view / "hello.txt").write_text("hi")
+    >>> scratch.export("/export/scratch")            # a folder that imports back as a layer
+
+Every document argument accepts a :mod:`pyhcs.schema` model (``LayerData``,
+``ExportLayerOptions``, ``OsLayerOptions``), a ``dict`` (checked strictly against that model) or
+a JSON string (sent verbatim). Parents accept a :class:`Layer` (meaning it and its parents), a
+:class:`LayerChain`, a sequence of layers or paths, or a ``LayerData`` model or ``dict``.
+
+Errors are the same :class:`pyhcs.errors.HcsError` subclasses on every backend and library:
+``PathNotFoundError`` (also ``FileNotFoundError``) for a missing folder, ``InvalidLayerError``
+for a folder that is not a layer, ``SharingViolationError`` for destroying or exporting a layer
+in use, ``InvalidStateError`` for attaching twice or detaching what is not attached,
+``AlreadyExistsError`` (also ``FileExistsError``), ``DirectoryNotEmptyError``,
+``InvalidArgumentError`` (a relative path or one with ``..`` at the C level),
+``InvalidJsonError``, ``InvalidHandleError`` (a bad VHD handle) and ``ResourceBusyError`` (the
+view is still in use at detach). A document that does not fit its model raises
+``pydantic.ValidationError`` before anything is called.
+
+Where the view is: on Windows the storage filter merges the chain *at the writable layer's
+path*; on the emulator the view is the folder ``Merged`` inside the writable layer
+(:attr:`WritableLayer.view` knows which). Paths given here may be relative: they are made
+absolute with :func:`os.path.abspath` first, because HCS takes absolute paths only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload
+
+from pyhcs import _backend as B
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from pydantic import BaseModel
+    from typing_extensions import Self
+
+    from pyhcs.schema import LayerData
+
+    StrPath: TypeAlias = "str | os.PathLike[str]"
+    #: A document: a pyhcs.schema model, a dict (checked against the model) or JSON text.
+    Document: TypeAlias = "BaseModel | Mapping[str, Any] | str | bytes"
+    #: Parent layers: a Layer (it and its parents), a LayerChain, layers or paths, or LayerData.
+    ParentsLike: TypeAlias = "Layer | LayerChain | Iterable[Layer | StrPath] | BaseModel | Mapping[str, Any]"
+
+__all__ = [
+    "Layer",
+    "LayerChain",
+    "WritableLayer",
+    "attach_layer_storage_filter",
+    "destroy_layer",
+    "detach_layer_storage_filter",
+    "export_layer",
+    "export_legacy_writable_layer",
+    "format_writable_layer_vhd",
+    "get_layer_vhd_mount_path",
+    "import_layer",
+    "initialize_legacy_writable_layer",
+    "initialize_writable_layer",
+    "layer_id",
+    "setup_base_os_layer",
+    "setup_base_os_volume",
+]
+
+#: Namespace of the layer GUIDs :func:`layer_id` derives from folder names (a pyhcs
+#: convention; hcsshim derives them from the folder name too, with a Windows API).
+LAYER_ID_NAMESPACE = uuid.UUID("5b1a3c2e-8f4d-5e6a-9b7c-1d2e3f405162")
+
+#: The schema version of the LayerData documents built here.
+_SCHEMA_VERSION = (2, 1)
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+# ------------------------------------------------------------------------------ coercion
+
+
+def _path(p: StrPath) -> str:
+    s = os.fspath(p)
+    if not isinstance(s, str):
+        raise TypeError(f"a path must be str or os.PathLike[str], not {type(s).__name__}")
+    return os.path.abspath(s)
+
+
+def _opt_doc(doc: Document | None, model: str) -> str | None:
+    """JSON text of an optional document (None stays None: the C side gets NULL)."""
+    if doc is None:
+        return None
+    from pyhcs import schema
+
+    text: str = schema.to_json(doc, getattr(schema, model))
+    return text
+
+
+def _layer_data_json(doc: Document | LayerChain | None) -> str:
+    """JSON text of a LayerData argument; None is a chain without parents."""
+    if doc is None:
+        return LayerChain().to_json()
+    if isinstance(doc, LayerChain):
+        return doc.to_json()
+    text = _opt_doc(doc, "LayerData")
+    assert text is not None
+    return text
+
+
+def _vhd_handle(vhd: int | _HasFileno | None) -> int:
+    """A VHD handle for the C ABI: a HANDLE on Windows, a file descriptor elsewhere.
+
+    A file object (anything with ``fileno()``) is converted; an ``int`` is taken as it is.
+    """
+    if vhd is None:
+        return 0
+    if isinstance(vhd, bool):
+        raise TypeError("a VHD handle must be an int or an open file, not bool")
+    if isinstance(vhd, int):
+        return vhd
+    fileno = getattr(vhd, "fileno", None)
+    if fileno is None:
+        raise TypeError(f"a VHD handle must be an int or an open file, not {type(vhd).__name__}")
+    fd = int(fileno())
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import msvcrt
+
+        return int(msvcrt.get_osfhandle(fd))
+    return fd
+
+
+def _derive_layer_id(path: StrPath) -> str:
+    name = os.path.basename(os.path.normpath(_path(path)))
+    return str(uuid.uuid5(LAYER_ID_NAMESPACE, name))
+
+
+def layer_id(path: StrPath) -> str:
+    """The layer GUID pyhcs derives from a layer folder's name (stable, UUID version 5)."""
+    return _derive_layer_id(path)
+
+
+def _is_emulator() -> bool:
+    from pyhcs._library import is_emulator
+
+    return is_emulator(B.library_path())
+
+
+# ------------------------------------------------------------------------------ the flat functions
+
+
+def import_layer(path: StrPath, source: StrPath, layer_data: Document | LayerChain | None = None) -> None:
+    """HcsImportLayer: copy a layer in transport format (``source``) into the folder ``path``.
+
+    Args:
+        path: the layer folder; created if missing, must be empty otherwise.
+        source: a folder with ``Files`` (and optionally ``Hives``, ``layout``, ``UtilityVM``).
+        layer_data: the layer's parents (``LayerData``); None for a base layer.
+
+    Raises:
+        PathNotFoundError: ``source`` (or ``path``'s parent folder, or a parent layer) is missing.
+        InvalidLayerError: ``source`` is not a layer (no ``Files``, unexpected entries, special
+            files, a tombstone escaping the layer).
+        DirectoryNotEmptyError: ``path`` exists and is not empty.
+    """
+    B.hcs_import_layer(_path(path), _path(source), _layer_data_json(layer_data))
+
+
+def export_layer(
+    path: StrPath, folder: StrPath, layer_data: Document | LayerChain | None = None, options: Document | None = None
+) -> None:
+    """HcsExportLayer: write layer ``path`` in transport format into the empty folder ``folder``.
+
+    ``options`` is ``ExportLayerOptions`` (``{"IsWritableLayer": true}`` for a writable layer).
+    The result imports back (:func:`import_layer`) to the same layer.
+
+    Raises:
+        PathNotFoundError: ``path`` or ``folder`` is missing.
+        DirectoryNotEmptyError: ``folder`` is not empty.
+        SharingViolationError: ``path`` is an attached writable layer.
+    """
+    B.hcs_export_layer(
+        _path(path), _path(folder), _layer_data_json(layer_data), _opt_doc(options, "ExportLayerOptions")
+    )
+
+
+def export_legacy_writable_layer(
+    mount_path: StrPath, folder: StrPath, export_folder: StrPath, layer_data: Document | LayerChain | None = None
+) -> None:
+    """HcsExportLegacyWritableLayer: export a legacy writable layer (files at ``mount_path``,
+    hives in ``folder``) into ``export_folder``."""
+    B.hcs_export_legacy_writable_layer(
+        _path(mount_path), _path(folder), _path(export_folder), _layer_data_json(layer_data)
+    )
+
+
+def destroy_layer(path: StrPath) -> None:
+    """HcsDestroyLayer: delete a layer folder and everything in it.
+
+    Raises:
+        SharingViolationError: the layer is attached or a parent of an attached layer.
+        InvalidLayerError: the folder does not look like a layer (nothing is deleted).
+    """
+    B.hcs_destroy_layer(_path(path))
+
+
+def setup_base_os_layer(path: StrPath, vhd: int | _HasFileno | None = None, options: Document | None = None) -> None:
+    """HcsSetupBaseOSLayer: make an imported layer a base OS layer (creates ``Hives`` and
+    ``layout``). ``options`` is ``OsLayerOptions``; ``{"Type": "Vm"}`` needs ``vhd``, the
+    formatted system-template disk, a container base layer takes none.
+
+    Raises:
+        AlreadyExistsError: the layer is already set up.
+    """
+    B.hcs_setup_base_os_layer(_path(path), _vhd_handle(vhd), _opt_doc(options, "OsLayerOptions"))
+
+
+def setup_base_os_volume(path: StrPath, volume_path: StrPath, options: Document | None = None) -> None:
+    """HcsSetupBaseOSVolume: like :func:`setup_base_os_layer`, onto a mounted volume."""
+    B.hcs_setup_base_os_volume(_path(path), _path(volume_path), _opt_doc(options, "OsLayerOptions"))
+
+
+def initialize_writable_layer(
+    path: StrPath, layer_data: Document | LayerChain | None = None, options: Document | None = None
+) -> None:
+    """HcsInitializeWritableLayer: prepare the folder ``path`` as a writable layer over the
+    parents in ``layer_data``. ``options`` is reserved (None)."""
+    B.hcs_initialize_writable_layer(_path(path), _layer_data_json(layer_data), _opt_doc_any(options))
+
+
+def initialize_legacy_writable_layer(
+    mount_path: StrPath,
+    folder: StrPath,
+    layer_data: Document | LayerChain | None = None,
+    options: Document | None = None,
+) -> None:
+    """HcsInitializeLegacyWritableLayer: a writable layer whose files live on the mounted volume
+    ``mount_path`` and whose hives live in ``folder``."""
+    B.hcs_initialize_legacy_writable_layer(
+        _path(mount_path), _path(folder), _layer_data_json(layer_data), _opt_doc_any(options)
+    )
+
+
+def attach_layer_storage_filter(path: StrPath, layer_data: Document | LayerChain | None = None) -> None:
+    """HcsAttachLayerStorageFilter: merge writable layer ``path`` with its parents.
+
+    Raises:
+        InvalidStateError: already attached.
+        InvalidArgumentError: ``layer_data`` names other parents than the layer was initialised with.
+        SharingViolationError: a parent is itself an attached writable layer.
+    """
+    B.hcs_attach_layer_storage_filter(_path(path), _layer_data_json(layer_data))
+
+
+def detach_layer_storage_filter(path: StrPath) -> None:
+    """HcsDetachLayerStorageFilter: remove the merged view; changes stay in the writable layer.
+
+    Raises:
+        InvalidStateError: not attached.
+        ResourceBusyError: a process still uses the view (emulator, overlay mode).
+    """
+    B.hcs_detach_layer_storage_filter(_path(path))
+
+
+def format_writable_layer_vhd(vhd: int | _HasFileno) -> None:
+    """HcsFormatWritableLayerVhd: format a disk image (an open file, or a handle/descriptor)."""
+    B.hcs_format_writable_layer_vhd(_vhd_handle(vhd))
+
+
+def get_layer_vhd_mount_path(vhd: int | _HasFileno) -> str:
+    """HcsGetLayerVhdMountPath: the volume path of a formatted, mounted disk image."""
+    path: str = B.hcs_get_layer_vhd_mount_path(_vhd_handle(vhd))
+    return path
+
+
+def _opt_doc_any(doc: Document | None) -> str | None:
+    """An options document with no schema type: a model, a dict or a JSON string."""
+    if doc is None:
+        return None
+    if isinstance(doc, (str, bytes, bytearray)):
+        return doc if isinstance(doc, str) else bytes(doc).decode("utf-8")
+    from pyhcs import schema
+
+    text: str = schema.to_json(doc)
+    return text
+
+
+# ------------------------------------------------------------------------------ objects
+
+
+def _parents(parents: ParentsLike | None) -> LayerChain:
+    if parents is None:
+        return LayerChain()
+    if isinstance(parents, LayerChain):
+        return parents
+    if isinstance(parents, Layer):
+        return parents.chain
+    if isinstance(parents, (str, bytes)):
+        raise TypeError("parents must be layers, paths, a LayerChain or a LayerData document, not a string")
+    if isinstance(parents, Mapping) or hasattr(parents, "model_dump"):
+        return LayerChain.from_layer_data(cast("Document", parents))
+    return LayerChain(parents)
+
+
+class LayerChain(Sequence["Layer"]):
+    """Read-only layers, top-most first and the base layer last (immutable).
+
+    ``LayerChain([app, base])`` or ``LayerChain(["/layers/app", "/layers/base"])``; a
+    :class:`Layer` in it keeps its own parents, but only the chain's order matters to HCS.
+    """
+
+    __slots__ = ("_layers",)
+
+    def __init__(self, layers: Iterable[Layer | StrPath] = ()) -> None:
+        self._layers: tuple[Layer, ...] = tuple(x if isinstance(x, Layer) else Layer(x) for x in layers)
+
+    @classmethod
+    def from_layer_data(cls, doc: Document) -> LayerChain:
+        """The chain a ``LayerData`` document (model, dict or JSON) describes."""
+        from pyhcs.schema import LayerData, coerce
+
+        data = coerce(LayerData, cast("LayerData | Mapping[str, Any] | str | bytes", doc))
+        items = [(item.path, item.id) for item in data.layers or ()]
+        if any(not p for p, _ in items):
+            raise ValueError("a LayerData layer without a Path")
+        # each layer's parents are the ones below it, built from the base up
+        chain: list[Layer] = []
+        for p, lid in reversed(items):
+            chain.insert(0, Layer(str(p), LayerChain(chain), layer_id=lid))
+        return cls(chain)
+
+    @overload
+    def __getitem__(self, index: int) -> Layer: ...
+    @overload
+    def __getitem__(self, index: slice) -> LayerChain: ...
+    def __getitem__(self, index: int | slice) -> Layer | LayerChain:
+        if isinstance(index, slice):
+            return LayerChain(self._layers[index])
+        return self._layers[index]
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self._layers)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LayerChain):
+            return NotImplemented
+        return self.paths == other.paths
+
+    def __hash__(self) -> int:
+        return hash(self.paths)
+
+    def __repr__(self) -> str:
+        return f"LayerChain([{', '.join(repr(str(p)) for p in self.paths)}])"
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(x.path for x in self._layers)
+
+    def layer_data(self) -> LayerData:
+        """The ``LayerData`` model for this chain."""
+        from pyhcs.schema import builders
+
+        return builders.layer_data([(x.id, str(x.path)) for x in self._layers], version=_SCHEMA_VERSION)
+
+    def to_json(self) -> str:
+        """The ``LayerData`` document as HCS takes it (built without pydantic: same text as
+        ``self.layer_data().to_json()``)."""
+        doc = {
+            "SchemaVersion": {"Major": _SCHEMA_VERSION[0], "Minor": _SCHEMA_VERSION[1]},
+            "Layers": [{"Id": x.id, "Path": str(x.path)} for x in self._layers],
+        }
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+class Layer:
+    """A layer folder and the chain of parents it sits on (top-most parent first).
+
+    Creating the object touches nothing; :meth:`import_from` imports one. ``Layer`` objects
+    compare by path.
+    """
+
+    def __init__(self, path: StrPath, parents: ParentsLike | None = None, *, layer_id: str | None = None) -> None:
+        self.path = Path(_path(path))
+        self.parents: LayerChain = _parents(parents)
+        self.id: str = layer_id or _derive_layer_id(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, parents={len(self.parents)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Layer):
+            return NotImplemented
+        return self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def chain(self) -> LayerChain:
+        """This layer followed by its parents: what a layer on top of it names as parents."""
+        return LayerChain((self, *self.parents))
+
+    @property
+    def layer_data(self) -> LayerData:
+        """The ``LayerData`` of this layer's parents (what the layer APIs take for it)."""
+        return self.parents.layer_data()
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / "Files").is_dir()
+
+    @classmethod
+    def import_from(cls, source: StrPath, path: StrPath, parents: ParentsLike | None = None) -> Self:
+        """Import the transport-format folder ``source`` as the layer ``path`` (HcsImportLayer).
+
+        Raises: see :func:`import_layer`.
+        """
+        layer = cls(path, parents)
+        import_layer(layer.path, source, layer.parents)
+        return layer
+
+    def export(self, folder: StrPath, *, options: Document | None = None) -> Path:
+        """Export into the empty folder ``folder`` (HcsExportLayer); returns its path."""
+        target = Path(_path(folder))
+        export_layer(self.path, target, self.parents, options)
+        return target
+
+    def destroy(self) -> None:
+        """Delete the layer folder (HcsDestroyLayer). Raises SharingViolationError while in use."""
+        destroy_layer(self.path)
+
+    def setup_base_os(self, vhd: int | _HasFileno | None = None, *, options: Document | None = None) -> None:
+        """Make this layer a base OS layer (HcsSetupBaseOSLayer)."""
+        setup_base_os_layer(self.path, vhd, options)
+
+    def setup_base_os_volume(self, volume_path: StrPath, *, options: Document | None = None) -> None:
+        """Set this base OS layer up on a mounted volume (HcsSetupBaseOSVolume)."""
+        setup_base_os_volume(self.path, volume_path, options)
+
+
+class WritableLayer(Layer):
+    """A writable (scratch) layer over a chain of read-only parents.
+
+    ``with layer.attached() as view:`` attaches the storage filter for the block;
+    ``with layer:`` does the same and gives the layer. Attach state is per object and
+    thread-safe; the library itself refuses a second attach from anywhere
+    (``InvalidStateError``).
+    """
+
+    def __init__(
+        self,
+        path: StrPath,
+        parents: ParentsLike | None = None,
+        *,
+        layer_id: str | None = None,
+        legacy_folder: StrPath | None = None,
+    ) -> None:
+        super().__init__(path, parents, layer_id=layer_id)
+        self.legacy_folder = Path(_path(legacy_folder)) if legacy_folder is not None else None
+        self._lock = threading.Lock()
+        self._attached = False
+
+    @classmethod
+    def initialize(cls, path: StrPath, parents: ParentsLike | None = None, *, options: Document | None = None) -> Self:
+        """Create the writable layer ``path`` over ``parents`` (HcsInitializeWritableLayer).
+
+        Raises:
+            AlreadyExistsError: ``path`` is already a writable layer.
+            PathNotFoundError: a parent layer (or ``path``'s parent folder) is missing.
+        """
+        layer = cls(path, parents)
+        initialize_writable_layer(layer.path, layer.parents, options)
+        return layer
+
+    @classmethod
+    def initialize_legacy(
+        cls,
+        mount_path: StrPath,
+        folder: StrPath,
+        parents: ParentsLike | None = None,
+        *,
+        options: Document | None = None,
+    ) -> Self:
+        """A legacy writable layer: files on the mounted volume ``mount_path`` (e.g. from
+        :func:`get_layer_vhd_mount_path`), hives in ``folder`` (HcsInitializeLegacyWritableLayer)."""
+        layer = cls(mount_path, parents, legacy_folder=folder)
+        initialize_legacy_writable_layer(layer.path, folder, layer.parents, options)
+        return layer
+
+    @classmethod
+    def open(cls, path: StrPath, parents: ParentsLike | None = None) -> Self:
+        """An existing writable layer. Without ``parents``, the emulator's record of the layer
+        (written at initialisation) supplies them; on Windows they must be given.
+
+        Raises:
+            FileNotFoundError: no parents given and no record of them.
+        """
+        layer = cls(path, parents)
+        if parents is None:
+            record = layer.path / ".hcsemu" / "layer.json"
+            try:
+                meta = json.loads(record.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{layer.path} has no record of its parents; pass parents=") from None
+            # "Parents" holds the resolved folders; the LayerData as given keeps the layer ids
+            given = LayerChain.from_layer_data(meta.get("LayerData") or {"Layers": []})
+            resolved = [str(p) for p in meta.get("Parents") or ()]
+            if len(resolved) == len(given):
+                ids = [x.id for x in given]
+                chain: list[Layer] = []
+                for p, lid in reversed(list(zip(resolved, ids, strict=True))):
+                    chain.insert(0, Layer(p, LayerChain(chain), layer_id=lid))
+                given = LayerChain(chain)
+            layer.parents = given
+            if meta.get("LegacyFolder"):
+                layer.legacy_folder = Path(meta["LegacyFolder"])
+            layer._attached = bool(meta.get("Attached"))
+        return layer
+
+    @property
+    def is_attached(self) -> bool:
+        """Whether this object attached the storage filter (and has not detached it)."""
+        return self._attached
+
+    @property
+    def view(self) -> Path:
+        """Where the merged view appears while attached: the layer folder itself on Windows,
+        its ``Merged`` folder on the emulator."""
+        return self.path / "Merged" if _is_emulator() else self.path
+
+    def attach(self) -> Path:
+        """Attach the storage filter (HcsAttachLayerStorageFilter); returns :attr:`view`."""
+        with self._lock:
+            attach_layer_storage_filter(self.path, self.parents)
+            self._attached = True
+        return self.view
+
+    def detach(self) -> None:
+        """Detach the storage filter (HcsDetachLayerStorageFilter); changes stay in the layer."""
+        with self._lock:
+            detach_layer_storage_filter(self.path)
+            self._attached = False
+
+    @contextmanager
+    def attached(self) -> Iterator[Path]:
+        """Attach for the duration of a ``with`` block, yielding the merged view."""
+        view = self.attach()
+        try:
+            yield view
+        finally:
+            self.detach()
+
+    def __enter__(self) -> Self:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._attached:
+            self.detach()
+
+    def export(self, folder: StrPath, *, options: Document | None = None) -> Path:
+        """Export as a layer (HcsExportLayer with ``IsWritableLayer``, or
+        HcsExportLegacyWritableLayer for a legacy layer). Detach first."""
+        target = Path(_path(folder))
+        if self.legacy_folder is not None:
+            export_legacy_writable_layer(self.path, self.legacy_folder, target, self.parents)
+        else:
+            export_layer(self.path, target, self.parents, options if options is not None else {"IsWritableLayer": True})
+        return target
