@@ -358,11 +358,10 @@ EMU_EXPORT HRESULT HcsCreateComputeSystem(PCWSTR id, PCWSTR configuration, HCS_O
 }
 
 EMU_EXPORT HRESULT HcsOpenComputeSystem(PCWSTR id, DWORD requestedAccess, HCS_SYSTEM *computeSystem) {
-    fault_action fa;
-    emu_fault_check(FN_HcsOpenComputeSystem, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (computeSystem) *computeSystem = NULL;
+    HRESULT fhr = emu_fault_sync(FN_HcsOpenComputeSystem);
+    if (fhr) return emu_public_hr(fhr);
     if (!computeSystem) return E_POINTER;
-    *computeSystem = NULL;
     if (emu_is_empty(id) || requestedAccess != GENERIC_ALL) return E_INVALIDARG;
     if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
     char *id8 = emu_utf8(id, NULL);
@@ -427,10 +426,9 @@ EMU_EXPORT HRESULT HcsModifyComputeSystem(HCS_SYSTEM s, HCS_OPERATION op, PCWSTR
 }
 
 EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD timeoutMs, PWSTR *result) {
-    fault_action fa;
-    emu_fault_check(FN_HcsWaitForComputeSystemExit, &fa);
     if (result) *result = NULL;
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsWaitForComputeSystemExit);
+    if (fhr) return emu_public_hr(fhr);
     chandle *h = get_system(computeSystem);
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
@@ -466,9 +464,8 @@ static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx,
 
 EMU_EXPORT HRESULT HcsSetComputeSystemCallback(HCS_SYSTEM computeSystem, HCS_EVENT_OPTIONS callbackOptions,
                                                const void *context, HCS_EVENT_CALLBACK callback) {
-    fault_action fa;
-    emu_fault_check(FN_HcsSetComputeSystemCallback, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsSetComputeSystemCallback);
+    if (fhr) return emu_public_hr(fhr);
     chandle *h = get_system(computeSystem);
     if (!h) return E_HANDLE;
     HRESULT hr = set_callback(h, callbackOptions, context, callback);
@@ -525,11 +522,10 @@ EMU_EXPORT HRESULT HcsCreateProcess(HCS_SYSTEM computeSystem, PCWSTR processPara
 
 EMU_EXPORT HRESULT HcsOpenProcess(HCS_SYSTEM computeSystem, DWORD processId, DWORD requestedAccess,
                                   HCS_PROCESS *process) {
-    fault_action fa;
-    emu_fault_check(FN_HcsOpenProcess, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    if (process) *process = NULL;
+    HRESULT fhr = emu_fault_sync(FN_HcsOpenProcess);
+    if (fhr) return emu_public_hr(fhr);
     if (!process) return E_POINTER;
-    *process = NULL;
     if (requestedAccess != GENERIC_ALL) return E_INVALIDARG;
     chandle *sh = get_system(computeSystem);
     if (!sh) return E_HANDLE;
@@ -589,9 +585,8 @@ EMU_EXPORT HRESULT HcsModifyProcess(HCS_PROCESS p, HCS_OPERATION op, PCWSTR sett
 
 EMU_EXPORT HRESULT HcsSetProcessCallback(HCS_PROCESS process, HCS_EVENT_OPTIONS callbackOptions, void *context,
                                          HCS_EVENT_CALLBACK callback) {
-    fault_action fa;
-    emu_fault_check(FN_HcsSetProcessCallback, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsSetProcessCallback);
+    if (fhr) return emu_public_hr(fhr);
     chandle *h = get_process(process);
     if (!h) return E_HANDLE;
     HRESULT hr = set_callback(h, callbackOptions, context, callback);
@@ -600,10 +595,9 @@ EMU_EXPORT HRESULT HcsSetProcessCallback(HCS_PROCESS process, HCS_EVENT_OPTIONS 
 }
 
 EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, PWSTR *result) {
-    fault_action fa;
-    emu_fault_check(FN_HcsWaitForProcessExit, &fa);
     if (result) *result = NULL;
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsWaitForProcessExit);
+    if (fhr) return emu_public_hr(fhr);
     chandle *h = get_process(process);
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
@@ -624,18 +618,39 @@ EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, P
 
 /* ------------------------------------------------------------------ host service */
 
+/* A request for the emulator's own controls (PropertyType/PropertyTypes "Emulator..."): these
+ * are neither counted nor subject to faults, so a test can always inspect and reset the
+ * emulator (even under a "*" fault) and its call budgets do not see its own bookkeeping. */
+static bool emulator_request(emu_fn fn, const json *doc) {
+    if (fn == FN_HcsModifyServiceSettings) {
+        const char *t = json_str(json_get(doc, "PropertyType"));
+        return t && strncmp(t, "Emulator", 8) == 0;
+    }
+    if (fn != FN_HcsGetServiceProperties) return false;
+    const json *types = json_get(doc, "PropertyTypes");
+    if (json_typeof(types) != JSON_ARRAY || json_len(types) == 0) return false;
+    for (size_t i = 0; i < json_len(types); i++) {
+        const char *t = json_str(json_at(types, i));
+        if (!t || strncmp(t, "Emulator", 8) != 0) return false;
+    }
+    return true;
+}
+
 static HRESULT sync_doc_call(emu_fn fn, PCWSTR in, bool in_required, PWSTR *out, bool out_required,
                              HRESULT (*body)(const json *, char **)) {
-    fault_action fa;
-    emu_fault_check(fn, &fa);
     if (out) *out = NULL;
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
-    if (out_required && !out) return E_POINTER;
-    if (in_required && emu_is_empty(in)) return E_INVALIDARG;
-    /* A disconnected service is reported by the body: the emulator's own controls still work. */
     json *doc = NULL;
     char *text = NULL;
     HRESULT hr = emu_parse_optional(in, &doc, &text);
+    HRESULT early = emulator_request(fn, doc) ? S_OK : emu_fault_sync(fn);
+    if (!early && out_required && !out) early = E_POINTER;
+    if (!early && in_required && emu_is_empty(in)) early = E_INVALIDARG;
+    if (early) {
+        json_free(doc);
+        free(text);
+        return emu_public_hr(early);
+    }
+    /* A disconnected service is reported by the body: the emulator's own controls still work. */
     if (!FAILED(hr)) hr = body(doc, &text);
     json_free(doc);
     if (out && text) *out = emu_doc(text);

@@ -128,6 +128,13 @@ typedef struct fault_action {
 } fault_action;
 /* Counts the call and decides its fault, if any. Cheap when no fault is configured. */
 void emu_fault_check(emu_fn fn, fault_action *out);
+/* The same for a synchronous function (one without an operation), which also carries the
+ * fault out: a Call or Result failure fails the call itself (there is no operation for a
+ * result), DelayMs sleeps, Hang blocks until the service disconnects (the call then fails
+ * with HCS_E_SERVICE_DISCONNECT) or the faults are reset. S_OK: go on with the call. */
+HRESULT emu_fault_sync(emu_fn fn);
+/* Forgets the call counts (action ResetCallCounts). */
+void emu_call_counts_reset(void);
 HRESULT emu_faults_apply(const json *faults, char **err);
 void emu_faults_reset(void);
 json *emu_faults_to_json(void);

@@ -9,10 +9,12 @@
  * same objects can be given as JSON in HCSEMU_SETTINGS and HCSEMU_FAULTS.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -211,6 +213,7 @@ static size_t n_faults;
 static atomic_bool any_fault;
 static atomic_uint_fast64_t call_counts[FN__COUNT];
 static atomic_bool disconnected;
+static atomic_uint fault_generation; /* bumped when the faults are reset: ends synchronous hangs */
 
 static double next_random(fault *f) {
     uint64_t x = f->rng;
@@ -244,6 +247,32 @@ void emu_fault_check(emu_fn fn, fault_action *out) {
         if (f->hang) out->hang = true;
     }
     pthread_mutex_unlock(&set_mu);
+}
+
+HRESULT emu_fault_sync(emu_fn fn) {
+    fault_action fa;
+    unsigned gen = atomic_load(&fault_generation);
+    emu_fault_check(fn, &fa);
+    if (fa.call_hr) return fa.call_hr;
+    if (fa.delay_ms) {
+        struct timespec ts = {fa.delay_ms / 1000, (long)(fa.delay_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        }
+    }
+    if (fa.hang) {
+        /* Polled: a hang is a test scenario, not a hot path, and this needs no wake-ups from
+         * the disconnect and reset paths. */
+        while (!emu_service_disconnected() && atomic_load(&fault_generation) == gen) {
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (emu_service_disconnected()) return HCS_E_SERVICE_DISCONNECT;
+    }
+    return fa.result_hr;
+}
+
+void emu_call_counts_reset(void) {
+    for (int i = 0; i < FN__COUNT; i++) atomic_store_explicit(&call_counts[i], 0, memory_order_relaxed);
 }
 
 static emu_fn fn_by_name(const char *name) {
@@ -320,7 +349,10 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
         parsed[n++] = x;
     }
     pthread_mutex_lock(&set_mu);
-    if (reset) n_faults = 0;
+    if (reset) {
+        n_faults = 0;
+        atomic_fetch_add(&fault_generation, 1);
+    }
     if (n_faults + n > MAX_FAULTS) {
         pthread_mutex_unlock(&set_mu);
         *err = emu_printf("At most %d faults", MAX_FAULTS);
@@ -336,6 +368,7 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
 void emu_faults_reset(void) {
     pthread_mutex_lock(&set_mu);
     n_faults = 0;
+    atomic_fetch_add(&fault_generation, 1);
     atomic_store(&any_fault, false);
     pthread_mutex_unlock(&set_mu);
 }
@@ -686,6 +719,10 @@ static HRESULT emulator_action(const json *settings, char **doc) {
         svc_disconnect_all();
         ops_fail_all_pending(HCS_E_SERVICE_DISCONNECT);
         emu_sink_service_disconnect();
+        return S_OK;
+    }
+    if (strcmp(action, "ResetCallCounts") == 0) {
+        emu_call_counts_reset();
         return S_OK;
     }
     if (strcmp(action, "Reconnect") == 0 || strcmp(action, "Reset") == 0) {

@@ -69,16 +69,14 @@ static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *ki
 }
 
 EMU_EXPORT HRESULT HcsCreateEmptyGuestStateFile(PCWSTR guestStateFilePath) {
-    fault_action fa;
-    emu_fault_check(FN_HcsCreateEmptyGuestStateFile, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsCreateEmptyGuestStateFile);
+    if (fhr) return emu_public_hr(fhr);
     return create_state_file(guestStateFilePath, VMGS_MAGIC, "GuestState");
 }
 
 EMU_EXPORT HRESULT HcsCreateEmptyRuntimeStateFile(PCWSTR runtimeStateFilePath) {
-    fault_action fa;
-    emu_fault_check(FN_HcsCreateEmptyRuntimeStateFile, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsCreateEmptyRuntimeStateFile);
+    if (fhr) return emu_public_hr(fhr);
     return create_state_file(runtimeStateFilePath, VMRS_MAGIC, "RuntimeState");
 }
 
@@ -170,9 +168,8 @@ static HRESULT acl_write(const char *path, const json *acl, bool sidecar_mode) {
 }
 
 static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bool group) {
-    fault_action fa;
-    emu_fault_check(fn, &fa);
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(fn);
+    if (fhr) return emu_public_hr(fhr);
     if (emu_is_empty(wpath) || (!group && emu_is_empty(wvm))) return E_INVALIDARG;
     char *path = emu_utf8(wpath, NULL);
     char *vm = group ? NULL : emu_utf8(wvm, NULL);
@@ -229,10 +226,9 @@ EMU_EXPORT HRESULT HcsRevokeVmGroupAccess(PCWSTR filePath) {
 }
 
 EMU_EXPORT HRESULT HcsGetProcessorCompatibilityFromSavedState(PCWSTR RuntimeFileName, PCWSTR *ProcessorFeaturesString) {
-    fault_action fa;
-    emu_fault_check(FN_HcsGetProcessorCompatibilityFromSavedState, &fa);
     if (ProcessorFeaturesString) *ProcessorFeaturesString = NULL;
-    if (fa.call_hr) return emu_public_hr(fa.call_hr);
+    HRESULT fhr = emu_fault_sync(FN_HcsGetProcessorCompatibilityFromSavedState);
+    if (fhr) return emu_public_hr(fhr);
     if (!ProcessorFeaturesString) return E_POINTER;
     if (emu_is_empty(RuntimeFileName)) return E_INVALIDARG;
     char *path = emu_utf8(RuntimeFileName, NULL);

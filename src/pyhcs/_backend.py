@@ -106,7 +106,10 @@ _MODULES = {"cython": "pyhcs._core", "ctypes": "pyhcs._fallback"}
 
 def load(name: str) -> ModuleType:
     """Imports one backend by name ("cython" or "ctypes") and checks it is complete."""
-    module = importlib.import_module(_MODULES[name])
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except OSError as exc:  # the native library itself could not be loaded
+        raise ImportError(f"pyhcs backend {name!r} cannot load the HCS library: {exc}") from exc
     missing = [n for n in PUBLIC_API if not hasattr(module, n)]
     if missing:
         raise ImportError(f"pyhcs backend {name!r} lacks {', '.join(missing)}")

@@ -1,0 +1,201 @@
+"""Benchmark: parsing and validating HCS documents with pyhcs.schema vs plain json.loads.
+
+Two documents, each timed side by side in one run:
+
+* a ``Properties`` result with 100 processes (what HcsGetComputeSystemProperties returns for
+  ``{"PropertyTypes": ["ProcessList", "Statistics"]}`` on a busy container);
+* a full ``ComputeSystem`` for a VM (UEFI, SCSI, network, VSMB, Plan9, VPMem, COM ports,
+  hv_socket services, registry changes...).
+
+Results are ratios to ``json.loads`` of the same text; the target for parse + validate is at
+most 4x. Run::
+
+    PYTHONPATH=src python bench/bench_schema.py [--check] [--repeat N]
+
+``--check`` exits 1 when a parse ratio is above the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import timeit
+from collections.abc import Callable
+from functools import partial
+
+from pyhcs.schema import (
+    Attachment,
+    ComPort,
+    ComputeSystem,
+    EnhancedModeVideo,
+    GuestState,
+    HcsModel,
+    HvSocketServiceConfig,
+    Keyboard,
+    Mouse,
+    NetworkAdapter,
+    Properties,
+    RegistryChanges,
+    RegistryKey,
+    RegistryValue,
+    Scsi,
+    VideoMonitor,
+    VirtualPMemController,
+    VirtualPMemDevice,
+    VirtualSmbShare,
+    builders,
+    parse,
+)
+
+TARGET = 4.0
+
+
+def properties_text(processes: int = 100) -> str:
+    """A Properties result shaped like a Windows host's answer (7-digit timestamps)."""
+    doc = {
+        "Id": "ctr-0123456789abcdef",
+        "SystemType": "Container",
+        "RuntimeOsType": "Windows",
+        "Name": "ctr-0123456789abcdef",
+        "Owner": "my-runtime",
+        "RuntimeId": "3c1b2a8e-5f0d-4c3e-9b7a-1d2e3f405162",
+        "State": "Running",
+        "Stopped": False,
+        "Statistics": {
+            "Timestamp": "2026-08-20T12:34:56.1234567Z",
+            "ContainerStartTime": "2026-08-20T10:00:00.7654321Z",
+            "Uptime100ns": 92_960_000_000,
+            "Processor": {"TotalRuntime100ns": 123_456_789, "RuntimeUser100ns": 100_000_000,
+                          "RuntimeKernel100ns": 23_456_789},
+            "Memory": {"MemoryUsageCommitBytes": 734_003_200,
+                       "MemoryUsageCommitPeakBytes": 812_003_328,
+                       "MemoryUsagePrivateWorkingSetBytes": 402_653_184},
+            "Storage": {"ReadCountNormalized": 18_220, "ReadSizeBytes": 745_369_600,
+                        "WriteCountNormalized": 9_012, "WriteSizeBytes": 104_857_600},
+        },
+        "ProcessList": [
+            {
+                "ProcessId": 4000 + 4 * i,
+                "ImageName": f"worker{i}.exe" if i % 3 else "svchost.exe",
+                "CreateTimestamp": f"2026-08-20T10:{i % 60:02d}:{(7 * i) % 60:02d}.{i:07d}Z",
+                "UserTime100ns": 1_562_500 * i,
+                "KernelTime100ns": 781_250 * i,
+                "MemoryCommitBytes": 25_165_824 + 4096 * i,
+                "MemoryWorkingSetPrivateBytes": 8_388_608 + 4096 * i,
+                "MemoryWorkingSetSharedBytes": 16_777_216 + 8192 * i,
+            }
+            for i in range(processes)
+        ],
+    }
+    return json.dumps(doc)
+
+
+def vm_text() -> str:
+    """A full VM ComputeSystem document, built with the builders and the models."""
+    doc = builders.windows_utility_vm(
+        os_files_path=r"C:\layers\base\UtilityVM\Files",
+        scratch_vhdx=r"C:\vm\scratch.vhdx",
+        owner="bench",
+        memory_mb=8192,
+        processor_count=8,
+    )
+    vm = doc.virtual_machine
+    assert vm is not None and vm.devices is not None and vm.chipset is not None
+    devices = vm.devices
+    devices.scsi = {
+        f"controller{c}": Scsi(Attachments={
+            str(lun): Attachment(Type="VirtualDisk", Path=rf"C:\vm\disk{c}-{lun}.vhdx",
+                                 ReadOnly=lun % 2 == 0, CachingMode="ReadOnlyCached")
+            for lun in range(8)
+        })
+        for c in range(4)
+    }
+    devices.network_adapters = {
+        f"nic{i}": NetworkAdapter(EndpointId=f"8d0c6d6b-0a7c-4d0e-9f3a-0000000000{i:02d}",
+                                  MacAddress=f"00-15-5D-00-00-{i:02X}")
+        for i in range(4)
+    }
+    devices.com_ports = {"0": ComPort(NamedPipe=r"\\.\pipe\vm-com1"),
+                         "1": ComPort(NamedPipe=r"\\.\pipe\vm-com2")}
+    assert devices.virtual_smb is not None and devices.virtual_smb.shares is not None
+    devices.virtual_smb.shares += [
+        VirtualSmbShare(Name=f"s{i}", Path=rf"C:\layers\layer{i}") for i in range(16)
+    ]
+    devices.plan9 = None
+    devices.virtual_pmem = VirtualPMemController(
+        MaximumCount=16, MaximumSizeBytes=2**30,
+        Devices={str(i): VirtualPMemDevice(HostPath=rf"C:\layers\l{i}.vhd", ReadOnly=True,
+                                           ImageFormat="Vhd1") for i in range(8)},
+    )
+    devices.keyboard, devices.mouse = Keyboard(), Mouse()
+    devices.video_monitor, devices.enhanced_mode_video = VideoMonitor(), EnhancedModeVideo()
+    assert devices.hv_socket is not None and devices.hv_socket.hv_socket_config is not None
+    devices.hv_socket.hv_socket_config.service_table = {
+        f"0000{i:04d}-facb-11e6-bd58-64006a7986d3": HvSocketServiceConfig(
+            BindSecurityDescriptor="D:P(A;;FA;;;SY)", ConnectSecurityDescriptor="D:P(A;;FA;;;SY)"
+        )
+        for i in range(8)
+    }
+    vm.guest_state = GuestState(GuestStateFilePath=r"C:\vm\vm.vmgs",
+                                RuntimeStateFilePath=r"C:\vm\vm.vmrs")
+    vm.registry_changes = RegistryChanges(AddValues=[
+        RegistryValue(Key=RegistryKey(Hive="System", Name=rf"ControlSet001\Services\s{i}"),
+                      Name="Start", DWordValue=i % 5, Type="DWord")
+        for i in range(16)
+    ])
+    text = doc.to_json()
+    ComputeSystem.from_json(text, strict=True)  # the document must be valid
+    return text
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    return min(timer.repeat(repeat=repeat, number=number)) / number
+
+
+def run(repeat: int) -> list[tuple[str, float, float]]:
+    """Return ``[(case, seconds, ratio_to_json_loads), ...]``."""
+    rows: list[tuple[str, float, float]] = []
+    cases: tuple[tuple[str, type[HcsModel], str], ...] = (
+        ("Properties, 100 processes", Properties, properties_text()),
+        ("ComputeSystem, full VM", ComputeSystem, vm_text()),
+    )
+    for name, model, text in cases:
+        model.model_validate_json(text)  # build the validator outside the timing
+        base = _best(partial(json.loads, text), repeat)
+        rows.append((f"{name}: json.loads ({len(text)} bytes)", base, 1.0))
+        timed: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("model_validate_json", partial(model.model_validate_json, text)),
+            ("pyhcs.schema.parse (+raw_json)", partial(parse, model, text)),
+            ("from_json(strict=True)", partial(model.from_json, text, strict=True)),
+        )
+        for label, fn in timed:
+            seconds = _best(fn, repeat)
+            rows.append((f"{name}: {label}", seconds, seconds / base))
+        doc = model.model_validate_json(text)
+        dumps = _best(partial(json.dumps, json.loads(text)), repeat)
+        ours = _best(doc.to_json, repeat)
+        rows.append((f"{name}: to_json vs json.dumps", ours, ours / dumps))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--check", action="store_true",
+                        help=f"exit 1 if parsing is slower than {TARGET}x json.loads")
+    args = parser.parse_args(argv)
+    rows = run(args.repeat)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'case':<{width}}  {'time':>10}  ratio")
+    for name, seconds, ratio in rows:
+        print(f"{name:<{width}}  {seconds * 1e6:8.1f}us  {ratio:5.2f}x")
+    worst = max(ratio for name, _, ratio in rows if "parse" in name)
+    print(f"parse + validate: worst ratio {worst:.2f}x (target <= {TARGET}x)")
+    return 1 if args.check and worst > TARGET else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

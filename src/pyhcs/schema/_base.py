@@ -1,0 +1,626 @@
+"""Base model, scalar types and schema-version machinery for :mod:`pyhcs.schema`.
+
+Hand-written; the generated :mod:`pyhcs.schema._models` builds on it. Pure pydantic: nothing
+here (or in the generated code) may import a pyhcs backend.
+
+Lenient results, strict documents
+---------------------------------
+All models share one configuration with ``extra="allow"``, so that parsing what HCS returns
+never fails on a member this library does not know (the schema grows with every Windows
+release) and unknown members survive re-serialisation. Documents *we build* are held to the
+schema instead; "strict" means: no unknown member anywhere in the tree, and no enum value the
+schema does not list. It is applied
+
+* when a model is constructed from Python (``ComputeSystem(Owner="x", Contaner=...)`` raises
+  :class:`pydantic.ValidationError` with an ``extra_forbidden`` error at ``Contaner``);
+* by ``Model.from_json(text, strict=True)``, ``Model.from_dict(data, strict=True)`` and
+  :func:`check_strict`;
+* by :func:`pyhcs.schema.to_json`, the helper the Pythonic layer uses for every document it
+  sends (``strict=False`` opts out).
+
+Parsing (``from_json``, ``from_dict``, ``model_validate*``) is lenient by default, and runs
+entirely inside pydantic-core: there are no Python validators on the models, which keeps
+parsing a large result within a small factor of :func:`json.loads`.
+
+Versions
+--------
+Every field records the schema version that introduced it (the docs' ``NewInVersion``) in
+``json_schema_extra["since"]``; enum values register theirs with :func:`register_enum_since`.
+:func:`check_version` lists every set field (and enum value) newer than a target version;
+:func:`target_from_supported` picks the target from the host's ``SupportedSchemaVersions``.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import UnionType
+from typing import (
+    Annotated,
+    Any,
+    NamedTuple,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails
+from typing_extensions import Self  # typing.Self needs Python 3.11
+
+__all__ = [
+    "Base64",
+    "Binary",
+    "DateTime",
+    "Guid",
+    "HasMajorMinor",
+    "HcsModel",
+    "IndexKey",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "MacAddress",
+    "OpenEnum",
+    "SchemaVersion",
+    "StrFormat",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "UInt64",
+    "VersionIssue",
+    "VersionLike",
+    "as_version",
+    "check_strict",
+    "check_version",
+    "enum_value_since",
+    "field_since",
+    "format_version",
+    "register_enum_since",
+    "target_from_supported",
+    "unknown_members",
+]
+
+# --------------------------------------------------------------------------- scalar types
+
+#: Integer widths from the docs' schema reference (authoritative where hcsshim narrows them).
+Int8: TypeAlias = Annotated[int, Ge(-(2**7)), Le(2**7 - 1)]
+Int16: TypeAlias = Annotated[int, Ge(-(2**15)), Le(2**15 - 1)]
+Int32: TypeAlias = Annotated[int, Ge(-(2**31)), Le(2**31 - 1)]
+Int64: TypeAlias = Annotated[int, Ge(-(2**63)), Le(2**63 - 1)]
+UInt8: TypeAlias = Annotated[int, Ge(0), Le(2**8 - 1)]
+UInt16: TypeAlias = Annotated[int, Ge(0), Le(2**16 - 1)]
+UInt32: TypeAlias = Annotated[int, Ge(0), Le(2**32 - 1)]
+UInt64: TypeAlias = Annotated[int, Ge(0), Le(2**64 - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class StrFormat:
+    """Marks a ``str`` with the schema's string format (``guid``, ``date-time``, ...).
+
+    The format is documentation and a hint for :mod:`pyhcs.testing.strategies`; it is *not*
+    validated. HCS itself is the judge, values differ between hosts (Go writes nanosecond
+    timestamps, Windows 100 ns ones), and placeholder IDs are common in samples.
+    """
+
+    format: str
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: Any
+    ) -> JsonSchemaValue:
+        schema: JsonSchemaValue = handler(core_schema)
+        schema["format"] = self.format
+        return schema
+
+
+#: A GUID string without braces, e.g. ``"02740e08-d1d3-5715-9c08-c255eab4ca01"``.
+Guid: TypeAlias = Annotated[str, StrFormat("guid")]
+#: An RFC 3339 timestamp string; kept as text so it round-trips byte for byte.
+DateTime: TypeAlias = Annotated[str, StrFormat("date-time")]
+#: Base64 text (Go ``[]byte``).
+Base64: TypeAlias = Annotated[str, StrFormat("byte")]
+#: Opaque binary-as-string (docs ``NullableByteArray``/``string_binary``).
+Binary: TypeAlias = Annotated[str, StrFormat("binary")]
+#: A MAC address string, e.g. ``"00-15-5D-12-34-56"``.
+MacAddress: TypeAlias = Annotated[str, StrFormat("mac-address")]
+
+
+def _index_key(value: object) -> object:
+    # Map keys that the docs type as integers (LUNs, port numbers, offsets) are decimal
+    # strings on the wire; accept a Python int for convenience.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return value
+
+
+#: Key of a map whose keys are numbers in the docs but strings on the wire.
+IndexKey: TypeAlias = Annotated[str, BeforeValidator(_index_key)]
+
+_E = TypeVar("_E", bound=Enum)
+
+#: A value of enum ``E``, or any other string. Known values parse to enum members; a string
+#: that a newer host sends (or hcsshim knows and the docs do not) is kept as ``str``.
+#: Strict mode (see the module docstring) rejects such strings in documents we build.
+OpenEnum: TypeAlias = Annotated[Union[_E, str], Field(union_mode="left_to_right")]  # noqa: UP007
+
+# --------------------------------------------------------------------------- versions
+
+#: A schema version as ``(major, minor)``.
+SchemaVersion: TypeAlias = tuple[int, int]
+
+
+class HasMajorMinor(Protocol):
+    """Anything with ``major``/``minor`` attributes, e.g. the ``Version`` model."""
+
+    @property
+    def major(self) -> int | None: ...
+
+    @property
+    def minor(self) -> int | None: ...
+
+
+#: ``"2.1"``, ``(2, 1)``, ``{"Major": 2, "Minor": 1}`` or a ``Version`` model.
+VersionLike: TypeAlias = Union[str, tuple[int, int], Mapping[str, Any], HasMajorMinor]  # noqa: UP007
+
+
+def as_version(value: VersionLike) -> SchemaVersion:
+    """Normalise a version to ``(major, minor)``.
+
+    >>> as_version("2.1"), as_version({"Major": 2, "Minor": 5}), as_version((2, 3))
+    ((2, 1), (2, 5), (2, 3))
+
+    Raises:
+        ValueError: if the value does not describe a version.
+    """
+    try:
+        if isinstance(value, str):
+            major, _, minor = value.strip().partition(".")
+            return int(major), int(minor or 0)
+        if isinstance(value, tuple):
+            return int(value[0]), int(value[1])
+        if isinstance(value, Mapping):
+            return int(value.get("Major", value.get("major"))), int(
+                value.get("Minor", value.get("minor", 0)) or 0
+            )
+        return int(value.major or 0), int(value.minor or 0)
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"not a schema version: {value!r}") from exc
+
+
+def format_version(version: SchemaVersion) -> str:
+    """``(2, 1)`` -> ``"2.1"``."""
+    return f"{version[0]}.{version[1]}"
+
+
+class VersionIssue(NamedTuple):
+    """One member of a document that is newer than the target schema version.
+
+    ``path`` is the ``/``-joined chain of JSON names, list indexes and map keys from the
+    document root (the same shape as an HCS ``ResourcePath``). When an enum *value* is the
+    newer part, the path ends in ``=<value>``, e.g. ``"PropertyTypes/0=ProcessorTopology"``.
+    ``since`` is the version that introduced it, or ``None`` when no source gives one (only
+    reported with ``include_unknown=True``).
+    """
+
+    path: str
+    since: SchemaVersion | None
+
+    def __str__(self) -> str:
+        when = "unknown version" if self.since is None else format_version(self.since)
+        return f"{self.path} (schema {when})"
+
+
+_ENUM_SINCE: dict[type[Enum], dict[str, SchemaVersion]] = {}
+
+
+def register_enum_since(enum_cls: type[Enum], since: Mapping[str, str]) -> None:
+    """Record the schema version of each value of ``enum_cls`` (called by generated code)."""
+    _ENUM_SINCE[enum_cls] = {value: as_version(v) for value, v in since.items()}
+
+
+def enum_value_since(member: Enum) -> SchemaVersion | None:
+    """The schema version that introduced an enum value, or ``None`` if unknown."""
+    return _ENUM_SINCE.get(type(member), {}).get(str(member.value))
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """What the tree walkers need to know about one field, computed once per class."""
+
+    name: str
+    alias: str
+    since: SchemaVersion | None
+    enum: type[Enum] | None  # the enum of an OpenEnum field (possibly inside list/dict)
+    nested: bool  # may hold models: a model type, or Any
+
+
+_TABLES: dict[type[BaseModel], dict[str, _Slot]] = {}
+
+
+def _type_parts(annotation: Any) -> Iterator[Any]:
+    """Every leaf type inside Annotated/Union/list/dict, e.g. ``list[Layer] | None``."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        yield from _type_parts(get_args(annotation)[0])
+    elif origin is Union or origin is UnionType or origin in (list, dict, tuple):
+        for arg in get_args(annotation):
+            yield from _type_parts(arg)
+    else:
+        yield annotation
+
+
+def _table(cls: type[BaseModel]) -> dict[str, _Slot]:
+    """Python field name -> what the walkers need, in field order."""
+    table = _TABLES.get(cls)
+    if table is None:
+        slots: list[_Slot] = []
+        for name, info in cls.model_fields.items():
+            parts = list(_type_parts(info.annotation))
+            enum = next((p for p in parts if isinstance(p, type) and issubclass(p, Enum)), None)
+            nested = any(
+                p is Any or (isinstance(p, type) and issubclass(p, BaseModel)) for p in parts
+            )
+            extra = info.json_schema_extra
+            since = extra.get("since") if isinstance(extra, dict) else None
+            slots.append(
+                _Slot(
+                    name=name,
+                    alias=info.alias or name,
+                    since=as_version(since) if isinstance(since, str) else None,
+                    enum=enum,
+                    nested=nested,
+                )
+            )
+        table = _TABLES[cls] = {slot.name: slot for slot in slots}
+    return table
+
+
+_CHECKED: dict[type[BaseModel], tuple[_Slot, ...]] = {}
+
+
+def _checked_slots(cls: type[BaseModel]) -> tuple[_Slot, ...]:
+    """The fields the strict check must look into: enums and anything that nests models."""
+    slots = _CHECKED.get(cls)
+    if slots is None:
+        slots = _CHECKED[cls] = tuple(
+            s for s in _table(cls).values() if s.enum is not None or s.nested
+        )
+    return slots
+
+
+def field_since(model_cls: type[BaseModel], name: str) -> SchemaVersion | None:
+    """Schema version that introduced a field, given its Python name or its JSON name.
+
+    >>> from pyhcs.schema import Chipset
+    >>> field_since(Chipset, "LinuxKernelDirect")
+    (2, 2)
+
+    Raises:
+        KeyError: if the model has no such field.
+    """
+    for slot in _table(model_cls).values():
+        if name in (slot.name, slot.alias):
+            return slot.since
+    raise KeyError(f"{model_cls.__name__} has no field {name!r}")
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def check_version(
+    doc: BaseModel,
+    target: VersionLike | None = None,
+    *,
+    include_unknown: bool = False,
+) -> list[VersionIssue]:
+    """List every member of ``doc`` that is newer than the schema version ``target``.
+
+    The walk covers every set (non-``None``) field, recursing into sub-models, lists, maps
+    and models held by ``Any`` members (e.g. ``ModifySettingRequest.Settings``); enum values
+    newer than the target are reported too.
+
+    Args:
+        doc: the document (any model).
+        target: the version to check against; by default the document's own
+            ``SchemaVersion`` (``ComputeSystem``, ``HostedSystem``, ``LayerData``). Use
+            :func:`target_from_supported` to check against what a host supports.
+        include_unknown: also report members for which no source gives a version
+            (hcsshim-only fields), with ``since=None``.
+
+    Returns:
+        ``[VersionIssue(path, since), ...]`` in document order; empty when ``doc`` fits.
+
+    Raises:
+        ValueError: if no target is given and the document has no ``SchemaVersion``.
+
+    Example (hcsshim declares 2.1 for its Linux utility VM, yet boots it kernel-direct)::
+
+        >>> from pyhcs.schema import builders
+        >>> doc = builders.linux_utility_vm(boot_files_path="C:\\boot", version="2.1")
+        >>> for issue in check_version(doc):
+        ...     print(issue)
+        VirtualMachine/Chipset/LinuxKernelDirect (schema 2.2)
+        VirtualMachine/Chipset/LinuxKernelDirect/KernelFilePath (schema 2.2)
+        VirtualMachine/Chipset/LinuxKernelDirect/InitRdPath (schema 2.2)
+        >>> check_version(doc, "2.2")
+        []
+    """
+    if target is None:
+        own = getattr(doc, "schema_version", None)
+        if own is None:
+            raise ValueError(
+                f"{type(doc).__name__} has no SchemaVersion: pass the target version"
+            )
+        target = own
+    out: list[VersionIssue] = []
+    _walk_versions(doc, "", as_version(target), include_unknown, out)
+    return out
+
+
+def _walk_versions(
+    value: object, path: str, target: SchemaVersion, unknown: bool, out: list[VersionIssue]
+) -> None:
+    if isinstance(value, BaseModel):
+        table = _table(type(value))
+        # __dict__ holds exactly the fields, in declaration order; most are None.
+        for name, v in value.__dict__.items():
+            if v is None:
+                continue
+            slot = table[name]
+            here = _join(path, slot.alias)
+            if slot.since is None:
+                if unknown:
+                    out.append(VersionIssue(here, None))
+            elif slot.since > target:
+                out.append(VersionIssue(here, slot.since))
+            if slot.enum is not None:
+                _walk_enum_versions(v, here, target, unknown, out)
+            if slot.nested:
+                _walk_versions(v, here, target, unknown, out)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _walk_versions(item, _join(path, i), target, unknown, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_versions(item, _join(path, key), target, unknown, out)
+
+
+def _walk_enum_versions(
+    value: object, path: str, target: SchemaVersion, unknown: bool, out: list[VersionIssue]
+) -> None:
+    if isinstance(value, Enum):
+        since = enum_value_since(value)
+        if since is None:
+            if unknown:
+                out.append(VersionIssue(f"{path}={value.value}", None))
+        elif since > target:
+            out.append(VersionIssue(f"{path}={value.value}", since))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _walk_enum_versions(item, _join(path, i), target, unknown, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_enum_versions(item, _join(path, key), target, unknown, out)
+
+
+def target_from_supported(supported: object, *, major: int | None = 2) -> SchemaVersion:
+    """Pick the highest schema version a host supports.
+
+    Args:
+        supported: the host's ``SupportedSchemaVersions``, in any of these shapes: a list of
+            versions (``Version`` models, ``{"Major":..,"Minor":..}`` dicts, ``(2, 1)``,
+            ``"2.1"``), a ``BasicInformation`` model or dict, a ``ServiceProperties`` result
+            of a ``Basic`` query, a ``GuestConnectionInfo``, or the JSON text of any of these.
+        major: only consider this major version (``None``: any). The docs say an element
+            ``A.X`` means ``A.0`` to ``A.X`` are all supported, so the highest minor wins.
+
+    Raises:
+        ValueError: if no version (of that major) is found.
+
+    Example::
+
+        >>> target_from_supported('{"SupportedSchemaVersions": [{"Major": 2, "Minor": 5}]}')
+        (2, 5)
+    """
+    versions = [as_version(v) for v in _supported_list(supported)]
+    if major is not None:
+        versions = [v for v in versions if v[0] == major]
+    if not versions:
+        raise ValueError(f"no supported schema version (major {major}) in {supported!r}")
+    return max(versions)
+
+
+def _supported_list(value: object) -> Sequence[VersionLike]:
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump(by_alias=True, exclude_none=True)
+    if isinstance(value, Mapping):
+        if "SupportedSchemaVersions" in value:
+            return _supported_list(value["SupportedSchemaVersions"])
+        if isinstance(value.get("Properties"), list):  # ServiceProperties of a Basic query
+            for item in value["Properties"]:
+                if isinstance(item, Mapping) and "SupportedSchemaVersions" in item:
+                    return _supported_list(item)
+        if "Major" in value or "major" in value:
+            return [value]
+        raise ValueError(f"no SupportedSchemaVersions in {value!r}")
+    if isinstance(value, Sequence):
+        return [
+            v.model_dump(by_alias=True) if isinstance(v, BaseModel) else v
+            for v in value
+        ]
+    raise ValueError(f"cannot read supported schema versions from {value!r}")
+
+
+# --------------------------------------------------------------------------- strictness
+
+
+def _walk_unknown(value: object, loc: tuple[str | int, ...], out: list[InitErrorDetails]) -> None:
+    if isinstance(value, BaseModel):
+        extra = value.__pydantic_extra__
+        if extra:
+            for key, item in extra.items():
+                out.append({"type": "extra_forbidden", "loc": (*loc, key), "input": item})
+        values = value.__dict__
+        for slot in _checked_slots(type(value)):
+            v = values.get(slot.name)
+            if v is None:
+                continue
+            if slot.enum is not None:
+                _walk_unknown_enum(v, (*loc, slot.alias), slot.enum, out)
+            if slot.nested:
+                _walk_unknown(v, (*loc, slot.alias), out)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _walk_unknown(item, (*loc, i), out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_unknown(item, (*loc, key), out)
+
+
+def _walk_unknown_enum(
+    value: object, loc: tuple[str | int, ...], enum: type[Enum], out: list[InitErrorDetails]
+) -> None:
+    if isinstance(value, Enum):
+        return
+    if isinstance(value, str):
+        names = [repr(m.value) for m in enum]
+        expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        out.append({"type": "enum", "loc": loc, "input": value, "ctx": {"expected": expected}})
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _walk_unknown_enum(item, (*loc, i), enum, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_unknown_enum(item, (*loc, key), enum, out)
+
+
+def unknown_members(doc: BaseModel) -> list[str]:
+    """Paths of the members of ``doc`` the schema does not know (extra keys, enum values).
+
+    Useful on results, which are parsed leniently: ``unknown_members(props)`` shows what a
+    newer host returned that this library's schema lacks. Paths are ``/``-joined JSON names.
+    """
+    problems: list[InitErrorDetails] = []
+    _walk_unknown(doc, (), problems)
+    out = []
+    for p in problems:
+        path = "/".join(str(k) for k in p["loc"])
+        out.append(f"{path}={p['input']}" if p["type"] == "enum" else path)
+    return out
+
+
+def check_strict(doc: BaseModel) -> None:
+    """Raise if ``doc`` has members the schema does not know (strict mode).
+
+    Raises:
+        pydantic.ValidationError: one ``extra_forbidden`` error per unknown key and one
+            ``enum`` error per unknown enum value, located by JSON names from the root.
+    """
+    problems: list[InitErrorDetails] = []
+    _walk_unknown(doc, (), problems)
+    if problems:
+        raise ValidationError.from_exception_data(type(doc).__name__, problems)
+
+
+# --------------------------------------------------------------------------- raw JSON
+
+# Raw result text, keyed by id() of the model parsed from it. Kept outside the model so that
+# equality, copies and pickling ignore it, and parsing pays nothing per nested model; the
+# finalizer drops the entry before the id can be reused.
+_RAW: dict[int, str] = {}
+
+
+def _remember_raw(model: BaseModel, text: str | bytes | bytearray) -> None:
+    key = id(model)
+    if key not in _RAW:
+        weakref.finalize(model, _RAW.pop, key, None).atexit = False
+    _RAW[key] = text if isinstance(text, str) else bytes(text).decode("utf-8")
+
+
+# --------------------------------------------------------------------------- base model
+
+
+class HcsModel(BaseModel):
+    """Base of every HCS schema model.
+
+    * Field names are snake_case; every field has its exact JSON name as alias. Both
+      ``Version(Major=2, Minor=1)`` and ``Version(major=2, minor=1)`` work (type checkers
+      know the JSON names); attributes are snake_case (``v.major``).
+    * :meth:`to_json` / :meth:`to_dict` write JSON names, leave ``None`` fields out and keep
+      empty sub-objects as ``{}`` (``"Keyboard": {}`` switches the keyboard on).
+    * Constructing a model is strict, parsing is lenient (see the module docstring).
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        serialize_by_alias=True,
+        extra="allow",
+        # ~290 classes: build each validator on first use, not at import.
+        defer_build=True,
+    )
+
+    def __init__(self, /, **data: Any) -> None:
+        super().__init__(**data)
+        check_strict(self)
+
+    # pydantic calls a model's own __init__ during validation when the class defines one;
+    # this marker (which pydantic sets on BaseModel.__init__ itself) tells it not to, so
+    # that the strict check runs for Python construction only, never while parsing results.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """Serialise as HCS expects: JSON names, ``None`` left out, ``{}`` kept."""
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=indent)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Like :meth:`to_json`, as a JSON-compatible ``dict``."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | bytearray, *, strict: bool = False) -> Self:
+        """Parse JSON text; the text stays available as :attr:`raw_json`.
+
+        Args:
+            text: the JSON document.
+            strict: reject unknown members (for documents we build; results are parsed
+                leniently by default).
+
+        Raises:
+            pydantic.ValidationError: on malformed JSON, wrong types, or (strict) unknown
+                members.
+        """
+        model = cls.model_validate_json(text)
+        if strict:
+            check_strict(model)
+        _remember_raw(model, text)
+        return model
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = False) -> Self:
+        """Validate a ``dict`` (JSON names or Python names); see :meth:`from_json`."""
+        model = cls.model_validate(data)
+        if strict:
+            check_strict(model)
+        return model
+
+    @property
+    def raw_json(self) -> str | None:
+        """The JSON text this model was parsed from (``from_json``/``parse``), else None."""
+        return _RAW.get(id(self))
+
+    def check_version(
+        self, target: VersionLike | None = None, *, include_unknown: bool = False
+    ) -> list[VersionIssue]:
+        """Shorthand for :func:`check_version` on this document."""
+        return check_version(self, target, include_unknown=include_unknown)

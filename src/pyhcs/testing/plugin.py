@@ -1,0 +1,632 @@
+"""The pyhcs pytest plugin: a clean HCS emulator per test, compute systems that are always torn
+down, fault injection, both backends, and a leak check.
+
+Registered through the ``pytest11`` entry point (as ``pyhcs``), so installing pyhcs makes the
+fixtures available; ``-p no:pyhcs`` turns it off. Nothing happens to tests that use none of
+its fixtures or markers.
+
+Fixtures
+--------
+``hcs_emulator``
+    A clean emulator for the test: no fault rules, the documented default quirk switches, the
+    service connected, call counts at zero (then ``HCSEMU_SETTINGS``/``HCSEMU_FAULTS`` if the
+    environment sets them). Yields a :class:`pyhcs.testing.Emulator`. At teardown it checks the
+    test left nothing behind (see *Leak check*), puts the emulator back and terminates compute
+    systems the test created and did not clean up.
+``compute_system_factory``
+    ``factory(id=None, config=None, *, start=True)`` creates (and starts) a
+    :class:`~pyhcs.ComputeSystem` and returns it; every system it made is terminated and closed
+    at teardown, whatever the test did (failed, injected faults, disconnected the service).
+    The configuration comes from the ``pyhcs_system_config`` fixture, which a conftest can
+    override (e.g. with a real container configuration on Windows).
+``faults``
+    A :class:`pyhcs.testing.Faults`: ``faults.fail(...)``, ``delay``, ``hang``,
+    ``unexpected_exit``, ``process_exit``, ``service_disconnect``, ``reconnect``,
+    ``quirks(...)``, ``call_counts()``, ``call_budget(...)``. Skips on real HCS.
+``pyhcs_backend``
+    The name of the backend the test runs on (see the ``pyhcs_backends`` marker).
+
+Markers
+-------
+``@pytest.mark.pyhcs_backends`` / ``@pytest.mark.pyhcs_backends("ctypes")``
+    Runs the test once per backend (cython and ctypes, or the ones named), with the whole
+    Pythonic layer switched to that backend for the duration of the test. When
+    ``PYHCS_BACKEND`` names one backend, only that one runs.
+``@pytest.mark.pyhcs_real_hcs``
+    The test may run against the real Host Compute Service on Windows. Off the emulator, the
+    fixtures skip every test that lacks this marker, and skip marked tests too unless the run
+    opts in with ``--pyhcs-real-hcs`` (or ini ``pyhcs_real_hcs = true``, or
+    ``PYHCS_REAL_HCS=1``): real HCS creates real containers and VMs.
+``@pytest.mark.pyhcs_no_leak_check``
+    Skips the leak check for one test.
+
+Leak check
+----------
+At the end of every test that uses ``hcs_emulator`` (directly or through the other fixtures),
+the plugin compares what is alive with what was alive before the test: emulator handles,
+operations, systems, processes and unfreed documents; pyhcs objects not closed (including those
+left for the garbage collector to close, which pyhcs reports with a ResourceWarning); file
+descriptors; child processes. Anything left fails the test at teardown with a message naming
+it. Tests that failed already are not reported again. Turn the check off with
+``--pyhcs-no-leak-check`` or ini ``pyhcs_leak_check = false``; ``pyhcs_leak_timeout``
+(seconds, default 10) is how long it waits for things to wind down before it reports.
+
+Where pyhcs cannot be loaded (no emulator library, Windows without HCS) the fixtures skip
+with the reason instead of failing the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import leaks
+from .faults import Emulator, EmulatorRequired, Faults
+
+if TYPE_CHECKING:
+    from ..system import ComputeSystem
+
+__all__ = [
+    "BACKENDS",
+    "ComputeSystemFactory",
+    "available_backends",
+    "compute_system_factory",
+    "faults",
+    "hcs_emulator",
+    "pyhcs_backend",
+    "pyhcs_system_config",
+    "registered",
+    "use_backend",
+]
+
+log = logging.getLogger("pyhcs.testing")
+
+#: The backends the ``pyhcs_backends`` marker knows, in the order tests run on them.
+BACKENDS: tuple[str, ...] = ("cython", "ctypes")
+
+REAL_HCS_ENV = "PYHCS_REAL_HCS"
+
+_LEAK_HINT = (
+    "Close what the test opened: every ComputeSystem, Process and Operation (a `with` block, or the "
+    "compute_system_factory fixture, which tears down for you), every file and pipe; wait for child "
+    "processes. To turn the check off: --pyhcs-no-leak-check, ini pyhcs_leak_check = false, or "
+    "@pytest.mark.pyhcs_no_leak_check."
+)
+_UNCLOSED = re.compile(r"unclosed <pyhcs\.")
+
+_call_failed_key = pytest.StashKey[bool]()
+
+
+# ------------------------------------------------------------------------------------ backends
+
+
+def _import_pyhcs() -> ModuleType:
+    """pyhcs' backend module, or a skip that says why it cannot be loaded here."""
+    try:
+        from .. import _backend
+    except Exception as exc:  # ImportError, or OSError from loading the native library
+        pytest.skip(f"pyhcs cannot be loaded here ({type(exc).__name__}: {exc})")
+    return _backend
+
+
+_availability: dict[str, str | None] | None = None
+
+
+def available_backends() -> dict[str, str | None]:
+    """Backend name -> None if it loads here, else the reason it does not."""
+    global _availability
+    if _availability is None:
+        result: dict[str, str | None] = {}
+        try:
+            from .. import _backend
+        except Exception as exc:
+            reason = f"pyhcs cannot be loaded here ({type(exc).__name__}: {exc})"
+            result = dict.fromkeys(BACKENDS, reason)
+        else:
+            for name in BACKENDS:
+                try:
+                    _backend.load(name)
+                except ImportError as exc:
+                    result[name] = f"the {name} backend cannot be loaded: {exc}"
+                else:
+                    result[name] = None
+        _availability = result
+    return dict(_availability)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[ModuleType]:
+    """Switches the whole of pyhcs (the Pythonic layer, ``pyhcs.raw``, ``pyhcs.emulator``)
+    to backend ``name`` for the block, and back afterwards. Yields the backend module.
+
+    Every pyhcs module calls the library through the names in ``pyhcs._backend``, so replacing
+    those switches everything. Create and close the objects of the block inside it: an object
+    keeps the callbacks of the backend it was created with.
+    """
+    from .. import _backend as B
+
+    module = B.load(name)
+    targets: list[ModuleType] = [B]
+    raw = sys.modules.get("pyhcs.raw")
+    if raw is not None:
+        targets.append(raw)
+    pkg = sys.modules.get("pyhcs")
+    saved: list[tuple[ModuleType, dict[str, Any]]] = []
+    names = (*B.PUBLIC_API, "backend", "backend_features")
+    features = frozenset(getattr(module, "FEATURES", frozenset()))
+    for target in [*targets, *([pkg] if pkg is not None else [])]:
+        saved.append((target, {n: target.__dict__[n] for n in names if n in target.__dict__}))
+    saved_module = B.__dict__.get("_module")
+    try:
+        for target in targets:
+            for n in B.PUBLIC_API:
+                setattr(target, n, getattr(module, n))
+        for target in [*targets, *([pkg] if pkg is not None else [])]:
+            # setattr: these module attributes are not in the type stubs of every target
+            if "backend" in target.__dict__:
+                setattr(target, "backend", name)  # noqa: B010
+            if "backend_features" in target.__dict__:
+                setattr(target, "backend_features", features)  # noqa: B010
+        setattr(B, "_module", module)  # noqa: B010
+        yield module
+    finally:
+        for target, values in saved:
+            for n, v in values.items():
+                setattr(target, n, v)
+        if saved_module is not None:
+            setattr(B, "_module", saved_module)  # noqa: B010
+
+
+# ------------------------------------------------------------------------------------ factory
+
+
+def default_system_config(owner: str = "pyhcs-testing") -> dict[str, Any]:
+    """The configuration ``compute_system_factory`` uses by default: an (emulated) container."""
+    return {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": owner, "Container": {}}
+
+
+class ComputeSystemFactory:
+    """Makes compute systems and tears every one of them down at the end.
+
+    ``factory()`` creates a system from the default configuration, starts it and returns the
+    :class:`~pyhcs.ComputeSystem`; ``factory(id, config, start=False)`` to choose. ``close()``
+    (the fixture's teardown, or the end of a ``with`` block) terminates and closes every
+    system it made that is still open, after putting the emulator back to its defaults so that
+    injected faults and a disconnected service cannot block the teardown. Usable without
+    pytest::
+
+        with ComputeSystemFactory() as make:
+            system = make()
+            system.run(["true"])
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        prefix: str = "pyhcs-test",
+        teardown_timeout: float = 30.0,
+        default_timeout: float | None = None,
+    ) -> None:
+        self.config = config if config is not None else default_system_config()
+        self.prefix = _sanitize(prefix)
+        self.teardown_timeout = teardown_timeout
+        self.default_timeout = default_timeout
+        #: Every system made, in order.
+        self.systems: list[ComputeSystem] = []
+        self._ids = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:6]
+
+    def new_id(self) -> str:
+        """A fresh, unique system id: ``<prefix>-<n>-<random>``."""
+        return f"{self.prefix}-{next(self._ids)}-{self._tag}"
+
+    def __call__(
+        self,
+        id: str | None = None,
+        config: Any = None,
+        *,
+        start: bool = True,
+        timeout: float | None = None,
+    ) -> ComputeSystem:
+        """Creates (and with ``start=True`` starts) a compute system; it is torn down later
+        whatever happens. Errors of create and start propagate (the half-made system is still
+        torn down)."""
+        from ..system import ComputeSystem
+
+        system = ComputeSystem.create(
+            id or self.new_id(),
+            config if config is not None else self.config,
+            timeout=timeout,
+            default_timeout=self.default_timeout,
+        )
+        self.systems.append(system)
+        if start:
+            system.start(timeout=timeout)
+        return system
+
+    create = __call__
+
+    def close(self) -> None:
+        """Terminates and closes every system made here (idempotent; never raises for a system
+        that is already gone)."""
+        from ..errors import HcsError
+
+        emulator = Emulator()
+        with contextlib.suppress(Exception):
+            if emulator.active:
+                # Faults and a disconnected service are the test's business, not the teardown's.
+                emulator.reset(environment=False)
+        failures: list[str] = []
+        for system in reversed(self.systems):
+            if system.closed:
+                continue
+            try:
+                if system.exit_status is None:
+                    system.terminate(timeout=self.teardown_timeout)
+            except HcsError as err:
+                # Already stopped, never created, timed out...: closing is what matters, and
+                # with ShouldTerminateOnLastHandleClosed the close ends the system too.
+                log.debug("pyhcs.testing: terminating %r at teardown: %s", system, err)
+            finally:
+                try:
+                    system.close()
+                except Exception as exc:  # pragma: no cover - close is not supposed to fail
+                    failures.append(f"{system!r}: {type(exc).__name__}: {exc}")
+        self.systems.clear()
+        if failures:
+            raise RuntimeError("compute_system_factory could not close: " + "; ".join(failures))
+
+    def __enter__(self) -> ComputeSystemFactory:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _sanitize(text: str, limit: int = 48) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "test"
+    return cleaned[:limit]
+
+
+# ------------------------------------------------------------------------------------ options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pyhcs", "pyhcs (HCS emulator fixtures)")
+    group.addoption(
+        "--pyhcs-no-leak-check",
+        action="store_true",
+        default=False,
+        dest="pyhcs_no_leak_check",
+        help="do not check that tests using the pyhcs fixtures leave no handles, systems, fds or processes",
+    )
+    group.addoption(
+        "--pyhcs-real-hcs",
+        action="store_true",
+        default=False,
+        dest="pyhcs_real_hcs",
+        help="on Windows: run tests marked pyhcs_real_hcs against the real Host Compute Service",
+    )
+    parser.addini("pyhcs_leak_check", "check for leaks after tests using the pyhcs fixtures", type="bool", default=True)
+    parser.addini("pyhcs_leak_timeout", "seconds to wait for things to wind down before reporting a leak", default="10")
+    parser.addini("pyhcs_real_hcs", "run tests marked pyhcs_real_hcs against real HCS", type="bool", default=False)
+
+
+_sessions = 0
+
+
+def registered() -> bool:
+    """True while a pytest session has this plugin registered (under any name).
+
+    A test module that wants the fixtures whether or not the entry point is installed writes
+    ``pytest_plugins = [] if plugin.registered() else ["pyhcs.testing.plugin"]``: asking for
+    it again under its module name, while the entry point already registered it as ``pyhcs``,
+    is an error in pytest ("Plugin already registered under a different name").
+    """
+    return _sessions > 0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _sessions
+    _sessions = max(0, _sessions - 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _sessions
+    _sessions += 1
+    config.addinivalue_line(
+        "markers",
+        "pyhcs_backends(*names): run the test once per pyhcs backend (default: cython and ctypes), "
+        "with pyhcs switched to that backend",
+    )
+    config.addinivalue_line(
+        "markers",
+        "pyhcs_real_hcs: the test may run against the real Host Compute Service on Windows "
+        "(only with --pyhcs-real-hcs)",
+    )
+    config.addinivalue_line("markers", "pyhcs_no_leak_check: do not run the pyhcs leak check after this test")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    try:
+        from .. import _backend
+        from .._library import is_emulator
+
+        path = str(_backend.library_path())
+    except Exception as exc:
+        return f"pyhcs: cannot be loaded ({type(exc).__name__}: {exc}); its fixtures will skip"
+    where = f"HCS emulator {path}" if is_emulator(path) else f"real HCS ({path})"
+    return f"pyhcs: {_backend.backend} backend, {where}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("pyhcs_backends")
+    if marker is None:
+        return
+    names: Sequence[str] = marker.args or BACKENDS
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        pytest.fail(f"pyhcs_backends: unknown backend(s) {unknown}; known: {', '.join(BACKENDS)}", pytrace=False)
+    forced = os.environ.get("PYHCS_BACKEND", "auto").strip().lower()
+    if forced in BACKENDS:
+        names = [n for n in names if n == forced]
+    availability = available_backends()
+    params = []
+    for name in names:
+        reason = availability.get(name)
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    if not params:
+        params.append(
+            pytest.param(
+                None, id="no-backend", marks=[pytest.mark.skip(reason=f"PYHCS_BACKEND={forced} excludes them")]
+            )
+        )
+    if "pyhcs_backend" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("pyhcs_backend")
+    metafunc.parametrize("pyhcs_backend", params, indirect=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.stash[_call_failed_key] = True
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _real_hcs_opted_in(config: pytest.Config) -> bool:
+    if config.getoption("pyhcs_real_hcs", default=False):
+        return True
+    if config.getini("pyhcs_real_hcs"):
+        return True
+    return os.environ.get(REAL_HCS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _require_real_hcs(request: pytest.FixtureRequest, path: str) -> None:
+    if request.node.get_closest_marker("pyhcs_real_hcs") is None:
+        pytest.skip(
+            f"pyhcs is talking to the real Host Compute Service ({path}); only tests marked "
+            "pyhcs_real_hcs run against it, and only with --pyhcs-real-hcs"
+        )
+    if not _real_hcs_opted_in(request.config):
+        pytest.skip(
+            "this test would run against the real Host Compute Service (it creates real "
+            "containers or VMs); opt in with --pyhcs-real-hcs, ini pyhcs_real_hcs = true or PYHCS_REAL_HCS=1"
+        )
+
+
+def _leak_check_enabled(request: pytest.FixtureRequest) -> bool:
+    config = request.config
+    if config.getoption("pyhcs_no_leak_check", default=False):
+        return False
+    if not config.getini("pyhcs_leak_check"):
+        return False
+    return request.node.get_closest_marker("pyhcs_no_leak_check") is None
+
+
+def _leak_timeout(config: pytest.Config) -> float:
+    text = str(config.getini("pyhcs_leak_timeout")).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise pytest.UsageError(f"pyhcs_leak_timeout must be a number of seconds, not {text!r}") from None
+    return max(0.0, value)
+
+
+class _UnclosedWarnings:
+    """Records the ResourceWarnings pyhcs gives for objects the garbage collector had to close
+    (the test dropped them unclosed); every other warning is passed on at the end."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._catcher: warnings.catch_warnings[list[warnings.WarningMessage]] | None = None
+        self._log: list[warnings.WarningMessage] = []
+
+    def __enter__(self) -> _UnclosedWarnings:
+        self._catcher = warnings.catch_warnings(record=True)
+        self._log = self._catcher.__enter__()
+        warnings.filterwarnings("always", category=ResourceWarning, message=_UNCLOSED.pattern)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._catcher is not None
+        self._catcher.__exit__(exc_type, exc, tb)
+        for w in self._log:
+            if issubclass(w.category, ResourceWarning) and _UNCLOSED.match(str(w.message)):
+                self.messages.append(str(w.message))
+            else:
+                # Through the outer filters again, as if never caught.
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _system_ids(raw: ModuleType) -> set[str] | None:
+    """Ids of every compute system the emulator holds, or None if it cannot say."""
+    try:
+        op = raw.hcs_create_operation()
+        try:
+            raw.hcs_enumerate_compute_systems(None, op)
+            doc = raw.hcs_wait_for_operation_result(op, 10_000)
+        finally:
+            raw.hcs_close_operation(op)
+        return {str(item.get("Id")) for item in json.loads(doc or "[]") if isinstance(item, dict)}
+    except Exception:
+        log.debug("pyhcs.testing: enumerating compute systems failed", exc_info=True)
+        return None
+
+
+def _sweep(raw: ModuleType, keep: set[str]) -> list[str]:
+    """Terminates every system not in ``keep`` (what a test left behind); returns their ids."""
+    now = _system_ids(raw)
+    if now is None:
+        return []
+    swept = sorted(now - keep)
+    for system_id in swept:
+        try:
+            handle = raw.hcs_open_compute_system(system_id)
+        except Exception:
+            continue
+        try:
+            op = raw.hcs_create_operation()
+            try:
+                raw.hcs_terminate_compute_system(handle, op, None)
+                raw.hcs_wait_for_operation_result(op, 30_000)
+            except Exception:
+                log.debug("pyhcs.testing: sweeping %r", system_id, exc_info=True)
+            finally:
+                raw.hcs_close_operation(op)
+        finally:
+            raw.hcs_close_compute_system(handle)
+    return swept
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def pyhcs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The pyhcs backend this test runs on ("cython" or "ctypes"); parametrized by the
+    ``pyhcs_backends`` marker, which switches all of pyhcs to it for the test."""
+    backend = _import_pyhcs()
+    name: str | None = getattr(request, "param", None)
+    if name is None or name == backend.backend:
+        yield str(backend.backend)
+        return
+    with use_backend(name):
+        yield name
+
+
+@pytest.fixture(autouse=True)
+def _pyhcs_backends_marker(request: pytest.FixtureRequest) -> None:
+    """Makes a test marked ``pyhcs_backends`` run on its backend even when it asks for no
+    pyhcs fixture (autouse fixtures are set up first, so the switch encloses all others)."""
+    if request.node.get_closest_marker("pyhcs_backends") is not None:
+        request.getfixturevalue("pyhcs_backend")
+
+
+@pytest.fixture
+def hcs_emulator(request: pytest.FixtureRequest, pyhcs_backend: str) -> Iterator[Emulator]:
+    """A clean HCS emulator for this test, checked for leaks at teardown (see the module
+    docstring). Yields a :class:`pyhcs.testing.Emulator` (``statistics()``, ``settings()``,
+    ``call_counts()``...); on real HCS (opted in) its ``active`` is False."""
+    backend = _import_pyhcs()
+    try:
+        emulator = Emulator()
+        active = emulator.active
+    except Exception as exc:  # pragma: no cover - a library that loads but cannot answer
+        pytest.skip(f"pyhcs cannot talk to its library ({type(exc).__name__}: {exc})")
+    if not active:
+        _require_real_hcs(request, emulator.library_path)
+    else:
+        emulator.reset()
+    check = _leak_check_enabled(request)
+    systems_before = _system_ids(backend) if active else None
+    before = leaks.snapshot() if check else None
+    unclosed = _UnclosedWarnings()
+    with unclosed:
+        yield emulator
+        gc.collect()  # finalizers of dropped objects warn now, inside the recorder
+
+    problems: list[str] = []
+    try:
+        failed = request.node.stash.get(_call_failed_key, False)
+        if before is not None and not failed:
+            if unclosed.messages:
+                problems.append(
+                    "pyhcs objects dropped without close() (the garbage collector closed them): "
+                    + ", ".join(unclosed.messages[:10])
+                )
+            try:
+                leaks.check(before, timeout=_leak_timeout(request.config))
+            except leaks.LeakError as err:
+                problems.extend(err.problems)
+    finally:
+        if active:
+            try:
+                emulator.reset()
+            finally:
+                swept = _sweep(backend, systems_before) if systems_before is not None else []
+                if swept and problems:
+                    problems.append(f"(terminated at teardown: {', '.join(swept)})")
+    if problems:
+        # pytrace=False: the report is the message, not the plugin's source
+        pytest.fail(
+            f"pyhcs leak check: {request.node.nodeid} left behind:\n  " + "\n  ".join(problems) + f"\n{_LEAK_HINT}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def pyhcs_system_config() -> Any:
+    """The configuration ``compute_system_factory`` gives systems by default (override it in a
+    conftest, e.g. with a real container configuration on Windows)."""
+    return default_system_config()
+
+
+@pytest.fixture
+def compute_system_factory(
+    request: pytest.FixtureRequest, hcs_emulator: Emulator, pyhcs_system_config: Any
+) -> Iterator[ComputeSystemFactory]:
+    """``factory(id=None, config=None, *, start=True) -> ComputeSystem``; every system made is
+    terminated and closed at teardown, even when the test failed."""
+    factory = ComputeSystemFactory(pyhcs_system_config, prefix=request.node.name)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def faults(hcs_emulator: Emulator) -> Iterator[Faults]:
+    """Fault injection, quirk switches and call budgets on the emulator (:class:`Faults`).
+    Everything is undone at teardown. Skips on real HCS, which has none of it."""
+    try:
+        api = Faults()
+    except EmulatorRequired as exc:
+        pytest.skip(str(exc))
+    try:
+        yield api
+    finally:
+        with contextlib.suppress(Exception):
+            api.reset()

@@ -1,0 +1,393 @@
+"""Hypothesis strategies that generate valid HCS documents, for property-based tests.
+
+>>> from hypothesis import given
+>>> from pyhcs.schema import ComputeSystem, Properties
+>>> from pyhcs.testing.strategies import compute_systems, from_model
+>>>
+>>> @given(from_model(Properties))
+... def test_my_parser_handles_any_properties(props): ...
+>>>
+>>> @given(compute_systems(kind="container", version="2.1"))
+... def test_create_accepts(doc): ...
+
+What "valid" means here: every generated document passes the strict schema check (no unknown
+members, only known enum values), integers stay within the docs' widths, formatted strings
+(GUIDs, RFC 3339 timestamps, base64, MAC addresses) are well formed, and with ``version=`` no
+member is newer than that schema version (fields and enum values that no source dates are left
+out too). Generic documents (:func:`from_model`) set a random subset of fields; the
+``compute_systems``/``process_parameters``/``property_queries`` strategies make *complete*
+documents, which HCS (or the emulator) can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import string
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from enum import Enum
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin
+
+from annotated_types import Ge, Le, MaxLen, MinLen
+from hypothesis import strategies as st
+
+from pyhcs.schema import (
+    ComputeSystem,
+    Container,
+    HcsModel,
+    HostedSystem,
+    IndexKey,
+    Layer,
+    MappedDirectory,
+    ProcessParameters,
+    PropertyQuery,
+    PropertyType,
+    Storage,
+    Version,
+    VirtualMachine,
+    enum_value_since,
+    field_since,
+)
+from pyhcs.schema._base import SchemaVersion, StrFormat, VersionLike, as_version
+
+__all__ = [
+    "SAFE_COMMAND_LINES",
+    "SCHEMA_VERSIONS",
+    "compute_systems",
+    "from_model",
+    "json_values",
+    "process_parameters",
+    "property_queries",
+    "register_type_strategies",
+    "schema_versions",
+]
+
+_M = TypeVar("_M", bound=HcsModel)
+
+#: The schema 2.x versions the docs list.
+SCHEMA_VERSIONS: tuple[SchemaVersion, ...] = tuple((2, minor) for minor in range(7))
+
+#: Command lines that are harmless under ``cmd /c`` and ``/bin/sh -c`` alike.
+SAFE_COMMAND_LINES: tuple[str, ...] = (
+    "echo hello",
+    "echo pyhcs",
+    "exit 0",
+    "exit 3",
+)
+
+_Kind = Literal["container", "virtual_machine", "hosted"]
+
+# Printable text without control characters or surrogates: what a document's strings hold.
+_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=16
+)
+_KEYS = st.text(string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
+
+
+def schema_versions(*, at_most: VersionLike | None = None) -> st.SearchStrategy[SchemaVersion]:
+    """A schema version ``(2, minor)`` from the docs' list, optionally capped."""
+    cap = as_version(at_most) if at_most is not None else None
+    return st.sampled_from([v for v in SCHEMA_VERSIONS if cap is None or v <= cap])
+
+
+def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any JSON value (for ``Any``-typed members such as ``ModifySettingRequest.Settings``)."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53), 2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | _TEXT
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+        max_leaves=max_leaves,
+    )
+
+
+_datetimes = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1),
+    timezones=st.just(timezone.utc),
+).map(lambda d: d.isoformat().replace("+00:00", "Z"))
+
+_FORMAT_STRATEGIES: dict[str, st.SearchStrategy[str]] = {
+    "guid": st.uuids().map(str),
+    "date-time": _datetimes,
+    "byte": st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode("ascii")),
+    "binary": st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode("ascii")),
+    "mac-address": st.binary(min_size=6, max_size=6).map(
+        lambda b: "-".join(f"{x:02X}" for x in b)
+    ),
+}
+
+
+class _Ctx:
+    """Generation settings shared by one top-level strategy."""
+
+    def __init__(self, version: SchemaVersion | None, max_depth: int) -> None:
+        self.version = version
+        self.max_depth = max_depth
+
+    def new_enough(self, since: SchemaVersion | None) -> bool:
+        return self.version is None or (since is not None and since <= self.version)
+
+
+_CACHE: dict[tuple[type[HcsModel], SchemaVersion | None, int, int], st.SearchStrategy[Any]] = {}
+
+
+def from_model(
+    model: type[_M],
+    *,
+    version: VersionLike | None = None,
+    max_depth: int = 3,
+    fields: Mapping[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[_M]:
+    """Documents of any model, with a random subset of fields set.
+
+    Args:
+        model: the model class, e.g. ``ComputeSystem``.
+        version: only use fields and enum values that exist in this schema version
+            (``"2.1"``, ``(2, 1)``...); ``None`` uses everything the schema knows.
+        max_depth: how many levels of sub-models to fill in below ``model``.
+        fields: strategies for particular fields of ``model`` (Python or JSON names),
+            replacing the generated ones; a strategy of ``None`` leaves the field out.
+
+    Example::
+
+        from_model(ProcessParameters, fields={"CommandLine": st.just("echo hi")})
+    """
+    ctx = _Ctx(as_version(version) if version is not None else None, max_depth)
+    if not fields:
+        return _model_strategy(model, ctx, 0)
+    return _fields_strategy(model, ctx, 0, fields)
+
+
+def _model_strategy(model: type[_M], ctx: _Ctx, depth: int) -> st.SearchStrategy[_M]:
+    key = (model, ctx.version, ctx.max_depth, depth)
+    cached = _CACHE.get(key)
+    if cached is None:
+        cached = _CACHE[key] = _fields_strategy(model, ctx, depth, {})
+    return cached
+
+
+def _fields_strategy(
+    model: type[_M], ctx: _Ctx, depth: int, fixed: Mapping[str, st.SearchStrategy[Any]]
+) -> st.SearchStrategy[_M]:
+    by_alias = {info.alias or name: name for name, info in model.model_fields.items()}
+    fixed_by_name = {by_alias.get(k, k): v for k, v in fixed.items()}
+    unknown = set(fixed_by_name) - set(model.model_fields)
+    if unknown:
+        raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
+    required: dict[str, st.SearchStrategy[Any]] = {}
+    optional: dict[str, st.SearchStrategy[Any]] = {}
+    for name, info in model.model_fields.items():
+        if name in fixed_by_name:
+            required[name] = fixed_by_name[name]
+            continue
+        if not ctx.new_enough(field_since(model, name)):
+            continue
+        strategy = _type_strategy(info.annotation, list(info.metadata), ctx, depth)
+        if strategy is not None:
+            optional[name] = strategy
+    return st.fixed_dictionaries(required, optional=optional).map(model.model_validate)
+
+
+def _type_strategy(
+    tp: Any, metadata: list[Any], ctx: _Ctx, depth: int
+) -> st.SearchStrategy[Any] | None:
+    """A strategy for values of annotation ``tp``; ``None`` if nothing valid fits."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return json_values()
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        if tp == IndexKey:
+            return st.integers(0, 2**32 - 1).map(str)
+        return _type_strategy(base, [*meta, *metadata], ctx, depth)
+    if origin is Union or origin is UnionType:
+        members = [a for a in get_args(tp) if a is not NoneType]
+        # OpenEnum (Enum | str) and the curated unions (HostedSystem | Any): the first
+        # member is the schema's own type.
+        return _type_strategy(members[0], metadata, ctx, depth)
+    if origin is list:
+        item = _type_strategy(get_args(tp)[0], [], ctx, depth)
+        if item is None:
+            return None
+        low = next((m.min_length for m in metadata if isinstance(m, MinLen)), 0)
+        high = next((m.max_length for m in metadata if isinstance(m, MaxLen)), max(3, low))
+        return st.lists(item, min_size=low, max_size=high)
+    if origin is dict:
+        key_tp, value_tp = get_args(tp)
+        value = _type_strategy(value_tp, [], ctx, depth)
+        if value is None:
+            return None
+        keys = _KEYS if key_tp is str else _type_strategy(key_tp, [], ctx, depth)
+        return st.dictionaries(keys if keys is not None else _KEYS, value, max_size=3)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        members = [m for m in tp if ctx.new_enough(enum_value_since(m))]
+        return st.sampled_from(members) if members else None
+    if isinstance(tp, type) and issubclass(tp, HcsModel):
+        if depth >= ctx.max_depth:
+            return None
+        return _model_strategy(tp, ctx, depth + 1)
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        # The bounds are the int widths of pyhcs.schema._base (Ge/Le of an int).
+        ge = next((cast(int, m.ge) for m in metadata if isinstance(m, Ge)), None)
+        le = next((cast(int, m.le) for m in metadata if isinstance(m, Le)), None)
+        return st.integers(ge, le)
+    if tp is float:
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if tp is str:
+        fmt = next((m.format for m in metadata if isinstance(m, StrFormat)), None)
+        return _FORMAT_STRATEGIES.get(fmt, _TEXT) if fmt else _TEXT
+    raise TypeError(f"no strategy for {tp!r}")
+
+
+# --------------------------------------------------------------------------- complete docs
+
+
+def _version_model(version: SchemaVersion) -> Version:
+    return Version(Major=version[0], Minor=version[1])
+
+
+def compute_systems(
+    *,
+    kind: _Kind | None = None,
+    version: VersionLike | None = None,
+    max_depth: int = 3,
+    hosting_system_ids: st.SearchStrategy[str] | None = None,
+    layers: st.SearchStrategy[list[Layer]] | None = None,
+    mapped_directories: st.SearchStrategy[list[MappedDirectory]] | None = None,
+) -> st.SearchStrategy[ComputeSystem]:
+    """Complete ``ComputeSystem`` documents for HcsCreateComputeSystem.
+
+    Each has a ``SchemaVersion`` and exactly one of ``Container``, ``VirtualMachine`` or
+    ``HostedSystem`` (the docs' rule); ``HostingSystemId`` is set for, and only for, a
+    ``HostedSystem``. The rest is random, except members that name host files or folders
+    which must exist: a container's ``Storage.Layers`` and ``MappedDirectories`` are left
+    out unless you pass strategies for them, a VM's ``GuestState`` and ``RestoreState``
+    always.
+
+    Args:
+        kind: ``"container"``, ``"virtual_machine"`` or ``"hosted"``; ``None`` picks one.
+        version: the schema version to declare and to stay within; ``None`` draws one and
+            still uses every field (so newer fields may appear, as hcsshim does).
+        max_depth: see :func:`from_model`.
+        hosting_system_ids: IDs of the utility VM for ``"hosted"`` documents (default:
+            random GUIDs; pass ``st.just(uvm_id)`` to create them for real).
+        layers: the container's layers, e.g. ``st.just([builders.layer(id, folder)])``.
+        mapped_directories: the container's mapped directories.
+    """
+    target = as_version(version) if version is not None else None
+    kinds: list[_Kind] = [kind] if kind is not None else ["container", "virtual_machine",
+                                                           "hosted"]
+    container_depth = max(max_depth - 1, 1)
+    storage = st.none() | from_model(
+        Storage, version=target, max_depth=container_depth - 1,
+        fields={"Layers": layers if layers is not None else st.none()},
+    )
+    container = from_model(
+        Container, version=target, max_depth=container_depth,
+        fields={
+            "Storage": storage,
+            "MappedDirectories": mapped_directories if mapped_directories is not None
+            else st.none(),
+        },
+    )
+    hosts = hosting_system_ids if hosting_system_ids is not None else st.uuids().map(str)
+    # A VM's guest-state and saved-state files are read at start: leave them out.
+    virtual_machine = from_model(
+        VirtualMachine, version=target, max_depth=max_depth - 1,
+        fields={"GuestState": st.none(), "RestoreState": st.none()},
+    )
+
+    @st.composite
+    def build(draw: st.DrawFn) -> ComputeSystem:
+        chosen = draw(st.sampled_from(kinds))
+        declared = target if target is not None else draw(schema_versions())
+        body: st.SearchStrategy[Any]
+        if chosen == "container":
+            body = container
+        elif chosen == "virtual_machine":
+            body = virtual_machine
+        else:
+            body = from_model(
+                HostedSystem,
+                version=target,
+                max_depth=0,
+                fields={"SchemaVersion": st.just(_version_model(declared)),
+                        "Container": container},
+            )
+        cs = draw(
+            from_model(
+                ComputeSystem,
+                version=target,
+                max_depth=0,
+                fields={
+                    "SchemaVersion": st.just(_version_model(declared)),
+                    "HostingSystemId": hosts if chosen == "hosted" else st.none(),
+                    "Container": st.none(),
+                    "VirtualMachine": st.none(),
+                    "HostedSystem": st.none(),
+                },
+            )
+        )
+        update = {{"container": "container", "virtual_machine": "virtual_machine",
+                   "hosted": "hosted_system"}[chosen]: draw(body)}
+        return ComputeSystem.model_validate({**_set_fields(cs), **update})
+
+    return build()
+
+
+def _set_fields(model: HcsModel) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in type(model).model_fields
+            if getattr(model, name) is not None}
+
+
+def process_parameters(
+    *,
+    version: VersionLike | None = None,
+    command_lines: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[ProcessParameters]:
+    """Complete ``ProcessParameters`` for HcsCreateProcess.
+
+    The command line comes from ``command_lines`` (default: :data:`SAFE_COMMAND_LINES`);
+    the environment, std pipes, console emulation and console size are random. Fields that
+    point at host state (``WorkingDirectory``, ``User``, ``ApplicationName``, ...) are left
+    out so the process can start anywhere.
+    """
+    env_names = st.text(string.ascii_uppercase + "_", min_size=1, max_size=10)
+    env_values = st.text(string.ascii_letters + string.digits + " ./:-_", max_size=20)
+    leave_out = ("ApplicationName", "CommandArgs", "User", "WorkingDirectory",
+                 "RestrictedToken", "UseExistingLogin", "UseLegacyConsole")
+    fields: dict[str, st.SearchStrategy[Any]] = {name: st.none() for name in leave_out}
+    fields["CommandLine"] = (
+        command_lines if command_lines is not None else st.sampled_from(SAFE_COMMAND_LINES)
+    )
+    fields["Environment"] = st.none() | st.dictionaries(env_names, env_values, max_size=4)
+    return from_model(ProcessParameters, version=version, fields=fields)
+
+
+def property_queries(
+    *, version: VersionLike | None = None
+) -> st.SearchStrategy[PropertyQuery]:
+    """Complete ``PropertyQuery`` documents: one or more distinct ``PropertyTypes``."""
+    ctx = _Ctx(as_version(version) if version is not None else None, 0)
+    allowed: list[PropertyType | str] = [
+        m for m in PropertyType if ctx.new_enough(enum_value_since(m))
+    ]
+    return st.lists(st.sampled_from(allowed), min_size=1, max_size=len(allowed),
+                    unique=True).map(lambda types: PropertyQuery(PropertyTypes=types))
+
+
+def register_type_strategies() -> None:
+    """Make ``st.from_type(Model)`` (and ``@given(x=...)`` inference) use :func:`from_model`
+    for every schema model."""
+    from pyhcs.schema import MODEL_CLASSES
+
+    for cls in MODEL_CLASSES:
+        st.register_type_strategy(cls, from_model(cls))

@@ -1,0 +1,47 @@
+"""Round trip for every model: generated instance -> JSON -> model equals the original."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyhcs.schema import MODEL_CLASSES, HcsModel, check_strict, check_version
+from pyhcs.testing.strategies import SCHEMA_VERSIONS, from_model
+
+# ~210 models: a couple of dozen examples each keeps the whole file within a few seconds, and
+# hypothesis' database replays any failure it finds.
+_SETTINGS = settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def _ids(cls: type[HcsModel]) -> str:
+    return cls.__name__
+
+
+@pytest.mark.parametrize("model", MODEL_CLASSES, ids=_ids)
+@_SETTINGS
+@given(data=st.data())
+def test_round_trip(model: type[HcsModel], data: st.DataObject) -> None:
+    doc = data.draw(from_model(model))
+    text = doc.to_json()
+    back = model.model_validate_json(text)
+    assert back == doc
+    assert back.to_json() == text
+    assert json.loads(text) == doc.to_dict()
+    check_strict(doc)  # generated documents are valid ones
+
+
+@pytest.mark.parametrize("model", MODEL_CLASSES, ids=_ids)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_versioned_documents_fit_their_version(
+    model: type[HcsModel], data: st.DataObject
+) -> None:
+    version = data.draw(st.sampled_from(SCHEMA_VERSIONS))
+    doc = data.draw(from_model(model, version=version))
+    assert check_version(doc, version, include_unknown=True) == []
+    assert model.model_validate_json(doc.to_json()) == doc
