@@ -7,10 +7,61 @@ waits that always have a timeout and errors that name their HRESULT.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from . import errors  # noqa: I001  (errors first: the generated table imports it)
 from ._backend import backend, backend_features
 from .errors import HcsError
 
-__all__ = ["HcsError", "__version__", "backend", "backend_features", "errors"]
+# The Pythonic layer. DEFAULT_TIMEOUT is read at each wait, so assigning
+# ``pyhcs.DEFAULT_TIMEOUT = 30`` changes the default of every later wait.
+from ._handle import default_timeout_from_env as _default_timeout_from_env
+from ._log import call_statistics, reset_call_statistics, set_slow_call_threshold, slow_call_threshold
+from ._types import EventType, OperationType
+from .events import Event, ExitStatus, SystemExitStatus
+from .operation import Operation
+from .process import CompletedProcess, Process
+from .system import ComputeSystem
+from . import service, vm
+
+if TYPE_CHECKING:
+    from . import aio
+
+#: Seconds every wait waits when not told otherwise (env PYHCS_TIMEOUT; math.inf: no limit).
+DEFAULT_TIMEOUT: float = _default_timeout_from_env()
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CompletedProcess",
+    "ComputeSystem",
+    "Event",
+    "EventType",
+    "ExitStatus",
+    "HcsError",
+    "Operation",
+    "OperationType",
+    "Process",
+    "SystemExitStatus",
+    "__version__",
+    "aio",
+    "backend",
+    "backend_features",
+    "call_statistics",
+    "errors",
+    "reset_call_statistics",
+    "service",
+    "set_slow_call_threshold",
+    "slow_call_threshold",
+    "vm",
+]
+
+
+def __getattr__(name: str) -> object:
+    # pyhcs.aio is imported on first use: it pulls in asyncio, which blocking code never needs.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 #: Waits without a limit (the C API's ``INFINITE``).
 INFINITE = 0xFFFFFFFF

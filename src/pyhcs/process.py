@@ -1,0 +1,836 @@
+"""Processes in a compute system: :class:`Process` and :class:`CompletedProcess`.
+
+::
+
+    proc = system.create_process(["sort"], stdin=True, stdout=True)
+    out, _ = proc.communicate(b"b\\na\\n", timeout=30)   # b'a\\nb\\n'
+    proc.exit_code                                      # 0
+    proc.close()
+
+The stdio pipes are binary file objects (``proc.stdin.write``, ``proc.stdout.read``). Two
+things are different from local pipes, as in HCS itself (spec §6): the child sees EOF on stdin
+only when the host both closed its end *and* sent HcsModifyProcess CloseHandle/StdIn, which
+:meth:`Process.close_stdin` and :meth:`Process.communicate` do; and the exit of a process is
+an event, which pyhcs registers for before anything can be missed.
+
+:meth:`Process.communicate` drains stdout and stderr concurrently (no pipe deadlock whatever the
+output size) and reports the exit only after both reached EOF. The exit status is a typed
+:class:`~pyhcs.events.ExitStatus` (code, LastWaitResult, where it came from), never made up.
+
+:meth:`Process.kill`, :meth:`Process.terminate` and :meth:`Process.signal` are idempotent: a
+process that already exited is not an error (they return False), whatever benign code HCS
+uses to say so (spec §9.5).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+from . import _backend as B
+from . import _log
+from ._docs import Document, loads, to_json
+from ._handle import Deadline, Handle, resolve_timeout, timeout_error
+from ._types import HcsProcessInformation
+from .errors import (
+    HcsError,
+    OperationTimeoutError,
+    Win32AccessDeniedError,
+    is_already_stopped,
+    is_timeout,
+    make_error,
+)
+from .events import (
+    END_CLOSED,
+    END_DISCONNECTED,
+    END_LOST,
+    Event,
+    EventHub,
+    EventStream,
+    ExitStatus,
+    dispatch_event,
+)
+from .operation import Operation, complete, initiate
+
+if TYPE_CHECKING:
+    from .system import ComputeSystem
+
+__all__ = ["CompletedProcess", "Process", "process_parameters"]
+
+_HCS_E_UNEXPECTED_EXIT = 0x80370106
+_HCS_E_SERVICE_DISCONNECT = 0x8037011E
+_E_UNEXPECTED = 0x8000FFFF
+_PIPE_BUF = 512  # bytes written per select() round: never blocks a writable pipe
+_READ_CHUNK = 65536
+
+if hasattr(selectors, "PollSelector"):
+    _Selector: type[selectors.BaseSelector] = selectors.PollSelector
+else:  # pragma: no cover - Windows uses threads instead
+    _Selector = selectors.SelectSelector
+
+
+def process_parameters(
+    command: str | Sequence[str] | None,
+    *,
+    params: Document | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    stdin: bool | None = None,
+    stdout: bool | None = None,
+    stderr: bool | None = None,
+    console: bool | None = None,
+    console_size: tuple[int, int] | None = None,
+) -> str:
+    """The ProcessParameters JSON for HcsCreateProcess (spec §6)."""
+    base: dict[str, Any] = {}
+    if params is not None:
+        parsed = loads(to_json(params, "process parameters"))
+        if not isinstance(parsed, dict):
+            raise TypeError("process parameters must be a JSON object")
+        base = parsed
+    if command is not None:
+        if isinstance(command, str):
+            base["CommandLine"] = command
+        else:
+            args = [os.fspath(a) for a in command]
+            if not args:
+                raise ValueError("the argument list is empty")
+            base["CommandArgs"] = args
+    if "CommandLine" not in base and "CommandArgs" not in base:
+        raise ValueError("a command (or params with CommandLine/CommandArgs) is required")
+    if cwd is not None:
+        base["WorkingDirectory"] = os.fspath(cwd)
+    if env is not None:
+        base["Environment"] = dict(env)
+    if user is not None:
+        base["User"] = user
+    for key, flag in (
+        ("CreateStdInPipe", stdin),
+        ("CreateStdOutPipe", stdout),
+        ("CreateStdErrPipe", stderr),
+        ("EmulateConsole", console),
+    ):
+        if flag is not None:
+            base[key] = bool(flag)
+    if console_size is not None:
+        base["ConsoleSize"] = [int(console_size[0]), int(console_size[1])]
+    return to_json(base) or "{}"
+
+
+@dataclass
+class CompletedProcess:
+    """What :meth:`ComputeSystem.run` returns (like :class:`subprocess.CompletedProcess`)."""
+
+    args: str | Sequence[str]
+    returncode: int
+    stdout: bytes | None
+    stderr: bytes | None
+    exit_status: ExitStatus
+    pid: int
+
+    def check_returncode(self) -> None:
+        """Raises :class:`subprocess.CalledProcessError` for a non-zero exit code."""
+        if self.returncode:
+            raise subprocess.CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
+
+
+def _open_std(handle: int, mode: str, bufsize: int) -> IO[bytes]:
+    """A binary file object over a std handle from HCS_PROCESS_INFORMATION (owns it)."""
+    if sys.platform == "win32":  # pragma: no cover - the emulator hands out POSIX fds
+        import msvcrt
+
+        fd = msvcrt.open_osfhandle(handle, os.O_RDONLY if "r" in mode else os.O_WRONLY)
+    else:
+        fd = handle
+    try:
+        f: IO[bytes] = open(fd, mode, buffering=bufsize)
+    except BaseException:
+        os.close(fd)
+        raise
+    return f
+
+
+def _read_some(fd: int) -> bytes:
+    """One read; EIO (a console whose child exited: the pty's other side is gone) is EOF."""
+    try:
+        return os.read(fd, _READ_CHUNK)
+    except OSError as err:
+        if err.errno == errno.EIO:
+            return b""
+        raise
+
+
+class _Communication:
+    """The state of a communicate() in progress, kept across a timeout for a retry."""
+
+    def __init__(self, data: bytes | None, want_out: bool, want_err: bool) -> None:
+        self.input = memoryview(data) if data else None
+        self.offset = 0
+        self.out: list[bytes] | None = [] if want_out else None
+        self.err: list[bytes] | None = [] if want_err else None
+        self.result: tuple[bytes | None, bytes | None] | None = None
+        self.threads: list[threading.Thread] = []
+
+    def output(self) -> tuple[bytes | None, bytes | None]:
+        out = b"".join(self.out) if self.out is not None else None
+        err = b"".join(self.err) if self.err is not None else None
+        return out, err
+
+
+class Process(Handle):
+    """A process in a compute system (HCS_PROCESS handle). Get one from
+    :meth:`ComputeSystem.create_process` or :meth:`ComputeSystem.open_process`.
+
+    Attributes
+    ----------
+    pid: int
+        Its process id (in the guest).
+    system: ComputeSystem
+        The system it runs in; closing that closes this too.
+    stdin, stdout, stderr: binary file objects or None
+        The pipes that were asked for. Owned by the process object: closed by :meth:`close`.
+
+    Closing a Process closes its handle and pipes but, as in HCS, does not end the process:
+    :meth:`kill` it first if that is what you want (a ``with`` block left by an exception
+    does). Waits, signals and properties may be used from several threads at once;
+    :meth:`communicate` and the pipes belong to one thread at a time, as with
+    :class:`subprocess.Popen`.
+    """
+
+    _kind = "process"
+
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def __init__(self, handle: int, system: ComputeSystem, pid: int = 0, *, bufsize: int = -1) -> None:
+        super().__init__(handle)
+        self.system = system
+        self.system_id = system.id
+        self.pid = pid
+        self.default_timeout = system.default_timeout
+        self.stdin = self.stdout = self.stderr = None
+        self._had_stdin = False
+        self._bufsize = bufsize
+        self._creation: Operation | None = None
+        self._comm: _Communication | None = None
+        self._hub = EventHub("process", system.id, pid or None)
+        key = self._hub.register()
+        try:
+            system._add_child(self)
+            self._native("HcsSetProcessCallback", B.hcs_set_process_callback, 0, key, dispatch_event)
+        except BaseException:
+            self._hub.unregister()
+            self._closed = True  # the caller closes the handle
+            raise
+
+    @classmethod
+    def _adopt(
+        cls, handle: int, system: ComputeSystem, *, creation: Operation | None = None, pid: int = 0, bufsize: int = -1
+    ) -> Process:
+        try:
+            proc = cls(handle, system, pid, bufsize=bufsize)
+        except BaseException:
+            B.hcs_close_process(handle)
+            raise
+        proc._creation = creation
+        return proc
+
+    @classmethod
+    def open(cls, system: ComputeSystem, pid: int, *, stdio: bool = False, bufsize: int = -1) -> Process:
+        """HcsOpenProcess by pid (``errors.ElementNotFoundError`` if there is no such process,
+        or it already exited). ``stdio=True`` also gets new pipe handles (HcsGetProcessInfo)."""
+        handle: int = system._native("HcsOpenProcess", B.hcs_open_process, pid)
+        proc = cls._adopt(handle, system, pid=pid, bufsize=bufsize)
+        try:
+            if stdio:
+                proc._started(proc._get_process_info(None))
+            else:
+                proc._poll_exit()
+        except BaseException:
+            proc.close()
+            raise
+        return proc
+
+    # -- description ------------------------------------------------------------------------------
+    def _context(self) -> tuple[str | None, int | None]:
+        return self.system_id, self.pid or None
+
+    def __repr__(self) -> str:
+        status = self._hub.exit
+        state = (
+            "closed"
+            if self._closed
+            else f"exited({status.code})"
+            if isinstance(status, ExitStatus)
+            else "starting"
+            if self._creation is not None
+            else "running"
+        )
+        return f"<pyhcs.Process pid={self.pid} system={self.system_id!r} {state}>"
+
+    # -- creation ---------------------------------------------------------------------------------
+    def wait_started(self, timeout: float | None = None) -> None:
+        """Waits for a pending creation (only needed after create_process timed out)."""
+        op = self._creation
+        if op is None:
+            return
+        try:
+            op.wait(resolve_timeout(timeout, self.default_timeout))
+        except OperationTimeoutError as err:
+            if err.operation is op and not op._done:
+                err.process = self  # type: ignore[attr-defined]
+            raise
+        self._creation_done(op)
+
+    def _creation_done(self, op: Operation) -> None:
+        """Called once the CreateProcess operation completed: take the pid and pipes."""
+        self._creation = None
+        failure = op.exception(0)
+        try:
+            if failure is None:
+                pi = op.take_process_info()
+                if pi is None:
+                    raise make_error(
+                        _E_UNEXPECTED,
+                        message="HcsCreateProcess returned no process information",
+                        call="HcsCreateProcess",
+                        system_id=self.system_id,
+                    )
+            else:
+                # WS2022 quirk (spec §9.6): the wait can fail spuriously although the process
+                # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
+                try:
+                    pi = self._get_process_info(None)
+                except HcsError:
+                    raise failure from None
+                _log.log.info("pyhcs: HcsCreateProcess reported %s but the process exists; recovered", failure.name)
+            self._started(pi)
+        except BaseException:
+            op.close()
+            self.close()
+            raise
+        op.close()
+
+    def _get_process_info(self, timeout: float | None) -> HcsProcessInformation:
+        call = "HcsGetProcessInfo"
+        op = Operation(call=call, system_id=self.system_id, process_id=self.pid or None, owner=self, process_info=True)
+        try:
+            initiate(self, op, call, lambda h, o: B.hcs_get_process_info(h, o))
+            op.result(resolve_timeout(timeout, self.default_timeout))
+            pi = op.take_process_info()
+        finally:
+            op.close()
+        if pi is None:
+            raise make_error(_E_UNEXPECTED, message="HcsGetProcessInfo returned no process information", call=call)
+        return pi
+
+    def _started(self, pi: HcsProcessInformation) -> None:
+        """Takes ownership of the pipes, then looks whether the process already exited."""
+        self.pid = pi.process_id
+        self._hub.process_id = pi.process_id
+        std = ((pi.std_input, "wb", "stdin"), (pi.std_output, "rb", "stdout"), (pi.std_error, "rb", "stderr"))
+        for i, (handle, mode, name) in enumerate(std):
+            if handle is None:
+                continue
+            try:
+                setattr(self, name, _open_std(handle, mode, self._bufsize))
+            except BaseException:
+                for later, _, _ in std[i + 1 :]:
+                    if later is not None:
+                        B.close_handle(later)
+                raise
+            if name == "stdin":
+                self._had_stdin = True
+        self._poll_exit()
+
+    def _poll_exit(self) -> None:
+        """Records an exit that happened before the callback could see it (a zero wait)."""
+        try:
+            doc = self._native("HcsWaitForProcessExit", B.hcs_wait_for_process_exit, 0)
+        except HcsError as err:
+            if is_timeout(err):
+                return  # still running: ProcessExited will come to the callback
+            if is_already_stopped(err):
+                # The process is gone and HCS can no longer say how it ended. Not made up:
+                # waits raise this error instead of returning an exit code.
+                self._hub.end(END_LOST, make_error(
+                    err.hresult,
+                    err.result_document,
+                    message=f"process {self.pid} exited before its exit status could be read; "
+                    "HCS no longer knows it",
+                    call="HcsWaitForProcessExit",
+                    system_id=self.system_id,
+                    process_id=self.pid or None,
+                ))
+                return
+            _log.log.debug("pyhcs: exit poll of %r failed: %s", self, err)
+            return
+        if doc:
+            self._hub.set_exit(ExitStatus.from_document(doc, "wait", self.pid))
+
+    # -- exit -----------------------------------------------------------------------------------------
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """How the process ended, once known (else None). Does not block."""
+        status = self._hub.exit
+        return status if isinstance(status, ExitStatus) else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process exited (None before, or when HCS gave none)."""
+        status = self.exit_status
+        return status.code if status is not None else None
+
+    returncode = exit_code
+
+    def poll(self) -> int | None:
+        """The exit code if the process has exited, else None; never blocks or raises for a
+        missing code."""
+        return self.exit_code
+
+    def _exit_ready(self) -> bool:
+        hub = self._hub
+        return hub.exit is not None or hub.end_reason is not None or hub.closed or hub.system_gone
+
+    def _exit_outcome(self) -> ExitStatus | None:
+        hub = self._hub
+        if isinstance(hub.exit, ExitStatus):
+            return hub.exit
+        if hub.failure is not None:
+            raise hub.failure
+        if hub.end_reason == END_DISCONNECTED:
+            raise make_error(
+                _HCS_E_SERVICE_DISCONNECT,
+                message="the connection to the compute service was lost before the process exited",
+                call="HcsWaitForProcessExit",
+                system_id=self.system_id,
+                process_id=self.pid or None,
+            )
+        if hub.closed or self._closed:
+            raise self._closed_error("wait")
+        if hub.system_gone:
+            # The system exited; if HCS sent no ProcessExited, ask once, then give up
+            # honestly rather than invent a code.
+            self._poll_exit()
+            if isinstance(hub.exit, ExitStatus):
+                return hub.exit
+            if hub.failure is not None:
+                raise hub.failure
+            raise make_error(
+                _HCS_E_UNEXPECTED_EXIT,
+                message=f"the compute system exited; HCS reported no exit status for process {self.pid}",
+                system_id=self.system_id,
+                process_id=self.pid or None,
+            )
+        return None
+
+    def _wait_status(self, deadline: Deadline) -> ExitStatus:
+        if self._creation is not None:
+            self.wait_started(deadline.remaining())
+        self._hub.wait(self._exit_ready, deadline)
+        status = self._exit_outcome()
+        if status is None:
+            raise timeout_error(
+                f"waiting for process {self.pid} to exit",
+                deadline,
+                system_id=self.system_id,
+                process_id=self.pid or None,
+                still="it is still running",
+            )
+        return status
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Waits for the process to exit and returns its exit code.
+
+        Raises OperationTimeoutError (the process keeps running), the HcsError HCS gave in
+        place of an exit code (LastWaitResult), ServiceDisconnectedError, or
+        HandleClosedError when the process object is closed meanwhile.
+        """
+        status = self._wait_status(Deadline(resolve_timeout(timeout, self.default_timeout)))
+        return status.check(system_id=self.system_id)
+
+    # -- stdio ----------------------------------------------------------------------------------------
+    def close_stdin(self, *, timeout: float | None = None) -> None:
+        """Ends the child's stdin: closes our end and sends HcsModifyProcess CloseHandle/StdIn
+        (both are needed for the child to see EOF). Idempotent; fine after the exit."""
+        f, self.stdin = self.stdin, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:  # BrokenPipeError flushing to a child that is gone
+                pass
+        if not self._had_stdin or self._hub.exit is not None or self._closed:
+            return
+        self._had_stdin = False
+        try:
+            self._run("HcsModifyProcess", _modify_process,
+                      '{"Operation":"CloseHandle","CloseHandle":{"Handle":"StdIn"}}', timeout)
+        except HcsError as err:
+            if not is_already_stopped(err):
+                raise
+
+    def communicate(
+        self, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[bytes | None, bytes | None]:
+        """Sends ``input``, reads stdout and stderr to EOF (concurrently: no deadlock however
+        much the child writes), closes stdin, then waits for the exit.
+
+        Returns ``(stdout, stderr)``, None for a stream without a pipe. On a timeout raises
+        OperationTimeoutError with the output so far as ``err.output``/``err.stderr``; the
+        process keeps running and communicate() may be called again (without input) to go on.
+        Like :mod:`subprocess`, do not mix it with reads of your own on the same pipes.
+        """
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        if self._creation is not None:
+            self.wait_started(deadline.remaining())
+        comm = self._comm
+        if comm is None:
+            if input and self.stdin is None and not self._had_stdin:
+                raise ValueError("the process has no stdin pipe (create it with stdin=True)")
+            comm = self._comm = _Communication(input, self.stdout is not None, self.stderr is not None)
+            if self.stdin is not None:
+                try:
+                    self.stdin.flush()
+                except OSError:
+                    pass
+            if not comm.input:
+                self.close_stdin(timeout=deadline.remaining())
+        elif input:
+            raise ValueError("cannot send input after communication has started")
+        if comm.result is None:
+            try:
+                if sys.platform == "win32":  # pragma: no cover
+                    self._communicate_threads(comm, deadline)
+                else:
+                    self._communicate_select(comm, deadline)
+            except OperationTimeoutError as err:
+                err.output, err.stderr = comm.output()  # type: ignore[attr-defined]
+                raise
+            comm.result = comm.output()
+        # Output is drained; only now is the exit reported.
+        self._wait_status(deadline)
+        return comm.result
+
+    def _communicate_timeout(self, deadline: Deadline) -> HcsError:
+        return timeout_error(
+            f"communicating with process {self.pid}",
+            deadline,
+            system_id=self.system_id,
+            process_id=self.pid or None,
+            still="it is still running: call communicate() again to go on reading, or kill() it",
+        )
+
+    def _communicate_select(self, comm: _Communication, deadline: Deadline) -> None:
+        with _Selector() as sel:
+            if self.stdin is not None and comm.input is not None and comm.offset < len(comm.input):
+                sel.register(self.stdin, selectors.EVENT_WRITE)
+            for f, sink in ((self.stdout, comm.out), (self.stderr, comm.err)):
+                if f is not None and sink is not None and not f.closed:
+                    sel.register(f, selectors.EVENT_READ, sink)
+            while sel.get_map():
+                if deadline.expired():
+                    raise self._communicate_timeout(deadline)
+                for key, _ in sel.select(deadline.slice()):
+                    if key.fileobj is self.stdin:
+                        assert comm.input is not None
+                        chunk = comm.input[comm.offset : comm.offset + _PIPE_BUF]
+                        try:
+                            comm.offset += os.write(key.fd, chunk)
+                        except BrokenPipeError:
+                            comm.offset = len(comm.input)  # the child closed its stdin
+                        if comm.offset >= len(comm.input):
+                            sel.unregister(key.fileobj)
+                            self.close_stdin(timeout=max(deadline.remaining(), 1.0))
+                    else:
+                        data = _read_some(key.fd)
+                        if data:
+                            key.data.append(data)
+                        else:
+                            sel.unregister(key.fileobj)
+                            self._close_std(key.fileobj)
+
+    def _close_std(self, f: Any) -> None:
+        if f is self.stdout:
+            self.stdout = None
+        elif f is self.stderr:
+            self.stderr = None
+        f.close()
+
+    def _communicate_threads(self, comm: _Communication, deadline: Deadline) -> None:  # pragma: no cover
+        if not comm.threads:
+
+            def reader(f: IO[bytes], sink: list[bytes]) -> None:
+                while True:
+                    data = f.read1(_READ_CHUNK) if hasattr(f, "read1") else f.read(_READ_CHUNK)
+                    if not data:
+                        return
+                    sink.append(data)
+
+            def writer() -> None:
+                assert comm.input is not None and self.stdin is not None
+                try:
+                    self.stdin.write(comm.input[comm.offset :])
+                    comm.offset = len(comm.input)
+                except OSError:
+                    pass
+                self.close_stdin(timeout=None)
+
+            for f, sink in ((self.stdout, comm.out), (self.stderr, comm.err)):
+                if f is not None and sink is not None:
+                    comm.threads.append(threading.Thread(target=reader, args=(f, sink), daemon=True))
+            if comm.input is not None and self.stdin is not None:
+                comm.threads.append(threading.Thread(target=writer, daemon=True))
+            for t in comm.threads:
+                t.start()
+        for t in comm.threads:
+            t.join(deadline.remaining())
+            if t.is_alive():
+                raise self._communicate_timeout(deadline)
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                self._close_std(f)
+
+    # -- control ----------------------------------------------------------------------------------
+    def _submit(self, call: str, fn: Callable[..., None], doc: str | None, *, callback: bool) -> Operation:
+        if self._creation is not None:
+            self.wait_started()
+        op = Operation(
+            call=call,
+            system_id=self.system_id,
+            process_id=self.pid or None,
+            owner=self,
+            callback=callback,
+            default_timeout=self.default_timeout,
+        )
+        try:
+            initiate(self, op, call, fn, doc)
+        except BaseException:
+            op.close()
+            raise
+        return op
+
+    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: float | None) -> str | None:
+        op = self._submit(call, fn, doc, callback=False)
+        return complete(op, resolve_timeout(timeout, self.default_timeout))
+
+    def _benign(self, err: HcsError) -> bool:
+        """Whether a failed signal/terminate only says the process is already gone."""
+        if is_already_stopped(err):
+            return True
+        if isinstance(err, Win32AccessDeniedError):
+            # TerminateProcess on an exited process is access denied on Windows (spec §9.5);
+            # make sure that is what happened before calling it benign.
+            if self._hub.exit is None:
+                self._poll_exit()
+            return self._hub.exit is not None or self._hub.failure is not None
+        return False
+
+    def signal(self, signal: int | str, *, timeout: float | None = None) -> bool:
+        """HcsSignalProcess: a POSIX signal number (Linux guests, the emulator) or a Ctrl event
+        name ("CtrlC", "CtrlBreak", ...: Windows guests). False if the process had exited."""
+        self._ensure_open("HcsSignalProcess")
+        if self._hub.exit is not None:
+            return False
+        doc = to_json({"Signal": signal})
+        try:
+            self._run("HcsSignalProcess", _signal_process, doc, timeout)
+        except HcsError as err:
+            if self._benign(err):
+                return False
+            raise
+        return True
+
+    def terminate(self, *, timeout: float | None = None) -> bool:
+        """HcsTerminateProcess on this handle. False if the process had already exited."""
+        self._ensure_open("HcsTerminateProcess")
+        if self._hub.exit is not None:
+            return False
+        try:
+            self._run("HcsTerminateProcess", _terminate_process, None, timeout)
+        except HcsError as err:
+            if self._benign(err):
+                return False
+            raise
+        return True
+
+    def kill(self, *, timeout: float | None = None) -> bool:
+        """Ends the process now; idempotent. False if it had already exited.
+
+        Signals are serialized per process per system handle in HCS, so a kill could queue
+        behind a slow Ctrl-C: like hcsshim, this terminates through freshly opened handles
+        (spec §9.4), falling back to this handle when they cannot be opened.
+        """
+        self._ensure_open("HcsTerminateProcess")
+        if self._hub.exit is not None:
+            return False
+        if self._creation is not None:
+            self.wait_started(timeout)
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        try:
+            fresh_system: int = _log.timed(
+                "HcsOpenComputeSystem", self._detail, B.hcs_open_compute_system, self.system_id
+            )
+        except HcsError:
+            return self.terminate(timeout=deadline.remaining())
+        fresh = 0
+
+        def close_fresh() -> None:
+            if fresh:
+                B.hcs_close_process(fresh)
+            B.hcs_close_compute_system(fresh_system)
+
+        deferred = False
+        try:
+            try:
+                fresh = _log.timed("HcsOpenProcess", self._detail, B.hcs_open_process, fresh_system, self.pid)
+            except HcsError as err:
+                if is_already_stopped(err):
+                    return False
+                return self.terminate(timeout=deadline.remaining())
+            helper = _FreshProcess(fresh, self.system_id, self.pid)
+            try:
+                helper._run("HcsTerminateProcess", _terminate_process, None, deadline.remaining())
+            except OperationTimeoutError as err:
+                op = err.operation
+                if isinstance(op, Operation) and not op._done:
+                    # The terminate is still running on the fresh handles: they are closed
+                    # once it completes, never under it.
+                    op.add_done_callback(lambda _op: close_fresh())
+                    deferred = True
+                raise
+            except HcsError as err:
+                if self._benign(self._annotate(err)):
+                    return False
+                raise
+            return True
+        finally:
+            if not deferred:
+                close_fresh()
+
+    def resize(self, height: int, width: int, *, timeout: float | None = None) -> None:
+        """HcsModifyProcess ConsoleSize (processes created with ``console=True``)."""
+        doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
+        self._run("HcsModifyProcess", _modify_process, doc, timeout)
+
+    def modify(self, request: Document, *, timeout: float | None = None) -> None:
+        """HcsModifyProcess with any ProcessModifyRequest."""
+        self._run("HcsModifyProcess", _modify_process, to_json(request, "process modify request"), timeout)
+
+    def properties(self, query: Document | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """HcsGetProcessProperties: the ProcessStatus (ProcessId, Exited, ExitCode, ...)."""
+        doc = self._run("HcsGetProcessProperties", _process_properties, to_json(query, "property query"), timeout)
+        value = loads(doc)
+        if not isinstance(value, dict):
+            raise make_error(
+                _E_UNEXPECTED,
+                message="HcsGetProcessProperties succeeded but returned no document",
+                call="HcsGetProcessProperties",
+                system_id=self.system_id,
+                process_id=self.pid or None,
+            )
+        return value
+
+    # -- events -----------------------------------------------------------------------------------
+    def events(self, *, replay: bool = True, timeout: float | None = None) -> EventStream:
+        """A blocking iterator over this process's events; ends after ProcessExited."""
+        return EventStream(self._hub, replay=replay, timeout=resolve_timeout(timeout, self.default_timeout))
+
+    def add_event_callback(self, fn: Callable[[Event], None], *, replay: bool = False) -> None:
+        """Calls ``fn(event)`` for each event of this process on the dispatcher thread."""
+        self._hub.add_callback(fn, replay)
+
+    def remove_event_callback(self, fn: Callable[[Event], None]) -> None:
+        self._hub.remove_callback(fn)
+
+    # -- closing --------------------------------------------------------------------------------------
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and not self._closed and self._hub.exit is None and self._creation is None:
+            try:
+                self.kill()
+            except Exception:
+                _log.log.debug("pyhcs: killing %r on error failed", self, exc_info=True)
+        self.close()
+
+    def _wake_waiters(self) -> None:
+        self._hub.end(END_CLOSED)
+
+    def _close_children(self) -> None:
+        for name in ("stdin", "stdout", "stderr"):
+            f = getattr(self, name)
+            setattr(self, name, None)
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        creation = self._creation
+        if creation is not None:
+            self._creation = None
+            creation.close()
+
+    def _close_native(self) -> None:
+        try:
+            B.hcs_set_process_callback(self._handle, 0, 0, None)
+        except HcsError:
+            _log.log.debug("pyhcs: unregistering the callback of %r failed", self, exc_info=True)
+        B.hcs_close_process(self._handle)
+        self._hub.unregister()
+
+
+class _FreshProcess(Handle):
+    """A second, short-lived process handle (for kill); closed by its creator."""
+
+    _kind = "process"
+
+    def __init__(self, handle: int, system_id: str, pid: int) -> None:
+        super().__init__(handle)
+        self._system_id = system_id
+        self._pid = pid
+        self._closed = True  # the creator closes the native handle; nothing for __del__
+
+    def _context(self) -> tuple[str | None, int | None]:
+        return self._system_id, self._pid
+
+    def _acquire(self, call: str | None = None) -> int:
+        return self._handle
+
+    def _release(self) -> None:
+        pass
+
+    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: float) -> None:
+        op = Operation(call=call, system_id=self._system_id, process_id=self._pid)
+        try:
+            initiate(self, op, call, fn, doc)
+        except BaseException:
+            op.close()
+            raise
+        complete(op, timeout)
+
+
+def _signal_process(handle: int, op: int, doc: str | None) -> None:
+    B.hcs_signal_process(handle, op, doc)
+
+
+def _terminate_process(handle: int, op: int, doc: str | None) -> None:
+    B.hcs_terminate_process(handle, op, doc)
+
+
+def _modify_process(handle: int, op: int, doc: str | None) -> None:
+    B.hcs_modify_process(handle, op, doc or "")
+
+
+def _process_properties(handle: int, op: int, doc: str | None) -> None:
+    B.hcs_get_process_properties(handle, op, doc)
+

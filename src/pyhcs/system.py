@@ -1,0 +1,664 @@
+"""Compute systems as objects: :class:`ComputeSystem`.
+
+::
+
+    config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "me", "Container": {}}
+    with ComputeSystem.create("demo", config) as system:
+        system.start()
+        result = system.run(["echo", "hello"])
+        print(result.stdout)             # b'hello\\n'
+        system.stop(grace=10)            # shutdown, then terminate if it does not stop
+
+What the object guarantees:
+
+* The handle cannot leak: ``with`` closes it, ``close()`` is idempotent, ``__del__`` closes a
+  forgotten one (with a ResourceWarning), and systems created here get
+  ``ShouldTerminateOnLastHandleClosed: true`` unless the configuration says otherwise, so the
+  last close also ends the system. A ``with`` block left by an exception terminates the system
+  it created.
+* Every wait has a timeout: ``timeout=`` per call, else ``system.default_timeout``, else
+  ``pyhcs.DEFAULT_TIMEOUT`` (env ``PYHCS_TIMEOUT``, 240 s). ``math.inf`` waits forever.
+* Errors say what failed: the HRESULT's class (``errors.InvalidStateError``...), the call, the
+  system id, HCS's own message and ErrorEvents.
+* Events are registered before anything can happen, so no exit is missed.
+
+A ComputeSystem may be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import _backend as B
+from . import _log
+from ._docs import Document, compute_system_config, loads, to_json
+from ._handle import Deadline, Handle, resolve_timeout, timeout_error
+from .errors import (
+    HcsError,
+    OperationTimeoutError,
+    is_already_stopped,
+    is_timeout,
+    make_error,
+)
+from .events import END_CLOSED, END_DISCONNECTED, Event, EventHub, EventStream, SystemExitStatus, dispatch_event
+from .operation import Operation, complete, initiate
+from .process import CompletedProcess, Process, process_parameters
+
+if TYPE_CHECKING:
+    import os
+
+__all__ = ["ComputeSystem"]
+
+_E_UNEXPECTED = 0x8000FFFF
+_HCS_E_SERVICE_DISCONNECT = 0x8037011E
+
+
+def _modify(handle: int, op: int, doc: str | None) -> None:
+    B.hcs_modify_compute_system(handle, op, doc or "")
+
+
+#: action -> (HCS function name, backend function taking (system, operation, document))
+_ACTIONS: dict[str, tuple[str, Callable[[int, int, str | None], None]]] = {
+    "start": ("HcsStartComputeSystem", lambda h, o, d: B.hcs_start_compute_system(h, o, d)),
+    "shutdown": ("HcsShutDownComputeSystem", lambda h, o, d: B.hcs_shut_down_compute_system(h, o, d)),
+    "terminate": ("HcsTerminateComputeSystem", lambda h, o, d: B.hcs_terminate_compute_system(h, o, d)),
+    "crash": ("HcsCrashComputeSystem", lambda h, o, d: B.hcs_crash_compute_system(h, o, d)),
+    "pause": ("HcsPauseComputeSystem", lambda h, o, d: B.hcs_pause_compute_system(h, o, d)),
+    "resume": ("HcsResumeComputeSystem", lambda h, o, d: B.hcs_resume_compute_system(h, o, d)),
+    "save": ("HcsSaveComputeSystem", lambda h, o, d: B.hcs_save_compute_system(h, o, d)),
+    "properties": ("HcsGetComputeSystemProperties", lambda h, o, d: B.hcs_get_compute_system_properties(h, o, d)),
+    "modify": ("HcsModifyComputeSystem", _modify),
+}
+
+
+def _property_query(types: Sequence[str], query: Document | None) -> Document | None:
+    if query is not None:
+        if types:
+            raise TypeError("pass property types or query=, not both")
+        return query
+    return {"PropertyTypes": list(types)} if types else None
+
+
+def parse_properties(doc: str | None, call: str, system_id: str | None) -> dict[str, Any]:
+    """The Properties document of a successful query (spec §9.12: an empty one is an error)."""
+    value = loads(doc)
+    if not isinstance(value, dict):
+        raise make_error(
+            _E_UNEXPECTED,
+            message=f"{call} succeeded but returned {'no document' if value is None else 'a non-object'}",
+            call=call,
+            system_id=system_id,
+        )
+    return value
+
+
+def parse_enumeration(doc: str | None) -> list[dict[str, Any]]:
+    value = loads(doc)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise make_error(
+            _E_UNEXPECTED, message="HcsEnumerateComputeSystems returned a non-array", call="HcsEnumerateComputeSystems"
+        )
+    return [item for item in value if isinstance(item, dict)]
+
+
+def enumeration_query(
+    query: Document | None,
+    ids: Sequence[str] | None,
+    names: Sequence[str] | None,
+    types: Sequence[str] | None,
+    owners: Sequence[str] | None,
+) -> str | None:
+    filters = {"Ids": ids, "Names": names, "Types": types, "Owners": owners}
+    given = {k: list(v) for k, v in filters.items() if v is not None}
+    if query is not None:
+        if given:
+            raise TypeError("pass query= or the ids/names/types/owners filters, not both")
+        return to_json(query, "system query")
+    return json.dumps(given) if given else None
+
+
+class ComputeSystem(Handle):
+    """An HCS compute system (HCS_SYSTEM handle). Create with :meth:`create`, open with
+    :meth:`open`; do not construct directly.
+
+    Attributes
+    ----------
+    id: str
+        The compute system id.
+    default_timeout: float | None
+        Timeout of this system's waits when ``timeout=`` is not given (None: the package
+        default). Processes created here inherit it.
+    """
+
+    _kind = "compute system"
+
+    def __init__(self, handle: int, id: str, *, created: bool, default_timeout: float | None = None) -> None:
+        super().__init__(handle)
+        self.id = id
+        self.default_timeout = default_timeout
+        self._created = created
+        self._creation: Operation | None = None
+        self._hub = EventHub("system", id)
+        self._children: weakref.WeakSet[Process] = weakref.WeakSet()
+        key = self._hub.register()
+        try:
+            # Before anything else (in particular before Start): no exit can be missed.
+            self._native("HcsSetComputeSystemCallback", B.hcs_set_compute_system_callback, 0, key, dispatch_event)
+        except BaseException:
+            self._hub.unregister()
+            self._closed = True  # nothing for __del__ to do: the caller closes the handle
+            raise
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def _adopt(cls, handle: int, id: str, *, created: bool, default_timeout: float | None) -> ComputeSystem:
+        try:
+            return cls(handle, id, created=created, default_timeout=default_timeout)
+        except BaseException:
+            B.hcs_close_compute_system(handle)
+            raise
+
+    @classmethod
+    def _begin_create(
+        cls, id: str, config: Document, *, callback: bool, default_timeout: float | None
+    ) -> ComputeSystem:
+        text = compute_system_config(config)
+        call = "HcsCreateComputeSystem"
+        op = Operation(call=call, system_id=id, callback=callback, default_timeout=default_timeout)
+        try:
+            op_handle = op._acquire(call)
+            try:
+                handle: int = _log.timed(call, f"system {id!r}", B.hcs_create_compute_system, id, text, op_handle)
+            finally:
+                op._release()
+        except HcsError as err:
+            op.close()
+            if err.system_id is None:
+                err.system_id = id
+            raise
+        except BaseException:
+            op.close()
+            raise
+        try:
+            system = cls._adopt(handle, id, created=True, default_timeout=default_timeout)
+        except BaseException:
+            op.close()
+            raise
+        system._creation = op
+        return system
+
+    @classmethod
+    def create(
+        cls,
+        id: str,
+        config: Document,
+        *,
+        timeout: float | None = None,
+        default_timeout: float | None = None,
+    ) -> ComputeSystem:
+        """HcsCreateComputeSystem: creates the system ``id`` (state Created) and waits for it.
+
+        ``config`` is a ``pyhcs.schema.ComputeSystem`` model, a dict or JSON text;
+        ``ShouldTerminateOnLastHandleClosed`` defaults to true. Raises
+        ``errors.SystemAlreadyExistsError`` (a FileExistsError) when the id is taken,
+        ``errors.InvalidJsonError`` for a bad configuration. On a timeout the error carries
+        the half-created system as ``err.system`` (``err.system.wait_created()`` to go on).
+        """
+        system = cls._begin_create(id, config, callback=False, default_timeout=default_timeout)
+        system.wait_created(timeout)
+        return system
+
+    def wait_created(self, timeout: float | None = None) -> None:
+        """Waits for a pending creation (only needed after a create timed out)."""
+        op = self._creation
+        if op is None:
+            return
+        try:
+            op.result(resolve_timeout(timeout, self.default_timeout))
+        except OperationTimeoutError as err:
+            if err.operation is op and not op._done:
+                err.system = self  # type: ignore[attr-defined]
+                raise
+            self._creation_failed(op, err)
+        except HcsError as err:
+            self._creation_failed(op, err)
+        self._creation = None
+        op.close()
+
+    def _creation_failed(self, op: Operation, err: HcsError) -> None:
+        # HCS returned a handle even though creation failed: it must still be closed
+        # (spec §9.7); with terminate-on-close that also ends whatever was half made.
+        self._creation = None
+        op.close()
+        self.close()
+        raise err
+
+    def _ensure_created(self) -> None:
+        if self._creation is not None:
+            self.wait_created()
+
+    @classmethod
+    def open(cls, id: str, *, default_timeout: float | None = None) -> ComputeSystem:
+        """HcsOpenComputeSystem: a new handle to an existing system (any process may have
+        created it). Raises ``errors.SystemNotFoundError`` (a FileNotFoundError)."""
+        handle: int = _log.timed("HcsOpenComputeSystem", f"system {id!r}", B.hcs_open_compute_system, id)
+        system = cls._adopt(handle, id, created=False, default_timeout=default_timeout)
+        try:
+            system._poll_exit()
+        except BaseException:
+            system.close()
+            raise
+        return system
+
+    def _poll_exit(self) -> None:
+        """Records the exit of a system that stopped before our callback was registered."""
+        try:
+            doc = self._native("HcsWaitForComputeSystemExit", B.hcs_wait_for_compute_system_exit, 0)
+        except HcsError as err:
+            if not is_timeout(err):
+                _log.log.debug("pyhcs: exit poll of system %r failed: %s", self.id, err)
+            return
+        self._hub.set_exit(SystemExitStatus.from_document(doc, "wait"))
+
+    @staticmethod
+    def enumerate(
+        query: Document | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        owners: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """HcsEnumerateComputeSystems: the basic properties of every matching system.
+
+        Either a ``SystemQuery`` document or the ``ids``/``names``/``types``/``owners`` filters.
+        """
+        text = enumeration_query(query, ids, names, types, owners)
+        op = begin_enumerate(text, callback=False)
+        return parse_enumeration(complete(op, timeout))
+
+    # -- description ------------------------------------------------------------------------------
+    def _context(self) -> tuple[str | None, int | None]:
+        return self.id, None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "exited" if self._hub.exit is not None else "open"
+        return f"<pyhcs.ComputeSystem {self.id!r} {state}>"
+
+    # -- operations -------------------------------------------------------------------------------
+    def submit(self, action: str, document: Document | None = None, *, callback: bool = False) -> Operation:
+        """Starts an action and returns its :class:`Operation` without waiting; you own it.
+
+        ``action`` is one of start, shutdown, terminate, crash, pause, resume, save,
+        properties, modify. ``callback=True`` makes it awaitable without blocking.
+        """
+        self._ensure_created()
+        try:
+            call, fn = _ACTIONS[action]
+        except KeyError:
+            raise ValueError(f"unknown action {action!r}; one of {', '.join(_ACTIONS)}") from None
+        text = to_json(document, f"{action} document")
+        op = Operation(call=call, system_id=self.id, owner=self, callback=callback, default_timeout=self.default_timeout)
+        try:
+            initiate(self, op, call, fn, text)
+        except BaseException:
+            op.close()
+            raise
+        return op
+
+    def _run(self, action: str, document: Document | None, timeout: float | None) -> str | None:
+        op = self.submit(action, document)
+        return complete(op, resolve_timeout(timeout, self.default_timeout))
+
+    def start(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+        """HcsStartComputeSystem: Created -> Running. ``errors.InvalidStateError`` otherwise."""
+        self._run("start", options, timeout)
+
+    def shutdown(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+        """HcsShutDownComputeSystem: asks the guest to shut down and waits until it has.
+
+        Returns False when the system had already stopped (not an error: shutdown is
+        idempotent), True otherwise. ``options``: ShutdownOptions (schema 2.5). Raises
+        ``errors.InvalidStateError`` for a Created or Paused system. See :meth:`stop` for a
+        shutdown that cannot hang.
+        """
+        try:
+            self._run("shutdown", options, timeout)
+        except HcsError as err:
+            if is_already_stopped(err):
+                return False
+            raise
+        return True
+
+    def terminate(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+        """HcsTerminateComputeSystem: forced power-off. False if it had already stopped."""
+        try:
+            self._run("terminate", options, timeout)
+        except HcsError as err:
+            if is_already_stopped(err):
+                return False
+            raise
+        return True
+
+    def crash(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+        """HcsCrashComputeSystem: makes the guest crash (CrashInitiated/CrashReport events,
+        then the system exits with ExitType UnexpectedExit). ``options``: CrashOptions."""
+        self._run("crash", options, timeout)
+
+    def pause(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+        """HcsPauseComputeSystem: Running -> Paused. ``options``: PauseOptions."""
+        self._run("pause", options, timeout)
+
+    def resume(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+        """HcsResumeComputeSystem: Paused -> Running."""
+        self._run("resume", options, timeout)
+
+    def save(self, options: Document, *, timeout: float | None = None) -> None:
+        """HcsSaveComputeSystem: ``options`` is SaveOptions, e.g.
+        ``{"SaveType": "ToFile", "SaveStateFilePath": "/path/x.vmrs"}``. The system must be
+        paused first (``errors.InvalidStateError`` otherwise)."""
+        self._run("save", options, timeout)
+
+    def properties(self, *types: str, query: Document | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """HcsGetComputeSystemProperties: the basic properties plus the requested ``types``
+        ("Statistics", "ProcessList", "Memory", ...), or a full ``query=`` document."""
+        doc = self._run("properties", _property_query(types, query), timeout)
+        return parse_properties(doc, "HcsGetComputeSystemProperties", self.id)
+
+    @property
+    def state(self) -> str:
+        """The ``State`` property: Created, Running, Paused, Stopped, SavedAsTemplate."""
+        return str(self.properties().get("State", "Unknown"))
+
+    def modify(self, request: Document, *, timeout: float | None = None) -> None:
+        """HcsModifyComputeSystem with a ModifySettingRequest."""
+        self._run("modify", request, timeout)
+
+    # -- exit -------------------------------------------------------------------------------------
+    @property
+    def exit_status(self) -> SystemExitStatus | None:
+        """How the system exited, once it has (else None). Does not block."""
+        status = self._hub.exit
+        return status if isinstance(status, SystemExitStatus) else None
+
+    def _exit_ready(self) -> bool:
+        hub = self._hub
+        return hub.exit is not None or hub.end_reason is not None or hub.closed
+
+    def _exit_outcome(self) -> SystemExitStatus | None:
+        """The exit if known; raises for a stream that ended without one; None if pending."""
+        hub = self._hub
+        if isinstance(hub.exit, SystemExitStatus):
+            return hub.exit
+        if hub.end_reason == END_DISCONNECTED:
+            raise make_error(
+                _HCS_E_SERVICE_DISCONNECT,
+                message="the connection to the compute service was lost before the system exited",
+                call="HcsWaitForComputeSystemExit",
+                system_id=self.id,
+            )
+        if hub.closed or self._closed:
+            raise self._closed_error("wait_exit")
+        return None
+
+    def wait_exit(self, timeout: float | None = None) -> SystemExitStatus:
+        """Waits until the system has exited and returns how (:class:`SystemExitStatus`).
+
+        Raises OperationTimeoutError (the system keeps running), ServiceDisconnectedError if
+        the service went away first, HandleClosedError if the object is closed meanwhile.
+        """
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        self._hub.wait(self._exit_ready, deadline)
+        status = self._exit_outcome()
+        if status is None:
+            raise timeout_error(
+                "waiting for the compute system to exit", deadline, system_id=self.id, still="it is still running"
+            )
+        return status
+
+    def stop(
+        self, grace: float = 30.0, *, options: Document | None = None, timeout: float | None = None
+    ) -> SystemExitStatus:
+        """Stops the system whatever it takes, within bounds (pain point 2).
+
+        Shutdown, wait up to ``grace`` seconds for the exit, then Terminate and wait for the
+        exit (``timeout`` bounds the whole). A system that is Created or Paused (which cannot
+        shut down) is terminated at once; one that already stopped is fine. Each step is
+        logged. Returns the exit status; raises the terminate's error if even that fails.
+        """
+        total = Deadline(resolve_timeout(timeout, self.default_timeout))
+        if isinstance(self._hub.exit, SystemExitStatus):
+            return self._hub.exit
+        grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
+        _log.log.info("pyhcs: stopping %r: shutdown (grace %.1f s)", self.id, grace_deadline.timeout)
+        shutdown_op: Operation | None = None
+        try:
+            try:
+                shutdown_op = self.submit("shutdown", options)
+            except HcsError as err:
+                if is_already_stopped(err):
+                    return self.wait_exit(total.remaining())
+                _log.log.info("pyhcs: %r cannot shut down (%s); terminating", self.id, err.name)
+            else:
+                try:
+                    shutdown_op.wait(grace_deadline.remaining())
+                except OperationTimeoutError:
+                    _log.log.info("pyhcs: %r did not shut down within %.1f s; terminating", self.id, grace)
+                else:
+                    failure = shutdown_op.exception(0)
+                    if failure is None or is_already_stopped(failure):
+                        try:
+                            return self.wait_exit(grace_deadline.remaining())
+                        except OperationTimeoutError:
+                            _log.log.info("pyhcs: %r shut down but did not exit in time; terminating", self.id)
+                    else:
+                        _log.log.info("pyhcs: shutdown of %r failed (%s); terminating", self.id, failure.name)
+            self.terminate(timeout=total.remaining())
+            return self.wait_exit(total.remaining())
+        finally:
+            if shutdown_op is not None:
+                if shutdown_op.done():
+                    shutdown_op.close()
+                else:
+                    shutdown_op.abandon()  # completes once the terminate lands
+
+    # -- processes -----------------------------------------------------------------------------------
+    def _begin_process(self, params: str, *, callback: bool, bufsize: int) -> Process:
+        self._ensure_created()
+        call = "HcsCreateProcess"
+        op = Operation(
+            call=call,
+            system_id=self.id,
+            owner=self,
+            process_info=True,
+            callback=callback,
+            default_timeout=self.default_timeout,
+        )
+        try:
+            handle: int = initiate(self, op, call, lambda h, o, p: B.hcs_create_process(h, p, o), params)
+        except BaseException:
+            op.close()
+            raise
+        try:
+            proc = Process._adopt(handle, self, creation=op, bufsize=bufsize)
+        except BaseException:
+            op.close()
+            raise
+        return proc
+
+    def _add_child(self, proc: Process) -> None:
+        with self._lock:
+            if self._closed:
+                raise self._closed_error("HcsCreateProcess")
+            self._children.add(proc)
+        self._hub.children.add(proc._hub)
+
+    def create_process(
+        self,
+        command: str | Sequence[str] | None = None,
+        *,
+        params: Document | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        stdin: bool | None = None,
+        stdout: bool | None = None,
+        stderr: bool | None = None,
+        console: bool | None = None,
+        console_size: tuple[int, int] | None = None,
+        bufsize: int = -1,
+        timeout: float | None = None,
+    ) -> Process:
+        """HcsCreateProcess: starts a process in the (running) system.
+
+        ``command`` is a command line (str, ``CommandLine``) or an argument list
+        (``CommandArgs``, Linux guests and the emulator); ``params`` a ProcessParameters
+        document the other arguments add to. ``stdin``/``stdout``/``stderr`` ask for pipes,
+        which become binary file objects (``process.stdout.read()``).
+
+        Raises ``errors.Win32FileNotFoundError`` for a missing program,
+        ``errors.InvalidStateError`` when the system is not running. On a timeout the error
+        carries the process as ``err.process``.
+        """
+        text = process_parameters(
+            command,
+            params=params,
+            cwd=cwd,
+            env=env,
+            user=user,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            console=console,
+            console_size=console_size,
+        )
+        proc = self._begin_process(text, callback=False, bufsize=bufsize)
+        proc.wait_started(timeout)
+        return proc
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        input: bytes | None = None,
+        capture_output: bool = True,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        params: Document | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CompletedProcess:
+        """Runs a command to completion, like :func:`subprocess.run`.
+
+        Output is drained before the exit is reported. On a timeout the process is killed and
+        OperationTimeoutError raised (with what was read so far as ``err.output`` and
+        ``err.stderr``). ``check=True`` raises :class:`subprocess.CalledProcessError` for a
+        non-zero exit code.
+        """
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        proc = self.create_process(
+            command,
+            params=params,
+            cwd=cwd,
+            env=env,
+            user=user,
+            stdin=input is not None,
+            stdout=capture_output,
+            stderr=capture_output,
+            timeout=deadline.remaining(),
+        )
+        with proc:
+            try:
+                out, err = proc.communicate(input, timeout=deadline.remaining())
+                code = proc.wait(deadline.remaining())
+            except BaseException:
+                try:
+                    proc.kill()
+                except HcsError:
+                    _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
+                raise
+            status = proc.exit_status
+            assert status is not None
+        result = CompletedProcess(command, code, out, err, status, proc.pid)
+        if check:
+            result.check_returncode()
+        return result
+
+    def open_process(self, pid: int, *, stdio: bool = False) -> Process:
+        """HcsOpenProcess: a handle to a process of this system by pid. ``stdio=True`` also
+        asks HcsGetProcessInfo for new handles to its pipes."""
+        return Process.open(self, pid, stdio=stdio)
+
+    # -- events -------------------------------------------------------------------------------------
+    def events(self, *, replay: bool = True, timeout: float | None = None) -> EventStream:
+        """A blocking iterator over this system's events (see :mod:`pyhcs.events`).
+
+        ``replay=True`` starts with the events recorded so far; each ``next()`` waits up to
+        ``timeout``. Ends after SystemExited or ServiceDisconnect, or when closed.
+        """
+        return EventStream(self._hub, replay=replay, timeout=resolve_timeout(timeout, self.default_timeout))
+
+    def add_event_callback(self, fn: Callable[[Event], None], *, replay: bool = False) -> None:
+        """Calls ``fn(event)`` for every event of this system, on pyhcs' dispatcher thread, in
+        order. It may call pyhcs (even close this system) but should not block for long."""
+        self._hub.add_callback(fn, replay)
+
+    def remove_event_callback(self, fn: Callable[[Event], None]) -> None:
+        self._hub.remove_callback(fn)
+
+    # -- closing --------------------------------------------------------------------------------------
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and self._created and not self._closed and self._hub.exit is None:
+            # Leaving a `with` block by an exception: do not leave the system behind.
+            try:
+                self.terminate()
+            except Exception:
+                _log.log.debug("pyhcs: terminating %r on error failed", self.id, exc_info=True)
+        self.close()
+
+    def _wake_waiters(self) -> None:
+        self._hub.end(END_CLOSED)
+
+    def _close_children(self) -> None:
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            child.close()
+        creation = self._creation
+        if creation is not None:
+            self._creation = None
+            creation.close()
+
+    def _close_native(self) -> None:
+        try:
+            B.hcs_set_compute_system_callback(self._handle, 0, 0, None)
+        except HcsError:
+            _log.log.debug("pyhcs: unregistering the callback of %r failed", self.id, exc_info=True)
+        B.hcs_close_compute_system(self._handle)
+        self._hub.unregister()
+
+
+def begin_enumerate(query: str | None, *, callback: bool) -> Operation:
+    call = "HcsEnumerateComputeSystems"
+    op = Operation(call=call, callback=callback)
+    try:
+        op_handle = op._acquire(call)
+        try:
+            _log.timed(call, None, B.hcs_enumerate_compute_systems, query, op_handle)
+        finally:
+            op._release()
+    except BaseException:
+        op.close()
+        raise
+    return op
+

@@ -1,0 +1,136 @@
+"""VM utilities: guest and runtime state files, VM access grants, processor compatibility of
+a saved state (computecore.dll, all synchronous; spec §8.2).
+
+::
+
+    vm.create_empty_guest_state_file("/vms/a/a.vmgs")
+    vm.grant_vm_access("vm-a", "/vms/a/disk.vhdx")
+    vm.processor_compatibility("/vms/a/saved.vmrs")["ProcessorFeatures"]
+
+Paths may be ``str`` or :class:`os.PathLike`. Failures are HcsErrors with ``.filename`` set:
+a missing file is ``errors.Win32FileNotFoundError``/``errors.PathNotFoundError`` (both
+FileNotFoundError), an existing one ``errors.Win32FileExistsError`` (a FileExistsError).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import _backend as B
+from . import _log
+from .errors import HcsError, make_error
+
+__all__ = [
+    "access_entries",
+    "create_empty_guest_state_file",
+    "create_empty_runtime_state_file",
+    "grant_vm_access",
+    "grant_vm_group_access",
+    "processor_compatibility",
+    "revoke_vm_access",
+    "revoke_vm_group_access",
+]
+
+_E_UNEXPECTED = 0x8000FFFF
+_ACL_XATTR = "user.hcs.acl"
+_ACL_SIDECAR = ".hcs-acl"
+
+PathLike = str | os.PathLike[str]
+
+
+def _call(name: str, path: PathLike, fn: Callable[..., Any], *args: Any) -> Any:
+    text = os.fspath(path)
+    try:
+        return _log.timed(name, text, fn, *args, text)
+    except HcsError as err:
+        err.filename = text
+        raise
+
+
+def create_empty_guest_state_file(path: PathLike) -> None:
+    """HcsCreateEmptyGuestStateFile: a new .vmgs (fails if it exists)."""
+    _call("HcsCreateEmptyGuestStateFile", path, B.hcs_create_empty_guest_state_file)
+
+
+def create_empty_runtime_state_file(path: PathLike) -> None:
+    """HcsCreateEmptyRuntimeStateFile: a new .vmrs (fails if it exists)."""
+    _call("HcsCreateEmptyRuntimeStateFile", path, B.hcs_create_empty_runtime_state_file)
+
+
+def grant_vm_access(vm_id: str, path: PathLike) -> None:
+    """HcsGrantVmAccess: lets the VM ``vm_id`` (its virtual account) use ``path``. Idempotent."""
+    _call("HcsGrantVmAccess", path, B.hcs_grant_vm_access, vm_id)
+
+
+def revoke_vm_access(vm_id: str, path: PathLike) -> None:
+    """HcsRevokeVmAccess: removes what :func:`grant_vm_access` added. Idempotent."""
+    _call("HcsRevokeVmAccess", path, B.hcs_revoke_vm_access, vm_id)
+
+
+def grant_vm_group_access(path: PathLike) -> None:
+    """HcsGrantVmGroupAccess: read access for every VM (group S-1-5-83-0)."""
+    _call("HcsGrantVmGroupAccess", path, B.hcs_grant_vm_group_access)
+
+
+def revoke_vm_group_access(path: PathLike) -> None:
+    """HcsRevokeVmGroupAccess."""
+    _call("HcsRevokeVmGroupAccess", path, B.hcs_revoke_vm_group_access)
+
+
+def processor_compatibility(saved_state_path: PathLike) -> dict[str, Any]:
+    """HcsGetProcessorCompatibilityFromSavedState: the VmProcessorRequirements of a saved
+    state (``ProcessorFeatures``, ``XsaveProcessorFeatures``, ``CacheLineFlushSize``, ...), to
+    check it can be restored on this host."""
+    text = _call(
+        "HcsGetProcessorCompatibilityFromSavedState",
+        saved_state_path,
+        B.hcs_get_processor_compatibility_from_saved_state,
+    )
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise make_error(
+            _E_UNEXPECTED,
+            message="HcsGetProcessorCompatibilityFromSavedState returned no document",
+            call="HcsGetProcessorCompatibilityFromSavedState",
+        )
+    return value
+
+
+def access_entries(path: PathLike) -> list[dict[str, Any]]:
+    """The VM access entries the emulator recorded for ``path`` (``Sid``, ``VmId``,
+    ``Access``, ``Inherit``). Emulator only: Windows keeps them in the file's ACL, which
+    ``icacls`` shows.
+
+    They live in the ``user.hcs.acl`` extended attribute, or in ``<path>.hcs-acl`` where the
+    filesystem has no user xattrs.
+    """
+    if sys.platform == "win32":  # pragma: no cover
+        raise NotImplementedError("read the ACL with icacls on Windows")
+    text = os.fspath(path)
+    raw: bytes | None = None
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is not None:
+        try:
+            raw = getxattr(text, _ACL_XATTR)
+        except OSError:
+            raw = None
+    if raw is None:
+        try:
+            with open(text + _ACL_SIDECAR, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            if not os.path.exists(text):
+                raise
+            return []
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
