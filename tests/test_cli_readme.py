@@ -10,10 +10,17 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_runs() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks
-    out = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=120)
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_example_is_docs_example() -> None:
+    # docs/example.py is the README's first example; tests/test_readme_example.py runs it
+    assert _blocks()[0] == (README.parent / "docs" / "example.py").read_text()
+
+
+def test_readme_raw_example_runs() -> None:
+    out = subprocess.run([sys.executable, "-c", _blocks()[1]], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "hello from the container" in out.stdout
 

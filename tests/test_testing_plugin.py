@@ -314,11 +314,6 @@ def test_markers_are_registered(inner: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["@pytest.mark.pyhcs_backends(*names)*", "@pytest.mark.pyhcs_real_hcs*"])
 
 
-@pytest.mark.xfail(
-    reason="importing pyhcs.testing.plugin imports pyhcs, which loads the native library at import "
-    "time; a missing library breaks the session instead of skipping the fixtures",
-    strict=False,
-)
 def test_a_session_without_the_library_skips_the_fixtures(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 from . import errors  # noqa: I001  (errors first: the generated table imports it)
-from ._backend import backend, backend_features
 from .errors import HcsError
 
 # The Pythonic layer. DEFAULT_TIMEOUT is read at each wait, so assigning
@@ -20,14 +19,32 @@ from .errors import HcsError
 from ._handle import default_timeout_from_env as _default_timeout_from_env
 from ._log import call_statistics, reset_call_statistics, set_slow_call_threshold, slow_call_threshold
 from ._types import EventType, OperationType
-from .events import Event, ExitStatus, SystemExitStatus
-from .operation import Operation
-from .process import CompletedProcess, Process
-from .system import ComputeSystem
-from . import service, vm
 
 if TYPE_CHECKING:
-    from . import aio
+    from . import aio, service, vm
+    from ._backend import backend, backend_features
+    from .events import Event, ExitStatus, SystemExitStatus
+    from .operation import Operation
+    from .process import CompletedProcess, Process
+    from .system import ComputeSystem
+
+# Everything that needs the native library is imported on first use, so that ``import pyhcs``
+# (and pyhcs.errors, pyhcs.schema, the pytest plugin) works on a machine without HCS; the
+# first touch of the library then raises ImportError naming what could not be loaded.
+_LAZY = {
+    "backend": "._backend",
+    "backend_features": "._backend",
+    "Event": ".events",
+    "ExitStatus": ".events",
+    "SystemExitStatus": ".events",
+    "Operation": ".operation",
+    "CompletedProcess": ".process",
+    "Process": ".process",
+    "ComputeSystem": ".system",
+    "aio": None,
+    "service": None,
+    "vm": None,
+}
 
 #: Seconds every wait waits when not told otherwise (env PYHCS_TIMEOUT; math.inf: no limit).
 DEFAULT_TIMEOUT: float = _default_timeout_from_env()
@@ -59,9 +76,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # pyhcs.aio is imported on first use: it pulls in asyncio, which blocking code never needs.
-    if name == "aio":
-        import importlib
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return importlib.import_module(".aio", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _LAZY[name]
+    value: object = importlib.import_module(where or f".{name}", __name__)
+    if where is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
