@@ -54,7 +54,10 @@ class BuildExt(build_ext):
             targets = [HERE / "src" / "pyhcs" / "_emulator"]
         for target in targets:
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(built, target / "libhcsemu.so")
+            # copy then rename, never overwrite in place: a running process may have it mapped
+            tmp = target / "libhcsemu.so.tmp"
+            shutil.copy2(built, tmp)
+            os.replace(tmp, target / "libhcsemu.so")
 
 
 def extensions() -> list[Extension]:
