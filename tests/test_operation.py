@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import itertools
 import json
 import os
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,47 +15,18 @@ import pytest
 import pyhcs
 from pyhcs import ComputeSystem, Operation, OperationType, emulator, errors, raw
 from pyhcs import _backend as B
-from pyhcs import events as ev_mod
-from pyhcs import operation as op_mod
 
-_ids = itertools.count()
-CONFIG: dict[str, Any] = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "pyhcs-tests", "Container": {}}
-
-
-def new_id(prefix: str = "op") -> str:
-    return f"{prefix}-{os.getpid()}-{next(_ids)}"
-
-
-def _snapshot() -> dict[str, int]:
-    st = emulator.statistics()
-    return {
-        "SystemHandles": st["SystemHandles"],
-        "ProcessHandles": st["ProcessHandles"],
-        "Operations": st["Operations"],
-        "hubs": len(ev_mod._hubs),
-        "pending": len(op_mod._pending),
-        "fds": len(os.listdir("/proc/self/fd")),
-    }
+from pyutil import CONFIG, no_leaks
+from pyutil import new_id as _new_id
 
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    before = _snapshot()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        yield
-        gc.collect()
-    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    assert not unclosed, unclosed
-    deadline = time.monotonic() + 15
-    while True:
-        B.flush_callbacks()
-        after = _snapshot()
-        if all(after[k] <= before[k] for k in before):
-            return
-        if time.monotonic() > deadline:
-            assert after == before
-        time.sleep(0.02)
+    yield from no_leaks()
+
+
+def new_id(prefix: str = "op") -> str:
+    return _new_id(prefix)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Runs on whichever backend PYHCS_BACKEND selects (CI runs the suite once per back
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import logging
 import math
@@ -15,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,66 +23,18 @@ import pytest
 import pyhcs
 from pyhcs import ComputeSystem, _log, emulator, errors
 from pyhcs import _backend as B
-from pyhcs import events as ev_mod
-from pyhcs import operation as op_mod
 
-_ids = itertools.count()
-CONFIG: dict[str, Any] = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "pyhcs-tests", "Container": {}}
-
-
-def new_id(prefix: str = "sys") -> str:
-    return f"{prefix}-{os.getpid()}-{next(_ids)}"
-
-
-def _children() -> int:
-    me = str(os.getpid())
-    n = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z":
-            n += 1
-    return n
-
-
-def _snapshot() -> dict[str, int]:
-    st = emulator.statistics()
-    return {
-        "SystemHandles": st["SystemHandles"],
-        "ProcessHandles": st["ProcessHandles"],
-        "Operations": st["Operations"],
-        "hubs": len(ev_mod._hubs),
-        "pending": len(op_mod._pending),
-        "fds": len(os.listdir("/proc/self/fd")),
-        "children": _children(),
-    }
+from pyutil import CONFIG, no_leaks
+from pyutil import new_id as _new_id
 
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    """Nothing a test opened may stay open: handles, operations, registry entries, fds,
-    child processes; and no pyhcs object may have been left for __del__ to close."""
-    before = _snapshot()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        yield
-        gc.collect()
-    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning) and "pyhcs" in str(w.message)]
-    assert not unclosed, unclosed
-    deadline = time.monotonic() + 15
-    while True:
-        B.flush_callbacks()
-        after = _snapshot()
-        if all(after[k] <= before[k] for k in before):
-            return
-        if time.monotonic() > deadline:
-            assert after == before
-        time.sleep(0.02)
+    yield from no_leaks()
+
+
+def new_id(prefix: str = "sys") -> str:
+    return _new_id(prefix)
 
 
 @pytest.fixture
@@ -131,6 +81,7 @@ def test_config_forms_and_terminate_on_close_default() -> None:
     text = json.dumps({**CONFIG, "ShouldTerminateOnLastHandleClosed": False})
     with ComputeSystem.create(new_id(), text) as s:
         assert s.properties("TerminateOnLastHandleClosed")["TerminateOnLastHandleClosed"] is False
+        s.terminate()  # it would outlive its handle otherwise
     with ComputeSystem.create(new_id(), json.dumps(CONFIG).encode()) as s:
         assert s.properties(query={"PropertyTypes": ["TerminateOnLastHandleClosed"]})[
             "TerminateOnLastHandleClosed"
