@@ -226,10 +226,11 @@ void emu_sink_service_disconnect(void);
 typedef struct proc_stat proc_stat;
 /* last: the process's final /proc reading (taken while it was a zombie), or NULL. */
 typedef void (*proc_exit_fn)(void *ctx, int pid, int wait_status, const proc_stat *last);
-/* Start watching pid; fn runs on the reaper thread once it has exited (and been reaped). */
-bool proc_watch(int pid, proc_exit_fn fn, void *ctx);
-/* The holder process that owns a system's process group. */
-int proc_spawn_holder(void);
+/* Start watching pid; fn runs on the reaper thread once it has exited. It has been reaped then,
+ * unless keep_zombie: a group leader stays a zombie (pinning its process group id) until the
+ * owner calls proc_reap. */
+bool proc_watch(int pid, bool keep_zombie, proc_exit_fn fn, void *ctx);
+void proc_reap(int pid);
 /* Process statistics from /proc. */
 struct proc_stat {
     int pid, pgrp;

@@ -28,6 +28,7 @@ extern char **environ;
 
 typedef struct watch {
     int pid, pidfd;
+    bool keep_zombie;
     proc_exit_fn fn;
     void *ctx;
 } watch;
@@ -51,6 +52,20 @@ static void reap_one(watch *w) {
     int status = 0;
     proc_stat last;
     bool have_last = proc_read(w->pid, &last); /* a zombie still shows its final CPU times */
+    if (w->keep_zombie) {
+        /* Read the status but leave the zombie: it keeps its process group (and pid) from
+         * being reused until the owner reaps it with proc_reap. */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r;
+        do {
+            r = waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOWAIT);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0 && si.si_code == CLD_EXITED) status = (si.si_status & 0xFF) << 8;
+        else if (r == 0) status = si.si_status & 0x7F; /* killed (or dumped) by a signal */
+        w->fn(w->ctx, w->pid, status, have_last ? &last : NULL);
+        return;
+    }
     pid_t r;
     do {
         r = waitpid(w->pid, &status, 0);
@@ -94,10 +109,11 @@ static void *waiter_main(void *arg) {
     return NULL;
 }
 
-bool proc_watch(int pid, proc_exit_fn fn, void *ctx) {
+bool proc_watch(int pid, bool keep_zombie, proc_exit_fn fn, void *ctx) {
     watch *w = malloc(sizeof *w);
     if (!w) return false;
     w->pid = pid;
+    w->keep_zombie = keep_zombie;
     w->fn = fn;
     w->ctx = ctx;
     w->pidfd = pidfd_open_(pid);
@@ -138,38 +154,11 @@ bool proc_watch(int pid, proc_exit_fn fn, void *ctx) {
     return ok;
 }
 
-int proc_spawn_holder(void) {
-    /* The holder leads the system's process group, so the group outlives any one process
-     * and one killpg reaches everything the system runs. It only sleeps. */
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_init(&fa);
-    sigset_t none, def;
-    sigemptyset(&none);
-    sigfillset(&def);
-    sigdelset(&def, SIGKILL);
-    sigdelset(&def, SIGSTOP);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &def);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    static char *const argv_sleep[] = {"sleep", "infinity", NULL};
-    static char *const env[] = {"PATH=/usr/bin:/bin", NULL};
-    pid_t pid = -1;
-    int rc = posix_spawnp(&pid, "sleep", &fa, &attr, argv_sleep, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-        emu_log("cannot start the process-group holder: %s", strerror(rc));
-        errno = rc;
-        return -1;
-    }
-    return pid;
+void proc_reap(int pid) {
+    pid_t r;
+    do {
+        r = waitpid(pid, NULL, 0);
+    } while (r < 0 && errno == EINTR);
 }
 
 /* ------------------------------------------------------------------ /proc */

@@ -6,9 +6,10 @@
  * over finer locking. Events are always delivered after svc_mu is released, because event
  * callbacks may call straight back into the API.
  *
- * A running system owns a process group led by a "holder" process; every process created in
- * the system joins that group, so pause/resume/terminate are one killpg each and statistics
- * are the sum over the group in /proc.
+ * A running system's processes share one process group, led by the first process created in
+ * it. When that leader exits, its zombie is left unreaped until the system stops, so the group
+ * (and its id) outlives it and can never be recycled by an unrelated process: pause, resume
+ * and terminate are one killpg each, and statistics are the sum over the group in /proc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,7 +56,7 @@ struct svc_system {
     int state;
     bool registered, stopping, force_stop, terminate_on_close;
     int handles;
-    int holder; /* pid of the group leader, 0 when not running */
+    int pgid; /* the process group (= its leader's pid), 0 until the first process */
     uint64_t start_ms_epoch, start_mono_ms;
     uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
     char *exit_doc;
@@ -431,10 +432,15 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         return S_OK;
     }
     s->stopping = true;
-    int pg = s->holder;
+    int pg = s->pgid;
     pthread_mutex_unlock(&svc_mu);
 
-    bool graceful_done = false;
+    bool graceful_done = kind == STOP_GRACEFUL && pg <= 0 && !g_settings.ignore_shutdown;
+    if (kind == STOP_GRACEFUL && pg <= 0 && g_settings.ignore_shutdown) {
+        pthread_mutex_lock(&svc_mu); /* a guest that ignores shutdown: only a terminate ends it */
+        while (!s->force_stop) pthread_cond_wait(&svc_cv, &svc_mu);
+        pthread_mutex_unlock(&svc_mu);
+    }
     if (kind == STOP_GRACEFUL && pg > 0) {
         if (!g_settings.ignore_shutdown) killpg(pg, SIGTERM);
         uint64_t deadline = emu_now_ms() + g_settings.shutdown_grace_ms;
@@ -453,16 +459,24 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         pthread_mutex_unlock(&svc_mu);
     }
     if (pg > 0) {
-        /* SIGKILL also ends stopped (paused) processes; the holder dies with the group. */
+        /* SIGKILL also ends stopped (paused) processes. */
         killpg(pg, SIGKILL);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
-        while (!(proc_group_empty(pg) && all_exits_delivered_locked(s)) && emu_now_ms() < deadline) {
+        while (!all_exits_delivered_locked(s) && emu_now_ms() < deadline) {
             struct timespec ts;
             emu_deadline(&ts, 5);
             pthread_cond_timedwait(&svc_cv, &svc_mu, &ts);
         }
         pthread_mutex_unlock(&svc_mu);
+        /* Every process we started has been seen to exit, the leader included: reap its
+         * zombie. From here on only signal 0 goes to the group id, so even a recycled id
+         * could not be hurt; members left (grandchildren) keep the id pinned meanwhile. */
+        proc_reap(pg);
+        while (!proc_group_empty(pg) && emu_now_ms() < deadline) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     HRESULT status = S_OK;
     const char *exit_type = "ForcedExit", *detail = "Terminate", *initiator = "Client";
@@ -488,7 +502,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     char *exit_doc = exit_status_doc(status, exit_type, detail, initiator);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
-    s->holder = 0;
+    s->pgid = 0;
     s->stopping = false;
     free(s->exit_doc);
     s->exit_doc = strdup(exit_doc);
@@ -512,23 +526,6 @@ static void unexpected_job(void *arg) {
     svc_system *s = arg;
     do_stop(s, STOP_UNEXPECTED, NULL);
     svc_unref(s);
-}
-
-static void on_holder_exit(void *ctx, int pid, int status, const proc_stat *last) {
-    (void)status;
-    (void)last;
-    svc_system *s = ctx;
-    pthread_mutex_lock(&svc_mu);
-    bool unexpected = s->holder == pid && !s->stopping && s->state != ST_STOPPED;
-    pthread_cond_broadcast(&svc_cv);
-    pthread_mutex_unlock(&svc_mu);
-    /* The "guest" died by itself: stop the system from a worker, because stopping waits for
-     * the other processes, and their exits are reaped by this very thread. */
-    if (unexpected) {
-        if (!emu_submit(unexpected_job, s)) svc_unref(s);
-    } else {
-        svc_unref(s);
-    }
 }
 
 HRESULT svc_shutdown(svc_system *s, const json *opts, char **doc) {
@@ -578,17 +575,17 @@ HRESULT svc_inject_unexpected_exit(const char *id) {
     svc_system *s;
     if (FAILED(svc_open(id, &s))) return HCS_E_SYSTEM_NOT_FOUND;
     pthread_mutex_lock(&svc_mu);
-    int holder = s->holder;
     int st = s->state;
+    bool stopping = s->stopping;
     pthread_mutex_unlock(&svc_mu);
-    HRESULT hr = S_OK;
     if (st != ST_RUNNING && st != ST_PAUSED) {
-        hr = HCS_E_INVALID_STATE;
-    } else if (holder > 0) {
-        kill(holder, SIGKILL); /* the reaper notices and stops the system as UnexpectedExit */
+        svc_unref(s);
+        (void)stopping;
+        return HCS_E_INVALID_STATE; /* only a running or paused system can die */
     }
-    svc_unref(s);
-    return hr;
+    /* The "guest" dies: stop on a worker, as the service would notice it there. */
+    if (!emu_submit(unexpected_job, s)) unexpected_job(s); /* unexpected_job drops the reference */
+    return S_OK;
 }
 
 /* ------------------------------------------------------------------ state changes */
@@ -607,26 +604,12 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
-    s->stopping = true; /* "starting": keeps concurrent starts and stops out */
-    pthread_mutex_unlock(&svc_mu);
-    int pid = proc_spawn_holder();
-    pthread_mutex_lock(&svc_mu);
-    s->stopping = false;
-    if (pid < 0) {
-        pthread_mutex_unlock(&svc_mu);
-        return fail(doc, HCS_E_TERMINATED_DURING_START, "The compute system could not start: %s", strerror(errno));
-    }
-    s->holder = pid;
+    /* Nothing to boot: the system's process group comes into being with its first process. */
     s->state = ST_RUNNING;
     s->start_ms_epoch = now_ms_epoch();
     s->start_mono_ms = emu_now_ms();
-    s->refs++; /* for the watch */
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (!proc_watch(pid, on_holder_exit, s)) {
-        kill(pid, SIGKILL);
-        svc_unref(s);
-    }
     return S_OK;
 }
 
@@ -654,14 +637,14 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "pause");
     }
-    killpg(s->holder, SIGSTOP);
-    int pg = s->holder;
+    int pg = s->pgid;
+    if (pg > 0) killpg(pg, SIGSTOP);
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
     /* Pause completes once the stop has reached every process, as a VM pause completes once
      * the virtual processors are halted. */
-    proc_group_wait_stopped(pg, 2000);
+    if (pg > 0) proc_group_wait_stopped(pg, 2000);
     return S_OK;
 }
 
@@ -673,12 +656,12 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "resume");
     }
-    killpg(s->holder, SIGCONT);
-    int pg = s->holder;
+    int pg = s->pgid;
+    if (pg > 0) killpg(pg, SIGCONT);
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    proc_group_wait_state(pg, false, 2000);
+    if (pg > 0) proc_group_wait_state(pg, false, 2000);
     return S_OK;
 }
 
@@ -778,9 +761,9 @@ static json *statistics_locked(svc_system *s) {
     json_set(st, "Uptime100ns", json_new_uint(uptime));
     uint64_t user = s->exited_user_100ns, kern = s->exited_kernel_100ns, rss = 0, shared = 0, vsz = 0;
     uint64_t rb = s->exited_read, wb = s->exited_write, rops = s->exited_rops, wops = s->exited_wops;
-    if (s->holder > 0) {
+    if (s->pgid > 0) {
         proc_stat *ps = malloc(sizeof *ps * 4096);
-        size_t n = ps ? proc_list_group(s->holder, ps, 4096) : 0;
+        size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
         for (size_t i = 0; i < n; i++) {
             user += ps[i].utime_100ns;
             kern += ps[i].stime_100ns;
@@ -815,11 +798,10 @@ static json *statistics_locked(svc_system *s) {
 
 static json *process_list_locked(svc_system *s) {
     json *arr = json_new_array();
-    if (s->holder <= 0) return arr;
+    if (s->pgid <= 0) return arr;
     proc_stat *ps = malloc(sizeof *ps * 4096);
-    size_t n = ps ? proc_list_group(s->holder, ps, 4096) : 0;
+    size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
     for (size_t i = 0; i < n; i++) {
-        if (ps[i].pid == s->holder) continue; /* the group holder is infrastructure */
         if (ps[i].state == 'Z' || ps[i].state == 'X') continue; /* exited, awaiting its reaper */
         json *d = json_new_object();
         json_set(d, "ProcessId", json_new_uint((uint64_t)ps[i].pid));
@@ -1284,10 +1266,10 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         goto done;
     }
     pthread_mutex_lock(&svc_mu);
-    int st = s->state, holder = s->holder;
+    int st = s->state;
     char *workdir = s->workdir ? strdup(s->workdir) : NULL;
     pthread_mutex_unlock(&svc_mu);
-    if (st != ST_RUNNING || holder <= 0) {
+    if (st != ST_RUNNING) {
         free(workdir);
         hr = wrong_state(doc, s, st, "create a process in");
         goto done;
@@ -1348,7 +1330,6 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     sigdelset(&def, SIGSTOP);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &def); /* Python ignores SIGPIPE: children must not */
-    posix_spawnattr_setpgroup(&attr, holder);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid;
     /* svc_mu is held across the spawn so the child's exit cannot be reaped before its record
@@ -1361,6 +1342,9 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         hr = wrong_state(doc, s, st2, "create a process in");
         goto done;
     }
+    /* The first process leads a new group; later ones join it (svc_mu keeps this atomic). */
+    bool leader = s->pgid <= 0;
+    posix_spawnattr_setpgroup(&attr, leader ? 0 : s->pgid);
     int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
@@ -1408,13 +1392,14 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     p->next = s->procs;
     s->procs = p;
     n_procs++;
+    if (leader) s->pgid = pid;
     s->refs++; /* for the watch */
     pthread_mutex_unlock(&svc_mu);
     free(workdir);
     exit_ctx *x = malloc(sizeof *x);
     x->s = s;
     x->pid = (uint32_t)pid;
-    if (!proc_watch(pid, on_process_exit, x)) {
+    if (!proc_watch(pid, leader, on_process_exit, x)) {
         free(x);
         svc_unref(s);
     }
