@@ -15,7 +15,8 @@ typedef struct slot {
     uint32_t next_free;
 } slot;
 
-static pthread_mutex_t tab_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Lookups (every call) take it shared; only open and close take it exclusively. */
+static pthread_rwlock_t tab_mu = PTHREAD_RWLOCK_INITIALIZER;
 static slot *tab;
 static uint32_t tab_cap, free_head = UINT32_MAX, live[4];
 
@@ -33,16 +34,16 @@ void hobj_unref(hobj *o) {
 }
 
 uintptr_t handle_register(hobj *o) {
-    pthread_mutex_lock(&tab_mu);
+    pthread_rwlock_wrlock(&tab_mu);
     if (free_head == UINT32_MAX) {
         uint32_t ncap = tab_cap ? tab_cap * 2 : 64;
         if (ncap > (1u << 29)) {
-            pthread_mutex_unlock(&tab_mu);
+            pthread_rwlock_unlock(&tab_mu);
             return 0;
         }
         slot *nt = realloc(tab, ncap * sizeof *nt);
         if (!nt) {
-            pthread_mutex_unlock(&tab_mu);
+            pthread_rwlock_unlock(&tab_mu);
             return 0;
         }
         for (uint32_t i = tab_cap; i < ncap; i++) {
@@ -61,7 +62,7 @@ uintptr_t handle_register(hobj *o) {
     uintptr_t v = ((uintptr_t)tab[i].gen << 32) | ((uintptr_t)i << IDX_SHIFT) | (uintptr_t)o->type;
     o->value = v;
     live[o->type]++;
-    pthread_mutex_unlock(&tab_mu);
+    pthread_rwlock_unlock(&tab_mu);
     return v;
 }
 
@@ -75,16 +76,16 @@ static slot *lookup(uintptr_t h, htype t) {
 }
 
 hobj *handle_get(uintptr_t h, htype t) {
-    pthread_mutex_lock(&tab_mu);
+    pthread_rwlock_rdlock(&tab_mu);
     slot *s = lookup(h, t);
     hobj *o = s ? s->obj : NULL;
     if (o) hobj_ref(o);
-    pthread_mutex_unlock(&tab_mu);
+    pthread_rwlock_unlock(&tab_mu);
     return o;
 }
 
 hobj *handle_unregister(uintptr_t h, htype t) {
-    pthread_mutex_lock(&tab_mu);
+    pthread_rwlock_wrlock(&tab_mu);
     slot *s = lookup(h, t);
     hobj *o = NULL;
     if (s) {
@@ -97,12 +98,12 @@ hobj *handle_unregister(uintptr_t h, htype t) {
         free_head = i;
         live[o->type]--;
     }
-    pthread_mutex_unlock(&tab_mu);
+    pthread_rwlock_unlock(&tab_mu);
     return o;
 }
 
 void handle_foreach(htype t, void (*fn)(hobj *o, void *arg), void *arg) {
-    pthread_mutex_lock(&tab_mu);
+    pthread_rwlock_rdlock(&tab_mu);
     size_t n = 0;
     hobj **objs = malloc((live[t] + 1) * sizeof *objs);
     if (objs) {
@@ -114,7 +115,7 @@ void handle_foreach(htype t, void (*fn)(hobj *o, void *arg), void *arg) {
             }
         }
     }
-    pthread_mutex_unlock(&tab_mu);
+    pthread_rwlock_unlock(&tab_mu);
     /* Callbacks run outside the table lock: they may open or close handles. */
     for (size_t k = 0; k < n; k++) {
         fn(objs[k], arg);
@@ -124,8 +125,8 @@ void handle_foreach(htype t, void (*fn)(hobj *o, void *arg), void *arg) {
 }
 
 size_t handle_count(htype t) {
-    pthread_mutex_lock(&tab_mu);
+    pthread_rwlock_rdlock(&tab_mu);
     size_t n = live[t];
-    pthread_mutex_unlock(&tab_mu);
+    pthread_rwlock_unlock(&tab_mu);
     return n;
 }

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "emu.h"
@@ -48,7 +49,7 @@ typedef struct sproc {
 } sproc;
 
 struct svc_system {
-    int refs;
+    atomic_int refs; /* atomic: taken and dropped on every call, without svc_mu */
     char *id, *owner;
     int type;
     json *config;
@@ -146,17 +147,10 @@ static void free_proc(sproc *p) {
     n_procs--;
 }
 
-void svc_ref(svc_system *s) {
-    pthread_mutex_lock(&svc_mu);
-    s->refs++;
-    pthread_mutex_unlock(&svc_mu);
-}
+void svc_ref(svc_system *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
 
 void svc_unref(svc_system *s) {
-    pthread_mutex_lock(&svc_mu);
-    bool last = --s->refs == 0;
-    pthread_mutex_unlock(&svc_mu);
-    if (!last) return;
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
     while (s->procs) {
         sproc *p = s->procs;
         s->procs = p->next;
