@@ -8,12 +8,14 @@ calls never stall other Python threads; long waits are cut into slices so Ctrl-C
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .. import errors
 from .._dispatch import KIND_EVENT, KIND_OPERATION, Item, new_dispatcher
@@ -132,6 +134,30 @@ def _on_event(event: ctypes._Pointer[HCS_EVENT], context: int | None) -> None:
     _queue.put((context or 0, KIND_EVENT, ev.Type & 0xFFFFFFFF, data, ev.Operation or 0))
     with _count_lock:
         _dispatcher.enqueued += 1
+
+
+# handle -> the Hcs*Callback function its event callback was registered with (for the exit hook)
+_event_setters: dict[int, Any] = {}
+
+
+def _take_callbacks_back() -> None:
+    """At exit: a ctypes thunk takes the GIL, and one that a library thread calls after the
+    interpreter has finalized crashes the process (PyGILState_Ensure without an interpreter,
+    cpython#124619). So before finalization starts, every callback the library could still call
+    is unregistered; only a notification the library had already begun to deliver can still
+    arrive, and it finds the interpreter alive. (The compiled backend needs none of this: its
+    C trampolines never take the GIL.)"""
+    _dispatcher.finalizing = True
+    with _dispatcher._lock:
+        entries = list(_dispatcher._entries.values())
+    for entry in entries:
+        if entry.kind == KIND_OPERATION:
+            _lib.HcsSetOperationCallback(entry.handle, None, _NO_COMPLETION)
+        elif (setter := _event_setters.get(entry.handle)) is not None:
+            setter(entry.handle, 0, None, _NO_EVENT_CALLBACK)  # waits for callbacks in flight
+
+
+atexit.register(_take_callbacks_back)
 
 
 def flush_callbacks(timeout: float = 5.0) -> bool:
@@ -334,6 +360,7 @@ def hcs_close_compute_system(compute_system: int) -> None:
     # is delivered any more.
     _lib.HcsCloseComputeSystem(compute_system)
     _dispatcher.forget(compute_system, KIND_EVENT)
+    _event_setters.pop(compute_system, None)
 
 
 def hcs_start_compute_system(compute_system: int, operation: int, options: str | None = None) -> None:
@@ -388,14 +415,17 @@ def _set_event_callback(
     if callback is None:
         _check(fn(handle, callback_options, None, _NO_EVENT_CALLBACK), call)  # type: ignore[operator]
         _dispatcher.forget(handle, KIND_EVENT)
+        _event_setters.pop(handle, None)
         return
     if _dispatcher.entry(handle, KIND_EVENT) is not None:
         # One registration per handle: let the library say so, without touching ours.
         _check(fn(handle, callback_options, 0, _on_event), call)  # type: ignore[operator]
     key = _dispatcher.register(handle, KIND_EVENT, callback, context)
+    _event_setters[handle] = fn
     hr = fn(handle, callback_options, key, _on_event)  # type: ignore[operator]
     if hr < 0:
         _dispatcher.forget(handle, KIND_EVENT)
+        _event_setters.pop(handle, None)
         _check(hr, call)
 
 
@@ -440,6 +470,7 @@ def hcs_open_process(compute_system: int, process_id: int, requested_access: int
 def hcs_close_process(process: int) -> None:
     _lib.HcsCloseProcess(process)
     _dispatcher.forget(process, KIND_EVENT)
+    _event_setters.pop(process, None)
 
 
 def hcs_terminate_process(process: int, operation: int, options: str | None = None) -> None:
