@@ -35,6 +35,19 @@ class BinaryDistribution(Distribution):
 
 
 class BuildExt(build_ext):
+    def copy_extensions_to_source(self) -> None:
+        # For --inplace builds: rename into place, never overwrite a library a running
+        # process may have mapped (that process would crash).
+        for ext in self.extensions:
+            fullname = self.get_ext_fullname(ext.name)
+            built = Path(self.get_ext_fullpath(fullname))
+            package = ".".join(fullname.split(".")[:-1])
+            dest_dir = Path(self.get_finalized_command("build_py").get_package_dir(package))
+            dest = dest_dir / built.name
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copy2(built, tmp)
+            os.replace(tmp, dest)
+
     def run(self) -> None:
         if sys.platform != "win32":
             self._build_emulator()

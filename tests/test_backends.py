@@ -31,7 +31,11 @@ from pyhcs import _backend, errors
 
 from conftest import BACKENDS
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+import pyhcs
+
+# The pyhcs under test (the installed package in CI, src/ in a development tree): subprocesses
+# must import the same one, built extension and emulator included.
+SRC = Path(pyhcs.__file__).resolve().parent.parent
 CYTHON_BUILT = importlib.util.find_spec("pyhcs._core") is not None and "cython" in BACKENDS
 needs_cython = pytest.mark.skipif(
     not CYTHON_BUILT, reason="the compiled backend is not built (or PYHCS_BACKEND excludes it)"

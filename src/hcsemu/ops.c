@@ -59,7 +59,21 @@ static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static job *q_head, *q_tail;
 static size_t n_threads, n_idle;
 
-static void pool_init(void) { emu_cond_init(&pool_cv); }
+/* In a forked child only the forking thread exists: the pool starts empty there (queued jobs
+ * belonged to the parent's operations). pool_mu is held across fork so it is consistent. */
+static void pool_prefork(void) { pthread_mutex_lock(&pool_mu); }
+static void pool_parent(void) { pthread_mutex_unlock(&pool_mu); }
+static void pool_child(void) {
+    pthread_mutex_init(&pool_mu, NULL);
+    emu_cond_init(&pool_cv);
+    q_head = q_tail = NULL;
+    n_threads = n_idle = 0;
+}
+
+static void pool_init(void) {
+    emu_cond_init(&pool_cv);
+    pthread_atfork(pool_prefork, pool_parent, pool_child);
+}
 
 static void *worker_main(void *unused) {
     (void)unused;

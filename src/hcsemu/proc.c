@@ -109,7 +109,21 @@ static void *waiter_main(void *arg) {
     return NULL;
 }
 
+/* A forked child has no reaper thread and none of the parent's children. */
+static void reap_prefork(void) { pthread_mutex_lock(&reap_mu); }
+static void reap_parent(void) { pthread_mutex_unlock(&reap_mu); }
+static void reap_child(void) {
+    pthread_mutex_init(&reap_mu, NULL);
+    if (reap_epfd >= 0) close(reap_epfd);
+    reap_epfd = -1;
+    reap_count = 0;
+    reap_running = false;
+}
+static pthread_once_t reap_once = PTHREAD_ONCE_INIT;
+static void reap_init(void) { pthread_atfork(reap_prefork, reap_parent, reap_child); }
+
 bool proc_watch(int pid, bool keep_zombie, proc_exit_fn fn, void *ctx) {
+    pthread_once(&reap_once, reap_init);
     watch *w = malloc(sizeof *w);
     if (!w) return false;
     w->pid = pid;

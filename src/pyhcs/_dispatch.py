@@ -72,6 +72,9 @@ class Dispatcher:
         """Records a callback for ``handle`` and returns the key to hand to C."""
         with self._lock:
             key = next(self._keys)
+            old = self._by_handle.get((kind, handle))
+            if old is not None:  # a replaced callback: its key is dead from now on
+                self._entries.pop(old, None)
             self._entries[key] = _Entry(key, handle, kind, callback, context)
             self._by_handle[(kind, handle)] = key
         self._ensure_thread()
