@@ -27,11 +27,10 @@ from types import ModuleType
 
 import pytest
 
+import pyhcs
 from pyhcs import _backend, errors
 
 from conftest import BACKENDS
-
-import pyhcs
 
 # The pyhcs under test (the installed package in CI, src/ in a development tree): subprocesses
 # must import the same one, built extension and emulator included.

@@ -18,10 +18,11 @@ import builtins
 import keyword
 import re
 import sys
-import tomllib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = ROOT / "tools" / "errors.toml"

@@ -788,7 +788,7 @@ def is_retryable(exc_or_hr: BaseException | int) -> bool:
 # above; import names from this module, never from pyhcs._hresults directly.
 # ---------------------------------------------------------------------------------------------
 
-from . import _hresults as _gen
+from . import _hresults as _gen  # noqa: E402  (the table needs the classes above)
 
 if not hasattr(_gen, "CODES"):
     # pyhcs._hresults was imported first and is importing us: its classes do not exist yet.
@@ -797,7 +797,7 @@ if not hasattr(_gen, "CODES"):
         f"import {__name__} instead (it loads the generated module itself)"
     )
 
-from ._hresults import *
+from ._hresults import *  # noqa: E402, F403  (the generated classes and constants)
 
 __all__ += _gen.__all__
 
