@@ -24,82 +24,10 @@ import warnings
 from types import ModuleType
 from typing import Any
 
+from ._api_names import PUBLIC_API
+
 log = logging.getLogger("pyhcs")
 
-PUBLIC_API: tuple[str, ...] = (
-    # operations
-    "hcs_create_operation",
-    "hcs_close_operation",
-    "hcs_get_operation_context",
-    "hcs_set_operation_context",
-    "hcs_get_compute_system_from_operation",
-    "hcs_get_process_from_operation",
-    "hcs_get_operation_type",
-    "hcs_get_operation_id",
-    "hcs_get_operation_result",
-    "hcs_get_operation_result_and_process_info",
-    "hcs_wait_for_operation_result",
-    "hcs_wait_for_operation_result_and_process_info",
-    "hcs_set_operation_callback",
-    "hcs_cancel_operation",
-    # compute systems
-    "hcs_enumerate_compute_systems",
-    "hcs_create_compute_system",
-    "hcs_open_compute_system",
-    "hcs_close_compute_system",
-    "hcs_start_compute_system",
-    "hcs_shut_down_compute_system",
-    "hcs_terminate_compute_system",
-    "hcs_crash_compute_system",
-    "hcs_pause_compute_system",
-    "hcs_resume_compute_system",
-    "hcs_save_compute_system",
-    "hcs_get_compute_system_properties",
-    "hcs_modify_compute_system",
-    "hcs_set_compute_system_callback",
-    "hcs_wait_for_compute_system_exit",
-    # processes
-    "hcs_create_process",
-    "hcs_open_process",
-    "hcs_close_process",
-    "hcs_terminate_process",
-    "hcs_signal_process",
-    "hcs_get_process_info",
-    "hcs_get_process_properties",
-    "hcs_modify_process",
-    "hcs_set_process_callback",
-    "hcs_wait_for_process_exit",
-    "close_handle",
-    # host service
-    "hcs_get_service_properties",
-    "hcs_modify_service_settings",
-    "hcs_submit_wer_report",
-    # VM utilities
-    "hcs_create_empty_guest_state_file",
-    "hcs_create_empty_runtime_state_file",
-    "hcs_grant_vm_access",
-    "hcs_revoke_vm_access",
-    "hcs_grant_vm_group_access",
-    "hcs_revoke_vm_group_access",
-    "hcs_get_processor_compatibility_from_saved_state",
-    # storage (computestorage.dll)
-    "hcs_import_layer",
-    "hcs_export_layer",
-    "hcs_export_legacy_writable_layer",
-    "hcs_destroy_layer",
-    "hcs_setup_base_os_layer",
-    "hcs_setup_base_os_volume",
-    "hcs_initialize_writable_layer",
-    "hcs_initialize_legacy_writable_layer",
-    "hcs_attach_layer_storage_filter",
-    "hcs_detach_layer_storage_filter",
-    "hcs_format_writable_layer_vhd",
-    "hcs_get_layer_vhd_mount_path",
-    # about the library and the callback machinery
-    "library_path",
-    "has_function",
-    "flush_callbacks",
-)
 
 _MODULES = {"cython": "pyhcs._core", "ctypes": "pyhcs._fallback"}
 
