@@ -814,7 +814,7 @@ _OWN_CALLBACK_SCRIPT = """
 import ctypes, json, os, sys, threading
 from pyhcs import _backend as B, emulator
 
-lib = ctypes.CDLL(emulator.library_path())
+lib = ctypes.CDLL(B.library_path())  # the library the backend loaded (PYHCS_LIBRARY may name another)
 CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 lib.HcsSetComputeSystemCallback.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, CALLBACK]
 lib.HcsSetComputeSystemCallback.restype = ctypes.c_int32
