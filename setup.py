@@ -40,7 +40,9 @@ class BuildExt(build_ext):
         # process may have mapped (that process would crash).
         for ext in self.extensions:
             fullname = self.get_ext_fullname(ext.name)
-            built = Path(self.get_ext_fullpath(fullname))
+            # setuptools builds into build_lib even for --inplace (get_ext_fullpath would
+            # already name the in-place destination here)
+            built = Path(self.build_lib) / self.get_ext_filename(fullname)
             package = ".".join(fullname.split(".")[:-1])
             dest_dir = Path(self.get_finalized_command("build_py").get_package_dir(package))
             dest = dest_dir / built.name
