@@ -41,9 +41,30 @@ from pyhcs.schema import (
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = json.loads((ROOT / "tools" / "schema" / "hcs-schema2.json").read_text("utf-8"))
-TYPES: dict[str, Any] = {
-    name: spec for name, spec in FACTS["types"].items() if not spec.get("boilerplate")
-}
+GUEST = json.loads((ROOT / "tools" / "schema" / "guest-resources.json").read_text("utf-8"))
+OVERRIDES = json.loads((ROOT / "tools" / "schema" / "overrides.json").read_text("utf-8"))
+
+
+def _effective_types() -> dict[str, Any]:
+    """The facts as the models must reflect them: the schema types, the guest request types,
+    and the additions of overrides.json and guest-resources.json (extra enum values, fields)."""
+    types: dict[str, Any] = {
+        name: dict(spec) for name, spec in FACTS["types"].items() if not spec.get("boilerplate")
+    }
+    for name, spec in GUEST["types"].items():
+        types[name] = {**spec, "fields": [{**f, "since": None} for f in spec["fields"]]}
+    added = {n: [{"value": v} for v in vs] for n, vs in GUEST["enum_values"].items()}
+    for n, members in OVERRIDES["additions"]["enum_values"].items():
+        added.setdefault(n, []).extend(members)
+    for n, members in added.items():
+        types[n]["members"] = [*types[n]["members"], *members]
+        types[n]["values"] = [*types[n]["values"], *(m["value"] for m in members)]
+    for n, fields in OVERRIDES["additions"]["fields"].items():
+        types[n]["fields"] = [*types[n]["fields"], *fields]
+    return types
+
+
+TYPES: dict[str, Any] = _effective_types()
 OBJECTS = [n for n, s in TYPES.items() if s["kind"] == "object"]
 ENUMS = [n for n, s in TYPES.items() if s["kind"] == "enum"]
 
