@@ -51,6 +51,8 @@ def _effective_types() -> dict[str, Any]:
     types: dict[str, Any] = {
         name: dict(spec) for name, spec in FACTS["types"].items() if not spec.get("boilerplate")
     }
+    for name, spec in OVERRIDES["additions"]["types"].items():
+        types[name] = spec
     for name, spec in GUEST["types"].items():
         types[name] = {**spec, "fields": [{**f, "since": None} for f in spec["fields"]]}
     added = {n: [{"value": v} for v in vs] for n, vs in GUEST["enum_values"].items()}

@@ -287,6 +287,10 @@ class _Gen:
                     raise ValueError(f"guest resource type {name} clashes with a schema type")
                 types[name] = {**spec, "guest": True}
             additions = overrides.get("additions", {})
+            for name, spec in additions.get("types", {}).items():
+                if name in types:
+                    raise ValueError(f"added type {name} clashes with a schema type")
+                types[name] = dict(spec)
             enum_values: dict[str, list[Any]] = {
                 n: [{"value": v} for v in vs]
                 for n, vs in guest.get("enum_values", {}).items()

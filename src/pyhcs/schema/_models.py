@@ -125,6 +125,7 @@ __all__ = [
     "GuestConnectionInfo",
     "GuestCrash",
     "GuestCrashReporting",
+    "GuestMemoryInfo",
     "GuestModifySettingRequest",
     "GuestOs",
     "GuestState",
@@ -4529,6 +4530,31 @@ class PropertyResponse(HcsModel):
     )
 
 
+class GuestMemoryInfo(HcsModel):
+    """HCS schema object ``GuestMemoryInfo``."""
+
+    total_physical_bytes: UInt64 | None = Field(default=None, alias="TotalPhysicalBytes")
+    total_usage: UInt64 | None = Field(default=None, alias="TotalUsage")
+    committed_bytes: UInt64 | None = Field(default=None, alias="CommittedBytes")
+    shared_committed_bytes: UInt64 | None = Field(default=None, alias="SharedCommittedBytes")
+    commit_limit_bytes: UInt64 | None = Field(default=None, alias="CommitLimitBytes")
+    peak_commitment_bytes: UInt64 | None = Field(default=None, alias="PeakCommitmentBytes")
+
+
+class IntegrationComponentStatus(HcsModel):
+    """HCS schema object ``IntegrationComponentStatus``."""
+
+    is_enabled: bool | None = Field(
+        default=None, alias="IsEnabled", json_schema_extra={"since": "2.5"}
+    )
+    state: OpenEnum[IntegrationComponentOperationalState] | None = Field(
+        default=None, alias="State", json_schema_extra={"since": "2.5"}
+    )
+    reason: OpenEnum[IntegrationComponentOperatingStateReason] | None = Field(
+        default=None, alias="Reason", json_schema_extra={"since": "2.5"}
+    )
+
+
 class Properties(HcsModel):
     """HCS schema object ``Properties``. Result or remarks of HcsEnumerateComputeSystems,
     HcsGetComputeSystemProperties.
@@ -4582,6 +4608,21 @@ class Properties(HcsModel):
         default=None, alias="PropertyResponses", json_schema_extra={"since": "2.5"}
     )
     lcow_metrics: Any = Field(default=None, alias="LCOWMetrics")
+    ob_root: str | None = Field(default=None, alias="ObRoot")
+    is_dummy: bool | None = Field(default=None, alias="IsDummy")
+    runtime_image_path: str | None = Field(default=None, alias="RuntimeImagePath")
+    is_runtime_template: bool | None = Field(default=None, alias="IsRuntimeTemplate")
+    guest_memory_info: GuestMemoryInfo | None = Field(default=None, alias="GuestMemoryInfo")
+    cpu_group_id: str | None = Field(default=None, alias="CpuGroupId")
+    silo: Any = Field(default=None, alias="Silo")
+    cos_index: UInt32 | None = Field(default=None, alias="CosIndex")
+    rmid: UInt32 | None = Field(default=None, alias="Rmid")
+    cache_stats: Any = Field(default=None, alias="CacheStats")
+    idled_processor_info: Any = Field(default=None, alias="IdledProcessorInfo")
+    cpu_frequency_power_cap: UInt32 | None = Field(default=None, alias="CpuFrequencyPowerCap")
+    ic_heartbeat_status: IntegrationComponentStatus | None = Field(
+        default=None, alias="ICHeartbeatStatus", json_schema_extra={"since": "2.3"}
+    )
 
 
 class PropertyQuery(HcsModel):
@@ -4894,20 +4935,6 @@ class IdleProcessorsRequest(HcsModel):
 
     idle_processor_count: UInt32 | None = Field(
         default=None, alias="IdleProcessorCount", json_schema_extra={"since": "2.3"}
-    )
-
-
-class IntegrationComponentStatus(HcsModel):
-    """HCS schema object ``IntegrationComponentStatus``."""
-
-    is_enabled: bool | None = Field(
-        default=None, alias="IsEnabled", json_schema_extra={"since": "2.5"}
-    )
-    state: OpenEnum[IntegrationComponentOperationalState] | None = Field(
-        default=None, alias="State", json_schema_extra={"since": "2.5"}
-    )
-    reason: OpenEnum[IntegrationComponentOperatingStateReason] | None = Field(
-        default=None, alias="Reason", json_schema_extra={"since": "2.5"}
     )
 
 
@@ -5586,6 +5613,8 @@ MODEL_CLASSES: Final[tuple[type[HcsModel], ...]] = (
     AttributionRecord,
     ResultError,
     PropertyResponse,
+    GuestMemoryInfo,
+    IntegrationComponentStatus,
     Properties,
     PropertyQuery,
     SaveOptions,
@@ -5609,7 +5638,6 @@ MODEL_CLASSES: Final[tuple[type[HcsModel], ...]] = (
     GpuConfiguration,
     GuestModifySettingRequest,
     IdleProcessorsRequest,
-    IntegrationComponentStatus,
     KvpQuery,
     MappedVirtualDisk,
     OperationFailureInfo,
@@ -6036,6 +6064,7 @@ TYPES_BY_NAME: Final[dict[str, type[HcsModel] | type[Enum]]] = {
     "LCOWContainerConstraints": LCOWContainerConstraints,
     "ConfidentialOptions": ConfidentialOptions,
     "SecurityPolicyFragment": SecurityPolicyFragment,
+    "GuestMemoryInfo": GuestMemoryInfo,
 }
 #: Docs name -> schema type name, where the two sources differ.
 DOCS_NAMES: Final[dict[str, str]] = {
