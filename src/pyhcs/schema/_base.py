@@ -8,8 +8,13 @@ Lenient results, strict documents
 All models share one configuration with ``extra="allow"``, so that parsing what HCS returns
 never fails on a member this library does not know (the schema grows with every Windows
 release) and unknown members survive re-serialisation. Documents *we build* are held to the
-schema instead; "strict" means: no unknown member anywhere in the tree, and no enum value the
-schema does not list. It is applied
+schema instead; "strict" means: no unknown member anywhere in the tree, no enum value the
+schema does not list, and the members whose type another member chooses checked against that
+type (``ModifySettingRequest.Settings`` by its ``ResourcePath``, its ``GuestRequest`` and that
+request's ``Settings`` by ``ResourceType``, ``ModificationRequest.Settings`` by
+``PropertyType``, ``OperationDetails`` by ``Operation``: the tables are generated from
+``tools/schema/payloads.json``). A key no table lists leaves its payload free-form, with a
+:class:`SchemaWarning`. Strictness is applied
 
 * when a model is constructed from Python (``ComputeSystem(Owner="x", Contaner=...)`` raises
   :class:`pydantic.ValidationError` with an ``extra_forbidden`` error at ``Contaner``);
@@ -19,8 +24,17 @@ schema does not list. It is applied
   sends (``strict=False`` opts out).
 
 Parsing (``from_json``, ``from_dict``, ``model_validate*``) is lenient by default, and runs
-entirely inside pydantic-core: there are no Python validators on the models, which keeps
-parsing a large result within a small factor of :func:`json.loads`.
+entirely inside pydantic-core. Strict parsing is the same single pass, with pydantic's
+``extra="forbid"`` and a validation context that makes the enum fields (``OpenEnum``) refuse
+unknown strings; the only Python code it runs is the payload check of the few models that have
+one (:class:`PayloadModel`). :func:`check_strict` walks a tree that already exists (models
+built in Python, results parsed leniently).
+
+``None`` and ``null``
+---------------------
+In Python, ``None`` means "not set": keyword arguments, ``dict`` values and attributes that are
+``None`` are left out of :meth:`HcsModel.to_json`. An explicit ``null`` in parsed JSON text is
+kept (``model_fields_set`` records it), so a result re-serialises as it came.
 
 Versions
 --------
@@ -28,6 +42,9 @@ Every field records the schema version that introduced it (the docs' ``NewInVers
 ``json_schema_extra["since"]``; enum values register theirs with :func:`register_enum_since`.
 :func:`check_version` lists every set field (and enum value) newer than a target version;
 :func:`target_from_supported` picks the target from the host's ``SupportedSchemaVersions``.
+The legacy schema 1.0 models (:mod:`pyhcs.schema.v1`, base :class:`HcsModelV1`) are 1.0
+throughout; checking one against 2.x, or a 2.x document against 1.0, gives one
+:class:`MajorVersionIssue`. ``SchemaVersion: {}`` says no version (:func:`document_version`).
 """
 
 from __future__ import annotations
