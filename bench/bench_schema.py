@@ -12,7 +12,7 @@ Results are ratios to ``json.loads`` of the same text. Targets: parsing (lenient
 go through) at most 4x, strict parsing (``from_json(strict=True)``, what documents we are
 given as text go through) at most 3x. Run::
 
-    PYTHONPATH=src python bench/bench_schema.py [--check] [--repeat N]
+    PYTHONPATH=src python bench/bench_schema.py [--check] [--rounds N]
 
 ``--check`` exits 1 when a ratio is above its target.
 """
@@ -152,13 +152,24 @@ def vm_text(luns: int = 8, shares: int = 16, values: int = 16) -> str:
     return text
 
 
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    timer = timeit.Timer(fn)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=repeat, number=number)) / number
+def _interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds per call of each function: the best of ``rounds`` short samples, taken in
+    turn (one sample of each function per round).
+
+    Short samples taken in turn keep the ratios honest on a shared machine: a burst of load
+    slows the samples it overlaps, and every function gets samples outside the bursts.
+    """
+    timers = {name: timeit.Timer(fn) for name, fn in fns.items()}
+    # About 2 ms per sample.
+    numbers = {name: max(1, int(0.002 / (t.timeit(1) or 1e-6))) for name, t in timers.items()}
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer.timeit(numbers[name]) / numbers[name])
+    return best
 
 
-def run(repeat: int) -> list[tuple[str, float, float]]:
+def run(rounds: int) -> list[tuple[str, float, float]]:
     """Return ``[(case, seconds, ratio_to_json_loads), ...]``."""
     rows: list[tuple[str, float, float]] = []
     cases: tuple[tuple[str, type[HcsModel], str], ...] = (
@@ -168,31 +179,35 @@ def run(repeat: int) -> list[tuple[str, float, float]]:
     )
     for name, model, text in cases:
         model.model_validate_json(text)  # build the validator outside the timing
-        base = _best(partial(json.loads, text), repeat)
-        rows.append((f"{name}: json.loads ({len(text)} bytes)", base, 1.0))
-        timed: tuple[tuple[str, Callable[[], object]], ...] = (
-            ("model_validate_json", partial(model.model_validate_json, text)),
-            ("pyhcs.schema.parse (+raw_json)", partial(parse, model, text)),
-            ("from_json(strict=True)", partial(model.from_json, text, strict=True)),
-        )
-        for label, fn in timed:
-            seconds = _best(fn, repeat)
-            rows.append((f"{name}: {label}", seconds, seconds / base))
         doc = model.model_validate_json(text)
-        dumps = _best(partial(json.dumps, json.loads(text)), repeat)
-        ours = _best(doc.to_json, repeat)
-        rows.append((f"{name}: to_json vs json.dumps", ours, ours / dumps))
+        loaded = json.loads(text)
+        times = _interleaved({
+            "json.loads": partial(json.loads, text),
+            "model_validate_json": partial(model.model_validate_json, text),
+            "pyhcs.schema.parse (+raw_json)": partial(parse, model, text),
+            "from_json(strict=True)": partial(model.from_json, text, strict=True),
+            "json.dumps": partial(json.dumps, loaded),
+            "to_json": doc.to_json,
+        }, rounds)
+        base = times["json.loads"]
+        rows.append((f"{name}: json.loads ({len(text)} bytes)", base, 1.0))
+        for label in ("model_validate_json", "pyhcs.schema.parse (+raw_json)",
+                      "from_json(strict=True)"):
+            rows.append((f"{name}: {label}", times[label], times[label] / base))
+        rows.append((f"{name}: to_json vs json.dumps", times["to_json"],
+                     times["to_json"] / times["json.dumps"]))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=200,
+                        help="samples of each function (short, taken in turn)")
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 if parsing is slower than {TARGET}x json.loads, or "
                              f"strict parsing slower than {STRICT_TARGET}x")
     args = parser.parse_args(argv)
-    rows = run(args.repeat)
+    rows = run(args.rounds)
     width = max(len(r[0]) for r in rows)
     print(f"{'case':<{width}}  {'time':>10}  ratio")
     for name, seconds, ratio in rows:
