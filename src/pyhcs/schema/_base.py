@@ -630,11 +630,15 @@ class _PayloadRule:
     patterns: tuple[tuple[re.Pattern[str], tuple[PayloadType, ...] | None], ...]
     fixed: tuple[PayloadType, ...] | None
 
-    def lookup(self, model: BaseModel) -> tuple[bool, tuple[PayloadType, ...] | None, str]:
-        """``(known, types, key)``: ``types`` None means free-form."""
+    def lookup(
+        self, model: BaseModel
+    ) -> tuple[bool, tuple[PayloadType, ...] | None, str | None]:
+        """``(known, types, key)``: ``types`` None means free-form; ``key`` None: absent."""
         if self.key_name is None:
             return True, self.fixed, ""
         key = model.__dict__.get(self.key_name)
+        if key is None:
+            return False, None, None
         text = key.value if isinstance(key, Enum) else key
         if not isinstance(text, str):
             return False, None, repr(text)
@@ -784,12 +788,10 @@ def _payload_problems(
         known, types, key = rule.lookup(model)
         if not known:
             if strict:
-                warnings.warn(
-                    f"{type(model).__name__}.{rule.alias} is not checked: no table lists "
-                    f"{rule.key_alias} {key}",
-                    SchemaWarning,
-                    stacklevel=4,
-                )
+                why = (f"no {rule.key_alias}" if key is None
+                       else f"no table lists {rule.key_alias} {key}")
+                warnings.warn(f"{type(model).__name__}.{rule.alias} is not checked: {why}",
+                              SchemaWarning, stacklevel=4)
             continue
         if types is not None:
             what = f"{rule.alias} of {rule.key_alias} {key}" if rule.key_alias else rule.alias
