@@ -35,6 +35,7 @@ from pyhcs.schema import (
     ResultError,
     ServiceProperties,
     SystemExitStatus,
+    VmProcessorRequirements,
     builders,
     to_json,
     unknown_members,
@@ -305,3 +306,20 @@ def test_exit_after_a_crash_parses_strictly(hcs: ModuleType) -> None:
         hcs.hcs_crash_compute_system(handle, op, builders.crash_options().to_json())
         hcs.hcs_wait_for_operation_result(op, _TIMEOUT_MS)
         _strict(SystemExitStatus, hcs.hcs_wait_for_compute_system_exit(handle, _TIMEOUT_MS))
+
+
+# --------------------------------------------------------------------------- saved state
+
+
+def test_processor_requirements_of_a_saved_state_parse_strictly(
+    hcs: ModuleType, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "vm.vmrs")
+    with _system(hcs, "lcow") as (handle, op):
+        hcs.hcs_pause_compute_system(handle, op, None)
+        hcs.hcs_wait_for_operation_result(op, _TIMEOUT_MS)
+        hcs.hcs_save_compute_system(handle, op, builders.save_options(path).to_json())
+        hcs.hcs_wait_for_operation_result(op, _TIMEOUT_MS)
+    needs = _strict(VmProcessorRequirements,
+                    hcs.hcs_get_processor_compatibility_from_saved_state(path))
+    assert isinstance(needs, VmProcessorRequirements) and needs.processor_features
