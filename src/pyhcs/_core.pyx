@@ -133,9 +133,12 @@ cdef extern from "_loader.h" nogil:
         HRESULT (*HcsSetupBaseOSVolume)(PCWSTR, PCWSTR, PCWSTR) noexcept nogil
         HLOCAL (*LocalFree)(HLOCAL) noexcept nogil
         int (*CloseHandle)(HANDLE) noexcept nogil
+        void* storage
+        char storage_error[384]
 
     int pyhcs_load(pyhcs_table* t, const char* core_path, const char* storage_path, char* err, size_t errlen)
     int pyhcs_has_function(const pyhcs_table* t, const char* name)
+    int pyhcs_is_storage_function(const char* name)
     size_t pyhcs_n_slots()
     const char* pyhcs_slot_name(size_t i)
     unsigned long pyhcs_last_error()
@@ -259,6 +262,8 @@ _present = frozenset(
     name for name in (pyhcs_slot_name(i).decode() for i in range(pyhcs_n_slots()))
     if pyhcs_has_function(&T, name.encode()) == 1
 )
+# Why computestorage could not be loaded, or None: its functions then raise naming it.
+_storage_error = T.storage_error.decode("utf-8", "replace") if T.storage == NULL else None
 
 BACKEND = "cython"
 #: Deliberate differences from the ctypes backend (see pyhcs.backend_features):
@@ -316,8 +321,15 @@ cdef inline void* _ptr(object value) except? NULL:
 cdef inline int _need(const void* fn, str name) except -1:
     """Raises ProcedureNotFoundError naming the function when the library lacks it."""
     if fn == NULL:
-        raise _make_error(errors.HRESULT_FROM_WIN32(_ERROR_PROC_NOT_FOUND), call=name)
+        _missing(name)
     return 0
+
+
+cdef int _missing(str name) except -1:
+    message = None
+    if _storage_error is not None and pyhcs_is_storage_function(name.encode()):
+        message = f"{name} is unavailable: computestorage could not be loaded ({_storage_error})"
+    raise _make_error(errors.HRESULT_FROM_WIN32(_ERROR_PROC_NOT_FOUND), message=message, call=name)
 
 
 cdef inline int _check(HRESULT hr, str call, object doc=None) except -1:
@@ -556,7 +568,9 @@ _dispatcher = new_dispatcher(_wait_batch)
 # one: checking this set first keeps the registry's lock off the hot path. Only this module
 # registers operations with _dispatcher, so the set and the registry agree.
 cdef set _op_registered = set()
-os.register_at_fork(after_in_child=_op_registered.clear)  # the registry starts empty there too
+# The registry starts empty in a forked child too. Windows has no fork and no register_at_fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_op_registered.clear)
 
 
 def _queue_stats():
