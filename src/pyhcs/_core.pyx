@@ -339,8 +339,9 @@ cdef inline int _check(HRESULT hr, str call, object doc=None) except -1:
 
 
 cdef inline int _check_initiated(HRESULT hr, str call) except -1:
-    """An initiating call succeeded: S_OK, or "pending" in any of its code forms."""
-    if hr != 0 and not _is_pending(<uint32_t>hr):
+    """An initiating call succeeded: any success code (S_OK, S_FALSE...), or "pending" in any
+    of its code forms."""
+    if hr < 0 and not _is_pending(<uint32_t>hr):
         raise _make_error(hr, None, call=call)
     return 0
 

@@ -38,7 +38,6 @@ _WAIT_SLICE_MS = 200
 
 # HCS_E_OPERATION_PENDING in both code forms, and the legacy pending value 0xC0370103
 _PENDING = frozenset({0x80370117, 0xC0370117, 0xC0370103})
-_INITIATED = _PENDING | {0}  # an initiating call succeeded: S_OK or "pending"
 # A wait's "not yet": both forms of HCS_E_OPERATION_TIMEOUT, and the Win32 timeouts
 # (WAIT_TIMEOUT, ERROR_TIMEOUT) that HcsWaitFor*Exit may report instead.
 _TIMEOUTS = frozenset({0x80370118, 0xC0370118, 0x80070102, 0x800705B4})
@@ -89,7 +88,8 @@ def _check(hr: int, call: str, doc: str | None = None) -> None:
 
 
 def _check_initiated(hr: int, call: str) -> None:
-    if hr != 0 and (hr & 0xFFFFFFFF) not in _INITIATED:
+    """An initiating call succeeded: any success code (S_OK, S_FALSE...), or "pending"."""
+    if hr < 0 and (hr & 0xFFFFFFFF) not in _PENDING:
         raise errors.make_error(hr, None, call=call)
 
 
