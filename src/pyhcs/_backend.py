@@ -12,10 +12,9 @@ performance complaint about dual-backend libraries. If it was simply not built, 
 ctypes without a warning (the reason is logged at DEBUG).
 
 When the HCS library itself does not exist (Windows without the "Containers"/"Hyper-V"
-features, an emulator that was not built) no backend is tried and nothing is warned: pyhcs
-still imports (its schema models, errors and CLI help work), ``backend`` is ``"none"``, and
-every function of the library raises ``HcsNotInstalledError`` (an ImportError) saying what to
-install, when it is called.
+features, an emulator that was not built) no backend is tried and nothing is warned: the
+first use of the library (``pyhcs.backend``, a Pythonic class, ``pyhcs.raw``; ``import pyhcs``
+loads nothing) raises ``HcsNotInstalledError``, an ImportError saying what to install.
 
 Both backends export exactly ``PUBLIC_API`` with the same signatures (a test checks it); the
 names are copied into this module, so ``from pyhcs import _backend as B; B.hcs_...`` is how
@@ -32,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from ._api_names import PUBLIC_API
-from ._library import HcsNotInstalledError, library_paths, not_installed
+from ._library import not_installed
 
 log = logging.getLogger("pyhcs")
 
@@ -57,35 +56,13 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def _not_installed_module(error: HcsNotInstalledError) -> ModuleType:
-    """A stand-in backend whose functions raise ``error`` when called."""
-    module = ModuleType("pyhcs._backend.none")
-    message = str(error)
-
-    def unavailable(name: str) -> Any:
-        def call(*args: object, **kwargs: object) -> Any:
-            raise HcsNotInstalledError(message)
-
-        call.__name__ = call.__qualname__ = name
-        return call
-
-    for name in PUBLIC_API:
-        setattr(module, name, unavailable(name))
-    module.library_path = lambda: library_paths()[0]  # type: ignore[attr-defined]
-    module.has_function = lambda name: False  # type: ignore[attr-defined]
-    module.flush_callbacks = lambda timeout=5.0: True  # type: ignore[attr-defined]
-    module.FEATURES = frozenset()  # type: ignore[attr-defined]
-    return module
-
-
 def _select() -> tuple[str, ModuleType]:
     choice = os.environ.get("PYHCS_BACKEND", "auto").strip().lower() or "auto"
     if choice not in ("auto", "cython", "ctypes"):
         raise ImportError(f"pyhcs: PYHCS_BACKEND={choice!r} is not one of auto, cython, ctypes")
     absent = not_installed()
     if absent is not None:
-        log.debug("%s", absent)
-        return "none", _not_installed_module(absent)
+        raise absent
     if choice != "auto":
         try:
             return choice, load(choice)

@@ -54,7 +54,7 @@ from pyhcs._computecore cimport (
 import atexit
 import os
 
-from . import errors
+from . import _blocking, errors
 from ._dispatch import KIND_EVENT, KIND_OPERATION, new_dispatcher
 from ._library import library_paths
 from ._types import GENERIC_ALL, INFINITE, HcsProcessInformation
@@ -305,6 +305,7 @@ cdef extern from *:
 WAIT_SLICE_MS = _WAIT_SLICE_MS
 
 cdef object _make_error = errors.make_error
+cdef object _abandoned = _blocking.abandoned
 cdef object _HcsProcessInformation = HcsProcessInformation
 
 # ----------------------------------------------------------------------------- small helpers
@@ -719,10 +720,16 @@ cdef object _wait(int kind, object handle, object timeout_ms, HCS_PROCESS_INFORM
     h = _ptr(handle)
     _need(_wait_fn(kind), call)
     forever = total == _INFINITE
-    # First a poll (timeout 0), with the GIL held: it cannot block, and in a busy program most
-    # waits find the operation complete already, so the common case costs no GIL release (a
-    # thread handoff when other Python threads are running) and no clock reading.
-    hr = _wait_once(kind, h, 0, pi, &doc)
+    # First a poll (timeout 0). For an operation it is answered by the operation object itself
+    # and cannot block, and in a busy program most waits find the operation complete already,
+    # so it keeps the GIL: the common case costs no GIL release (a thread handoff when other
+    # Python threads are running) and no clock reading. An exit wait asks the service, which
+    # can block even for a timeout of 0: without the GIL.
+    if kind <= _WAIT_OPERATION_PROCESS_INFO:
+        hr = _wait_once(kind, h, 0, pi, &doc)
+    else:
+        with nogil:
+            hr = _wait_once(kind, h, 0, pi, &doc)
     if not forever and _is_timeout(hr):
         deadline = pyhcs_monotonic_ns() + <int64_t>total * 1000000
     while _is_timeout(hr):
@@ -745,8 +752,11 @@ cdef object _wait(int kind, object handle, object timeout_ms, HCS_PROCESS_INFORM
             T.LocalFree(<HLOCAL>doc)
             doc = NULL
         # Between slices, with the GIL: KeyboardInterrupt (or any handler's exception) ends
-        # the wait here; the operation itself is untouched.
+        # the wait here; the operation itself is untouched. On a helper thread of
+        # pyhcs._blocking, a wait its caller gave up ends here too.
         PyErr_CheckSignals()
+        if _abandoned():
+            raise _blocking.Abandoned(call)
         with nogil:
             hr = _wait_once(kind, h, slice_ms, pi, &doc)
     text = _take_doc(doc)
@@ -1480,6 +1490,9 @@ def has_function(name: str) -> bool:
     """Whether the loaded library exports ``name`` (e.g. "HcsSetupBaseOSVolume")."""
     return name in _present
 
+
+# Ctrl-C must be able to interrupt the synchronous calls on the main thread (pyhcs._blocking).
+_blocking.wrap_synchronous(globals())
 
 from pyhcs._api_names import PUBLIC_API
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import errors
+from .. import _blocking, errors
 from .._dispatch import KIND_EVENT, KIND_OPERATION, Item, new_dispatcher
 from .._types import (
     GENERIC_ALL,
@@ -298,6 +298,8 @@ def _sliced(
         if (hr & 0xFFFFFFFF) in _TIMEOUTS:
             if operation is not None and not _operation_pending(operation):
                 hr, text = attempt(0)  # complete after all: its final result
+            elif _blocking.abandoned():
+                raise _blocking.Abandoned(call)  # on a helper thread, for a caller that gave up
             elif deadline is None or time.monotonic() < deadline:
                 continue  # the next slice; signals were handled between the two calls
         _check(hr, call, text)
@@ -664,3 +666,7 @@ def library_path() -> str:
 def has_function(name: str) -> bool:
     """Whether the loaded library exports ``name`` (e.g. "HcsSetupBaseOSVolume")."""
     return name in _lib.present
+
+
+# Ctrl-C must be able to interrupt the synchronous calls on the main thread (pyhcs._blocking).
+_blocking.wrap_synchronous(globals())
