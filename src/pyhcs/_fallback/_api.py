@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _blocking, errors
+from .._api_names import PUBLIC_API
 from .._dispatch import KIND_EVENT, KIND_OPERATION, Item, new_dispatcher
 from .._types import (
     GENERIC_ALL,
@@ -26,6 +27,7 @@ from .._types import (
     HcsProcessInformation,
     OperationCallback,
 )
+from . import _validate
 from ._lib import EVENT_CALLBACK, HCS_EVENT, HCS_PROCESS_INFORMATION, OPERATION_COMPLETION, Library
 
 _lib = Library()
@@ -668,5 +670,13 @@ def has_function(name: str) -> bool:
     return name in _lib.present
 
 
-# Ctrl-C must be able to interrupt the synchronous calls on the main thread (pyhcs._blocking).
-_blocking.wrap_synchronous(globals())
+def _finish_module(namespace: dict[str, Any]) -> None:
+    # Every argument is checked as the compiled backend checks it (pyhcs/_backend.pyi), and
+    # Ctrl-C must be able to interrupt the synchronous calls on the main thread
+    # (pyhcs._blocking).
+    for name in PUBLIC_API:
+        namespace[name] = _validate.validated(namespace[name])
+    _blocking.wrap_synchronous(namespace)
+
+
+_finish_module(globals())
