@@ -9,6 +9,7 @@ may be ``computecore.dll=<path>;computestorage.dll=<path>`` or a single path use
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,17 @@ def not_installed() -> HcsNotInstalledError | None:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def is_emulator(path: str) -> bool:
-    """Whether ``path`` is an HCS emulator build rather than the Windows DLL."""
-    return not path.lower().endswith(".dll")
+    """Whether ``path`` is an HCS emulator build rather than the Windows DLL (or another
+    implementation): the emulator exports ``hcsemu_wcslen``, which no Windows DLL has. A
+    library that cannot be loaded is judged by its name."""
+    if path.lower().endswith(".dll"):
+        return False
+    import ctypes
+
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return True
+    return hasattr(library, "hcsemu_wcslen")
