@@ -3,8 +3,9 @@
 On Windows that is the operating system's own computecore.dll and computestorage.dll, always
 loaded from System32 by full path (never from the program's folder or PATH, so no DLL can be
 planted beside the program). Everywhere else it is the HCS emulator bundled with the package.
-``PYHCS_LIBRARY`` names another library, e.g. a sanitizer build of the emulator; on Windows it
-may be ``computecore.dll=<path>;computestorage.dll=<path>`` or a single path used for both.
+``PYHCS_LIBRARY`` names another library, e.g. a sanitizer build of the emulator: a single path
+used for both, or ``computecore=<path>;computestorage=<path>`` (``.dll`` suffixes allowed in
+the names) on any platform, e.g. to run without a computestorage library.
 """
 
 from __future__ import annotations
