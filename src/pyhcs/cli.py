@@ -150,12 +150,29 @@ def _check_emulator_environment() -> None:
         if not isinstance(wanted, dict):
             raise CliError(f"{SETTINGS_ENV} must be a JSON object (docs/emulator.md)")
         current = emulator.settings()
-        wrong = [k for k, v in wanted.items() if k not in current or (type(v) is type(current[k]) and v != current[k])]
+        wrong = [k for k, v in wanted.items() if _setting_differs(k, v, current)]
         if wrong:
             raise CliError(
-                f"{SETTINGS_ENV} is not in effect ({', '.join(sorted(wrong))} differ; the emulator's "
-                "message is above); fix the variable (docs/emulator.md lists the switches)"
+                f"{SETTINGS_ENV} is not in effect (the emulator reports other values for "
+                f"{', '.join(sorted(wrong))}; its message is above); fix the variable (docs/emulator.md "
+                "lists the switches)"
             )
+
+
+def _setting_differs(key: str, wanted: Any, current: dict[str, Any]) -> bool:
+    """Whether the emulator's switch ``key`` is not what HCSEMU_SETTINGS asked for."""
+    if key not in current:
+        return True
+    have = current[key]
+    if key == "WaitExitTimeoutResult" and isinstance(have, int):
+        # Takes an HRESULT or a name ("WaitTimeout") and reads back as the unsigned code.
+        return isinstance(wanted, bool) or not isinstance(wanted, (int, str)) or (
+            isinstance(wanted, int) and errors.to_unsigned(wanted) != have)
+    if isinstance(wanted, bool) or isinstance(have, bool):
+        return wanted is not have
+    if isinstance(wanted, (int, float)) and isinstance(have, (int, float)):
+        return bool(wanted != have)
+    return type(wanted) is not type(have) or bool(wanted != have)
 
 
 def _env_json(name: str, text: str) -> Any:
@@ -836,6 +853,8 @@ def cmd_kill(ns: argparse.Namespace) -> int:
             except errors.HcsError as exc:
                 if ns.pid is None and (errors.is_not_found(exc) or errors.is_already_stopped(exc)):
                     continue  # exited since the listing
+                if exc.process_id is None:
+                    exc.process_id = pid
                 raise
             with proc:
                 changed = proc.signal(sig, timeout=timeout) if sig is not None else proc.kill(timeout=timeout)
