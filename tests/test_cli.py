@@ -554,3 +554,67 @@ def test_service_sweep_after_the_creator_was_killed(backend: str, service: str) 
 def test_service_status_and_stop(backend: str, service: str) -> None:
     doc = json.loads(_pyhcs(backend, "emulator", "status", "--json", "--socket", service).stdout)
     assert doc["Running"] is True and doc["SocketPath"] == service
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGWINCH"), reason="needs a POSIX terminal")
+def test_run_tty_raw_mode_keys_and_resizes(backend: str) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    def set_size(fd: int, rows: int, cols: int) -> None:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    master, slave = pty.openpty()
+    set_size(slave, 24, 80)
+    before = termios.tcgetattr(slave)
+    script = 'stty size; read x; stty size; echo ready; while :; do sleep 0.1; done'
+    proc = subprocess.Popen([sys.executable, "-m", "pyhcs", "run", "-t", "--", "sh", "-c", script],
+                            stdin=slave, stdout=slave, stderr=slave, env=_env(backend), start_new_session=True)
+    seen = b""
+
+    def read_until(token: bytes) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while token not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
+        assert token in seen, seen
+        return seen
+
+    try:
+        read_until(b"24 80")
+        assert termios.tcgetattr(slave)[3] & termios.ICANON == 0  # ours is raw while it runs
+        set_size(master, 40, 120)
+        proc.send_signal(signal.SIGWINCH)  # what the terminal sends its foreground group
+        time.sleep(0.5)
+        os.write(master, b"go\r")
+        read_until(b"40 120")
+        os.write(master, b"\x03")  # Ctrl-C is a key for the console, not a signal for us
+        read_until(b"^C")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == cli.EXIT_TERMINATED
+        assert termios.tcgetattr(slave)[3] == before[3]  # our terminal restored
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        os.close(master)
+        os.close(slave)
+
+
+def test_run_with_a_configuration(backend: str, tmp_path: Path) -> None:
+    config = tmp_path / "system.json"
+    config.write_text(json.dumps({"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "ignored", "Container": {}}))
+    out = _pyhcs(backend, "run", "--config", str(config), "--json", "--owner", "cfg", "--", "sh", "-c", "exit 6")
+    assert out.returncode == 6, out.stderr
+    out = _pyhcs(backend, "run", "--config", "-", "--", "sh", "-c", "exit 7", input=config.read_text())
+    assert out.returncode == 7, out.stderr
+    out = _pyhcs(backend, "run", "--config", str(tmp_path / "missing.json"), "--", "true")
+    assert out.returncode == cli.EXIT_FAILURE and "missing.json" in out.stderr
+    config.write_text("[1, 2]")
+    out = _pyhcs(backend, "run", "--config", str(config), "--", "true")
+    assert out.returncode == cli.EXIT_FAILURE and "must hold a JSON object" in out.stderr

@@ -29,6 +29,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, errors
@@ -953,11 +954,26 @@ def _detach_refusal() -> str | None:
 
     if not hasattr(emulator, "service_status"):
         return "this build of the emulator has no separate service: the system would end with this command"
-    mode = os.environ.get(SERVICE_ENV, "")
-    if mode in ("", "private"):
+    mode = os.environ.get(SERVICE_ENV, "").strip()
+    if mode in ("", "private", "direct"):
         return (f"the emulator's service is private to this command ({SERVICE_ENV}={mode or 'unset'}): "
                 f"the system would end with it; use {SERVICE_ENV}=shared")
     return None
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    """A ComputeSystem document from a file (``-``: stdin), for ``run --config``."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"--config {path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CliError(f"--config {path} must hold a JSON object (a ComputeSystem document)")
+    return doc
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -971,6 +987,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
             raise CliError(f"cannot run detached: {reason}")
     system_id = ns.id or f"{ns.owner}-{uuid.uuid4().hex[:12]}"
     config = _container_config(ns.owner, terminate_on_close=not ns.detach)
+    if ns.config:
+        if ns.config == "-":
+            ns.no_stdin = True  # stdin held the configuration
+        config = {**_read_config(ns.config), "Owner": ns.owner, "ShouldTerminateOnLastHandleClosed": not ns.detach}
     ns.id = system_id
     with ComputeSystem.create(system_id, config, timeout=budget.call()) as system:
         system.start(timeout=budget.call())
@@ -1131,6 +1151,9 @@ def add_run_parser(sub: Subparsers) -> None:
               "pyhcs run -d --id web --owner me -- sleep 600"],
              json_help='print the output as JSON lines {"Stream", "Data"}, then {"Id", "Pid", "ExitCode"}')
     _add_process_options(p)
+    p.add_argument("--config", metavar="FILE",
+                   help="the ComputeSystem document to create (JSON; - for stdin, which is then not forwarded); "
+                        "default: a Container with no layers, which the emulator runs and Windows needs layers for")
     p.add_argument("--id", help="the new system's id (default: OWNER-<random>)")
     p.add_argument("--owner", default="pyhcs-run", help="its Owner, for `list --owner` and `sweep` (default: pyhcs-run)")
     p.add_argument("-d", "--detach", action="store_true",
