@@ -618,3 +618,19 @@ def test_run_with_a_configuration(backend: str, tmp_path: Path) -> None:
     config.write_text("[1, 2]")
     out = _pyhcs(backend, "run", "--config", str(config), "--", "true")
     assert out.returncode == cli.EXIT_FAILURE and "must hold a JSON object" in out.stderr
+
+
+def test_run_ends_while_our_stdin_stays_open(backend: str) -> None:
+    proc = _popen(backend, "run", "--", "sh", "-c", "exit 3")  # never reads; our stdin never ends
+    try:
+        assert proc.wait(30) == 3
+    finally:
+        _reap(proc)
+
+
+def test_run_output_held_by_a_background_child(backend: str) -> None:
+    t0 = time.monotonic()
+    out = _pyhcs(backend, "run", "--", "sh", "-c", "echo before; (sleep 60 &); exit 2")
+    assert out.returncode == 2 and out.stdout == "before\n"
+    assert "stopped copying" in out.stderr
+    assert time.monotonic() - t0 < cli.DRAIN_GRACE + 20

@@ -353,7 +353,6 @@ class _Relay:
         self._json = json_lines
         self._timeout = timeout
         self._out_lock = threading.Lock()
-        self._in_lock = threading.Lock()
         self._outputs: list[threading.Thread] = []
         self._stopping = False
         self.broken_pipe = False
@@ -372,8 +371,9 @@ class _Relay:
         end = time.monotonic() + grace
         for t in self._outputs:
             t.join(max(0.0, end - time.monotonic()))
-        with self._in_lock:
-            self._stopping = True
+        # Not under a lock: the stdin thread may be blocked writing to a child that does not
+        # read; it notices the flag (or the closed pipe) and ends on its own.
+        self._stopping = True
         return not any(t.is_alive() for t in self._outputs)
 
     def _pump_out(self, f: IO[bytes], name: str) -> None:
@@ -442,27 +442,25 @@ class _Relay:
                 data = os.read(fd, _CHUNK)
             except OSError:
                 data = b""
-            with self._in_lock:
-                stdin = self._proc.stdin
-                if self._stopping or stdin is None:
-                    return
-                if not data:
-                    break
-                try:
-                    view = memoryview(data)
-                    while view:
-                        n = stdin.write(view)
-                        view = view[n or 0 :]
-                except (OSError, ValueError):  # the process closed its stdin or exited
-                    return
-        with self._in_lock:
-            if self._stopping:
+            stdin = self._proc.stdin
+            if self._stopping or stdin is None:
                 return
+            if not data:
+                break
             try:
-                self._proc.close_stdin(timeout=self._timeout)
-            except errors.HcsError as exc:
-                if not self._stopping:
-                    sys.stderr.write(f"pyhcs: could not close the process' stdin: {exc}\n")
+                view = memoryview(data)
+                while view:
+                    n = stdin.write(view)
+                    view = view[n or 0 :]
+            except (OSError, ValueError):  # the process closed its stdin, exited or was closed
+                return
+        if self._stopping:
+            return
+        try:
+            self._proc.close_stdin(timeout=self._timeout)
+        except errors.HcsError as exc:
+            if not self._stopping:
+                sys.stderr.write(f"pyhcs: could not close the process' stdin: {exc}\n")
 
 
 @contextlib.contextmanager
