@@ -634,3 +634,23 @@ def test_run_output_held_by_a_background_child(backend: str) -> None:
     assert out.returncode == 2 and out.stdout == "before\n"
     assert "stopped copying" in out.stderr
     assert time.monotonic() - t0 < cli.DRAIN_GRACE + 20
+
+
+def test_a_registered_subcommand_runs(backend: str, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def add_hello(sub: Any) -> None:
+        p = sub.add_parser("hello", help="say hello")
+        p.add_argument("--fail", action="store_true")
+
+        def handler(ns: argparse.Namespace) -> int:
+            if ns.fail:
+                raise errors.make_error(errors.HCS_E_INVALID_STATE, call="HcsHello", system_id="s9")
+            print("hello")
+            return 0
+
+        p.set_defaults(fn=handler)
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_hello])
+    assert cli.main(["hello"]) == 0 and capsys.readouterr().out == "hello\n"
+    assert cli.main(["hello", "--fail"]) == cli.EXIT_FAILURE
+    assert "system 's9': HcsHello failed with HRESULT 0x80370105 (HCS_E_INVALID_STATE)" in capsys.readouterr().err

@@ -1245,8 +1245,10 @@ def add_emulator_parser(sub: Subparsers) -> None:
 
 #: The subcommands, in the order ``pyhcs --help`` lists them. Each takes the subparsers
 #: object, adds its parser and sets ``fn`` (handler: namespace -> exit status) with
-#: ``set_defaults``; ``library=False`` for one that must not load the HCS library first.
-#: Another module registers its own with ``SUBCOMMANDS.append(add_x_parser)``.
+#: ``set_defaults``; ``library=True`` as well has the command pick the service and load the HCS
+#: library before the handler runs (a broken backend or a rejected HCSEMU_FAULTS is then one
+#: line and status 125). Another module's command is one more entry here, e.g.
+#: ``SUBCOMMANDS.append(add_x_parser)``.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_list_parser,
     add_ps_parser,
@@ -1327,7 +1329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
-        if getattr(ns, "library", True):
+        if getattr(ns, "library", False):
             _choose_service()
             _load_library()
         status: int = ns.fn(ns)
