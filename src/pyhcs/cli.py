@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import datetime
 import errno
+import importlib
 import json
 import math
 import os
@@ -28,9 +29,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from . import __version__, errors
 
@@ -113,7 +114,7 @@ def _choose_service() -> None:
 def _load_library() -> None:
     """Loads the backend; a failure is one line (exit 125), not a traceback."""
     try:
-        from . import _backend  # noqa: F401
+        importlib.import_module("pyhcs._backend")
     except ImportError as exc:
         text = str(exc)
         raise CliError(text.removeprefix("pyhcs: ")) from None
@@ -138,20 +139,20 @@ def _check_emulator_environment() -> None:
 
     if faults_text:
         wanted = _env_json(FAULTS_ENV, faults_text)
-        rules = wanted if isinstance(wanted, list) else wanted.get("Faults") if isinstance(wanted, dict) else None
-        if not isinstance(rules, list):
+        rules = wanted if _is_list(wanted) else _obj(wanted).get("Faults")  # an object, or a bare array
+        if not _is_list(rules):
             raise CliError(f"{FAULTS_ENV} must be a JSON object with a Faults array (docs/emulator.md)")
-        if len(emulator.faults()) < len(rules):
+        if len(emulator.faults()) < len(cast("list[object]", rules)):
             raise CliError(
                 f"{FAULTS_ENV} was rejected by the emulator (its message is above), so no fault would be "
                 "injected; fix the variable (docs/emulator.md lists the rule fields)"
             )
     if settings_text:
         wanted = _env_json(SETTINGS_ENV, settings_text)
-        if not isinstance(wanted, dict):
+        if not _is_obj(wanted):
             raise CliError(f"{SETTINGS_ENV} must be a JSON object (docs/emulator.md)")
         current = emulator.settings()
-        wrong = [k for k, v in wanted.items() if _setting_differs(k, v, current)]
+        wrong = [str(k) for k, v in _obj(wanted).items() if _setting_differs(k, v, current)]
         if wrong:
             raise CliError(
                 f"{SETTINGS_ENV} is not in effect (the emulator reports other values for "
@@ -176,7 +177,7 @@ def _setting_differs(key: str, wanted: Any, current: dict[str, Any]) -> bool:
     return type(wanted) is not type(have) or bool(wanted != have)
 
 
-def _env_json(name: str, text: str) -> Any:
+def _env_json(name: str, text: str) -> object:
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -210,6 +211,25 @@ def event_name(ev: Event) -> str:
     if isinstance(ev.type, EventType):
         return "".join(part.capitalize() for part in ev.type.name.split("_"))
     return f"0x{int(ev.type):08X}"
+
+
+def _obj(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else {} (HCS leaves out members it has no value for)."""
+    return cast("dict[str, Any]", value) if isinstance(value, dict) else {}
+
+
+def _objs(value: object) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON array (others skipped); [] for anything else."""
+    items = cast("list[object]", value) if _is_list(value) else []
+    return [_obj(item) for item in items if _is_obj(item)]
+
+
+def _is_obj(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, list)
 
 
 def _seconds(value_100ns: Any) -> str:
@@ -464,7 +484,7 @@ class _Relay:
 
 
 @contextlib.contextmanager
-def _raw_terminal(fd: int | None) -> Iterator[None]:
+def _raw_terminal(fd: int | None) -> Generator[None, None, None]:
     """Our terminal in raw mode while a console process runs: keys (Ctrl-C included) go to
     the process, whose console does the line editing and signals."""
     if fd is None or sys.platform == "win32" or not os.isatty(fd):
@@ -488,7 +508,7 @@ def _console_size() -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _follow_resizes(proc: Process, timeout: float) -> Iterator[None]:
+def _follow_resizes(proc: Process, timeout: float) -> Generator[None, None, None]:
     """Passes our terminal's size changes (SIGWINCH) on to the process' console."""
     sigwinch = getattr(signal, "SIGWINCH", None)
     if sigwinch is None or threading.current_thread() is not threading.main_thread():
@@ -656,9 +676,9 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         print("process output:\n  " + text.replace("\n", "\n  "))
         print(f"process exit code: {result.returncode}")
         props = system.properties("Statistics", timeout=budget.call())
-        stats = props.get("Statistics", {})
-        cpu_ms = stats.get("Processor", {}).get("TotalRuntime100ns", 0) / 10_000
-        mem = stats.get("Memory", {}).get("MemoryUsageCommitBytes", 0)
+        stats = _obj(props.get("Statistics"))
+        cpu_ms = int(_obj(stats.get("Processor")).get("TotalRuntime100ns", 0)) / 10_000
+        mem = int(_obj(stats.get("Memory")).get("MemoryUsageCommitBytes", 0))
         print(f"statistics: state {props.get('State')}, CPU {cpu_ms:.1f} ms, commit {mem / 2**20:.1f} MiB")
         system.terminate(timeout=budget.call())
     print(f"terminated and closed ({(time.perf_counter() - t0) * 1000:.0f} ms in all)")
@@ -688,8 +708,8 @@ def cmd_info(ns: argparse.Namespace) -> int:
     if ns.json:
         _print_json(doc)
         return EXIT_OK
-    props = service.get("Properties", []) if isinstance(service, dict) else []
-    versions = [f"{v.get('Major')}.{v.get('Minor')}" for p in props for v in p.get("SupportedSchemaVersions", [])]
+    props = _objs(_obj(service).get("Properties"))
+    versions = [f"{v.get('Major')}.{v.get('Minor')}" for p in props for v in _objs(p.get("SupportedSchemaVersions"))]
     cpus = next((p["LogicalProcessorCount"] for p in props if "LogicalProcessorCount" in p), "?")
     print(f"pyhcs {__version__}")
     print(f"backend:    {pyhcs.backend} ({', '.join(sorted(pyhcs.backend_features)) or 'no extra features'})")
@@ -716,7 +736,7 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def cmd_ps(ns: argparse.Namespace) -> int:
     with _open(ns) as system:
         props = system.properties("ProcessList", timeout=ns.budget.call())
-    processes = props.get("ProcessList") or []
+    processes = _objs(props.get("ProcessList"))
     if ns.json:
         _print_json(processes)
         return EXIT_OK
@@ -737,11 +757,11 @@ def cmd_ps(ns: argparse.Namespace) -> int:
 def cmd_stats(ns: argparse.Namespace) -> int:
     with _open(ns) as system:
         props = system.properties("Statistics", timeout=ns.budget.call())
-    stats = props.get("Statistics") or {}
+    stats = _obj(props.get("Statistics"))
     if ns.json:
         _print_json(props)
         return EXIT_OK
-    cpu, mem, io = stats.get("Processor", {}), stats.get("Memory", {}), stats.get("Storage", {})
+    cpu, mem, io = _obj(stats.get("Processor")), _obj(stats.get("Memory")), _obj(stats.get("Storage"))
     print(f"system:  {props.get('Id', ns.id)} ({props.get('State', '?')})")
     print(f"uptime:  {_seconds(stats.get('Uptime100ns'))}")
     print(f"cpu:     {_seconds(cpu.get('TotalRuntime100ns'))} (user {_seconds(cpu.get('RuntimeUser100ns'))}, "
@@ -843,9 +863,9 @@ def cmd_kill(ns: argparse.Namespace) -> int:
         if ns.pid is not None:
             pids = list(ns.pid)
         else:
-            listing = system.properties("ProcessList", timeout=timeout).get("ProcessList") or []
+            listing = _objs(system.properties("ProcessList", timeout=timeout).get("ProcessList"))
             pids = [int(p["ProcessId"]) for p in listing if "ProcessId" in p]
-        results = []
+        results: list[dict[str, Any]] = []
         for pid in pids:
             try:
                 proc = system.open_process(pid)
@@ -966,12 +986,12 @@ def _read_config(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise CliError(f"--config {path}: {exc.strerror or exc}") from None
     try:
-        doc = json.loads(text)
+        doc: object = json.loads(text)
     except ValueError as exc:
         raise CliError(f"--config {path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
+    if not _is_obj(doc):
         raise CliError(f"--config {path} must hold a JSON object (a ComputeSystem document)")
-    return doc
+    return _obj(doc)
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -994,9 +1014,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
         system.start(timeout=budget.call())
         if ns.detach:
             ns.starts_process = True
-            with system.create_process(command, timeout=budget.call(), **{
-                **_process_options(ns), "stdin": False, "stdout": False, "stderr": False,
-            }) as proc:
+            options = _process_options(ns)
+            options.update(stdin=False, stdout=False, stderr=False)
+            with system.create_process(command, timeout=budget.call(), **options) as proc:
                 pid = proc.pid
             if ns.json:
                 _print_json({"Id": system_id, "Pid": pid})
@@ -1297,6 +1317,15 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     parser.set_defaults(fn=None, parser=parser)
     return parser
+
+
+def command_names() -> list[str]:
+    """The subcommands' names, in the order ``pyhcs --help`` lists them."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", action)
+            return list(sub.choices)
+    return []
 
 
 # ------------------------------------------------------------------------------ main
