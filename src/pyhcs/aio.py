@@ -353,6 +353,10 @@ class _Pipe:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        pending = self._pending
+        if pending is not None and not pending.done():
+            # The thread stays blocked until the child writes or exits; its awaiter need not.
+            pending.set_exception(ValueError("I/O operation on a closed process pipe"))
         self._raw.close()
 
 
