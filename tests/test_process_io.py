@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from pyhcs import ComputeSystem, aio, errors
-from pyhcs import _stdio
+from pyhcs import ComputeSystem, _stdio, aio, errors
 
-from pyutil import CONFIG, no_leaks, new_id
+from pyutil import CONFIG, new_id, no_leaks
 
 
 @pytest.fixture(autouse=True)
