@@ -40,6 +40,7 @@ from . import _stdio
 from . import process as _process
 from . import system as _system
 from ._docs import Document, to_json
+from ._guest import GuestOs, list_form, signal_value
 from ._handle import Deadline, resolve_timeout, timeout_error
 from ._stdio import PipeIO
 from .errors import HcsError, OperationTimeoutError, is_already_stopped
@@ -613,9 +614,10 @@ class Process:
         proc._ensure_open("HcsSignalProcess")
         if proc._hub.exit is not None:
             return False
+        deadline = self._deadline(timeout)
+        value = signal_value(signal, await _guest_os(proc.system, deadline))
         try:
-            await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": signal}),
-                            self._deadline(timeout))
+            await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": value}), deadline)
         except HcsError as err:
             if proc._benign(err):
                 return False
@@ -685,6 +687,15 @@ class Process:
 # ------------------------------------------------------------------------------ systems
 
 
+async def _guest_os(system: _system.ComputeSystem, deadline: Deadline) -> GuestOs:
+    """The system's guest; asking HCS for it (opened or hosted systems, once) happens in a
+    thread, off the loop."""
+    known = system._guest
+    if known is not None:
+        return known
+    return await _in_thread(lambda: system._guest_os(deadline.remaining()))
+
+
 def _close_when_done(op: Operation, obj: Any) -> None:
     """A creation whose awaiting task was cancelled: close ``obj`` once HCS completed it."""
     op.add_done_callback(lambda _op: obj.close())
@@ -717,10 +728,12 @@ class ComputeSystem:
 
     @classmethod
     async def create(
-        cls, id: str, config: Document, *, timeout: float | None = None, default_timeout: float | None = None
+        cls, id: str, config: Document, *, timeout: float | None = None, default_timeout: float | None = None,
+        guest_os: str | None = None,
     ) -> ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create`."""
-        system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout)
+        system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout,
+                                                     guest_os=guest_os)
         op = system._creation
         assert op is not None
         try:
@@ -742,9 +755,13 @@ class ComputeSystem:
             self.sync.wait_created(0)
 
     @classmethod
-    async def open(cls, id: str, *, default_timeout: float | None = None) -> ComputeSystem:
+    async def open(cls, id: str, *, default_timeout: float | None = None, guest_os: str | None = None) -> ComputeSystem:
         """HcsOpenComputeSystem (a synchronous call: it does not wait for anything)."""
-        return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout))
+        return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout, guest_os=guest_os))
+
+    async def guest_os(self, *, timeout: float | None = None) -> GuestOs:
+        """The async :attr:`pyhcs.ComputeSystem.guest_os` ("windows" or "linux")."""
+        return await _guest_os(self.sync, self._deadline(timeout))
 
     async def _run(self, action: str, document: Document | None, timeout: float | None) -> str | None:
         deadline = self._deadline(timeout)
@@ -851,9 +868,12 @@ class ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create_process`; the pipes are async streams."""
         deadline = self._deadline(timeout)
         await self.wait_created(deadline.remaining())
+        guest: GuestOs = "windows"
+        if command is not None and not isinstance(command, str):
+            guest = list_form(await _guest_os(self.sync, deadline))
         text = process_parameters(
             command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
-            stderr=stderr, console=console, console_size=console_size,
+            stderr=stderr, console=console, console_size=console_size, guest_os=guest,
         )
         proc = self.sync._begin_process(text, callback=True, bufsize=0)
         op = proc._creation

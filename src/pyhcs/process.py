@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import _backend as B
 from . import _log, _stdio
 from ._docs import Document, loads, to_json
+from ._guest import GuestOs, command_fields, signal_value
 from ._handle import Deadline, Handle, resolve_timeout, timeout_error
 from ._stdio import PipeIO
 from ._types import HcsProcessInformation
@@ -88,8 +89,15 @@ def process_parameters(
     stderr: bool | None = None,
     console: bool | None = None,
     console_size: tuple[int, int] | None = None,
+    guest_os: GuestOs = "windows",
 ) -> str:
-    """The ProcessParameters JSON for HcsCreateProcess (spec §6)."""
+    """The ProcessParameters JSON for HcsCreateProcess.
+
+    A ``str`` command is sent as ``CommandLine``, unchanged. An argument list becomes what
+    the guest takes (see :mod:`pyhcs._guest`): for ``guest_os="windows"`` a ``CommandLine``
+    quoted so that Windows splits it back into exactly these arguments, for ``"linux"`` the
+    ``CommandArgs`` list itself. A command replaces the command of ``params``.
+    """
     base: dict[str, Any] = {}
     if params is not None:
         parsed = loads(to_json(params, "process parameters"))
@@ -97,13 +105,12 @@ def process_parameters(
             raise TypeError("process parameters must be a JSON object")
         base = parsed
     if command is not None:
+        base.pop("CommandLine", None)
+        base.pop("CommandArgs", None)
         if isinstance(command, str):
             base["CommandLine"] = command
         else:
-            args = [os.fspath(a) for a in command]
-            if not args:
-                raise ValueError("the argument list is empty")
-            base["CommandArgs"] = args
+            base.update(command_fields([os.fspath(a) for a in command], guest_os))
     if "CommandLine" not in base and "CommandArgs" not in base:
         raise ValueError("a command (or params with CommandLine/CommandArgs) is required")
     if cwd is not None:
@@ -668,14 +675,18 @@ class Process(Handle):
         return False
 
     def signal(self, signal: int | str, *, timeout: float | None = None) -> bool:
-        """HcsSignalProcess: a POSIX signal number (Linux guests, the emulator) or a Ctrl event
-        name ("CtrlC", "CtrlBreak", ...: Windows guests). False if the process had exited."""
+        """HcsSignalProcess, with the signal in the form the guest takes (see
+        :attr:`ComputeSystem.guest_os`): a Windows guest gets a Ctrl event name ("CtrlC",
+        "CtrlBreak", "CtrlClose", "CtrlLogOff", "CtrlShutdown"; SIGINT, SIGQUIT, SIGHUP and
+        SIGTERM map to them, other numbers raise InvalidArgumentError), a Linux guest a POSIX
+        number (Ctrl names map to their POSIX twins). False if the process had exited."""
         self._ensure_open("HcsSignalProcess")
         if self._hub.exit is not None:
             return False
-        doc = to_json({"Signal": signal})
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        doc = to_json({"Signal": signal_value(signal, self.system._guest_os(deadline.remaining()))})
         try:
-            self._run("HcsSignalProcess", _signal_process, doc, timeout)
+            self._run("HcsSignalProcess", _signal_process, doc, deadline.remaining())
         except HcsError as err:
             if self._benign(err):
                 return False
@@ -683,7 +694,8 @@ class Process(Handle):
         return True
 
     def terminate(self, *, timeout: float | None = None) -> bool:
-        """HcsTerminateProcess on this handle. False if the process had already exited."""
+        """HcsTerminateProcess on this handle (no signal document: it is the same call for
+        every guest). False if the process had already exited."""
         self._ensure_open("HcsTerminateProcess")
         if self._hub.exit is not None:
             return False
