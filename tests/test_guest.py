@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyhcs import ComputeSystem, emulator, errors
-from pyhcs import _guest
+from pyhcs import ComputeSystem, _guest, emulator, errors
 from pyhcs import process as process_mod
 from pyhcs.process import process_parameters
 
