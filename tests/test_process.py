@@ -64,7 +64,7 @@ def test_stdio_file_objects(system: ComputeSystem) -> None:
 
 
 def test_closing_our_end_alone_is_not_eof(system: ComputeSystem) -> None:
-    # HCS semantics (spec §6): the service holds another write end until CloseHandle/StdIn.
+    # HCS semantics: the service holds another write end until CloseHandle/StdIn.
     with system.create_process("cat", stdin=True, stdout=True) as p:
         assert p.stdin is not None
         p.stdin.close()

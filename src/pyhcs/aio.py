@@ -86,7 +86,7 @@ class _LoopWaker:
         try:
             self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
-            # The loop is closed (spec pitfall 4.10): nobody can await these any more.
+            # The loop is closed: nobody can await these any more.
             with self._lock:
                 self._pending.clear()
                 self._scheduled = False

@@ -8,7 +8,7 @@
     proc.close()
 
 The stdio pipes are binary file objects (``proc.stdin.write``, ``proc.stdout.read``). Two
-things are different from local pipes, as in HCS itself (spec §6): the child sees EOF on stdin
+things are different from local pipes, as in HCS itself: the child sees EOF on stdin
 only when the host both closed its end *and* sent HcsModifyProcess CloseHandle/StdIn, which
 :meth:`Process.close_stdin` and :meth:`Process.communicate` do; and the exit of a process is
 an event, which pyhcs registers for before anything can be missed.
@@ -19,7 +19,7 @@ output size) and reports the exit only after both reached EOF. The exit status i
 
 :meth:`Process.kill`, :meth:`Process.terminate` and :meth:`Process.signal` are idempotent: a
 process that already exited is not an error (they return False), whatever benign code HCS
-uses to say so (spec §9.5).
+uses to say so.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def process_parameters(
     """The ProcessParameters JSON for HcsCreateProcess.
 
     A ``str`` command is sent as ``CommandLine``, unchanged. An argument list becomes what
-    the guest takes (see :mod:`pyhcs._guest`): for ``guest_os="windows"`` a ``CommandLine``
+    the guest takes (see :attr:`ComputeSystem.guest_os`): for ``guest_os="windows"`` a ``CommandLine``
     quoted so that Windows splits it back into exactly these arguments, for ``"linux"`` the
     ``CommandArgs`` list itself. A command replaces the command of ``params``.
     """
@@ -298,7 +298,7 @@ class Process(Handle):
                         system_id=self.system_id,
                     )
             else:
-                # WS2022 quirk (spec §9.6): the wait can fail spuriously although the process
+                # A Windows Server 2022 quirk: the wait can fail spuriously although the process
                 # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
                 try:
                     pi = self._get_process_info(None)
@@ -667,7 +667,7 @@ class Process(Handle):
         if is_already_stopped(err):
             return True
         if isinstance(err, Win32AccessDeniedError):
-            # TerminateProcess on an exited process is access denied on Windows (spec §9.5);
+            # TerminateProcess on an exited process is access denied on Windows;
             # make sure that is what happened before calling it benign.
             if self._hub.exit is None:
                 self._poll_exit()
@@ -712,7 +712,7 @@ class Process(Handle):
 
         Signals are serialized per process per system handle in HCS, so a kill could queue
         behind a slow Ctrl-C: like hcsshim, this terminates through freshly opened handles
-        (spec §9.4), falling back to this handle when they cannot be opened.
+        (hcsshim does the same), falling back to this handle when they cannot be opened.
         """
         self._ensure_open("HcsTerminateProcess")
         if self._hub.exit is not None:

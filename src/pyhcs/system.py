@@ -86,7 +86,7 @@ def _property_query(types: Sequence[str], query: Document | None) -> Document | 
 
 
 def parse_properties(doc: str | None, call: str, system_id: str | None) -> dict[str, Any]:
-    """The Properties document of a successful query (spec §9.12: an empty one is an error)."""
+    """The Properties document of a successful query (HCS documents one: none is an error)."""
     value = loads(doc)
     if not isinstance(value, dict):
         raise make_error(
@@ -263,7 +263,7 @@ class ComputeSystem(Handle):
 
     def _creation_failed(self, op: Operation, err: HcsError) -> None:
         # HCS returned a handle even though creation failed: it must still be closed
-        # (spec §9.7); with terminate-on-close that also ends whatever was half made.
+        # (HCS keeps it until then); with terminate-on-close that also ends whatever was half made.
         self._creation = None
         op.close()
         self.close()
@@ -497,7 +497,8 @@ class ComputeSystem(Handle):
     def stop(
         self, grace: float = 30.0, *, options: Document | None = None, timeout: float | None = None
     ) -> SystemExitStatus:
-        """Stops the system whatever it takes, within bounds (pain point 2).
+        """Stops the system whatever it takes, within bounds (a guest that ignores the shutdown
+        is terminated).
 
         Shutdown, wait up to ``grace`` seconds for the exit, then Terminate and wait for the
         exit (``timeout`` bounds the whole). A system that is Created or Paused (which cannot

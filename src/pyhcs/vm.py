@@ -1,5 +1,5 @@
 r"""VM utilities: guest and runtime state files, VM access grants, processor compatibility of
-a saved state (computecore.dll, all synchronous; spec §8.2).
+a saved state (computecore.dll, all synchronous).
 
 ::
 
