@@ -194,7 +194,11 @@ class Process(Handle):
     :meth:`kill` it first if that is what you want (a ``with`` block left by an exception
     does). Waits, signals and properties may be used from several threads at once;
     :meth:`communicate` and the pipes belong to one thread at a time, as with
-    :class:`subprocess.Popen`.
+    :class:`subprocess.Popen`. :meth:`close` may come from any thread and never blocks: a
+    thread still reading a pipe (or in :meth:`communicate`) then gets ValueError
+    (HandleClosedError), and the pipe's descriptor is freed once that read returned. Input
+    written to ``stdin`` but not flushed is dropped by :meth:`close` (flush, or
+    :meth:`close_stdin`, to deliver it).
     """
 
     _kind = "process"
