@@ -69,7 +69,7 @@ def test_ctrl_c_interrupts_communicate(system: ComputeSystem) -> None:
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             p.communicate(timeout=math.inf)
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 5
         timer.join()
         p.kill()
         out, err = p.communicate(timeout=10)  # goes on where it was interrupted
@@ -83,7 +83,7 @@ def test_close_after_a_communicate_timeout_returns_at_once(system: ComputeSystem
         p.communicate(b"x" * 200_000, timeout=0.2)  # more than the pipe takes: a writer blocks
     start = time.monotonic()
     p.close()
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3  # it used to wait for the child (30 s)
     _end(system, pid)
 
 
@@ -121,7 +121,7 @@ def test_close_from_another_thread_during_communicate(system: ComputeSystem) -> 
     time.sleep(0.3)
     start = time.monotonic()
     p.close()
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3
     # The program opens a file right away: the communicating thread must not read it.
     assert _fresh_pipe_roundtrip(2400) == b"z" * 2400
     t.join(5)
@@ -150,7 +150,7 @@ def test_close_from_another_thread_during_a_plain_read(system: ComputeSystem) ->
     time.sleep(0.2)
     start = time.monotonic()
     p.close()
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3
     _end(system, pid)  # the child goes; the blocked read returns; the descriptor is freed
     t.join(5)
     assert not t.is_alive() and len(outcome) == 1
@@ -290,7 +290,7 @@ def test_aio_kill_never_waits_behind_pipe_reads() -> None:
             await blocker
 
     elapsed = asyncio.run(main())
-    assert elapsed < 4, elapsed
+    assert elapsed < 10, elapsed  # sharing the executor took 30 s (the sleep)
 
 
 def test_aio_state_poll_and_unbounded_communicate() -> None:

@@ -119,7 +119,7 @@ def test_close_never_waits_for_a_blocked_reader(pipe: tuple[int, int]) -> None:
     time.sleep(0.2)
     start = time.monotonic()
     _stdio.close_file(f)
-    assert time.monotonic() - start < 0.1
+    assert time.monotonic() - start < 1  # the bug waited for the child
     assert f.closed and _is_open(r)  # still held by the blocked read
     os.write(w, b"late!")
     t.join(5)
@@ -137,7 +137,7 @@ def test_buffered_close_under_a_blocked_reader(pipe: tuple[int, int]) -> None:
     time.sleep(0.1)
     start = time.monotonic()
     _stdio.close_file(f)
-    assert time.monotonic() - start < 0.1
+    assert time.monotonic() - start < 1  # the bug waited for the child
     os.close(w)  # EOF: the reader returns, the descriptor goes
     t.join(5)
     assert not _is_open(r)
