@@ -16,7 +16,9 @@ Every wait of the blocking API has an awaitable twin here, with the same ``timeo
 Nothing blocks the event loop: operations complete through native completion callbacks, the
 dispatcher thread hands completions and events to the loop with ``call_soon_threadsafe``, one
 wake-up per batch however many arrived, and process pipes are read and written with the loop's
-own readiness callbacks.
+own readiness callbacks; on Windows, whose pipes cannot be polled (or with
+``PYHCS_FORCE_WINDOWS_IO=1``), in threads of their own, never the loop's default executor, so
+a kill() never waits behind a read.
 
 Cancelling a task that awaits never frees what HCS may still use: the operation stays alive
 (pyhcs' registry holds it) and closes itself once HCS completes it; a system or process whose
