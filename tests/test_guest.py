@@ -295,3 +295,38 @@ def test_linux_guest_signals_are_posix_numbers(signal_docs: list[str | None]) ->
                     assert p.signal(sig) is True
                     assert p.wait(10) == code
     assert [json.loads(d or "null") for d in signal_docs] == [{"Signal": 2}, {"Signal": 9}, {"Signal": 15}]
+
+
+def test_aio_guests(signal_docs: list[str | None]) -> None:
+    import asyncio
+
+    from pyhcs import aio
+
+    async def main() -> None:
+        uvm_id = new_id("uvm")
+        async with await aio.ComputeSystem.create(uvm_id, LINUX_VM) as uvm:
+            await uvm.start()
+            async with await aio.ComputeSystem.create(new_id("lcow"), {**CONFIG, "HostingSystemId": uvm_id}) as lcow:
+                await lcow.start()
+                assert await lcow.guest_os() == "linux"
+                result = await lcow.run([sys.executable, "-c", ECHO_ARGV, "a b", "", 'q"', "\\"])
+                assert json.loads(result.stdout or b"null") == ["a b", "", 'q"', "\\"]
+                async with await lcow.create_process(["sleep", "30"]) as p:
+                    assert await p.signal("CtrlC") is True
+                    assert await p.wait(10) == 130
+            opened = await aio.open(uvm_id)
+            try:
+                assert await opened.guest_os(timeout=10) == "linux"  # asked in a thread
+            finally:
+                opened.close()
+        async with await aio.ComputeSystem.create(new_id("wc"), CONFIG) as system:
+            await system.start()
+            assert await system.guest_os() == "windows"
+            async with await system.create_process(["sleep", "30"]) as p:
+                with pytest.raises(errors.InvalidArgumentError):
+                    await p.signal(9)
+                assert await p.signal(2) is True
+                assert await p.wait(10) == 130
+
+    asyncio.run(main())
+    assert [json.loads(d or "null") for d in signal_docs] == [{"Signal": 2}, {"Signal": "CtrlC"}]
