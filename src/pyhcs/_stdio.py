@@ -35,7 +35,7 @@ __all__ = ["FORCE_WINDOWS_IO_ENV", "WINDOWS_IO", "PipeIO", "close_file", "open_s
 FORCE_WINDOWS_IO_ENV = "PYHCS_FORCE_WINDOWS_IO"
 
 #: True: the process and aio layers do pipe I/O in threads (Windows pipes cannot be polled and
-#: report a broken pipe as EINVAL). Read at each call, so tests may change it.
+#: report a broken pipe as EINVAL). Read when I/O starts, so tests may change it.
 WINDOWS_IO: bool = sys.platform == "win32" or os.environ.get(FORCE_WINDOWS_IO_ENV, "").strip() == "1"
 
 # Indirections so that tests can make a write fail as a Windows pipe does.
