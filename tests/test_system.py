@@ -379,12 +379,20 @@ def test_default_timeouts(system: ComputeSystem, monkeypatch: pytest.MonkeyPatch
     system.default_timeout = 0.01
     with pytest.raises(errors.OperationTimeoutError) as exc:
         system.wait_exit()
-    assert exc.value.timeout == 0.01  # type: ignore[attr-defined]
-    system.default_timeout = None
+    assert isinstance(exc.value, errors.TimeoutExpiredError) and exc.value.timeout == 0.01
+    system.default_timeout = pyhcs.DEFAULT
     monkeypatch.setattr(pyhcs, "DEFAULT_TIMEOUT", 0.02)
-    with pytest.raises(errors.OperationTimeoutError) as exc:
+    with pytest.raises(errors.TimeoutExpiredError) as exc2:
         system.wait_exit()
-    assert exc.value.timeout == 0.02  # type: ignore[attr-defined]
+    assert exc2.value.timeout == 0.02
+    # None is no limit, as in subprocess: the wait outlives the package default
+    system.default_timeout = None
+    timer = threading.Timer(0.3, system.terminate)
+    timer.start()
+    try:
+        assert system.wait_exit().exit_type == "ForcedExit"
+    finally:
+        timer.join()
     with pytest.raises(ValueError):
         system.wait_exit(timeout=-1)
     with pytest.raises(ValueError):

@@ -16,6 +16,7 @@ from .errors import HcsError
 
 # The Pythonic layer. DEFAULT_TIMEOUT is read at each wait, so assigning
 # ``pyhcs.DEFAULT_TIMEOUT = 30`` changes the default of every later wait.
+from ._handle import DEFAULT, Timeout
 from ._handle import default_timeout_from_env as _default_timeout_from_env
 from ._log import call_statistics, reset_call_statistics, set_slow_call_threshold, slow_call_threshold
 from ._types import EventType, OperationType
@@ -46,11 +47,14 @@ _LAZY = {
     "vm": None,
 }
 
-#: Seconds every wait waits when not told otherwise (env PYHCS_TIMEOUT; math.inf: no limit).
+#: Seconds every wait waits when its ``timeout=`` is omitted (env PYHCS_TIMEOUT; math.inf:
+#: no limit). ``timeout=None`` on a call always means no limit.
 DEFAULT_TIMEOUT: float = _default_timeout_from_env()
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_TIMEOUT",
+    "Timeout",
     "CompletedProcess",
     "ComputeSystem",
     "Event",

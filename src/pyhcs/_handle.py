@@ -23,6 +23,7 @@ Invariants (for ComputeSystem, Process and Operation alike):
 from __future__ import annotations
 
 import atexit
+import enum
 import math
 import os
 import sys
@@ -31,14 +32,19 @@ import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from . import _log
-from .errors import HandleClosedError, HcsError, make_error
+from .errors import HandleClosedError, HcsError, TimeoutExpiredError
+
+if TYPE_CHECKING:
+    from .operation import Operation
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_TIMEOUT_ENV",
     "WAIT_SLICE",
+    "Timeout",
     "Deadline",
     "Handle",
     "default_timeout_from_env",
@@ -58,8 +64,6 @@ _FALLBACK_TIMEOUT = 240.0  # hcsshim's watchdog default
 #: object was closed (so close() is never held up for long by a waiter) and Python handles
 #: signals, so Ctrl-C works on every platform.
 WAIT_SLICE = 0.25
-
-_HCS_E_OPERATION_TIMEOUT = 0x80370118
 
 _exiting = False
 _fork_generation = 0
@@ -111,17 +115,41 @@ def default_timeout_from_env() -> float:
     return value
 
 
-def resolve_timeout(timeout: float | None, default: float | None = None) -> float:
-    """The timeout a wait uses: ``timeout`` if given, else the object's ``default``, else
-    ``pyhcs.DEFAULT_TIMEOUT``. ``math.inf`` waits without a limit (still interruptible)."""
-    if timeout is None:
+class _DefaultTimeout(enum.Enum):
+    """The type of :data:`DEFAULT` (an enum, so type checkers can narrow on ``is DEFAULT``)."""
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        return "pyhcs.DEFAULT"
+
+
+#: "Not given": the timeout of a call whose ``timeout=`` was omitted, and the
+#: ``default_timeout`` of an object created without one. It stands for the object's
+#: ``default_timeout``, else ``pyhcs.DEFAULT_TIMEOUT``.
+DEFAULT = _DefaultTimeout.DEFAULT
+
+#: What every ``timeout=`` takes: seconds (``math.inf`` allowed), None for no limit (as in
+#: subprocess, asyncio and concurrent.futures), or :data:`DEFAULT`.
+Timeout = Union[float, None, _DefaultTimeout]
+
+
+def resolve_timeout(timeout: Timeout, default: Timeout = DEFAULT) -> float:
+    """The seconds a wait may take: ``timeout`` unless it is :data:`DEFAULT`, else the
+    object's ``default``, else ``pyhcs.DEFAULT_TIMEOUT``. None (no limit) is ``math.inf``:
+    such a wait is still sliced, so Ctrl-C and close() interrupt it."""
+    if timeout is DEFAULT:
         timeout = default
-    if timeout is None:
+    if timeout is DEFAULT:
         pkg = sys.modules.get("pyhcs")
         timeout = getattr(pkg, "DEFAULT_TIMEOUT", _FALLBACK_TIMEOUT)
+        if timeout is DEFAULT:
+            timeout = _FALLBACK_TIMEOUT
+    if timeout is None:
+        return math.inf
     value = float(timeout)
     if math.isnan(value) or value < 0:
-        raise ValueError(f"timeout must be >= 0 seconds (math.inf for no limit), not {timeout!r}")
+        raise ValueError(f"timeout must be >= 0 seconds (None for no limit), not {timeout!r}")
     return value
 
 
@@ -159,31 +187,27 @@ def timeout_error(
     call: str | None = None,
     system_id: str | None = None,
     process_id: int | None = None,
-    operation: object | None = None,
+    operation: Operation | None = None,
     operation_id: int | None = None,
     still: str = "it is still running; wait again or cancel it",
-) -> HcsError:
-    """An :class:`~pyhcs.errors.OperationTimeoutError` (a TimeoutError) for a wait that ran out.
-
-    The error carries ``.elapsed``, ``.timeout`` and ``.operation_id`` besides the usual
-    context; ``.operation`` is the still-pending :class:`~pyhcs.Operation`, if any.
-    """
+) -> TimeoutExpiredError:
+    """A :class:`~pyhcs.errors.TimeoutExpiredError` (an OperationTimeoutError, TimeoutError
+    and subprocess.TimeoutExpired) for a wait that ran out; ``.operation`` is the
+    still-pending :class:`~pyhcs.Operation`, if any."""
     elapsed = deadline.elapsed()
     op_part = f" (operation {operation_id})" if operation_id is not None else ""
     message = f"{what}{op_part} did not finish within {deadline.timeout:g} s ({elapsed:.3f} s elapsed); {still}"
-    err = make_error(
-        _HCS_E_OPERATION_TIMEOUT,
-        message=message,
+    return TimeoutExpiredError(
+        message,
+        timeout=deadline.timeout,
+        elapsed=elapsed,
+        cmd=call or what,
         call=call,
         system_id=system_id,
         process_id=process_id,
         operation=operation,
+        operation_id=operation_id,
     )
-    # Extra attributes ride along in __dict__ (pickled and copied by HcsError).
-    err.elapsed = elapsed  # type: ignore[attr-defined]
-    err.timeout = deadline.timeout  # type: ignore[attr-defined]
-    err.operation_id = operation_id  # type: ignore[attr-defined]
-    return err
 
 
 # --------------------------------------------------------------------------------- handles

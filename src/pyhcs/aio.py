@@ -43,9 +43,9 @@ from . import process as _process
 from . import system as _system
 from ._docs import Document, to_json
 from ._guest import GuestOs, list_form, signal_value
-from ._handle import Deadline, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout, timeout_error
 from ._stdio import PipeIO
-from .errors import HcsError, OperationTimeoutError, is_already_stopped
+from .errors import HcsError, OperationTimeoutError, TimeoutExpiredError, is_already_stopped
 from .events import Event, EventHub, ExitStatus, SystemExitStatus
 from .operation import Operation
 from .process import CompletedProcess, process_parameters
@@ -164,7 +164,7 @@ async def _complete(op: Operation, deadline: Deadline) -> str | None:
         op.close()
 
 
-async def wait_operation(op: Operation, timeout: float | None = None) -> str | None:
+async def wait_operation(op: Operation, timeout: Timeout = DEFAULT) -> str | None:
     """Awaits ``op`` and returns its result document (``await op`` does the same).
 
     Raises the call's HcsError, or OperationTimeoutError when ``timeout`` runs out (the
@@ -241,7 +241,7 @@ class AsyncEventStream(AsyncIterator[Event]):
             await _hub_changed(hub, self._ready, deadline, "waiting for the next event")
 
 
-def events(obj: Any, *, replay: bool = True, timeout: float | None = None) -> AsyncEventStream:
+def events(obj: Any, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
     """``async for event in aio.events(system_or_process)`` (blocking or async objects)."""
     target = getattr(obj, "sync", obj)
     hub: EventHub = target._hub
@@ -496,13 +496,13 @@ class Process:
         return self.sync.poll()
 
     @property
-    def default_timeout(self) -> float | None:
+    def default_timeout(self) -> Timeout:
         return self.sync.default_timeout
 
     def __repr__(self) -> str:
         return f"<pyhcs.aio.Process of {self.sync!r}>"
 
-    def _deadline(self, timeout: float | None) -> Deadline:
+    def _deadline(self, timeout: Timeout) -> Deadline:
         return Deadline(resolve_timeout(timeout, self.sync.default_timeout))
 
     async def _status(self, deadline: Deadline) -> ExitStatus:
@@ -513,7 +513,7 @@ class Process:
             raise timeout_error(f"waiting for process {proc.pid} to exit", deadline)
         return status
 
-    async def wait(self, timeout: float | None = None) -> int:
+    async def wait(self, timeout: Timeout = DEFAULT) -> int:
         """Awaits the exit; returns the exit code (see :meth:`pyhcs.Process.wait`)."""
         status = await self._status(self._deadline(timeout))
         return status.check(system_id=self.sync.system_id)
@@ -522,7 +522,7 @@ class Process:
         op = self.sync._submit(call, fn, doc, callback=True)
         return await _complete(op, deadline)
 
-    async def close_stdin(self, *, timeout: float | None = None) -> None:
+    async def close_stdin(self, *, timeout: Timeout = DEFAULT) -> None:
         """Flushes and closes stdin, then sends CloseHandle/StdIn (the child sees EOF)."""
         writer, self.stdin = self.stdin, None
         if writer is not None:
@@ -543,7 +543,7 @@ class Process:
                 raise
 
     async def communicate(
-        self, input: bytes | None = None, timeout: float | None = None
+        self, input: bytes | None = None, timeout: Timeout = DEFAULT
     ) -> tuple[bytes | None, bytes | None]:
         """The async :meth:`pyhcs.Process.communicate`: output drained, then the exit.
 
@@ -600,7 +600,7 @@ class Process:
                 process_id=self.pid or None,
                 still="it is still running: await communicate() again to go on reading, or kill() it",
             )
-            err.output, err.stderr = self._output()  # type: ignore[attr-defined]
+            err.output, err.stderr = self._output()
             raise err
         await self._status(deadline)
         return self._output()
@@ -610,7 +610,7 @@ class Process:
         err = b"".join(self._err) if self._err is not None else None
         return out, err
 
-    async def signal(self, signal: int | str, *, timeout: float | None = None) -> bool:
+    async def signal(self, signal: int | str, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.signal` (False if it had exited)."""
         proc = self.sync
         proc._ensure_open("HcsSignalProcess")
@@ -626,7 +626,7 @@ class Process:
             raise
         return True
 
-    async def terminate(self, *, timeout: float | None = None) -> bool:
+    async def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.terminate` (False if it had exited)."""
         proc = self.sync
         proc._ensure_open("HcsTerminateProcess")
@@ -640,22 +640,22 @@ class Process:
             raise
         return True
 
-    async def kill(self, *, timeout: float | None = None) -> bool:
+    async def kill(self, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.kill`. Runs in a thread of its own (it opens fresh
         handles), never queued behind other work; the thread finishes even if the awaiting
         task is cancelled."""
         return await _in_thread(lambda: self.sync.kill(timeout=timeout))
 
-    async def resize(self, height: int, width: int, *, timeout: float | None = None) -> None:
+    async def resize(self, height: int, width: int, *, timeout: Timeout = DEFAULT) -> None:
         doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
         await self._run("HcsModifyProcess", _process._modify_process, doc, self._deadline(timeout))
 
-    async def properties(self, *, timeout: float | None = None) -> dict[str, Any]:
+    async def properties(self, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
         doc = await self._run("HcsGetProcessProperties", _process._process_properties, None, self._deadline(timeout))
         value = _system.parse_properties(doc, "HcsGetProcessProperties", self.sync.system_id)
         return value
 
-    def events(self, *, replay: bool = True, timeout: float | None = None) -> AsyncEventStream:
+    def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
         return events(self, replay=replay, timeout=timeout)
 
     def close(self) -> None:
@@ -715,7 +715,7 @@ class ComputeSystem:
         return self.sync.id
 
     @property
-    def default_timeout(self) -> float | None:
+    def default_timeout(self) -> Timeout:
         return self.sync.default_timeout
 
     @property
@@ -725,12 +725,12 @@ class ComputeSystem:
     def __repr__(self) -> str:
         return f"<pyhcs.aio.ComputeSystem of {self.sync!r}>"
 
-    def _deadline(self, timeout: float | None) -> Deadline:
+    def _deadline(self, timeout: Timeout) -> Deadline:
         return Deadline(resolve_timeout(timeout, self.sync.default_timeout))
 
     @classmethod
     async def create(
-        cls, id: str, config: Document, *, timeout: float | None = None, default_timeout: float | None = None,
+        cls, id: str, config: Document, *, timeout: Timeout = DEFAULT, default_timeout: Timeout = DEFAULT,
         guest_os: str | None = None,
     ) -> ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create`."""
@@ -740,8 +740,8 @@ class ComputeSystem:
         assert op is not None
         try:
             await _wait_op(op, Deadline(resolve_timeout(timeout, default_timeout)))
-        except OperationTimeoutError as err:
-            err.system = cls(system)  # type: ignore[attr-defined]
+        except TimeoutExpiredError as err:
+            err.system = cls(system)
             raise
         except asyncio.CancelledError:
             system._creation = None
@@ -750,31 +750,31 @@ class ComputeSystem:
         system.wait_created(0)
         return cls(system)
 
-    async def wait_created(self, timeout: float | None = None) -> None:
+    async def wait_created(self, timeout: Timeout = DEFAULT) -> None:
         op = self.sync._creation
         if op is not None:
             await _wait_op(op, self._deadline(timeout))
             self.sync.wait_created(0)
 
     @classmethod
-    async def open(cls, id: str, *, default_timeout: float | None = None, guest_os: str | None = None) -> ComputeSystem:
+    async def open(cls, id: str, *, default_timeout: Timeout = DEFAULT, guest_os: str | None = None) -> ComputeSystem:
         """HcsOpenComputeSystem (a synchronous call: it does not wait for anything)."""
         return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout, guest_os=guest_os))
 
-    async def guest_os(self, *, timeout: float | None = None) -> GuestOs:
+    async def guest_os(self, *, timeout: Timeout = DEFAULT) -> GuestOs:
         """The async :attr:`pyhcs.ComputeSystem.guest_os` ("windows" or "linux")."""
         return await _guest_os(self.sync, self._deadline(timeout))
 
-    async def _run(self, action: str, document: Document | None, timeout: float | None) -> str | None:
+    async def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
         deadline = self._deadline(timeout)
         await self.wait_created(deadline.remaining())
         op = self.sync.submit(action, document, callback=True)
         return await _complete(op, deadline)
 
-    async def start(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    async def start(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("start", options, timeout)
 
-    async def shutdown(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+    async def shutdown(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
         try:
             await self._run("shutdown", options, timeout)
         except HcsError as err:
@@ -783,7 +783,7 @@ class ComputeSystem:
             raise
         return True
 
-    async def terminate(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+    async def terminate(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
         try:
             await self._run("terminate", options, timeout)
         except HcsError as err:
@@ -792,33 +792,33 @@ class ComputeSystem:
             raise
         return True
 
-    async def crash(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    async def crash(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("crash", options, timeout)
 
-    async def pause(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    async def pause(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("pause", options, timeout)
 
-    async def resume(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    async def resume(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("resume", options, timeout)
 
-    async def save(self, options: Document, *, timeout: float | None = None) -> None:
+    async def save(self, options: Document, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("save", options, timeout)
 
-    async def modify(self, request: Document, *, timeout: float | None = None) -> None:
+    async def modify(self, request: Document, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("modify", request, timeout)
 
     async def properties(
-        self, *types: str, query: Document | None = None, timeout: float | None = None
+        self, *types: str, query: Document | None = None, timeout: Timeout = DEFAULT
     ) -> dict[str, Any]:
         doc = await self._run("properties", _system._property_query(types, query), timeout)
         return _system.parse_properties(doc, "HcsGetComputeSystemProperties", self.id)
 
-    async def state(self, *, timeout: float | None = None) -> str:
+    async def state(self, *, timeout: Timeout = DEFAULT) -> str:
         """The ``State`` property (Created, Running, Paused, Stopped, SavedAsTemplate): the
         async twin of :attr:`pyhcs.ComputeSystem.state`, a method here because it queries HCS."""
         return str((await self.properties(timeout=timeout)).get("State", "Unknown"))
 
-    async def wait_exit(self, timeout: float | None = None) -> SystemExitStatus:
+    async def wait_exit(self, timeout: Timeout = DEFAULT) -> SystemExitStatus:
         """The async :meth:`pyhcs.ComputeSystem.wait_exit`."""
         system = self.sync
         deadline = self._deadline(timeout)
@@ -828,7 +828,7 @@ class ComputeSystem:
         return status
 
     async def stop(
-        self, grace: float = 30.0, *, options: Document | None = None, timeout: float | None = None
+        self, grace: float = 30.0, *, options: Document | None = None, timeout: Timeout = DEFAULT
     ) -> SystemExitStatus:
         """The async :meth:`pyhcs.ComputeSystem.stop`: shutdown, then terminate after ``grace``."""
         system = self.sync
@@ -865,7 +865,7 @@ class ComputeSystem:
         stderr: bool | None = None,
         console: bool | None = None,
         console_size: tuple[int, int] | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
     ) -> Process:
         """The async :meth:`pyhcs.ComputeSystem.create_process`; the pipes are async streams."""
         deadline = self._deadline(timeout)
@@ -882,8 +882,8 @@ class ComputeSystem:
         assert op is not None
         try:
             await _wait_op(op, deadline)
-        except OperationTimeoutError as err:
-            err.process = proc  # type: ignore[attr-defined]
+        except TimeoutExpiredError as err:
+            err.process = proc
             raise
         except asyncio.CancelledError:
             proc._creation = None
@@ -902,7 +902,7 @@ class ComputeSystem:
         env: Mapping[str, str] | None = None,
         user: str | None = None,
         params: Document | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
         check: bool = False,
     ) -> CompletedProcess:
         """The async :meth:`pyhcs.ComputeSystem.run`."""
@@ -937,7 +937,7 @@ class ComputeSystem:
     async def open_process(self, pid: int, *, stdio: bool = False) -> Process:
         return Process(_process.Process.open(self.sync, pid, stdio=stdio, bufsize=0))
 
-    def events(self, *, replay: bool = True, timeout: float | None = None) -> AsyncEventStream:
+    def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
         return events(self, replay=replay, timeout=timeout)
 
     def add_event_callback(self, fn: Callable[[Event], None], *, replay: bool = False) -> None:
@@ -975,7 +975,7 @@ async def enumerate(
     names: Sequence[str] | None = None,
     types: Sequence[str] | None = None,
     owners: Sequence[str] | None = None,
-    timeout: float | None = None,
+    timeout: Timeout = DEFAULT,
 ) -> list[dict[str, Any]]:
     """The async :meth:`pyhcs.ComputeSystem.enumerate`."""
     text = _system.enumeration_query(query, ids, names, types, owners)
@@ -984,7 +984,7 @@ async def enumerate(
     return _system.parse_enumeration(doc)
 
 
-async def open(id: str, *, default_timeout: float | None = None) -> ComputeSystem:
+async def open(id: str, *, default_timeout: Timeout = DEFAULT) -> ComputeSystem:
     """``await aio.open(id)``: the async :meth:`pyhcs.ComputeSystem.open`."""
     return await ComputeSystem.open(id, default_timeout=default_timeout)
 

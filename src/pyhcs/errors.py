@@ -129,8 +129,17 @@ from __future__ import annotations
 import copy as _copy
 import json
 import operator
+import subprocess
 import sys
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+if TYPE_CHECKING:
+    from .operation import Operation
+    from .events import ExitStatus
+    from .aio import ComputeSystem as AsyncComputeSystem
+    from .process import Process
+    from .system import ComputeSystem
 
 __all__ = [
     "HRESULT_FROM_WIN32",
@@ -403,7 +412,7 @@ class HcsError(OSError):
     call: str | None
     system_id: str | None
     process_id: int | None
-    operation: object | None
+    operation: Operation | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -419,7 +428,7 @@ class HcsError(OSError):
         call: str | None = None,
         system_id: str | None = None,
         process_id: int | None = None,
-        operation: object | None = None,
+        operation: Operation | None = None,
     ) -> None:
         value = to_unsigned(hresult)
         cls = type(self)
@@ -672,7 +681,7 @@ def make_error(
     call: str | None = None,
     system_id: str | None = None,
     process_id: int | None = None,
-    operation: object | None = None,
+    operation: Operation | None = None,
 ) -> HcsError:
     """Build (but do not raise) the right :class:`HcsError` subclass for *hresult*."""
     cls = error_class(hresult)
@@ -699,7 +708,7 @@ def check_hr(
     call: str | None = None,
     system_id: str | None = None,
     process_id: int | None = None,
-    operation: object | None = None,
+    operation: Operation | None = None,
     accept_pending: bool = False,
 ) -> int:
     """Return *hresult* if it is a success code, else raise the matching :class:`HcsError`.
@@ -831,7 +840,7 @@ class HandleClosedError(_gen.InvalidHandleError):
         call: str | None = None,
         system_id: str | None = None,
         process_id: int | None = None,
-        operation: object | None = None,
+        operation: Operation | None = None,
     ) -> None:
         super().__init__(
             _gen.E_HANDLE,
@@ -845,3 +854,138 @@ class HandleClosedError(_gen.InvalidHandleError):
 
 HcsClosedError = HandleClosedError
 """Alias of :class:`HandleClosedError` (the name used in the house-style notes)."""
+
+
+class TimeoutExpiredError(_gen.OperationTimeoutError, subprocess.TimeoutExpired):
+    """A pyhcs wait ran out: an :class:`OperationTimeoutError` (so a :class:`TimeoutError`
+    and an :class:`HcsError`) and a :class:`subprocess.TimeoutExpired`.
+
+    Every timeout pyhcs itself raises is one (HCS's own HCS_E_OPERATION_TIMEOUT stays a plain
+    :class:`OperationTimeoutError`). Not registered: ``error_class()`` of the code is unchanged.
+
+    Attributes
+    ----------
+    cmd:
+        The command of :meth:`ComputeSystem.run` (else the name of what was waited for).
+    timeout: float
+        The timeout that was given to the call (``math.inf`` for none), not the time that
+        was left of it.
+    elapsed: float
+        Seconds the wait took.
+    output, stdout, stderr:
+        What :meth:`ComputeSystem.run` or :meth:`Process.communicate` had read (else None).
+    operation: Operation | None
+        The operation still pending in HCS, if any. It closes itself once HCS completes it;
+        ``close()`` it to give up sooner, or wait on it again.
+    operation_id: int | None
+        Its HCS id.
+    system: ComputeSystem | aio.ComputeSystem | None
+        Set by :meth:`ComputeSystem.create` (and its async twin): the half-created system. The caller owns it:
+        ``wait_created()`` to go on, or ``close()`` it (which ends it).
+    process: Process | None
+        Set by :meth:`ComputeSystem.create_process`: the process still being created. The
+        caller owns it (``wait_started()`` or ``close()``). After :meth:`ComputeSystem.run`
+        it is the process ``run()`` killed and already closed (for its ``pid``), or None.
+    """
+
+    elapsed: float
+    operation_id: int | None
+    system: ComputeSystem | AsyncComputeSystem | None
+    process: Process | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: float,
+        elapsed: float,
+        cmd: str | Sequence[str] = "",
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        call: str | None = None,
+        system_id: str | None = None,
+        process_id: int | None = None,
+        operation: Operation | None = None,
+        operation_id: int | None = None,
+    ) -> None:
+        HcsError.__init__(
+            self,
+            _gen.HCS_E_OPERATION_TIMEOUT,
+            message,
+            call=call,
+            system_id=system_id,
+            process_id=process_id,
+            operation=operation,
+        )
+        self.cmd = cmd
+        self.timeout = timeout
+        self.output = output
+        self.stderr = stderr  # type: ignore[assignment]  # str with text=True, as subprocess does
+        self.elapsed = elapsed
+        self.operation_id = operation_id
+        self.system = None
+        self.process = None
+
+    def _extra_state(self) -> dict[str, Any]:
+        # Live objects own handles: never pickled or duplicated (like ``operation``).
+        state = super()._extra_state()
+        state.pop("system", None)
+        state.pop("process", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
+        self.__dict__.setdefault("system", None)
+        self.__dict__.setdefault("process", None)
+
+    def __str__(self) -> str:
+        return HcsError.__str__(self)
+
+
+class CalledProcessError(subprocess.CalledProcessError):
+    """A process run with ``check=True`` exited with a non-zero code: a
+    :class:`subprocess.CalledProcessError` (``returncode``, ``cmd``, ``output``/``stdout``,
+    ``stderr``) with the compute system it ran in.
+
+    Not an :class:`HcsError`: every HCS call succeeded; the command itself failed.
+    """
+
+    system_id: str | None
+    pid: int
+    exit_status: ExitStatus | None
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: str | Sequence[str],
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        *,
+        system_id: str | None = None,
+        pid: int = 0,
+        exit_status: ExitStatus | None = None,
+    ) -> None:
+        super().__init__(returncode, cmd, output, stderr)
+        self.system_id = system_id
+        self.pid = pid
+        self.exit_status = exit_status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_called,
+            (type(self), self.returncode, self.cmd, self.output, self.stderr, self.system_id, self.pid),
+        )
+
+    def __str__(self) -> str:
+        where = f" in compute system {self.system_id!r}" if self.system_id is not None else ""
+        return f"{super().__str__()[:-1]}{where}."
+
+
+def _rebuild_called(
+    cls: type[CalledProcessError], returncode: int, cmd: str | Sequence[str], output: bytes | str | None,
+    stderr: bytes | str | None, system_id: str | None, pid: int,
+) -> CalledProcessError:
+    return cls(returncode, cmd, output, stderr, system_id=system_id, pid=pid)
+
+
+__all__ += ["CalledProcessError", "TimeoutExpiredError"]

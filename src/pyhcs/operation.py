@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _backend as B
 from . import _log
-from ._handle import Deadline, Handle, in_dispatcher, mark_dispatcher_thread, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Timeout, Handle, in_dispatcher, mark_dispatcher_thread, resolve_timeout, timeout_error
 from ._types import HCS_INVALID_OPERATION_ID, HcsProcessInformation, OperationType
 from .errors import (
     HandleClosedError,
@@ -93,7 +93,7 @@ class Operation(Handle):
         process_id: int | None = None,
         owner: Handle | None = None,
         process_info: bool = False,
-        default_timeout: float | None = None,
+        default_timeout: Timeout = DEFAULT,
     ) -> None:
         key = next(_keys) if callback else 0
         if callback:
@@ -342,10 +342,10 @@ class Operation(Handle):
             still="it is still running: wait on err.operation again or cancel it",
         )
 
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: Timeout = DEFAULT) -> None:
         """Waits until the operation completes, successfully or not.
 
-        ``timeout`` in seconds (None: the default, ``pyhcs.DEFAULT_TIMEOUT``; ``math.inf``: no
+        ``timeout`` in seconds (omitted: the default, ``pyhcs.DEFAULT_TIMEOUT``; None: no
         limit). Raises OperationTimeoutError when it runs out (the operation keeps running) and
         HandleClosedError if the operation is closed before it completes.
         """
@@ -355,7 +355,7 @@ class Operation(Handle):
             return
         self._wait_until(Deadline(resolve_timeout(timeout, self.default_timeout)))
 
-    def result(self, timeout: float | None = None) -> str | None:
+    def result(self, timeout: Timeout = DEFAULT) -> str | None:
         """Waits (see :meth:`wait`) and returns the result document (JSON text, or None), or
         raises the call's :class:`~pyhcs.errors.HcsError` (with ``.operation`` set to this)."""
         self.wait(timeout)
@@ -363,12 +363,19 @@ class Operation(Handle):
             raise self._error
         return self._doc
 
-    def exception(self, timeout: float | None = None) -> HcsError | None:
+    def _result_by(self, deadline: Deadline) -> str | None:
+        """:meth:`result` against a deadline the caller already runs (its timeout is the one
+        the error reports)."""
+        if not self._done:
+            self._wait_until(deadline)
+        return self.result(0)
+
+    def exception(self, timeout: Timeout = DEFAULT) -> HcsError | None:
         """Waits (see :meth:`wait`) and returns the call's error, or None if it succeeded."""
         self.wait(timeout)
         return self._error
 
-    def result_and_process_info(self, timeout: float | None = None) -> tuple[HcsProcessInformation, str | None]:
+    def result_and_process_info(self, timeout: Timeout = DEFAULT) -> tuple[HcsProcessInformation, str | None]:
         """For CreateProcess/GetProcessInfo operations created with ``process_info=True``:
         the process information and the result document.
 
@@ -522,7 +529,7 @@ def initiate(subject: Handle, op: Operation, call: str, fn: Callable[..., Any], 
         subject._release()
 
 
-def complete(op: Operation, timeout: float | None) -> str | None:
+def complete(op: Operation, timeout: Timeout | Deadline) -> str | None:
     """Waits for an internal operation and closes it; returns its result document.
 
     On a timeout the operation is not closed under HCS: it is abandoned (it closes itself
@@ -531,7 +538,7 @@ def complete(op: Operation, timeout: float | None) -> str | None:
     while it runs.
     """
     try:
-        doc = op.result(timeout)
+        doc = op._result_by(timeout) if isinstance(timeout, Deadline) else op.result(timeout)
     except OperationTimeoutError as err:
         if err.operation is op and not op._done:
             op.abandon()

@@ -37,12 +37,13 @@ from . import _backend as B
 from . import _log, _stdio
 from ._docs import Document, loads, to_json
 from ._guest import GuestOs, command_fields, signal_value
-from ._handle import Deadline, Handle, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Timeout, Handle, resolve_timeout, timeout_error
 from ._stdio import PipeIO
 from ._types import HcsProcessInformation
 from .errors import (
     HcsError,
     OperationTimeoutError,
+    TimeoutExpiredError,
     Win32AccessDeniedError,
     is_already_stopped,
     is_timeout,
@@ -248,7 +249,7 @@ class Process(Handle):
         proc = cls._adopt(handle, system, pid=pid, bufsize=bufsize)
         try:
             if stdio:
-                proc._started(proc._get_process_info(None))
+                proc._started(proc._get_process_info(DEFAULT))
             else:
                 proc._poll_exit()
         except BaseException:
@@ -274,16 +275,16 @@ class Process(Handle):
         return f"<pyhcs.Process pid={self.pid} system={self.system_id!r} {state}>"
 
     # -- creation ---------------------------------------------------------------------------------
-    def wait_started(self, timeout: float | None = None) -> None:
+    def wait_started(self, timeout: Timeout = DEFAULT) -> None:
         """Waits for a pending creation (only needed after create_process timed out)."""
         op = self._creation
         if op is None:
             return
         try:
             op.wait(resolve_timeout(timeout, self.default_timeout))
-        except OperationTimeoutError as err:
+        except TimeoutExpiredError as err:
             if err.operation is op and not op._done:
-                err.process = self  # type: ignore[attr-defined]
+                err.process = self
             raise
         self._creation_done(op)
 
@@ -305,7 +306,7 @@ class Process(Handle):
                 # A Windows Server 2022 quirk: the wait can fail spuriously although the process
                 # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
                 try:
-                    pi = self._get_process_info(None)
+                    pi = self._get_process_info(DEFAULT)
                 except HcsError:
                     raise failure from None
                 _log.log.info("pyhcs: HcsCreateProcess reported %s but the process exists; recovered", failure.name)
@@ -316,7 +317,7 @@ class Process(Handle):
             raise
         op.close()
 
-    def _get_process_info(self, timeout: float | None) -> HcsProcessInformation:
+    def _get_process_info(self, timeout: Timeout) -> HcsProcessInformation:
         call = "HcsGetProcessInfo"
         op = Operation(call=call, system_id=self.system_id, process_id=self.pid or None, owner=self, process_info=True)
         try:
@@ -444,7 +445,7 @@ class Process(Handle):
             )
         return status
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: Timeout = DEFAULT) -> int:
         """Waits for the process to exit and returns its exit code.
 
         Raises OperationTimeoutError (the process keeps running), the HcsError HCS gave in
@@ -455,7 +456,7 @@ class Process(Handle):
         return status.check(system_id=self.system_id)
 
     # -- stdio ----------------------------------------------------------------------------------------
-    def close_stdin(self, *, timeout: float | None = None) -> None:
+    def close_stdin(self, *, timeout: Timeout = DEFAULT) -> None:
         """Ends the child's stdin: closes our end and sends HcsModifyProcess CloseHandle/StdIn
         (both are needed for the child to see EOF). Idempotent; fine after the exit."""
         f, self.stdin = self.stdin, None
@@ -475,7 +476,7 @@ class Process(Handle):
                 raise
 
     def communicate(
-        self, input: bytes | None = None, timeout: float | None = None
+        self, input: bytes | None = None, timeout: Timeout = DEFAULT
     ) -> tuple[bytes | None, bytes | None]:
         """Sends ``input``, reads stdout and stderr to EOF (concurrently: no deadlock however
         much the child writes), closes stdin, then waits for the exit.
@@ -483,7 +484,7 @@ class Process(Handle):
         Returns ``(stdout, stderr)``, None for a stream without a pipe. On a timeout raises
         OperationTimeoutError with the output so far as ``err.output``/``err.stderr``; the
         process keeps running and communicate() may be called again (without input) to go on.
-        ``timeout=math.inf`` waits without a limit; Ctrl-C interrupts the wait either way.
+        ``timeout=None`` waits without a limit; Ctrl-C interrupts the wait either way.
         If another thread closes the process meanwhile, this raises HandleClosedError.
         Like :mod:`subprocess`, do not mix it with reads of your own on the same pipes.
         """
@@ -513,8 +514,8 @@ class Process(Handle):
                     self._communicate_threads(comm, deadline)
                 else:
                     self._communicate_select(comm, deadline)
-            except OperationTimeoutError as err:
-                err.output, err.stderr = comm.output()  # type: ignore[attr-defined]
+            except TimeoutExpiredError as err:
+                err.output, err.stderr = comm.output()
                 raise
             except ValueError:
                 if self._closed:  # a pipe closed by close() from another thread
@@ -662,7 +663,7 @@ class Process(Handle):
             raise
         return op
 
-    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: float | None) -> str | None:
+    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: Timeout) -> str | None:
         op = self._submit(call, fn, doc, callback=False)
         return complete(op, resolve_timeout(timeout, self.default_timeout))
 
@@ -678,7 +679,7 @@ class Process(Handle):
             return self._hub.exit is not None or self._hub.failure is not None
         return False
 
-    def signal(self, signal: int | str, *, timeout: float | None = None) -> bool:
+    def signal(self, signal: int | str, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsSignalProcess, with the signal in the form the guest takes (see
         :attr:`ComputeSystem.guest_os`): a Windows guest gets a Ctrl event name ("CtrlC",
         "CtrlBreak", "CtrlClose", "CtrlLogOff", "CtrlShutdown"; SIGINT, SIGQUIT, SIGHUP and
@@ -697,7 +698,7 @@ class Process(Handle):
             raise
         return True
 
-    def terminate(self, *, timeout: float | None = None) -> bool:
+    def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsTerminateProcess on this handle (no signal document: it is the same call for
         every guest). False if the process had already exited."""
         self._ensure_open("HcsTerminateProcess")
@@ -711,7 +712,7 @@ class Process(Handle):
             raise
         return True
 
-    def kill(self, *, timeout: float | None = None) -> bool:
+    def kill(self, *, timeout: Timeout = DEFAULT) -> bool:
         """Ends the process now; idempotent. False if it had already exited.
 
         Signals are serialized per process per system handle in HCS, so a kill could queue
@@ -765,16 +766,16 @@ class Process(Handle):
             if not deferred:
                 close_fresh()
 
-    def resize(self, height: int, width: int, *, timeout: float | None = None) -> None:
+    def resize(self, height: int, width: int, *, timeout: Timeout = DEFAULT) -> None:
         """HcsModifyProcess ConsoleSize (processes created with ``console=True``)."""
         doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
         self._run("HcsModifyProcess", _modify_process, doc, timeout)
 
-    def modify(self, request: Document, *, timeout: float | None = None) -> None:
+    def modify(self, request: Document, *, timeout: Timeout = DEFAULT) -> None:
         """HcsModifyProcess with any ProcessModifyRequest."""
         self._run("HcsModifyProcess", _modify_process, to_json(request, "process modify request"), timeout)
 
-    def properties(self, query: Document | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    def properties(self, query: Document | None = None, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
         """HcsGetProcessProperties: the ProcessStatus (ProcessId, Exited, ExitCode, ...)."""
         doc = self._run("HcsGetProcessProperties", _process_properties, to_json(query, "property query"), timeout)
         value = loads(doc)
@@ -789,7 +790,7 @@ class Process(Handle):
         return value
 
     # -- events -----------------------------------------------------------------------------------
-    def events(self, *, replay: bool = True, timeout: float | None = None) -> EventStream:
+    def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> EventStream:
         """A blocking iterator over this process's events; ends after ProcessExited."""
         return EventStream(self._hub, replay=replay, timeout=resolve_timeout(timeout, self.default_timeout))
 

@@ -16,8 +16,10 @@ What the object guarantees:
   ``ShouldTerminateOnLastHandleClosed: true`` unless the configuration says otherwise, so the
   last close also ends the system. A ``with`` block left by an exception terminates the system
   it created.
-* Every wait has a timeout: ``timeout=`` per call, else ``system.default_timeout``, else
-  ``pyhcs.DEFAULT_TIMEOUT`` (env ``PYHCS_TIMEOUT``, 240 s). ``math.inf`` waits forever.
+* Every wait has a timeout, honoured on every path: ``timeout=`` per call, else
+  ``system.default_timeout``, else ``pyhcs.DEFAULT_TIMEOUT`` (env ``PYHCS_TIMEOUT``, 240 s).
+  ``timeout=None`` waits without a limit, as in subprocess and asyncio (still interruptible
+  by Ctrl-C and close()).
 * Errors say what failed: the HRESULT's class (``errors.InvalidStateError``...), the call, the
   system id, HCS's own message and ErrorEvents.
 * Events are registered before anything can happen, so no exit is missed.
@@ -37,10 +39,11 @@ from . import _backend as B
 from . import _log
 from ._docs import Document, compute_system_config, loads, to_json
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
-from ._handle import Deadline, Handle, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Timeout, Handle, resolve_timeout, timeout_error
 from .errors import (
     HcsError,
     OperationTimeoutError,
+    TimeoutExpiredError,
     SystemNotFoundError,
     is_already_stopped,
     is_timeout,
@@ -133,9 +136,9 @@ class ComputeSystem(Handle):
     ----------
     id: str
         The compute system id.
-    default_timeout: float | None
-        Timeout of this system's waits when ``timeout=`` is not given (None: the package
-        default). Processes created here inherit it.
+    default_timeout: float | None | pyhcs.DEFAULT
+        Timeout of this system's waits when ``timeout=`` is not given (``pyhcs.DEFAULT``:
+        ``pyhcs.DEFAULT_TIMEOUT``; None: no limit). Processes created here inherit it.
     guest_os: "windows" | "linux"
         The kind of guest its processes run in, which decides how argument lists and
         signals are sent (see :attr:`guest_os`).
@@ -144,7 +147,7 @@ class ComputeSystem(Handle):
     _kind = "compute system"
 
     def __init__(
-        self, handle: int, id: str, *, created: bool, default_timeout: float | None = None,
+        self, handle: int, id: str, *, created: bool, default_timeout: Timeout = DEFAULT,
         guest_os: GuestOs | None = None, hosting_id: str | None = None,
     ) -> None:
         super().__init__(handle)
@@ -168,7 +171,7 @@ class ComputeSystem(Handle):
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def _adopt(
-        cls, handle: int, id: str, *, created: bool, default_timeout: float | None,
+        cls, handle: int, id: str, *, created: bool, default_timeout: Timeout,
         guest_os: GuestOs | None = None, hosting_id: str | None = None,
     ) -> ComputeSystem:
         try:
@@ -180,7 +183,7 @@ class ComputeSystem(Handle):
 
     @classmethod
     def _begin_create(
-        cls, id: str, config: Document, *, callback: bool, default_timeout: float | None,
+        cls, id: str, config: Document, *, callback: bool, default_timeout: Timeout,
         guest_os: str | None = None,
     ) -> ComputeSystem:
         guest = check_guest_os(guest_os)
@@ -226,8 +229,8 @@ class ComputeSystem(Handle):
         id: str,
         config: Document,
         *,
-        timeout: float | None = None,
-        default_timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
+        default_timeout: Timeout = DEFAULT,
         guest_os: str | None = None,
     ) -> ComputeSystem:
         """HcsCreateComputeSystem: creates the system ``id`` (state Created) and waits for it.
@@ -244,7 +247,7 @@ class ComputeSystem(Handle):
         system.wait_created(timeout)
         return system
 
-    def wait_created(self, timeout: float | None = None) -> None:
+    def wait_created(self, timeout: Timeout = DEFAULT) -> None:
         """Waits for a pending creation (only needed after a create timed out)."""
         op = self._creation
         if op is None:
@@ -252,8 +255,8 @@ class ComputeSystem(Handle):
         try:
             op.result(resolve_timeout(timeout, self.default_timeout))
         except OperationTimeoutError as err:
-            if err.operation is op and not op._done:
-                err.system = self  # type: ignore[attr-defined]
+            if isinstance(err, TimeoutExpiredError) and err.operation is op and not op._done:
+                err.system = self
                 raise
             self._creation_failed(op, err)
         except HcsError as err:
@@ -269,12 +272,14 @@ class ComputeSystem(Handle):
         self.close()
         raise err
 
-    def _ensure_created(self) -> None:
+    def _ensure_created(self, timeout: Timeout = DEFAULT) -> None:
+        # A call on a half-created system (the one a timed-out create hands over) first
+        # waits for the creation, within the call's own timeout.
         if self._creation is not None:
-            self.wait_created()
+            self.wait_created(timeout)
 
     @classmethod
-    def open(cls, id: str, *, default_timeout: float | None = None, guest_os: str | None = None) -> ComputeSystem:
+    def open(cls, id: str, *, default_timeout: Timeout = DEFAULT, guest_os: str | None = None) -> ComputeSystem:
         """HcsOpenComputeSystem: a new handle to an existing system (any process may have
         created it). Raises ``errors.SystemNotFoundError`` (a FileNotFoundError).
 
@@ -308,7 +313,7 @@ class ComputeSystem(Handle):
         names: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
         owners: Sequence[str] | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
     ) -> list[dict[str, Any]]:
         """HcsEnumerateComputeSystems: the basic properties of every matching system.
 
@@ -333,7 +338,10 @@ class ComputeSystem(Handle):
         ``action`` is one of start, shutdown, terminate, crash, pause, resume, save,
         properties, modify. ``callback=True`` makes it awaitable without blocking.
         """
-        self._ensure_created()
+        return self._submit(action, document, callback=callback, timeout=DEFAULT)
+
+    def _submit(self, action: str, document: Document | None, *, callback: bool, timeout: Timeout) -> Operation:
+        self._ensure_created(timeout)
         try:
             call, fn = _ACTIONS[action]
         except KeyError:
@@ -347,15 +355,16 @@ class ComputeSystem(Handle):
             raise
         return op
 
-    def _run(self, action: str, document: Document | None, timeout: float | None) -> str | None:
-        op = self.submit(action, document)
-        return complete(op, resolve_timeout(timeout, self.default_timeout))
+    def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        op = self._submit(action, document, callback=False, timeout=deadline.remaining())
+        return complete(op, deadline)
 
-    def start(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    def start(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsStartComputeSystem: Created -> Running. ``errors.InvalidStateError`` otherwise."""
         self._run("start", options, timeout)
 
-    def shutdown(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+    def shutdown(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsShutDownComputeSystem: asks the guest to shut down and waits until it has.
 
         Returns False when the system had already stopped (not an error: shutdown is
@@ -371,7 +380,7 @@ class ComputeSystem(Handle):
             raise
         return True
 
-    def terminate(self, options: Document | None = None, *, timeout: float | None = None) -> bool:
+    def terminate(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsTerminateComputeSystem: forced power-off. False if it had already stopped."""
         try:
             self._run("terminate", options, timeout)
@@ -381,26 +390,26 @@ class ComputeSystem(Handle):
             raise
         return True
 
-    def crash(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    def crash(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsCrashComputeSystem: makes the guest crash (CrashInitiated/CrashReport events,
         then the system exits with ExitType UnexpectedExit). ``options``: CrashOptions."""
         self._run("crash", options, timeout)
 
-    def pause(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    def pause(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsPauseComputeSystem: Running -> Paused. ``options``: PauseOptions."""
         self._run("pause", options, timeout)
 
-    def resume(self, options: Document | None = None, *, timeout: float | None = None) -> None:
+    def resume(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsResumeComputeSystem: Paused -> Running."""
         self._run("resume", options, timeout)
 
-    def save(self, options: Document, *, timeout: float | None = None) -> None:
+    def save(self, options: Document, *, timeout: Timeout = DEFAULT) -> None:
         """HcsSaveComputeSystem: ``options`` is SaveOptions, e.g.
         ``{"SaveType": "ToFile", "SaveStateFilePath": "/path/x.vmrs"}``. The system must be
         paused first (``errors.InvalidStateError`` otherwise)."""
         self._run("save", options, timeout)
 
-    def properties(self, *types: str, query: Document | None = None, timeout: float | None = None) -> dict[str, Any]:
+    def properties(self, *types: str, query: Document | None = None, timeout: Timeout = DEFAULT) -> dict[str, Any]:
         """HcsGetComputeSystemProperties: the basic properties plus the requested ``types``
         ("Statistics", "ProcessList", "Memory", ...), or a full ``query=`` document."""
         doc = self._run("properties", _property_query(types, query), timeout)
@@ -428,7 +437,7 @@ class ComputeSystem(Handle):
         """
         return self._guest_os()
 
-    def _guest_os(self, timeout: float | None = None) -> GuestOs:
+    def _guest_os(self, timeout: Timeout = DEFAULT) -> GuestOs:
         guest = self._guest
         if guest is not None:
             return guest
@@ -448,7 +457,7 @@ class ComputeSystem(Handle):
         self._guest = guest or "windows"
         return self._guest
 
-    def modify(self, request: Document, *, timeout: float | None = None) -> None:
+    def modify(self, request: Document, *, timeout: Timeout = DEFAULT) -> None:
         """HcsModifyComputeSystem with a ModifySettingRequest."""
         self._run("modify", request, timeout)
 
@@ -479,7 +488,7 @@ class ComputeSystem(Handle):
             raise self._closed_error("wait_exit")
         return None
 
-    def wait_exit(self, timeout: float | None = None) -> SystemExitStatus:
+    def wait_exit(self, timeout: Timeout = DEFAULT) -> SystemExitStatus:
         """Waits until the system has exited and returns how (:class:`SystemExitStatus`).
 
         Raises OperationTimeoutError (the system keeps running), ServiceDisconnectedError if
@@ -495,7 +504,7 @@ class ComputeSystem(Handle):
         return status
 
     def stop(
-        self, grace: float = 30.0, *, options: Document | None = None, timeout: float | None = None
+        self, grace: float = 30.0, *, options: Document | None = None, timeout: Timeout = DEFAULT
     ) -> SystemExitStatus:
         """Stops the system whatever it takes, within bounds (a guest that ignores the shutdown
         is terminated).
@@ -513,7 +522,7 @@ class ComputeSystem(Handle):
         shutdown_op: Operation | None = None
         try:
             try:
-                shutdown_op = self.submit("shutdown", options)
+                shutdown_op = self._submit("shutdown", options, callback=False, timeout=total.remaining())
             except HcsError as err:
                 if is_already_stopped(err):
                     return self.wait_exit(total.remaining())
@@ -542,8 +551,8 @@ class ComputeSystem(Handle):
                     shutdown_op.abandon()  # completes once the terminate lands
 
     # -- processes -----------------------------------------------------------------------------------
-    def _begin_process(self, params: str, *, callback: bool, bufsize: int) -> Process:
-        self._ensure_created()
+    def _begin_process(self, params: str, *, callback: bool, bufsize: int, timeout: Timeout = DEFAULT) -> Process:
+        self._ensure_created(timeout)
         call = "HcsCreateProcess"
         op = Operation(
             call=call,
@@ -586,7 +595,7 @@ class ComputeSystem(Handle):
         console: bool | None = None,
         console_size: tuple[int, int] | None = None,
         bufsize: int = -1,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
     ) -> Process:
         """HcsCreateProcess: starts a process in the (running) system.
 
@@ -618,7 +627,7 @@ class ComputeSystem(Handle):
             console_size=console_size,
             guest_os=guest,
         )
-        proc = self._begin_process(text, callback=False, bufsize=bufsize)
+        proc = self._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining())
         proc.wait_started(deadline.remaining())
         return proc
 
@@ -632,7 +641,7 @@ class ComputeSystem(Handle):
         env: Mapping[str, str] | None = None,
         user: str | None = None,
         params: Document | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = DEFAULT,
         check: bool = False,
     ) -> CompletedProcess:
         """Runs a command to completion, like :func:`subprocess.run`.
@@ -677,7 +686,7 @@ class ComputeSystem(Handle):
         return Process.open(self, pid, stdio=stdio)
 
     # -- events -------------------------------------------------------------------------------------
-    def events(self, *, replay: bool = True, timeout: float | None = None) -> EventStream:
+    def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> EventStream:
         """A blocking iterator over this system's events (see :mod:`pyhcs.events`).
 
         ``replay=True`` starts with the events recorded so far; each ``next()`` waits up to
