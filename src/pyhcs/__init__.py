@@ -54,7 +54,6 @@ DEFAULT_TIMEOUT: float = _default_timeout_from_env()
 __all__ = [
     "DEFAULT",
     "DEFAULT_TIMEOUT",
-    "Timeout",
     "CompletedProcess",
     "ComputeSystem",
     "Event",
@@ -65,6 +64,7 @@ __all__ = [
     "OperationType",
     "Process",
     "SystemExitStatus",
+    "Timeout",
     "__version__",
     "aio",
     "backend",

@@ -23,6 +23,7 @@ Invariants (for ComputeSystem, Process and Operation alike):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import math
 import os
@@ -30,9 +31,9 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from . import _log
 from .errors import HandleClosedError, HcsError, TimeoutExpiredError
@@ -44,11 +45,12 @@ __all__ = [
     "DEFAULT",
     "DEFAULT_TIMEOUT_ENV",
     "WAIT_SLICE",
-    "Timeout",
     "Deadline",
     "Handle",
+    "Timeout",
     "default_timeout_from_env",
     "in_dispatcher",
+    "reports_timeout",
     "resolve_timeout",
     "timeout_error",
 ]
@@ -131,7 +133,7 @@ DEFAULT = _DefaultTimeout.DEFAULT
 
 #: What every ``timeout=`` takes: seconds (``math.inf`` allowed), None for no limit (as in
 #: subprocess, asyncio and concurrent.futures), or :data:`DEFAULT`.
-Timeout = Union[float, None, _DefaultTimeout]
+Timeout: TypeAlias = float | _DefaultTimeout | None
 
 
 def resolve_timeout(timeout: Timeout, default: Timeout = DEFAULT) -> float:
@@ -208,6 +210,17 @@ def timeout_error(
         operation=operation,
         operation_id=operation_id,
     )
+
+
+@contextlib.contextmanager
+def reports_timeout(deadline: Deadline) -> Iterator[None]:
+    """A timeout raised inside reports ``deadline``'s timeout: the one the caller gave, not
+    what was left of it for the inner wait that ran out."""
+    try:
+        yield
+    except TimeoutExpiredError as err:
+        err.timeout = deadline.timeout
+        raise
 
 
 # --------------------------------------------------------------------------------- handles

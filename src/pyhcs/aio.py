@@ -43,7 +43,7 @@ from . import process as _process
 from . import system as _system
 from ._docs import Document, to_json
 from ._guest import GuestOs, list_form, signal_value
-from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._stdio import PipeIO
 from .errors import HcsError, OperationTimeoutError, TimeoutExpiredError, is_already_stopped
 from .events import Event, EventHub, ExitStatus, SystemExitStatus
@@ -617,14 +617,15 @@ class Process:
         if proc._hub.exit is not None:
             return False
         deadline = self._deadline(timeout)
-        value = signal_value(signal, await _guest_os(proc.system, deadline))
-        try:
-            await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": value}), deadline)
-        except HcsError as err:
-            if proc._benign(err):
-                return False
-            raise
-        return True
+        with reports_timeout(deadline):
+            value = signal_value(signal, await _guest_os(proc.system, deadline))
+            try:
+                await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": value}), deadline)
+            except HcsError as err:
+                if proc._benign(err):
+                    return False
+                raise
+            return True
 
     async def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.terminate` (False if it had exited)."""
@@ -833,24 +834,31 @@ class ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.stop`: shutdown, then terminate after ``grace``."""
         system = self.sync
         total = self._deadline(timeout)
-        if system.exit_status is not None:
-            return system.exit_status
-        grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
-        try:
-            stopped = await self.shutdown(options, timeout=grace_deadline.remaining())
-        except OperationTimeoutError:
-            pass  # the shutdown operation was abandoned; it completes after the terminate
-        except HcsError:
-            pass  # Created, Paused, or the guest refused: terminate
-        else:
-            if not stopped:
-                return await self.wait_exit(total.remaining())
+        with reports_timeout(total):
+            if system.exit_status is not None:
+                return system.exit_status
+            grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
+            shutdown_op: Operation | None = None
             try:
-                return await self.wait_exit(grace_deadline.remaining())
-            except OperationTimeoutError:
-                pass
-        await self.terminate(timeout=total.remaining())
-        return await self.wait_exit(total.remaining())
+                stopped = await self.shutdown(options, timeout=grace_deadline.remaining())
+            except OperationTimeoutError as err:
+                shutdown_op = err.operation  # abandoned: it completes after the terminate
+            except HcsError:
+                pass  # Created, Paused, or the guest refused: terminate
+            else:
+                if not stopped:
+                    return await self.wait_exit(total.remaining())
+                try:
+                    return await self.wait_exit(grace_deadline.remaining())
+                except OperationTimeoutError:
+                    pass
+            try:
+                await self.terminate(timeout=total.remaining())
+            except BaseException:
+                if shutdown_op is not None:
+                    shutdown_op.close()  # nothing will complete it now; closing is safe
+                raise
+            return await self.wait_exit(total.remaining())
 
     async def create_process(
         self,
@@ -869,28 +877,29 @@ class ComputeSystem:
     ) -> Process:
         """The async :meth:`pyhcs.ComputeSystem.create_process`; the pipes are async streams."""
         deadline = self._deadline(timeout)
-        await self.wait_created(deadline.remaining())
-        guest: GuestOs = "windows"
-        if command is not None and not isinstance(command, str):
-            guest = list_form(await _guest_os(self.sync, deadline))
-        text = process_parameters(
-            command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
-            stderr=stderr, console=console, console_size=console_size, guest_os=guest,
-        )
-        proc = self.sync._begin_process(text, callback=True, bufsize=0)
-        op = proc._creation
-        assert op is not None
-        try:
-            await _wait_op(op, deadline)
-        except TimeoutExpiredError as err:
-            err.process = proc
-            raise
-        except asyncio.CancelledError:
-            proc._creation = None
-            _close_when_done(op, proc)
-            raise
-        proc._creation_done(op)
-        return Process(proc)
+        with reports_timeout(deadline):
+            await self.wait_created(deadline.remaining())
+            guest: GuestOs = "windows"
+            if command is not None and not isinstance(command, str):
+                guest = list_form(await _guest_os(self.sync, deadline))
+            text = process_parameters(
+                command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
+                stderr=stderr, console=console, console_size=console_size, guest_os=guest,
+            )
+            proc = self.sync._begin_process(text, callback=True, bufsize=0)
+            op = proc._creation
+            assert op is not None
+            try:
+                await _wait_op(op, deadline)
+            except TimeoutExpiredError as err:
+                err.process = proc
+                raise
+            except asyncio.CancelledError:
+                proc._creation = None
+                _close_when_done(op, proc)
+                raise
+            proc._creation_done(op)
+            return Process(proc)
 
     async def run(
         self,
@@ -907,23 +916,32 @@ class ComputeSystem:
     ) -> CompletedProcess:
         """The async :meth:`pyhcs.ComputeSystem.run`."""
         deadline = self._deadline(timeout)
-        proc = await self.create_process(
-            command, params=params, cwd=cwd, env=env, user=user, stdin=input is not None,
-            stdout=capture_output, stderr=capture_output, timeout=deadline.remaining(),
-        )
+        try:
+            proc = await self.create_process(
+                command, params=params, cwd=cwd, env=env, user=user, stdin=input is not None,
+                stdout=capture_output, stderr=capture_output, timeout=deadline.remaining(),
+            )
+        except TimeoutExpiredError as exc:
+            half_made = exc.process
+            if half_made is not None:
+                half_made.close()  # ends the creation: nothing of it stays behind
+            raise _system._run_timeout(command, deadline, exc, half_made) from None
         try:
             try:
                 out, err = await proc.communicate(input, timeout=deadline.remaining())
                 code = await proc.wait(deadline.remaining())
-            except BaseException:
+            except BaseException as exc:
                 # The kill runs to its end even if this task is cancelled again; whatever
                 # it raises then is retrieved, never logged as "never retrieved".
-                kill = asyncio.ensure_future(proc.kill())
+                kill = asyncio.ensure_future(proc.kill(timeout=max(deadline.remaining(), _system._KILL_GRACE)))
                 kill.add_done_callback(_retrieve)
                 try:
                     await asyncio.shield(kill)
                 except Exception:
                     pass
+                if isinstance(exc, TimeoutExpiredError):
+                    proc.close()
+                    raise _system._run_timeout(command, deadline, exc, proc.sync) from None
                 raise
             status = proc.exit_status
             assert status is not None

@@ -135,9 +135,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
-    from .operation import Operation
-    from .events import ExitStatus
     from .aio import ComputeSystem as AsyncComputeSystem
+    from .events import ExitStatus
+    from .operation import Operation
     from .process import Process
     from .system import ComputeSystem
 

@@ -30,7 +30,16 @@ from typing import Any
 
 from . import _backend as B
 from . import _log
-from ._handle import DEFAULT, Deadline, Timeout, Handle, in_dispatcher, mark_dispatcher_thread, resolve_timeout, timeout_error
+from ._handle import (
+    DEFAULT,
+    Deadline,
+    Handle,
+    Timeout,
+    in_dispatcher,
+    mark_dispatcher_thread,
+    resolve_timeout,
+    timeout_error,
+)
 from ._types import HCS_INVALID_OPERATION_ID, HcsProcessInformation, OperationType
 from .errors import (
     HandleClosedError,

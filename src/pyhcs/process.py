@@ -37,7 +37,7 @@ from . import _backend as B
 from . import _log, _stdio
 from ._docs import Document, loads, to_json
 from ._guest import GuestOs, command_fields, signal_value
-from ._handle import DEFAULT, Deadline, Timeout, Handle, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._stdio import PipeIO
 from ._types import HcsProcessInformation
 from .errors import (
@@ -537,7 +537,19 @@ class Process(Handle):
 
     def _input_done(self, comm: _Communication, deadline: Deadline) -> None:
         comm.stdin = None
-        self.close_stdin(timeout=max(deadline.remaining(), 1.0))
+        self.close_stdin(timeout=deadline.remaining())
+
+    def _check_connection(self) -> None:
+        """Raises ServiceDisconnectedError once the compute service is gone: the pipes of a
+        process may then never reach EOF, and waiting out the timeout would tell nothing."""
+        if self._hub.end_reason == END_DISCONNECTED or self.system._hub.end_reason == END_DISCONNECTED:
+            raise make_error(
+                _HCS_E_SERVICE_DISCONNECT,
+                message="the connection to the compute service was lost while reading the process output",
+                call="communicate",
+                system_id=self.system_id,
+                process_id=self.pid or None,
+            )
 
     def _communicate_select(self, comm: _Communication, deadline: Deadline) -> None:
         """Readiness polling: one thread, no blocking call longer than a wait slice."""
@@ -547,6 +559,7 @@ class Process(Handle):
             for pipe, sink in comm.outputs:
                 sel.register(pipe.fileno(), selectors.EVENT_READ, (pipe, sink))
             while sel.get_map():
+                self._check_connection()
                 if deadline.expired():
                     raise self._communicate_timeout(deadline)
                 # Every registered descriptor is pinned while it is polled and used: a close
@@ -634,6 +647,7 @@ class Process(Handle):
                 break
             if self._closed:
                 raise self._closed_error("communicate")
+            self._check_connection()
             if deadline.expired():
                 raise self._communicate_timeout(deadline)
             alive[0].join(deadline.slice())
@@ -645,9 +659,11 @@ class Process(Handle):
             self._close_std(pipe)
 
     # -- control ----------------------------------------------------------------------------------
-    def _submit(self, call: str, fn: Callable[..., None], doc: str | None, *, callback: bool) -> Operation:
+    def _submit(
+        self, call: str, fn: Callable[..., None], doc: str | None, *, callback: bool, timeout: Timeout = DEFAULT
+    ) -> Operation:
         if self._creation is not None:
-            self.wait_started()
+            self.wait_started(timeout)
         op = Operation(
             call=call,
             system_id=self.system_id,
@@ -664,8 +680,9 @@ class Process(Handle):
         return op
 
     def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: Timeout) -> str | None:
-        op = self._submit(call, fn, doc, callback=False)
-        return complete(op, resolve_timeout(timeout, self.default_timeout))
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        op = self._submit(call, fn, doc, callback=False, timeout=deadline.remaining())
+        return complete(op, deadline)
 
     def _benign(self, err: HcsError) -> bool:
         """Whether a failed signal/terminate only says the process is already gone."""
@@ -689,14 +706,15 @@ class Process(Handle):
         if self._hub.exit is not None:
             return False
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        doc = to_json({"Signal": signal_value(signal, self.system._guest_os(deadline.remaining()))})
-        try:
-            self._run("HcsSignalProcess", _signal_process, doc, deadline.remaining())
-        except HcsError as err:
-            if self._benign(err):
-                return False
-            raise
-        return True
+        with reports_timeout(deadline):
+            doc = to_json({"Signal": signal_value(signal, self.system._guest_os(deadline.remaining()))})
+            try:
+                self._run("HcsSignalProcess", _signal_process, doc, deadline.remaining())
+            except HcsError as err:
+                if self._benign(err):
+                    return False
+                raise
+            return True
 
     def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsTerminateProcess on this handle (no signal document: it is the same call for
@@ -722,49 +740,50 @@ class Process(Handle):
         self._ensure_open("HcsTerminateProcess")
         if self._hub.exit is not None:
             return False
-        if self._creation is not None:
-            self.wait_started(timeout)
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        try:
-            fresh_system: int = _log.timed(
-                "HcsOpenComputeSystem", self._detail, B.hcs_open_compute_system, self.system_id
-            )
-        except HcsError:
-            return self.terminate(timeout=deadline.remaining())
-        fresh = 0
-
-        def close_fresh() -> None:
-            if fresh:
-                B.hcs_close_process(fresh)
-            B.hcs_close_compute_system(fresh_system)
-
-        deferred = False
-        try:
+        with reports_timeout(deadline):
+            if self._creation is not None:
+                self.wait_started(deadline.remaining())
             try:
-                fresh = _log.timed("HcsOpenProcess", self._detail, B.hcs_open_process, fresh_system, self.pid)
-            except HcsError as err:
-                if is_already_stopped(err):
-                    return False
+                fresh_system: int = _log.timed(
+                    "HcsOpenComputeSystem", self._detail, B.hcs_open_compute_system, self.system_id
+                )
+            except HcsError:
                 return self.terminate(timeout=deadline.remaining())
-            helper = _FreshProcess(fresh, self.system_id, self.pid)
+            fresh = 0
+
+            def close_fresh() -> None:
+                if fresh:
+                    B.hcs_close_process(fresh)
+                B.hcs_close_compute_system(fresh_system)
+
+            deferred = False
             try:
-                helper._run("HcsTerminateProcess", _terminate_process, None, deadline.remaining())
-            except OperationTimeoutError as err:
-                op = err.operation
-                if isinstance(op, Operation) and not op._done:
-                    # The terminate is still running on the fresh handles: they are closed
-                    # once it completes, never under it.
-                    op.add_done_callback(lambda _op: close_fresh())
-                    deferred = True
-                raise
-            except HcsError as err:
-                if self._benign(self._annotate(err)):
-                    return False
-                raise
-            return True
-        finally:
-            if not deferred:
-                close_fresh()
+                try:
+                    fresh = _log.timed("HcsOpenProcess", self._detail, B.hcs_open_process, fresh_system, self.pid)
+                except HcsError as err:
+                    if is_already_stopped(err):
+                        return False
+                    return self.terminate(timeout=deadline.remaining())
+                helper = _FreshProcess(fresh, self.system_id, self.pid)
+                try:
+                    helper._run("HcsTerminateProcess", _terminate_process, None, deadline.remaining())
+                except OperationTimeoutError as err:
+                    op = err.operation
+                    if isinstance(op, Operation) and not op._done:
+                        # The terminate is still running on the fresh handles: they are closed
+                        # once it completes, never under it.
+                        op.add_done_callback(lambda _op: close_fresh())
+                        deferred = True
+                    raise
+                except HcsError as err:
+                    if self._benign(self._annotate(err)):
+                        return False
+                    raise
+                return True
+            finally:
+                if not deferred:
+                    close_fresh()
 
     def resize(self, height: int, width: int, *, timeout: Timeout = DEFAULT) -> None:
         """HcsModifyProcess ConsoleSize (processes created with ``console=True``)."""

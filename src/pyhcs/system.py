@@ -39,12 +39,12 @@ from . import _backend as B
 from . import _log
 from ._docs import Document, compute_system_config, loads, to_json
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
-from ._handle import DEFAULT, Deadline, Timeout, Handle, resolve_timeout, timeout_error
+from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from .errors import (
     HcsError,
     OperationTimeoutError,
-    TimeoutExpiredError,
     SystemNotFoundError,
+    TimeoutExpiredError,
     is_already_stopped,
     is_timeout,
     make_error,
@@ -60,6 +60,9 @@ __all__ = ["ComputeSystem"]
 
 _E_UNEXPECTED = 0x8000FFFF
 _HCS_E_SERVICE_DISCONNECT = 0x8037011E
+#: Seconds run() gives the kill of a process that ran out of time, whatever was left: the
+#: process must not outlive the call.
+_KILL_GRACE = 1.0
 
 
 def _modify(handle: int, op: int, doc: str | None) -> None:
@@ -515,40 +518,47 @@ class ComputeSystem(Handle):
         logged. Returns the exit status; raises the terminate's error if even that fails.
         """
         total = Deadline(resolve_timeout(timeout, self.default_timeout))
-        if isinstance(self._hub.exit, SystemExitStatus):
-            return self._hub.exit
-        grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
-        _log.log.info("pyhcs: stopping %r: shutdown (grace %.1f s)", self.id, grace_deadline.timeout)
-        shutdown_op: Operation | None = None
-        try:
+        with reports_timeout(total):
+            if isinstance(self._hub.exit, SystemExitStatus):
+                return self._hub.exit
+            grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
+            _log.log.info("pyhcs: stopping %r: shutdown (grace %.1f s)", self.id, grace_deadline.timeout)
+            shutdown_op: Operation | None = None
             try:
-                shutdown_op = self._submit("shutdown", options, callback=False, timeout=total.remaining())
-            except HcsError as err:
-                if is_already_stopped(err):
-                    return self.wait_exit(total.remaining())
-                _log.log.info("pyhcs: %r cannot shut down (%s); terminating", self.id, err.name)
-            else:
                 try:
-                    shutdown_op.wait(grace_deadline.remaining())
-                except OperationTimeoutError:
-                    _log.log.info("pyhcs: %r did not shut down within %.1f s; terminating", self.id, grace)
+                    shutdown_op = self._submit("shutdown", options, callback=False, timeout=total.remaining())
+                except HcsError as err:
+                    if is_already_stopped(err):
+                        return self.wait_exit(total.remaining())
+                    _log.log.info("pyhcs: %r cannot shut down (%s); terminating", self.id, err.name)
                 else:
-                    failure = shutdown_op.exception(0)
-                    if failure is None or is_already_stopped(failure):
-                        try:
-                            return self.wait_exit(grace_deadline.remaining())
-                        except OperationTimeoutError:
-                            _log.log.info("pyhcs: %r shut down but did not exit in time; terminating", self.id)
+                    try:
+                        shutdown_op.wait(grace_deadline.remaining())
+                    except OperationTimeoutError:
+                        _log.log.info("pyhcs: %r did not shut down within %.1f s; terminating", self.id, grace)
                     else:
-                        _log.log.info("pyhcs: shutdown of %r failed (%s); terminating", self.id, failure.name)
-            self.terminate(timeout=total.remaining())
-            return self.wait_exit(total.remaining())
-        finally:
-            if shutdown_op is not None:
-                if shutdown_op.done():
+                        failure = shutdown_op.exception(0)
+                        if failure is None or is_already_stopped(failure):
+                            try:
+                                return self.wait_exit(grace_deadline.remaining())
+                            except OperationTimeoutError:
+                                _log.log.info("pyhcs: %r shut down but did not exit in time; terminating", self.id)
+                        else:
+                            _log.log.info("pyhcs: shutdown of %r failed (%s); terminating", self.id, failure.name)
+                self.terminate(timeout=total.remaining())
+                return self.wait_exit(total.remaining())
+            except BaseException:
+                if shutdown_op is not None:
+                    # The terminate failed or ran out of time: nothing will complete the
+                    # shutdown; closing a pending operation is safe.
                     shutdown_op.close()
-                else:
-                    shutdown_op.abandon()  # completes once the terminate lands
+                raise
+            finally:
+                if shutdown_op is not None and not shutdown_op.closed:
+                    if shutdown_op.done():
+                        shutdown_op.close()
+                    else:
+                        shutdown_op.abandon()  # completes once the terminate lands
 
     # -- processes -----------------------------------------------------------------------------------
     def _begin_process(self, params: str, *, callback: bool, bufsize: int, timeout: Timeout = DEFAULT) -> Process:
@@ -611,25 +621,26 @@ class ComputeSystem(Handle):
         carries the process as ``err.process``.
         """
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        guest: GuestOs = "windows"
-        if command is not None and not isinstance(command, str):
-            guest = list_form(self._guest_os(deadline.remaining()))
-        text = process_parameters(
-            command,
-            params=params,
-            cwd=cwd,
-            env=env,
-            user=user,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            console=console,
-            console_size=console_size,
-            guest_os=guest,
-        )
-        proc = self._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining())
-        proc.wait_started(deadline.remaining())
-        return proc
+        with reports_timeout(deadline):
+            guest: GuestOs = "windows"
+            if command is not None and not isinstance(command, str):
+                guest = list_form(self._guest_os(deadline.remaining()))
+            text = process_parameters(
+                command,
+                params=params,
+                cwd=cwd,
+                env=env,
+                user=user,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                console=console,
+                console_size=console_size,
+                guest_os=guest,
+            )
+            proc = self._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining())
+            proc.wait_started(deadline.remaining())
+            return proc
 
     def run(
         self,
@@ -646,32 +657,44 @@ class ComputeSystem(Handle):
     ) -> CompletedProcess:
         """Runs a command to completion, like :func:`subprocess.run`.
 
-        Output is drained before the exit is reported. On a timeout the process is killed and
-        OperationTimeoutError raised (with what was read so far as ``err.output`` and
-        ``err.stderr``). ``check=True`` raises :class:`subprocess.CalledProcessError` for a
+        Output is drained before the exit is reported. Whatever happens, run() leaves nothing
+        open: on a timeout it kills the process, closes it and raises
+        :class:`~pyhcs.errors.TimeoutExpiredError` (a ``subprocess.TimeoutExpired`` and an
+        ``OperationTimeoutError``: ``.cmd``, ``.timeout`` as given, ``.output``/``.stdout``
+        and ``.stderr`` read so far). A lost connection to the compute service raises
+        ServiceDisconnectedError at once. ``check=True`` raises
+        :class:`~pyhcs.errors.CalledProcessError` (a ``subprocess.CalledProcessError``) for a
         non-zero exit code.
         """
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        proc = self.create_process(
-            command,
-            params=params,
-            cwd=cwd,
-            env=env,
-            user=user,
-            stdin=input is not None,
-            stdout=capture_output,
-            stderr=capture_output,
-            timeout=deadline.remaining(),
-        )
+        try:
+            proc = self.create_process(
+                command,
+                params=params,
+                cwd=cwd,
+                env=env,
+                user=user,
+                stdin=input is not None,
+                stdout=capture_output,
+                stderr=capture_output,
+                timeout=deadline.remaining(),
+            )
+        except TimeoutExpiredError as exc:
+            half_made = exc.process
+            if half_made is not None:
+                half_made.close()  # ends the creation: nothing of it stays behind
+            raise _run_timeout(command, deadline, exc, half_made) from None
         with proc:
             try:
                 out, err = proc.communicate(input, timeout=deadline.remaining())
                 code = proc.wait(deadline.remaining())
-            except BaseException:
+            except BaseException as exc:
                 try:
-                    proc.kill()
+                    proc.kill(timeout=max(deadline.remaining(), _KILL_GRACE))
                 except HcsError:
                     _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
+                if isinstance(exc, TimeoutExpiredError):
+                    raise _run_timeout(command, deadline, exc, proc) from None
                 raise
             status = proc.exit_status
             assert status is not None
@@ -734,6 +757,30 @@ class ComputeSystem(Handle):
             _log.log.debug("pyhcs: unregistering the callback of %r failed", self.id, exc_info=True)
         B.hcs_close_compute_system(self._handle)
         self._hub.unregister()
+
+
+def _run_timeout(
+    command: str | Sequence[str], deadline: Deadline, cause: TimeoutExpiredError, proc: Process | None
+) -> TimeoutExpiredError:
+    """The error of a run() that ran out of time, once run() has killed and closed everything."""
+    op = cause.operation
+    if op is not None:
+        op.close()  # run() started it; closing a pending operation is safe
+    shown = command if isinstance(command, str) else " ".join(command)
+    err = TimeoutExpiredError(
+        f"running {shown!r} did not finish within {deadline.timeout:g} s "
+        f"({deadline.elapsed():.3f} s elapsed); the process was killed",
+        timeout=deadline.timeout,
+        elapsed=deadline.elapsed(),
+        cmd=command,
+        output=cause.output,
+        stderr=cause.stderr,
+        call=cause.call,
+        system_id=cause.system_id,
+        process_id=cause.process_id if proc is None or not proc.pid else proc.pid,
+    )
+    err.process = proc
+    return err
 
 
 def begin_enumerate(query: str | None, *, callback: bool) -> Operation:
