@@ -94,9 +94,9 @@ def test_process_streams_and_communicate() -> None:
                 assert out == big and err == b"\0" * 1_000_000
                 assert p.returncode == 0
             async with await system.create_process(["sh", "-c", "echo x; exec sleep 30"], stdout=True) as p:
-                with pytest.raises(errors.OperationTimeoutError) as exc:
+                with pytest.raises(errors.TimeoutExpiredError) as exc:
                     await p.communicate(timeout=0.3)
-                assert exc.value.output == b"x\n"  # type: ignore[attr-defined]
+                assert exc.value.output == b"x\n"
                 assert await p.kill() is True
                 out, _ = await p.communicate(timeout=10)
                 assert out == b"x\n" and p.exit_code == 137
@@ -298,18 +298,19 @@ def test_waker_batches_wakeups() -> None:
 def test_creation_timeouts_hand_over_the_objects() -> None:
     async def main() -> None:
         emulator.add_faults({"Function": "HcsCreateComputeSystem", "DelayMs": 300, "Count": 1})
-        with pytest.raises(errors.OperationTimeoutError) as exc:
+        with pytest.raises(errors.TimeoutExpiredError) as exc:
             await aio.ComputeSystem.create(new_id(), CONFIG, timeout=0.01)
-        system = exc.value.system  # type: ignore[attr-defined]
+        system = exc.value.system
         del exc
         assert isinstance(system, aio.ComputeSystem)
         async with system:
             await system.wait_created(10)
             await system.start()
             emulator.add_faults({"Function": "HcsCreateProcess", "DelayMs": 300, "Count": 1})
-            with pytest.raises(errors.OperationTimeoutError) as exc2:
+            with pytest.raises(errors.TimeoutExpiredError) as exc2:
                 await system.create_process(["sleep", "30"], stdout=True, timeout=0.01)
-            proc = exc2.value.process  # type: ignore[attr-defined]
+            proc = exc2.value.process
+            assert proc is not None
             del exc2
             with proc:
                 proc.wait_started(10)

@@ -49,9 +49,9 @@ def test_callbacks_see_every_event_in_order(system: ComputeSystem) -> None:
     assert [e.type for e in seen] == [EventType.SYSTEM_CRASH_INITIATED, EventType.SYSTEM_CRASH_REPORT,
                                       EventType.SYSTEM_EXITED]
     assert all(e.system_id == system.id for e in seen)
-    assert seen[0].document["SystemId"] == system.id and seen[0].name == "SYSTEM_CRASH_INITIATED"
+    assert seen[0].document["SystemId"] == system.id and seen[0].name == "SystemCrashInitiated"
     assert threads == {"pyhcs-dispatch"}  # never on the library's threads
-    assert "SYSTEM_EXITED" in repr(seen[-1])
+    assert "SystemExited" in repr(seen[-1]) and seen[-1].name == "SystemExited"
     # a late subscriber can replay the history; removing a callback stops it
     late: list[Event] = []
     system.add_event_callback(late.append, replay=True)

@@ -116,9 +116,9 @@ def test_call_level_timeout_result_is_not_a_wait_timeout(system: ComputeSystem) 
 def test_wait_again_after_a_timeout(system: ComputeSystem) -> None:
     emulator.add_faults({"Function": "HcsGetComputeSystemProperties", "DelayMs": 300, "Count": 1})
     with system.submit("properties") as op:
-        with pytest.raises(errors.OperationTimeoutError) as exc:
+        with pytest.raises(errors.TimeoutExpiredError) as exc:
             op.wait(0.01)
-        assert exc.value.operation is op and exc.value.operation_id == op.id  # type: ignore[attr-defined]
+        assert exc.value.operation is op and exc.value.operation_id == op.id
         assert json.loads(op.result(10) or "{}")["Id"] == system.id
 
 

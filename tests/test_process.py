@@ -40,7 +40,11 @@ def test_run_captures_output(system: ComputeSystem) -> None:
     assert result.pid > 0
     with pytest.raises(subprocess.CalledProcessError) as exc:
         system.run('sh -c "exit 4"', check=True)  # read alike by a shell and by Windows
-    assert exc.value.returncode == 4
+    err = exc.value
+    assert isinstance(err, errors.CalledProcessError) and not isinstance(err, pyhcs.HcsError)
+    assert err.returncode == 4 and err.cmd == 'sh -c "exit 4"' and err.system_id == system.id and err.pid > 0
+    assert err.exit_status is not None and err.exit_status.code == 4
+    assert f"compute system {system.id!r}" in str(err)
     assert system.run("true", capture_output=False).stdout is None
 
 
@@ -90,11 +94,11 @@ def test_communicate_large_output_on_both_streams(system: ComputeSystem) -> None
 
 def test_communicate_timeout_then_retry(system: ComputeSystem) -> None:
     with system.create_process(["sh", "-c", "echo first; exec sleep 30"], stdin=True, stdout=True) as p:
-        with pytest.raises(TimeoutError) as exc:
+        with pytest.raises(errors.TimeoutExpiredError) as exc:
             p.communicate(b"ignored input", timeout=0.3)
         err = exc.value
         assert isinstance(err, errors.OperationTimeoutError)
-        assert err.output == b"first\n"  # type: ignore[attr-defined]
+        assert err.output == b"first\n"
         assert "communicate() again" in str(err)
         with pytest.raises(ValueError):
             p.communicate(b"late input")
@@ -284,9 +288,10 @@ def test_exit_status_values() -> None:
 
 def test_create_process_timeout_hands_over_the_process(system: ComputeSystem) -> None:
     emulator.add_faults({"Function": "HcsCreateProcess", "DelayMs": 300, "Count": 1})
-    with pytest.raises(errors.OperationTimeoutError) as exc:
+    with pytest.raises(errors.TimeoutExpiredError) as exc:
         system.create_process("sleep 30", timeout=0.01)
-    p = exc.value.process  # type: ignore[attr-defined]
+    p = exc.value.process
+    assert p is not None
     del exc
     with p:
         p.wait_started(10)
@@ -296,9 +301,9 @@ def test_create_process_timeout_hands_over_the_process(system: ComputeSystem) ->
 
 
 def test_run_timeout_kills(system: ComputeSystem) -> None:
-    with pytest.raises(errors.OperationTimeoutError) as exc:
+    with pytest.raises(errors.TimeoutExpiredError) as exc:
         system.run(["sh", "-c", "echo partial; exec sleep 30"], timeout=0.5)
-    assert exc.value.output == b"partial\n"  # type: ignore[attr-defined]
+    assert exc.value.output == b"partial\n"
     assert exc.value.system_id == system.id
 
 

@@ -253,9 +253,9 @@ def test_aio_cancelled_and_timed_out_run_log_nothing() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            with pytest.raises(errors.OperationTimeoutError) as exc:
+            with pytest.raises(errors.TimeoutExpiredError) as exc:
                 await system.run(["sh", "-c", "echo partial; exec sleep 30"], timeout=0.3)
-            assert exc.value.output == b"partial\n"  # type: ignore[attr-defined]
+            assert exc.value.output == b"partial\n"
             del exc
             p = await system.create_process(["sh", "-c", "exec sleep 30"], stdout=True, stderr=True)
             with pytest.raises(errors.OperationTimeoutError):

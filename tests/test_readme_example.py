@@ -25,7 +25,7 @@ def test_readme_example_runs() -> None:
     assert lines[1].startswith("b'apple\\npear\\n' ExitStatus(") and "code=0" in lines[1]
     assert lines[2].startswith("HCS_E_INVALID_STATE (0x80370105) in HcsStartComputeSystem [system 'readme-demo']")
     # the wait in stop() returns only after the event's callbacks ran: the order is fixed
-    assert lines[3:5] == ["event: SYSTEM_EXITED", "GracefulExit ['SYSTEM_EXITED']"]
+    assert lines[3:5] == ["event: SystemExited", "GracefulExit ['SystemExited']"]
     assert "[b'0\\n', b'1\\n', b'2\\n']" in lines
     assert "still running: True" in lines
     assert "ResourceWarning" not in out.stderr

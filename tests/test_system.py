@@ -336,13 +336,13 @@ def test_each_wait_times_out_and_leaves_the_operation_alive(action: str, functio
             "save": [{"SaveType": "ToFile", "SaveStateFilePath": str(tmp_path / "s.vmrs")}],
         }
         args = arguments.get(action, [])
-        with pytest.raises(TimeoutError) as exc:
+        with pytest.raises(errors.TimeoutExpiredError) as exc:
             call(*args, timeout=0.05)
         err = exc.value
         assert isinstance(err, errors.OperationTimeoutError)
         assert err.call == function and err.system_id == s.id
-        assert err.elapsed >= 0.05 and err.timeout == 0.05  # type: ignore[attr-defined]
-        assert err.operation_id is not None and str(err.operation_id) in str(err)  # type: ignore[attr-defined]
+        assert err.elapsed >= 0.05 and err.timeout == 0.05
+        assert err.operation_id is not None and str(err.operation_id) in str(err)
         op = err.operation
         assert isinstance(op, pyhcs.Operation) and not op.done() and not op.closed
         with pytest.raises(errors.OperationTimeoutError):
@@ -409,12 +409,25 @@ def test_env_default_timeout() -> None:
     assert out.stdout.strip() == "inf"
 
 
+def test_emulator_module_is_there_after_import_without_the_library() -> None:
+    code = (
+        "import sys, pyhcs; mod = pyhcs.emulator; "
+        "assert 'pyhcs._backend' not in sys.modules, 'the library was loaded'; "
+        "print(mod.__name__, mod.active())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "pyhcs.emulator True"
+
+
 def test_create_timeout_hands_over_the_half_created_system() -> None:
     emulator.add_faults({"Function": "HcsCreateComputeSystem", "DelayMs": 300, "Count": 1})
     sid = new_id()
     with pytest.raises(errors.OperationTimeoutError) as exc:
         ComputeSystem.create(sid, CONFIG, timeout=0.01)
-    system = exc.value.system  # type: ignore[attr-defined]
+    assert isinstance(exc.value, errors.TimeoutExpiredError)
+    system = exc.value.system
+    assert isinstance(system, ComputeSystem)
     del exc
     with system:
         system.wait_created(10)

@@ -22,7 +22,7 @@ from ._log import call_statistics, reset_call_statistics, set_slow_call_threshol
 from ._types import EventType, OperationType
 
 if TYPE_CHECKING:
-    from . import aio, service, vm
+    from . import aio, emulator, service, vm
     from ._backend import backend, backend_features
     from .events import Event, ExitStatus, SystemExitStatus
     from .operation import Operation
@@ -43,6 +43,7 @@ _LAZY = {
     "Process": ".process",
     "ComputeSystem": ".system",
     "aio": None,
+    "emulator": None,
     "service": None,
     "vm": None,
 }
@@ -70,6 +71,7 @@ __all__ = [
     "backend",
     "backend_features",
     "call_statistics",
+    "emulator",
     "errors",
     "reset_call_statistics",
     "service",

@@ -947,7 +947,7 @@ class ComputeSystem:
             assert status is not None
         finally:
             proc.close()
-        result = CompletedProcess(command, code, out, err, status, proc.pid)
+        result = CompletedProcess(command, code, out, err, status, proc.pid, self.sync.id)
         if check:
             result.check_returncode()
         return result

@@ -14,10 +14,18 @@ silently run against Windows.
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any
 
-from . import _backend as B
 from ._library import emulator_path, is_emulator
+
+
+def _b() -> ModuleType:
+    # Imported on first use: ``pyhcs.emulator`` is reachable right after ``import pyhcs``,
+    # which must not load the native library.
+    from . import _backend
+
+    return _backend
 
 
 def library_path() -> str:
@@ -27,16 +35,16 @@ def library_path() -> str:
 
 def active() -> bool:
     """Whether pyhcs is talking to an emulator (rather than Windows' computecore.dll)."""
-    return is_emulator(B.library_path())
+    return is_emulator(_b().library_path())
 
 
 def _query(kind: str) -> Any:
-    doc = json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": [kind]})))
+    doc = json.loads(_b().hcs_get_service_properties(json.dumps({"PropertyTypes": [kind]})))
     return doc["Properties"][0]
 
 
 def _modify(kind: str, settings: Any) -> None:
-    B.hcs_modify_service_settings(json.dumps({"PropertyType": kind, "Settings": settings}))
+    _b().hcs_modify_service_settings(json.dumps({"PropertyType": kind, "Settings": settings}))
 
 
 def settings() -> dict[str, Any]:

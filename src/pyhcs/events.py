@@ -80,7 +80,12 @@ class Event:
 
     @property
     def name(self) -> str:
-        return self.type.name if isinstance(self.type, EventType) else f"0x{self.type:08X}"
+        """The event's name as the HCS documentation writes it, without its ``HcsEvent``
+        prefix (``SystemExited``, ``ProcessExited``, ``ServiceDisconnect``); ``0x...`` for a
+        type pyhcs does not know."""
+        if isinstance(self.type, EventType):
+            return "".join(part.capitalize() for part in self.type.name.split("_"))
+        return f"0x{self.type:08X}"
 
     def __repr__(self) -> str:
         subject = f" system={self.system_id!r}" if self.system_id is not None else ""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolv
 from ._stdio import PipeIO
 from ._types import HcsProcessInformation
 from .errors import (
+    CalledProcessError,
     HcsError,
     OperationTimeoutError,
     TimeoutExpiredError,
@@ -143,11 +143,16 @@ class CompletedProcess:
     stderr: bytes | None
     exit_status: ExitStatus
     pid: int
+    system_id: str | None = None
 
     def check_returncode(self) -> None:
-        """Raises :class:`subprocess.CalledProcessError` for a non-zero exit code."""
+        """Raises :class:`~pyhcs.errors.CalledProcessError` (a
+        :class:`subprocess.CalledProcessError`) for a non-zero exit code."""
         if self.returncode:
-            raise subprocess.CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
+            raise CalledProcessError(
+                self.returncode, self.args, self.stdout, self.stderr,
+                system_id=self.system_id, pid=self.pid, exit_status=self.exit_status,
+            )
 
 
 class _Communication:

@@ -698,7 +698,7 @@ class ComputeSystem(Handle):
                 raise
             status = proc.exit_status
             assert status is not None
-        result = CompletedProcess(command, code, out, err, status, proc.pid)
+        result = CompletedProcess(command, code, out, err, status, proc.pid, self.id)
         if check:
             result.check_returncode()
         return result
