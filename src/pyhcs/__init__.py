@@ -17,6 +17,7 @@ from .errors import HcsError
 # The Pythonic layer. DEFAULT_TIMEOUT is read at each wait, so assigning
 # ``pyhcs.DEFAULT_TIMEOUT = 30`` changes the default of every later wait.
 from ._handle import DEFAULT, Timeout
+from ._runopts import DEVNULL, PIPE, STDOUT
 from ._handle import default_timeout_from_env as _default_timeout_from_env
 from ._log import call_statistics, reset_call_statistics, set_slow_call_threshold, slow_call_threshold
 from ._types import EventType, OperationType
@@ -55,6 +56,9 @@ DEFAULT_TIMEOUT: float = _default_timeout_from_env()
 __all__ = [
     "DEFAULT",
     "DEFAULT_TIMEOUT",
+    "DEVNULL",
+    "PIPE",
+    "STDOUT",
     "CompletedProcess",
     "ComputeSystem",
     "Event",

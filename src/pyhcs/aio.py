@@ -44,6 +44,7 @@ from . import system as _system
 from ._docs import Document, to_json
 from ._guest import GuestOs, list_form, signal_value
 from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
+from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, Stdio, pipe_flag, plan_run
 from ._stdio import PipeIO
 from .errors import HcsError, OperationTimeoutError, TimeoutExpiredError, is_already_stopped
 from .events import Event, EventHub, ExitStatus, SystemExitStatus
@@ -868,9 +869,9 @@ class ComputeSystem:
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
-        stdin: bool | None = None,
-        stdout: bool | None = None,
-        stderr: bool | None = None,
+        stdin: Stdio | bool = None,
+        stdout: Stdio | bool = None,
+        stderr: Stdio | bool = None,
         console: bool | None = None,
         console_size: tuple[int, int] | None = None,
         timeout: Timeout = DEFAULT,
@@ -883,8 +884,9 @@ class ComputeSystem:
             if command is not None and not isinstance(command, str):
                 guest = list_form(await _guest_os(self.sync, deadline))
             text = process_parameters(
-                command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
-                stderr=stderr, console=console, console_size=console_size, guest_os=guest,
+                command, params=params, cwd=cwd, env=env, user=user, stdin=pipe_flag(stdin, "stdin"),
+                stdout=pipe_flag(stdout, "stdout"), stderr=pipe_flag(stderr, "stderr"), console=console,
+                console_size=console_size, guest_os=guest,
             )
             proc = self.sync._begin_process(text, callback=True, bufsize=0)
             op = proc._creation
@@ -899,14 +901,27 @@ class ComputeSystem:
                 _close_when_done(op, proc)
                 raise
             proc._creation_done(op)
-            return Process(proc)
+            result = Process(proc)
+            if stdin is not True and stdin == DEVNULL:
+                try:
+                    await result.close_stdin(timeout=deadline.remaining())
+                except BaseException:
+                    result.close()
+                    raise
+            return result
 
     async def run(
         self,
         command: str | Sequence[str],
         *,
-        input: bytes | None = None,
-        capture_output: bool = True,
+        input: bytes | str | None = None,
+        capture_output: bool | None = None,
+        stdin: Stdio | bool = None,
+        stdout: Stdio | bool | NotGiven = NOT_GIVEN,
+        stderr: Stdio | bool | NotGiven = NOT_GIVEN,
+        text: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
@@ -914,21 +929,28 @@ class ComputeSystem:
         timeout: Timeout = DEFAULT,
         check: bool = False,
     ) -> CompletedProcess:
-        """The async :meth:`pyhcs.ComputeSystem.run`."""
+        """The async :meth:`pyhcs.ComputeSystem.run`, with the same options (with
+        ``stderr=STDOUT`` the error output follows the standard output)."""
+        plan = plan_run(
+            input=input, capture_output=capture_output, stdin=stdin, stdout=stdout, stderr=stderr,
+            text=text, encoding=encoding, errors=errors,
+        )
         deadline = self._deadline(timeout)
         try:
             proc = await self.create_process(
-                command, params=params, cwd=cwd, env=env, user=user, stdin=input is not None,
-                stdout=capture_output, stderr=capture_output, timeout=deadline.remaining(),
+                command, params=params, cwd=cwd, env=env, user=user, stdin=plan.stdin,
+                stdout=plan.stdout, stderr=plan.stderr, timeout=deadline.remaining(),
             )
         except TimeoutExpiredError as exc:
             half_made = exc.process
             if half_made is not None:
                 half_made.close()  # ends the creation: nothing of it stays behind
-            raise _system._run_timeout(command, deadline, exc, half_made) from None
+            raise _system._run_timeout(command, deadline, exc, half_made, plan) from None
         try:
             try:
-                out, err = await proc.communicate(input, timeout=deadline.remaining())
+                out, err = await proc.communicate(plan.input, timeout=deadline.remaining())
+                if plan.merge:
+                    out, err = (out or b"") + (err or b""), None
                 code = await proc.wait(deadline.remaining())
             except BaseException as exc:
                 # The kill runs to its end even if this task is cancelled again; whatever
@@ -941,13 +963,13 @@ class ComputeSystem:
                     pass
                 if isinstance(exc, TimeoutExpiredError):
                     proc.close()
-                    raise _system._run_timeout(command, deadline, exc, proc.sync) from None
+                    raise _system._run_timeout(command, deadline, exc, proc.sync, plan) from None
                 raise
             status = proc.exit_status
             assert status is not None
         finally:
             proc.close()
-        result = CompletedProcess(command, code, out, err, status, proc.pid, self.sync.id)
+        result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, self.sync.id)
         if check:
             result.check_returncode()
         return result

@@ -139,8 +139,9 @@ class CompletedProcess:
 
     args: str | Sequence[str]
     returncode: int
-    stdout: bytes | None
-    stderr: bytes | None
+    #: bytes, str with ``text=True``/``encoding=``, None when not captured
+    stdout: Any
+    stderr: Any
     exit_status: ExitStatus
     pid: int
     system_id: str | None = None
@@ -162,12 +163,17 @@ class _Communication:
     thread clears), so the I/O loop never touches a descriptor it does not hold.
     """
 
-    def __init__(self, data: bytes | None, stdin: PipeIO | None, stdout: PipeIO | None, stderr: PipeIO | None) -> None:
+    def __init__(
+        self, data: bytes | None, stdin: PipeIO | None, stdout: PipeIO | None, stderr: PipeIO | None,
+        merge: bool = False,
+    ) -> None:
         self.input = memoryview(data).cast("B") if data else None
         self.offset = 0
         self.stdin = stdin if self.input is not None else None
-        self.out: list[bytes] | None = [] if stdout is not None else None
-        self.err: list[bytes] | None = [] if stderr is not None else None
+        self.out: list[bytes] | None = [] if stdout is not None or (merge and stderr is not None) else None
+        # stderr=STDOUT: both pipes feed one buffer, chunk by chunk as they arrive
+        self.err: list[bytes] | None = self.out if merge else [] if stderr is not None else None
+        self.merge = merge
         self.outputs: list[tuple[PipeIO, list[bytes]]] = [
             (pipe, sink) for pipe, sink in ((stdout, self.out), (stderr, self.err)) if pipe is not None and sink is not None
         ]
@@ -179,7 +185,7 @@ class _Communication:
 
     def output(self) -> tuple[bytes | None, bytes | None]:
         out = b"".join(self.out) if self.out is not None else None
-        err = b"".join(self.err) if self.err is not None else None
+        err = b"".join(self.err) if self.err is not None and not self.merge else None
         return out, err
 
 
@@ -224,6 +230,7 @@ class Process(Handle):
         self._bufsize = bufsize
         self._creation: Operation | None = None
         self._comm: _Communication | None = None
+        self._merge_stderr = False  # run(stderr=STDOUT)
         self._hub = EventHub("process", system.id, pid or None)
         key = self._hub.register()
         try:
@@ -505,10 +512,8 @@ class Process(Handle):
                     self.stdin.flush()
                 except OSError:
                     pass
-            comm = self._comm = _Communication(
-                input,
-                *(None if f is None else _stdio.pipe_of(f) for f in (self.stdin, self.stdout, self.stderr)),
-            )
+            pipes = [None if f is None else _stdio.pipe_of(f) for f in (self.stdin, self.stdout, self.stderr)]
+            comm = self._comm = _Communication(input, pipes[0], pipes[1], pipes[2], merge=self._merge_stderr)
             if comm.stdin is None:
                 self.close_stdin(timeout=deadline.remaining())
         elif input:

@@ -40,6 +40,7 @@ from . import _log
 from ._docs import Document, compute_system_config, loads, to_json
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
+from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, RunPlan, Stdio, pipe_flag, plan_run
 from .errors import (
     HcsError,
     OperationTimeoutError,
@@ -599,9 +600,9 @@ class ComputeSystem(Handle):
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
-        stdin: bool | None = None,
-        stdout: bool | None = None,
-        stderr: bool | None = None,
+        stdin: Stdio | bool = None,
+        stdout: Stdio | bool = None,
+        stderr: Stdio | bool = None,
         console: bool | None = None,
         console_size: tuple[int, int] | None = None,
         bufsize: int = -1,
@@ -613,8 +614,11 @@ class ComputeSystem(Handle):
         list, sent as the guest takes it (:attr:`guest_os`): a ``CommandLine`` that a Windows
         guest splits back into exactly these arguments, or ``CommandArgs`` for a Linux guest.
         ``params`` is a ProcessParameters document the other arguments add to.
-        ``stdin``/``stdout``/``stderr`` ask for pipes, which become binary file objects
-        (``process.stdout.read()``).
+        ``stdin``/``stdout``/``stderr`` take ``PIPE`` (or True) for a pipe, which becomes a
+        binary file object (``process.stdout.read()``), None (or False) for none, and
+        ``DEVNULL``: no pipe for the output (what the guest writes there is discarded), an
+        already closed one for stdin (the child reads EOF). Files and ``STDOUT`` are for
+        :meth:`run`.
 
         Raises ``errors.Win32FileNotFoundError`` for a missing program,
         ``errors.InvalidStateError`` when the system is not running. On a timeout the error
@@ -631,23 +635,35 @@ class ComputeSystem(Handle):
                 cwd=cwd,
                 env=env,
                 user=user,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
+                stdin=pipe_flag(stdin, "stdin"),
+                stdout=pipe_flag(stdout, "stdout"),
+                stderr=pipe_flag(stderr, "stderr"),
                 console=console,
                 console_size=console_size,
                 guest_os=guest,
             )
             proc = self._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining())
             proc.wait_started(deadline.remaining())
+            if stdin is not True and stdin == DEVNULL:
+                try:
+                    proc.close_stdin(timeout=deadline.remaining())
+                except BaseException:
+                    proc.close()
+                    raise
             return proc
 
     def run(
         self,
         command: str | Sequence[str],
         *,
-        input: bytes | None = None,
-        capture_output: bool = True,
+        input: bytes | str | None = None,
+        capture_output: bool | None = None,
+        stdin: Stdio | bool = None,
+        stdout: Stdio | bool | NotGiven = NOT_GIVEN,
+        stderr: Stdio | bool | NotGiven = NOT_GIVEN,
+        text: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
@@ -655,7 +671,16 @@ class ComputeSystem(Handle):
         timeout: Timeout = DEFAULT,
         check: bool = False,
     ) -> CompletedProcess:
-        """Runs a command to completion, like :func:`subprocess.run`.
+        """Runs a command to completion, like :func:`subprocess.run`, with its options.
+
+        Both outputs are captured unless ``capture_output=False`` or ``stdout=``/``stderr=``
+        are given (then, as in subprocess, the one not given is not captured); each takes ``PIPE`` (captured), ``DEVNULL`` or None (no pipe: HCS has no
+        handle to inherit, so what the guest writes there is discarded), a file object
+        (written when the process ends), and ``stderr=STDOUT`` reads both into ``stdout`` in
+        the order the chunks arrive. ``input=`` (or ``stdin=`` a file object, read at once;
+        ``PIPE``/``DEVNULL``: empty) is sent and stdin closed. ``text=True``, ``encoding=``
+        or ``errors=`` decode the output (universal newlines) and encode a str input.
+        The constants are :mod:`subprocess`' own (``pyhcs.PIPE is subprocess.PIPE``).
 
         Output is drained before the exit is reported. Whatever happens, run() leaves nothing
         open: on a timeout it kills the process, closes it and raises
@@ -666,6 +691,10 @@ class ComputeSystem(Handle):
         :class:`~pyhcs.errors.CalledProcessError` (a ``subprocess.CalledProcessError``) for a
         non-zero exit code.
         """
+        plan = plan_run(
+            input=input, capture_output=capture_output, stdin=stdin, stdout=stdout, stderr=stderr,
+            text=text, encoding=encoding, errors=errors,
+        )
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
         try:
             proc = self.create_process(
@@ -674,19 +703,20 @@ class ComputeSystem(Handle):
                 cwd=cwd,
                 env=env,
                 user=user,
-                stdin=input is not None,
-                stdout=capture_output,
-                stderr=capture_output,
+                stdin=plan.stdin,
+                stdout=plan.stdout,
+                stderr=plan.stderr,
                 timeout=deadline.remaining(),
             )
         except TimeoutExpiredError as exc:
             half_made = exc.process
             if half_made is not None:
                 half_made.close()  # ends the creation: nothing of it stays behind
-            raise _run_timeout(command, deadline, exc, half_made) from None
+            raise _run_timeout(command, deadline, exc, half_made, plan) from None
+        proc._merge_stderr = plan.merge
         with proc:
             try:
-                out, err = proc.communicate(input, timeout=deadline.remaining())
+                out, err = proc.communicate(plan.input, timeout=deadline.remaining())
                 code = proc.wait(deadline.remaining())
             except BaseException as exc:
                 try:
@@ -694,11 +724,11 @@ class ComputeSystem(Handle):
                 except HcsError:
                     _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
                 if isinstance(exc, TimeoutExpiredError):
-                    raise _run_timeout(command, deadline, exc, proc) from None
+                    raise _run_timeout(command, deadline, exc, proc, plan) from None
                 raise
             status = proc.exit_status
             assert status is not None
-        result = CompletedProcess(command, code, out, err, status, proc.pid, self.id)
+        result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, self.id)
         if check:
             result.check_returncode()
         return result
@@ -760,7 +790,8 @@ class ComputeSystem(Handle):
 
 
 def _run_timeout(
-    command: str | Sequence[str], deadline: Deadline, cause: TimeoutExpiredError, proc: Process | None
+    command: str | Sequence[str], deadline: Deadline, cause: TimeoutExpiredError, proc: Process | None,
+    plan: RunPlan,
 ) -> TimeoutExpiredError:
     """The error of a run() that ran out of time, once run() has killed and closed everything."""
     op = cause.operation
@@ -773,8 +804,8 @@ def _run_timeout(
         timeout=deadline.timeout,
         elapsed=deadline.elapsed(),
         cmd=command,
-        output=cause.output,
-        stderr=cause.stderr,
+        output=plan.decode(cause.stdout),
+        stderr=plan.decode(cause.stderr if isinstance(cause.stderr, bytes) else None),
         call=cause.call,
         system_id=cause.system_id,
         process_id=cause.process_id if proc is None or not proc.pid else proc.pid,
