@@ -41,7 +41,7 @@ from typing import IO, Any, TypeVar
 from . import _stdio
 from . import process as _process
 from . import system as _system
-from ._docs import Document, to_json
+from ._docs import Document, check_document, to_json
 from ._guest import GuestOs, list_form, signal_value
 from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, Stdio, pipe_flag, plan_run
@@ -733,11 +733,12 @@ class ComputeSystem:
     @classmethod
     async def create(
         cls, id: str, config: Document, *, timeout: Timeout = DEFAULT, default_timeout: Timeout = DEFAULT,
-        guest_os: str | None = None,
+        guest_os: str | None = None, strict: bool = True,
     ) -> ComputeSystem:
-        """The async :meth:`pyhcs.ComputeSystem.create`."""
+        """The async :meth:`pyhcs.ComputeSystem.create` (the configuration validated strictly
+        unless ``strict=False``)."""
         system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout,
-                                                     guest_os=guest_os)
+                                                     guest_os=guest_os, strict=strict)
         op = system._creation
         assert op is not None
         try:
@@ -806,8 +807,12 @@ class ComputeSystem:
     async def save(self, options: Document, *, timeout: Timeout = DEFAULT) -> None:
         await self._run("save", options, timeout)
 
-    async def modify(self, request: Document, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("modify", request, timeout)
+    async def modify(self, request: Document, *, timeout: Timeout = DEFAULT, strict: bool = True) -> None:
+        """The async :meth:`pyhcs.ComputeSystem.modify` (validated strictly unless ``strict=False``)."""
+        text = to_json(request, "modify request", strict=False)
+        if strict and text is not None:
+            check_document(text, "modify", system_id=self.sync.id)
+        await self._run("modify", text, timeout)
 
     async def properties(
         self, *types: str, query: Document | None = None, timeout: Timeout = DEFAULT

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _backend as B
 from . import _log
-from ._docs import Document, compute_system_config, loads, to_json
+from ._docs import Document, check_document, compute_system_config, loads, to_json
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, RunPlan, Stdio, pipe_flag, plan_run
@@ -188,16 +188,18 @@ class ComputeSystem(Handle):
     @classmethod
     def _begin_create(
         cls, id: str, config: Document, *, callback: bool, default_timeout: Timeout,
-        guest_os: str | None = None,
+        guest_os: str | None = None, strict: bool = True,
     ) -> ComputeSystem:
         guest = check_guest_os(guest_os)
-        text = compute_system_config(config)
+        text = compute_system_config(config, strict=False)  # checked below, as text
         hosting: str | None = None
         try:
             parsed = json.loads(text)
         except ValueError:
             parsed = None  # HCS reports what is wrong with it
         if isinstance(parsed, dict):
+            if strict:
+                check_document(text, "config", system_id=id)
             if guest is None:
                 guest = guest_of_config(parsed)
             host = parsed.get("HostingSystemId")
@@ -236,6 +238,7 @@ class ComputeSystem(Handle):
         timeout: Timeout = DEFAULT,
         default_timeout: Timeout = DEFAULT,
         guest_os: str | None = None,
+        strict: bool = True,
     ) -> ComputeSystem:
         """HcsCreateComputeSystem: creates the system ``id`` (state Created) and waits for it.
 
@@ -243,11 +246,16 @@ class ComputeSystem(Handle):
         ``ShouldTerminateOnLastHandleClosed`` defaults to true. ``guest_os`` ("windows" or
         "linux") overrides what the configuration says about the guest (see
         :attr:`guest_os`). Raises ``errors.SystemAlreadyExistsError`` (a FileExistsError)
-        when the id is taken, ``errors.InvalidJsonError`` for a bad configuration. On a
+        when the id is taken, ``errors.InvalidJsonError`` for a bad configuration: before
+        anything is sent, the configuration (model, dict or JSON text) is validated strictly
+        against ``pyhcs.schema``, so a misspelt member (``"Ownr"``) is an error naming it and
+        the close match; ``strict=False`` sends members newer than the schema. On a
         timeout the error carries the half-created system as ``err.system``
         (``err.system.wait_created()`` to go on).
         """
-        system = cls._begin_create(id, config, callback=False, default_timeout=default_timeout, guest_os=guest_os)
+        system = cls._begin_create(
+            id, config, callback=False, default_timeout=default_timeout, guest_os=guest_os, strict=strict
+        )
         system.wait_created(timeout)
         return system
 
@@ -461,9 +469,14 @@ class ComputeSystem(Handle):
         self._guest = guest or "windows"
         return self._guest
 
-    def modify(self, request: Document, *, timeout: Timeout = DEFAULT) -> None:
-        """HcsModifyComputeSystem with a ModifySettingRequest."""
-        self._run("modify", request, timeout)
+    def modify(self, request: Document, *, timeout: Timeout = DEFAULT, strict: bool = True) -> None:
+        """HcsModifyComputeSystem with a ModifySettingRequest (model, dict or JSON text),
+        validated strictly first (its ``Settings`` typed by its ``ResourcePath``): an unknown
+        member is an ``errors.InvalidJsonError`` naming it; ``strict=False`` opts out."""
+        text = to_json(request, "modify request", strict=False)
+        if strict and text is not None:
+            check_document(text, "modify", system_id=self.id)
+        self._run("modify", text, timeout)
 
     # -- exit -------------------------------------------------------------------------------------
     @property
