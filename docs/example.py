@@ -16,7 +16,8 @@ config = {
 }
 
 with ComputeSystem.create("readme-demo", config) as system:  # closed (and ended) on exit
-    system.start(timeout=60)  # every wait takes a timeout; pyhcs.DEFAULT_TIMEOUT otherwise
+    system.start(timeout=60)  # every wait takes a timeout; pyhcs.DEFAULT_TIMEOUT otherwise,
+    #                           None for no limit (as in subprocess and asyncio)
 
     # subprocess-like: output is drained before the exit is reported
     result = system.run(["sh", "-c", "echo hello; echo oops >&2; exit 3"])
@@ -34,10 +35,10 @@ with ComputeSystem.create("readme-demo", config) as system:  # closed (and ended
         print(err)  # HCS_E_INVALID_STATE (0x80370105) in HcsStartComputeSystem [system 'readme-demo']: ...
 
     # events: callbacks (on pyhcs' dispatcher thread), or iterate (ends after SystemExited)
-    system.add_event_callback(lambda event: print("event:", event.name))
+    system.add_event_callback(lambda event: print("event:", event.name))  # event: SystemExited
     status = system.stop(grace=10)  # shutdown; terminate if the guest does not stop in time
     # (a wait returns only once the callbacks of the event it saw have run)
-    print(status.exit_type, [event.name for event in system.events()])
+    print(status.exit_type, [event.name for event in system.events()])  # GracefulExit ['SystemExited']
 
 
 async def main() -> None:

@@ -125,6 +125,8 @@ class _DefaultTimeout(enum.Enum):
     def __repr__(self) -> str:
         return "pyhcs.DEFAULT"
 
+    __str__ = __repr__
+
 
 #: "Not given": the timeout of a call whose ``timeout=`` was omitted, and the
 #: ``default_timeout`` of an object created without one. It stands for the object's
