@@ -1,6 +1,6 @@
 """HRESULT handling and the pyhcs exception hierarchy.
 
-Pure Python, shared by both backends (house-style rule 14). Every failure the Host Compute
+Pure Python, shared by both backends. Every failure the Host Compute
 Service reports becomes an :class:`HcsError`. The class is picked from the HRESULT through a
 registry, so callers can catch exactly what they mean::
 
@@ -508,7 +508,7 @@ class HcsError(OSError):
 
     @property
     def error_document(self) -> str | None:
-        """Alias of ``.result_document`` (the name used in the house-style notes)."""
+        """Alias of ``.result_document``."""
         return self.result_document
 
     @property
@@ -853,7 +853,7 @@ class HandleClosedError(_gen.InvalidHandleError):
 
 
 HcsClosedError = HandleClosedError
-"""Alias of :class:`HandleClosedError` (the name used in the house-style notes)."""
+"""Alias of :class:`HandleClosedError`."""
 
 
 class TimeoutExpiredError(_gen.OperationTimeoutError, subprocess.TimeoutExpired):

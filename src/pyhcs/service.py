@@ -19,7 +19,7 @@ from typing import Any
 from . import _backend as B
 from . import _log
 from ._docs import Document, loads, to_json
-from ._handle import Deadline, resolve_timeout
+from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout
 from .errors import HcsError, is_already_stopped, is_not_found, make_error
 
 __all__ = [
@@ -86,9 +86,9 @@ def submit_wer_report(report: Document) -> None:
     _log.timed("HcsSubmitWerReport", None, B.hcs_submit_wer_report, text)
 
 
-def sweep(owner: str, *, timeout: float | None = None) -> dict[str, str]:
-    """Terminates every compute system whose ``Owner`` is ``owner`` (pain point 8: systems a
-    crashed program left behind) and reports what happened to each, by id: "terminated",
+def sweep(owner: str, *, timeout: Timeout = DEFAULT) -> dict[str, str]:
+    """Terminates every compute system whose ``Owner`` is ``owner`` (systems a crashed
+    program left behind) and reports what happened to each, by id: "terminated",
     "already stopped", "gone", or the error's name. Never raises for one system's failure.
     """
     from .system import ComputeSystem
