@@ -66,7 +66,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
-from pyhcs import _backend as B
 from pyhcs import _virtdisk
 
 if TYPE_CHECKING:
@@ -75,6 +74,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from typing_extensions import Self
 
+    from pyhcs import _backend as B
     from pyhcs.errors import HcsError
     from pyhcs.schema import LayerData
 
@@ -119,6 +119,19 @@ LAYER_ID_NAMESPACE = uuid.UUID("800872c5-909c-403a-89c9-931fe5e2fd08")
 #: both separators) there, POSIX on the emulator. Tests set it to ``ntpath`` to check the
 #: Windows rules anywhere.
 _pathmod: ModuleType = ntpath if sys.platform == "win32" else posixpath
+
+if not TYPE_CHECKING:
+
+    class _Backend:
+        """pyhcs._backend on first use, so that importing this module (layer ids, VirtualDisk
+        on Windows) needs no HCS library, like ``import pyhcs``."""
+
+        def __getattr__(self, name: str) -> Any:
+            from pyhcs import _backend
+
+            return getattr(_backend, name)
+
+    B = _Backend()
 
 #: The schema version of the LayerData documents built here.
 _SCHEMA_VERSION = (2, 1)
