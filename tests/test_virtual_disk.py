@@ -26,6 +26,9 @@ from pyhcs import errors, storage
 from pyhcs.storage import Layer, LayerChain, VirtualDisk
 
 GIB = 1 << 30
+#: VIRTUAL_STORAGE_TYPE_VENDOR_MICROSOFT (virtdisk.h); the flag and device values below are
+#: virtdisk.h's too, written out so that a wrong constant in pyhcs._virtdisk fails here.
+MICROSOFT = uuid.UUID("ec984aec-a0f9-47e9-901f-71415a66345b")
 
 
 @pytest.fixture
@@ -162,7 +165,7 @@ def test_parameter_unions(struct: type[ctypes.Structure]) -> None:
 
 
 def test_guid_memory_layout() -> None:
-    u = uuid.UUID("ec984aec-a0f9-47e9-901f-71415a66345b")  # VIRTUAL_STORAGE_TYPE_VENDOR_MICROSOFT
+    u = MICROSOFT
     g = vd.GUID.from_uuid(u)
     assert (g.Data1, g.Data2, g.Data3, bytes(g.Data4)) == (0xEC984AEC, 0xA0F9, 0x47E9, bytes.fromhex("901f71415a66345b"))
     assert g.to_uuid() == u and bytes(vd.GUID.from_uuid(None)) == bytes(16)
@@ -274,8 +277,8 @@ def test_windows_create_attach_close(fake: FakeVirtDisk) -> None:
     name, create = fake.calls[0]
     assert name == "CreateVirtualDisk"
     assert create == {
-        "device": vd.VIRTUAL_STORAGE_TYPE_DEVICE_VHDX,
-        "vendor": vd.VIRTUAL_STORAGE_TYPE_VENDOR_MICROSOFT,
+        "device": 3,  # VIRTUAL_STORAGE_TYPE_DEVICE_VHDX
+        "vendor": MICROSOFT,
         "path": "C:\\layers\\scratch.vhdx",
         "access": 0,  # VIRTUAL_DISK_ACCESS_NONE, as version 2 parameters require
         "sd": None,
@@ -292,7 +295,7 @@ def test_windows_create_attach_close(fake: FakeVirtDisk) -> None:
     disk.attach()
     assert fake.calls[1] == (
         "AttachVirtualDisk",
-        {"handle": 0x4A4, "sd": None, "flags": vd.ATTACH_VIRTUAL_DISK_FLAG_NO_DRIVE_LETTER, "version": 1, "reserved": 0},
+        {"handle": 0x4A4, "sd": None, "flags": 0x2, "version": 1, "reserved": 0},  # NO_DRIVE_LETTER
     )
     disk.close()
     assert [c[0] for c in fake.calls[2:]] == ["DetachVirtualDisk", "CloseHandle"]
@@ -308,8 +311,8 @@ def test_windows_open_and_flags(fake: FakeVirtDisk) -> None:
     name, args = fake.calls[0]
     assert name == "OpenVirtualDisk"
     assert args == {
-        "device": vd.VIRTUAL_STORAGE_TYPE_DEVICE_VHD,
-        "vendor": vd.VIRTUAL_STORAGE_TYPE_VENDOR_MICROSOFT,
+        "device": 2,  # VIRTUAL_STORAGE_TYPE_DEVICE_VHD
+        "vendor": MICROSOFT,
         "path": "D:\\vm\\base.VHD",
         "access": 0,
         "flags": 0,
@@ -317,10 +320,9 @@ def test_windows_open_and_flags(fake: FakeVirtDisk) -> None:
         "read_only": 1,
         "info_only": 0,
     }
-    flags = fake.calls[1][1]["flags"]
-    assert flags == vd.ATTACH_VIRTUAL_DISK_FLAG_READ_ONLY | vd.ATTACH_VIRTUAL_DISK_FLAG_NO_DRIVE_LETTER
+    assert fake.calls[1][1]["flags"] == 0x1 | 0x2  # ATTACH_VIRTUAL_DISK_FLAG_READ_ONLY | NO_DRIVE_LETTER
     VirtualDisk.create("C:\\fixed.vhdx", size_gb=1, fixed=True).close()
-    assert fake.calls[-2][1]["flags"] == vd.CREATE_VIRTUAL_DISK_FLAG_FULL_PHYSICAL_ALLOCATION
+    assert fake.calls[-2][1]["flags"] == 0x1  # CREATE_VIRTUAL_DISK_FLAG_FULL_PHYSICAL_ALLOCATION
 
 
 @pytest.mark.parametrize(
