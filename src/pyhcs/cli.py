@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls = sub.add_parser("list", help="compute systems the service knows (on the emulator: of this process)")
     ls.add_argument("--owner")
     ls.set_defaults(fn=cmd_list)
+    from .trace import add_trace_command  # `pyhcs trace show|replay` (docs/tracing.md)
+
+    add_trace_command(sub)
     ns = parser.parse_args(argv)
     if getattr(ns, "command", None) and ns.command[:1] == ["--"]:
         ns.command = ns.command[1:]
