@@ -55,7 +55,11 @@ def start(path: str | Path) -> Tracer:
     from . import _record
 
     tracer = _record.install(_record.expand(str(path)))
-    tracer.open()  # a path that cannot be written fails here, not in the first HCS call
+    try:
+        tracer.open()  # a path that cannot be written fails here, not in the first HCS call
+    except BaseException:
+        _record.uninstall()
+        raise
     return tracer
 
 

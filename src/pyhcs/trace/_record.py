@@ -113,7 +113,8 @@ class Tracer:
         self._file: IO[str] | None = None
         self._seq = itertools.count(1)
         self._symbols = _Symbols()
-        self._threads: dict[int, str] = {}
+        self._local = threading.local()
+        self._thread_count = itertools.count(1)
         self._t0 = time.monotonic()
         self._started = datetime.now(timezone.utc)
         self.active = True
@@ -125,6 +126,9 @@ class Tracer:
 
         raw = self._raw
         backend = getattr(raw, "backend", None) if raw is not None else None
+        module = getattr(raw, "_module", None)  # the module actually called (pyhcs.testing's use_backend swaps it)
+        if module is not None:
+            backend = {"pyhcs._core": "cython", "pyhcs._fallback": "ctypes"}.get(module.__name__, backend)
         library = None
         emulated = None
         if raw is not None:
@@ -167,11 +171,10 @@ class Tracer:
         return next(self._seq)
 
     def thread(self) -> str:
-        ident = threading.get_ident()
-        name = self._threads.get(ident)
+        """The traced thread's name (thread idents are reused; a thread-local is not)."""
+        name: str | None = getattr(self._local, "name", None)
         if name is None:
-            with self._lock:
-                name = self._threads.setdefault(ident, f"T{len(self._threads) + 1}")
+            name = self._local.name = f"T{next(self._thread_count)}"
         return name
 
     def now(self) -> float:

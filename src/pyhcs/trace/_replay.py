@@ -118,6 +118,13 @@ class ReplayReport:
         return head + f"{len(self.divergences)} divergence{'s' if len(self.divergences) != 1 else ''}" + tail
 
 
+def _backend_name(raw: ModuleType) -> str:
+    name = getattr(raw, "backend", None)
+    if isinstance(name, str):
+        return name
+    return {"pyhcs._core": "cython", "pyhcs._fallback": "ctypes"}.get(raw.__name__, raw.__name__)
+
+
 def _closes_stdin(settings: Any) -> bool:
     """Whether an HcsModifyProcess document closes the process's stdin."""
     if isinstance(settings, dict):
@@ -186,7 +193,7 @@ class _Replayer:
         self.stdin_of: dict[str, str] = {}
         self.closed_early: set[str] = set()
         self.given_up: set[tuple[str, str]] = set()
-        self.report = ReplayReport(trace.path, str(getattr(raw, "backend", "?")), str(raw.library_path()))
+        self.report = ReplayReport(trace.path, _backend_name(raw), str(raw.library_path()))
         self._stale = 0
         self.calls = trace.calls
         self.done = [False] * len(self.calls)
