@@ -19,7 +19,7 @@ import pytest
 from pyhcs import _backend, errors, trace
 from pyhcs.cli import main as cli_main
 from pyhcs.testing.plugin import use_backend
-from pyhcs.trace import _record, _spec
+from pyhcs.trace import _spec
 
 from rawutil import new_id
 
