@@ -330,9 +330,9 @@ def test_malformed_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_values_round_trip() -> None:
     from pyhcs.trace._values import doc_from_trace, doc_to_trace, parse_event_type, parse_hresult
 
-    for text in ('{"a": 1}', "[]", '"x"', "1.5"):
+    for text in ('{"a": 1}', "[]", "1.5"):
         assert json.loads(doc_from_trace(doc_to_trace(text)) or "") == json.loads(text)
-    for text in ("nope", "null", '{"a": 1, "a": 2}', '{"$text": "x"}', "NaN", "1e999"):
+    for text in ("nope", "null", '"x"', '{"a": 1, "a": 2}', '{"$text": "x"}', "NaN", "1e999"):
         assert doc_to_trace(text) == {"$text": text} and doc_from_trace(doc_to_trace(text)) == text
     assert parse_hresult("HCS_E_INVALID_STATE") == parse_hresult("0x80370105") == parse_hresult(-2143878907)
     assert parse_hresult("S_OK") == 0

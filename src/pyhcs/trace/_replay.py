@@ -294,10 +294,12 @@ class _Replayer:
 
     # -- handles -----------------------------------------------------------------------
     def _stale_handle(self, kind: str) -> int:
-        self._stale += 1
+        with self.cond:
+            self._stale += 1
+            n = self._stale
         if kind in ("pipe", "vhd"):
-            return (1 << 20) + self._stale  # far above any descriptor this process has open
-        return 0x0BAD0000 + self._stale  # the emulator answers a made-up handle with E_HANDLE
+            return (1 << 20) + n  # far above any descriptor this process has open
+        return 0x0BAD0000 + n  # the emulator answers a made-up handle with E_HANDLE
 
     def _handle(self, kind: str, sym: str | None) -> int:
         if sym is None:

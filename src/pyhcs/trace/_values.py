@@ -40,8 +40,9 @@ def doc_to_trace(text: str | None) -> Any:
         value = json.loads(text, object_pairs_hook=_no_duplicates)
     except ValueError:
         return {TEXT_KEY: text}
-    # JSON null is kept as text: a recorded null means no document (a NULL pointer)
-    if value is None or not _safe(value) or (isinstance(value, dict) and list(value) == [TEXT_KEY]):
+    # JSON null and JSON strings are kept as text: a recorded null means no document (a NULL
+    # pointer), and a plain string in a hand-written trace means the text itself
+    if value is None or isinstance(value, str) or not _safe(value) or (isinstance(value, dict) and list(value) == [TEXT_KEY]):
         return {TEXT_KEY: text}
     return value
 
