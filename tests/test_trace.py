@@ -97,7 +97,13 @@ def test_a_lifecycle_recorded(traced: tuple[str, Path]) -> None:
     _backend.hcs_start_compute_system(system, plain)
     _backend.hcs_wait_for_operation_result(plain, 10_000)
     process = _backend.hcs_create_process(system, json.dumps({"CommandLine": "sleep 0.1; exit 5", "CreateStdOutPipe": True}), plain)
-    _backend.hcs_set_process_callback(process, 0, 13, lambda e, c: events.append(e.type))
+    exited = threading.Event()
+
+    def on_process_event(event: Any, _context: int) -> None:
+        events.append(event.type)
+        exited.set()
+
+    _backend.hcs_set_process_callback(process, 0, 13, on_process_event)
     info, _ = _backend.hcs_wait_for_operation_result_and_process_info(plain, 10_000)
     status = json.loads(_backend.hcs_wait_for_process_exit(process, 10_000) or "{}")
     assert status["ExitCode"] == 5
@@ -107,6 +113,7 @@ def test_a_lifecycle_recorded(traced: tuple[str, Path]) -> None:
     with pytest.raises(errors.SystemNotFoundError):
         _backend.hcs_open_compute_system(new_id("missing"))
     assert info.std_output is not None
+    assert exited.wait(10)  # delivered before the handle is closed (no event after close)
     _backend.close_handle(info.std_output)
     _backend.hcs_close_process(process)
     _backend.hcs_terminate_compute_system(system, plain)
@@ -152,8 +159,8 @@ def test_a_lifecycle_recorded(traced: tuple[str, Path]) -> None:
     assert next(c for c in calls if c["fn"] == "CloseHandle")["args"] == {"handle": "pipe#1"}
     evs = [(r["handle"], r["type"]) for r in recs if r["kind"] == "event"]
     assert evs == [("process#1", "PROCESS_EXITED"), ("system#1", "SYSTEM_EXITED")]
-    exited = next(r for r in recs if r["kind"] == "event" and r["type"] == "PROCESS_EXITED")
-    assert exited["data"]["ExitCode"] == 5 and exited["thread"] != "T1"
+    exit_event = next(r for r in recs if r["kind"] == "event" and r["type"] == "PROCESS_EXITED")
+    assert exit_event["data"]["ExitCode"] == 5 and exit_event["thread"] != "T1"
     done = [r for r in recs if r["kind"] == "completion"]
     assert done and all(r["handle"] == "op#1" and r["context"] == 11 for r in done)
     assert completions and all(c == 11 for c in completions)  # the program's callbacks still run

@@ -227,7 +227,7 @@ def test_replay_command(hcs: ModuleType, tmp_path: Path, capsys: pytest.CaptureF
         assert cli_main(["trace", "replay", "--wait-bound", "5", str(wrong)]) == 1
         out = capsys.readouterr().out.splitlines()
         assert out[0] == (
-            'line 2: HcsOpenComputeSystem(): hresult: trace "HCS_E_ACCESS_DENIED (0x8037011B)", '
+            'line 2: HcsOpenComputeSystem("trace-no-such-system"): hresult: trace "HCS_E_ACCESS_DENIED (0x8037011B)", '
             'replay "HCS_E_SYSTEM_NOT_FOUND (0x8037010E)"'
         )
         assert out[-1].endswith(": 1 divergence")

@@ -428,12 +428,16 @@ def install(path: str) -> Tracer:
         def ref() -> Tracer | None:
             return _current
 
+        made: dict[int, Callable[..., Any]] = {}  # one wrapper per function, whichever module holds it
         for target in _targets():
             for api in _spec.BY_API:
                 fn = target.__dict__.get(api)
                 if fn is None or is_wrapped(fn):
                     continue
-                setattr(target, api, _make_wrapper(ref, _spec.BY_API[api], fn))
+                wrapper = made.get(id(fn))
+                if wrapper is None:
+                    wrapper = made[id(fn)] = _make_wrapper(ref, _spec.BY_API[api], fn)
+                setattr(target, api, wrapper)
         return tracer
 
 

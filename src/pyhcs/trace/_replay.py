@@ -141,6 +141,8 @@ def describe(call: Call) -> str:
             parts.append(str(value) if value is not None else "NULL")
         elif p.kind == "callback":
             parts.append("callback" if value else "NULL")
+        elif p.kind == "value" and isinstance(value, str) and len(value) <= 60:
+            parts.append(json.dumps(value))  # ids and paths: which system, which layer
     return f"{call.spec.cname}({', '.join(parts)})"
 
 
