@@ -206,44 +206,43 @@ class _Replayer:
     def _plan(self) -> None:
         seqs = [c.seq for c in self.calls]
         self.need_calls = [bisect.bisect_left(seqs, c.start) for c in self.calls]
-        events = self.trace.events
-        ev_seqs = [e.seq for e in events]
-        self.need_events: list[dict[tuple[str, str], int]] = []
-        order = sorted(range(len(self.calls)), key=lambda i: self.calls[i].start)
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        done = 0
-        needs: dict[int, dict[tuple[str, str], int]] = {}
-        for i in order:
-            upto = bisect.bisect_left(ev_seqs, self.calls[i].start)
-            while done < upto:
-                e = events[done]
-                counts[(e.kind, e.handle or "")] += 1
-                done += 1
-            needs[i] = dict(counts)
-        self.need_events = [needs[i] for i in range(len(self.calls))]
+        self.events = self.trace.events
+        ev_seqs = [e.seq for e in self.events]
+        # how many events and completions the trace had delivered when each call started
+        self.need_upto = [bisect.bisect_left(ev_seqs, c.start) for c in self.calls]
+        # each event's ordinal on its handle: the n-th event of system#1 needs n in the replay
+        per: dict[tuple[str, str], int] = defaultdict(int)
+        self.ev_key: list[tuple[str, str]] = []
+        self.ev_ord: list[int] = []
+        for e in self.events:
+            key = (e.kind, e.handle or "")
+            per[key] += 1
+            self.ev_key.append(key)
+            self.ev_ord.append(per[key])
+        self.ev_ptr = 0  # every event before this one has its counterpart in the replay
 
     def _got(self, kind: str, sym: str) -> int:
         if kind == "completion":
             return self.got_completions.get(sym, 0)
         return len(self.got_events.get(sym, ()))
 
-    def _ready(self, i: int) -> bool:
-        if self.prefix < self.need_calls[i]:
-            return False
-        for (kind, sym), n in self.need_events[i].items():
-            if sym in self.listening and self._got(kind, sym) < n and (kind, sym) not in self.given_up:
+    def _event_pending(self, j: int) -> bool:
+        kind, sym = self.ev_key[j]
+        return sym in self.listening and (kind, sym) not in self.given_up and self._got(kind, sym) < self.ev_ord[j]
+
+    def _events_ready(self, i: int) -> bool:
+        # Only called once the calls before call i have returned: by then every handle with an
+        # event before it has had its callback registered (or failed to), so ``listening`` is
+        # final for those events and the pointer may move past the ones that cannot come.
+        upto = self.need_upto[i]
+        while self.ev_ptr < upto:
+            if self._event_pending(self.ev_ptr):
                 return False
+            self.ev_ptr += 1
         return True
 
     def _wait_ready(self, i: int) -> None:
         call = self.calls[i]
-        with self.cond:
-            awaited = [
-                sym for (kind, sym), n in self.need_events[i].items()
-                if kind == "event" and sym.startswith("process") and sym in self.stdin_of and self._got(kind, sym) < n
-            ]
-        for sym in awaited:  # the process had exited in the trace: its input was complete
-            self._end_stdin(sym)
         with self.cond:
             # Calls first, without giving up: every replayed call is bounded itself, so the
             # calls before this one end (the limit only guards against a native call that hangs).
@@ -254,15 +253,24 @@ class _Replayer:
                     Divergence(call.line, describe(call), "order", None, late, "still running")
                 )
                 return
-            if self.cond.wait_for(lambda: self._ready(i), timeout=self.bound):
+            if self._events_ready(i):
                 return
-            missing: list[str] = []
-            for (kind, sym), n in self.need_events[i].items():
-                if sym in self.listening and self._got(kind, sym) < n and (kind, sym) not in self.given_up:
-                    missing.append(f"{n - self._got(kind, sym)} more {kind}(s) of {sym}")
-                    # reported once: later calls do not wait for it again
-                    self.given_up.add((kind, sym))
-        self._diverge(call.line, describe(call), "order", None, "delivered before the call: " + "; ".join(missing),
+            awaited = {
+                self.ev_key[j][1] for j in range(self.ev_ptr, self.need_upto[i])
+                if self.ev_key[j][0] == "event" and self._event_pending(j)
+            }
+        for sym in awaited & set(self.stdin_of):  # the process had exited in the trace: its input was over
+            self._end_stdin(sym)
+        with self.cond:
+            if self.cond.wait_for(lambda: self._events_ready(i), timeout=self.bound):
+                return
+            missing: dict[tuple[str, str], int] = {}
+            for j in range(self.ev_ptr, self.need_upto[i]):
+                if self._event_pending(j):
+                    missing[self.ev_key[j]] = missing.get(self.ev_key[j], 0) + 1
+            self.given_up.update(missing)  # reported once: later calls do not wait for it again
+        text = "; ".join(f"{n} more {kind}(s) of {sym}" for (kind, sym), n in missing.items())
+        self._diverge(call.line, describe(call), "order", None, "delivered before the call: " + text,
                       f"not delivered within {self.bound:g} s")
 
     def _finished(self, i: int) -> None:
