@@ -19,7 +19,7 @@ import pytest
 from pyhcs import _backend, errors, trace
 from pyhcs.cli import main as cli_main
 from pyhcs.testing.plugin import use_backend
-from pyhcs.trace import _spec
+from pyhcs.trace import _record, _spec
 
 from rawutil import new_id
 
@@ -53,19 +53,20 @@ def test_table_matches_both_backends(hcs: ModuleType) -> None:
 
 
 def test_off_means_the_backend_functions_themselves(tmp_path: Path) -> None:
+    import pyhcs.raw as raw
+
     module = _backend._module
     names = list(_spec.BY_API)
+    before = {n: getattr(raw, n) for n in names}
     assert trace.active() is None
     assert all(getattr(_backend, n) is getattr(module, n) for n in names)
     with trace.tracing(tmp_path / "t.jsonl"):
         assert trace.active() == tmp_path / "t.jsonl"
         assert all(getattr(_backend, n).__wrapped__ is getattr(module, n) for n in names)
-        import pyhcs.raw as raw
-
-        assert raw.hcs_create_operation is _backend.hcs_create_operation
+        assert all(_record.is_wrapped(getattr(raw, n)) for n in names)
     assert trace.active() is None
     assert all(getattr(_backend, n) is getattr(module, n) for n in names)
-    assert all(getattr(raw, n) is getattr(module, n) for n in names)
+    assert all(getattr(raw, n) is before[n] for n in names)
     assert records(tmp_path / "t.jsonl")[-1]["kind"] == "end"
 
 

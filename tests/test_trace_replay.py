@@ -250,3 +250,21 @@ def test_replay_refuses_a_real_hcs(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="replay runs against the HCS emulator"):
         trace.replay(TRACES[0], raw=RealHcs())  # type: ignore[arg-type]
+
+
+def test_the_replay_can_be_traced_but_never_over_its_input(tmp_path: Path) -> None:
+    src = ROOT / "tests" / "traces" / "start_started_system.jsonl"
+    mine = tmp_path / "in.jsonl"
+    shutil.copy(src, mine)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYHCS_TRACE": str(mine)}
+    out = subprocess.run([sys.executable, "-m", "pyhcs", "trace", "replay", str(mine)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert mine.read_text() == src.read_text()
+    env["PYHCS_TRACE"] = str(tmp_path / "emulated.jsonl")
+    out = subprocess.run([sys.executable, "-m", "pyhcs", "trace", "replay", str(mine)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    emulated = trace.load(tmp_path / "emulated.jsonl")
+    assert [c.spec.cname for c in emulated.calls] == [c.spec.cname for c in trace.load(src).calls]
+    assert trace.replay(emulated).ok  # and the emulator's own trace replays as it was
