@@ -347,3 +347,23 @@ def test_values_round_trip() -> None:
     assert parse_event_type("SystemExited") == parse_event_type("SYSTEM_EXITED") == parse_event_type("HcsEventSystemExited") == 1
     assert parse_event_type(0x10000) == parse_event_type("ProcessExited")
     assert doc_to_trace(None) is None and doc_from_trace(None) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_stops_tracing(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with trace.tracing(path):
+        _backend.hcs_close_operation(_backend.hcs_create_operation())
+        pid = os.fork()
+        if pid == 0:  # the child: its calls are not written into the parent's trace
+            code = 0
+            try:
+                _backend.hcs_get_service_properties(json.dumps({"PropertyTypes": ["Basic"]}))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        _backend.hcs_close_operation(_backend.hcs_create_operation())
+    fns = [r.get("fn") for r in records(path) if r["kind"] == "call"]
+    assert fns == ["HcsCreateOperation", "HcsCloseOperation"] * 2

@@ -119,13 +119,25 @@ def test_storage_calls_replay(hcs: ModuleType, tmp_path: Path, monkeypatch: pyte
         base.export(out)
         scratch.destroy()
         base.destroy()
+        with open(tmp_path / "scratch.vhdx", "w+b") as vhd:
+            with pytest.raises(errors.HcsError):
+                storage.get_layer_vhd_mount_path(vhd)  # not formatted yet
+            storage.format_writable_layer_vhd(vhd)
+            assert Path(storage.get_layer_vhd_mount_path(vhd)).is_dir()
+    (tmp_path / "scratch.vhdx").write_bytes(b"")
     shutil.rmtree(out)  # what the program did outside HCS is undone, so the replay starts alike
     out.mkdir()
     recorded = trace.load(path)
     assert {"HcsImportLayer", "HcsInitializeWritableLayer", "HcsAttachLayerStorageFilter",
             "HcsDetachLayerStorageFilter", "HcsExportLayer", "HcsDestroyLayer"} <= {c.spec.cname for c in recorded.calls}
+    vhd_calls = [c for c in recorded.calls if c.spec.cname == "HcsGetLayerVhdMountPath"]
+    assert [c.args["vhd_handle"] for c in vhd_calls] == ["vhd#1", "vhd#1"]
+    assert vhd_calls[0].vhd_path == str(tmp_path / "scratch.vhdx")
     report = trace.replay(recorded, raw=hcs, wait_bound=10)
     assert_no_divergence(report)
+    # the mount path holds the volume's GUID, new at every format: volatile
+    assert any(d.what == "result" and d.where.startswith("HcsGetLayerVhdMountPath") for d in report.ignored)
+    assert (tmp_path / "scratch.vhdx").stat().st_size > 0  # formatted again by the replay
     assert (out / "Files" / "hello.txt").read_text() == "hello"
     assert not (tmp_path / "base").exists()
 

@@ -324,8 +324,8 @@ def _make_wrapper(tracer_ref: Callable[[], Tracer | None], spec: _spec.FunctionS
             kind = handle_kind[name]
             if kind in ("op", "system", "process", "pipe"):
                 recorded[name] = tracer.sym(kind, value)
-            elif kind == "vhd":
-                recorded[name] = tracer.sym("vhd", value)
+            elif kind == "vhd":  # opened by the program, not by HCS: named when first seen
+                recorded[name] = tracer.made("vhd", value, reuse=True)
                 if isinstance(value, int) and value:
                     extra["vhd_path"] = _vhd_path(value)
             elif kind == "doc":
