@@ -280,3 +280,19 @@ def test_the_replay_can_be_traced_but_never_over_its_input(tmp_path: Path) -> No
     emulated = trace.load(tmp_path / "emulated.jsonl")
     assert [c.spec.cname for c in emulated.calls] == [c.spec.cname for c in trace.load(src).calls]
     assert trace.replay(emulated).ok  # and the emulator's own trace replays as it was
+
+
+def test_a_handle_the_trace_did_not_get_is_reported_and_closed(hcs: ModuleType, tmp_path: Path) -> None:
+    from pyhcs import errors as hcs_errors
+
+    lines = (ROOT / "tests" / "traces" / "start_started_system.jsonl").read_text().splitlines(keepends=True)
+    lines.insert(3, '{"kind": "call", "fn": "HcsOpenComputeSystem", "args": {"id": "trace-start-twice"}, '
+                    '"hresult": "HCS_E_SYSTEM_NOT_FOUND"}\n')
+    wrong = tmp_path / "w.jsonl"
+    wrong.write_text("".join(lines))
+    report = trace.replay(wrong, raw=hcs, wait_bound=10)
+    assert [(d.line, d.where, d.what, d.expected, d.actual) for d in report.divergences] == [
+        (4, 'HcsOpenComputeSystem("trace-start-twice")', "hresult", "HCS_E_SYSTEM_NOT_FOUND (0x8037010E)", "S_OK")
+    ]
+    with pytest.raises(hcs_errors.SystemNotFoundError):  # the replay closed the extra handle too
+        hcs.hcs_open_compute_system("trace-start-twice")

@@ -457,6 +457,13 @@ class _Replayer:
                 self._bind(call.result, spec.result, int(result))
             elif spec.result in ("op", "system", "process") and call.result not in (None, MISSING) and not result:
                 self._diverge(call.line, where, "result", None, call.result, None)
+            elif spec.result in ("op", "system", "process") and result:
+                # a handle the trace's call did not make (it failed there): kept for the cleanup
+                self._bind(f"{spec.result}#extra-{call.line}", spec.result, int(result))
+            if spec.result == "procinfo" and not isinstance(call.process_info, dict):
+                for n, value in enumerate(result[0][1:]):
+                    if value is not None:
+                        self._bind(f"pipe#extra-{call.line}-{n}", "pipe", int(value))
             if spec.api == "hcs_create_process" and isinstance(call.result, str):
                 self.process_of_op[str(call.args.get("operation"))] = call.result
             if spec.api == "hcs_get_process_info" and call.args.get("process"):
