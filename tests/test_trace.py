@@ -367,3 +367,16 @@ def test_a_forked_child_stops_tracing(tmp_path: Path) -> None:
         _backend.hcs_close_operation(_backend.hcs_create_operation())
     fns = [r.get("fn") for r in records(path) if r["kind"] == "call"]
     assert fns == ["HcsCreateOperation", "HcsCloseOperation"] * 2
+
+
+def test_show_a_hand_written_trace_with_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parent / "traces" / "start_started_system.jsonl"
+    assert cli_main(["trace", "show", "--width", "40", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}: written by hand"
+    assert out[1].strip() == "# Starting a running compute system fails with HCS_E_INVALID_STATE, reported by the operation"
+    assert 'configuration={"SchemaVersion":{"Major":2,"Minor":1..., op#1)' in out[3]  # cut at 40 characters
+    note = out.index(f"{'':36}# the initiating call is accepted; the operation fails")
+    assert out[note - 1].endswith("HcsStartComputeSystem(system#1, op#1) -> S_OK")
+    assert out[note + 1].endswith("HcsWaitForOperationResult(op#1, timeout_ms=10000) -> HCS_E_INVALID_STATE (0x80370105)")
+    assert out[-1] == "13 calls (1 failed), 0 events and completions; no end record (the traced process did not stop tracing)"

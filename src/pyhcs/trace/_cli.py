@@ -71,7 +71,7 @@ def _event_line(ev: Event, width: int) -> str:
 
 def _header_line(trace: Trace) -> str:
     h = trace.header
-    bits = [f"pyhcs {h.get('pyhcs', '?')}"]
+    bits = [f"pyhcs {h['pyhcs']}"] if h.get("pyhcs") else ["written by hand"]
     if h.get("backend"):
         bits.append(f"{h['backend']} backend")
     if h.get("library"):
@@ -96,6 +96,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
             out.write(json.dumps(item, ensure_ascii=False) + "\n")
         return EXIT_OK
     out.write(_header_line(trace) + "\n")
+    if isinstance(trace.header.get("note"), str):
+        out.write(f"{'':36}# {trace.header['note']}\n")
     for rec in trace.records:
         t = f"+{rec.t:.4f}s" if rec.t is not None else ""
         if isinstance(rec, Call):
@@ -148,6 +150,9 @@ def _run(fn: Any, ns: argparse.Namespace) -> int:
     try:
         result: int = fn(ns)
         return result
+    except BrokenPipeError:  # `pyhcs trace show FILE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except TraceFormatError as exc:
         print(f"pyhcs trace: malformed trace: {exc}", file=sys.stderr)
     except (OSError, ValueError, ImportError) as exc:
