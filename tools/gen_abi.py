@@ -50,6 +50,7 @@ HEADER = ROOT / "src" / "hcsemu" / "hcs.h"
 LOADER = ROOT / "src" / "pyhcs" / "_loader.h"
 TABLE = ROOT / "tools" / "abi.toml"
 ERRORS_TABLE = ROOT / "tools" / "errors.toml"
+GEN_ERRORS = ROOT / "tools" / "gen_errors.py"
 
 PXD = ROOT / "src" / "pyhcs" / "_computecore.pxd"
 PXI = ROOT / "src" / "pyhcs" / "_functable.pxi"
@@ -531,10 +532,10 @@ def render_functions(functions: Sequence[Function]) -> str:
 
 
 def load_gen_errors() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_errors", ROOT / "tools" / "gen_errors.py")
+    spec = importlib.util.spec_from_file_location("gen_abi_gen_errors", GEN_ERRORS)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_errors", module)
+    sys.modules[spec.name] = module  # its dataclasses look the module up while it executes
     spec.loader.exec_module(module)
     return module
 

@@ -207,18 +207,20 @@ cdef extern from *:
      * them: the GIL is released for one slice at a time, then PyErr_CheckSignals() runs. */
     #define PYHCS_WAIT_SLICE_MS 200
     #define PYHCS_INFINITE 0xFFFFFFFFu /* a wait without a limit */
-    /* HRESULTs, as unsigned 32-bit values */
-    #define PYHCS_HCS_E_OPERATION_TIMEOUT 0x80370118u
-    #define PYHCS_HCS_E_OPERATION_TIMEOUT_LEGACY 0xC0370118u
-    #define PYHCS_HCS_E_OPERATION_PENDING 0x80370117u
-    #define PYHCS_HCS_E_OPERATION_PENDING_TWIN 0xC0370117u   /* the 0xC037 form of the above */
-    #define PYHCS_HCS_E_OPERATION_PENDING_LEGACY 0xC0370103u /* what old builds return instead */
+    /* HRESULTs, as unsigned 32-bit values, from the table (hresults.h is generated from
+     * tools/errors.toml; on Windows the SDK's definitions, which it skips, carry the same values) */
+    #include "hresults.h"
+    #define PYHCS_HCS_E_OPERATION_TIMEOUT ((uint32_t)HCS_E_OPERATION_TIMEOUT)
+    #define PYHCS_HCS_E_OPERATION_TIMEOUT_LEGACY (PYHCS_HCS_E_OPERATION_TIMEOUT | 0x40000000u) /* its 0xC037 twin */
+    #define PYHCS_HCS_E_OPERATION_PENDING ((uint32_t)HCS_E_OPERATION_PENDING)
+    #define PYHCS_HCS_E_OPERATION_PENDING_TWIN (PYHCS_HCS_E_OPERATION_PENDING | 0x40000000u) /* its 0xC037 twin */
+    #define PYHCS_HCS_E_OPERATION_PENDING_LEGACY ((uint32_t)HCS_E_OPERATION_PENDING_LEGACY) /* old builds */
     #define PYHCS_IS_PENDING(u) ((u) == PYHCS_HCS_E_OPERATION_PENDING || (u) == PYHCS_HCS_E_OPERATION_PENDING_TWIN \
                                  || (u) == PYHCS_HCS_E_OPERATION_PENDING_LEGACY)
-    #define PYHCS_E_WAIT_TIMEOUT 0x80070102u  /* HRESULT_FROM_WIN32(WAIT_TIMEOUT) */
-    #define PYHCS_E_ERROR_TIMEOUT 0x800705B4u /* HRESULT_FROM_WIN32(ERROR_TIMEOUT) */
-    #define PYHCS_E_OUTOFMEMORY 0x8007000Eu
-    #define PYHCS_ERROR_PROC_NOT_FOUND 127
+    #define PYHCS_E_WAIT_TIMEOUT (0x80070000u | (uint32_t)WAIT_TIMEOUT) /* HRESULT_FROM_WIN32(WAIT_TIMEOUT) */
+    #define PYHCS_E_ERROR_TIMEOUT 0x800705B4u /* HRESULT_FROM_WIN32(ERROR_TIMEOUT): not in the table */
+    #define PYHCS_E_OUTOFMEMORY ((uint32_t)E_OUTOFMEMORY)
+    #define PYHCS_ERROR_PROC_NOT_FOUND ERROR_PROC_NOT_FOUND
     """
     DWORD _WAIT_SLICE_MS "PYHCS_WAIT_SLICE_MS"
     DWORD _INFINITE "PYHCS_INFINITE"
