@@ -276,7 +276,7 @@ def test_hresults_header_agrees_with_other_definitions(compiler: str) -> None:
     if shutil.which(compiler) is None:
         pytest.skip(f"{compiler} not installed")
     out = subprocess.run(
-        [compiler, "-std=c11", "-fsyntax-only", "-Wall", "-Werror", f"-I{ROOT / 'src' / 'hcsemu'}",
+        [compiler, "-std=c11", "-fsyntax-only", "-Wall", "-Werror", f"-I{ROOT / 'src' / 'hcsemu'}", f"-I{ROOT / 'src' / 'pyhcs'}",
          str(ROOT / "tools" / "check_hresults.c")],
         capture_output=True, text=True, timeout=120,
     )
