@@ -24,8 +24,7 @@ from types import ModuleType
 import pytest
 import tomllib
 
-from pyhcs import _backend
-from pyhcs._fallback import _lib
+from pyhcs._api_names import PUBLIC_API
 from pyhcs.testing import faults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,32 +34,69 @@ PXI = ROOT / "src" / "pyhcs" / "_functable.pxi"
 STUB = ROOT / "src" / "pyhcs" / "_backend.pyi"
 ABI_TABLE = ROOT / "tools" / "abi.toml"
 
-VP = ctypes.POINTER(ctypes.c_void_p)
-# C type -> (ctypes type, Python annotation without "| None", out-parameter?). None as the
-# annotation: the type is never seen from Python (an HRESULT becomes an exception).
-TYPES: dict[str, tuple[object, str | None, bool]] = {
-    "void": (None, "None", False),
-    "HRESULT": (ctypes.c_int32, None, False),
-    "DWORD": (ctypes.c_uint32, "int", False),
-    "UINT64": (ctypes.c_uint64, "int", False),
-    "PCWSTR": (ctypes.c_char_p, "str", False),
-    "HANDLE": (ctypes.c_void_p, "int", False),
-    "HCS_OPERATION": (ctypes.c_void_p, "int", False),
-    "HCS_SYSTEM": (ctypes.c_void_p, "int", False),
-    "HCS_PROCESS": (ctypes.c_void_p, "int", False),
-    "void*": (ctypes.c_void_p, "int", False),
-    "const void*": (ctypes.c_void_p, "int", False),
-    "const SECURITY_DESCRIPTOR*": (ctypes.c_void_p, "None", False),
-    "HCS_OPERATION_TYPE": (ctypes.c_int32, "int", False),
-    "HCS_EVENT_OPTIONS": (ctypes.c_int32, "int", False),
-    "HCS_OPERATION_COMPLETION": (_lib.OPERATION_COMPLETION, "OperationCallback", False),
-    "HCS_EVENT_CALLBACK": (_lib.EVENT_CALLBACK, "EventCallback", False),
-    "PWSTR*": (VP, "str", True),
-    "PCWSTR*": (VP, "str", True),
-    "HCS_SYSTEM*": (VP, "int", True),
-    "HCS_PROCESS*": (VP, "int", True),
-    "HCS_PROCESS_INFORMATION*": (ctypes.POINTER(_lib.HCS_PROCESS_INFORMATION), "HcsProcessInformation", True),
+# C type -> (Python annotation without "| None", out-parameter?). None as the annotation: the
+# type is never seen from Python (an HRESULT becomes an exception).
+TYPES: dict[str, tuple[str | None, bool]] = {
+    "void": ("None", False),
+    "HRESULT": (None, False),
+    "DWORD": ("int", False),
+    "UINT64": ("int", False),
+    "PCWSTR": ("str", False),
+    "HANDLE": ("int", False),
+    "HCS_OPERATION": ("int", False),
+    "HCS_SYSTEM": ("int", False),
+    "HCS_PROCESS": ("int", False),
+    "void*": ("int", False),
+    "const void*": ("int", False),
+    "const SECURITY_DESCRIPTOR*": ("None", False),
+    "HCS_OPERATION_TYPE": ("int", False),
+    "HCS_EVENT_OPTIONS": ("int", False),
+    "HCS_OPERATION_COMPLETION": ("OperationCallback", False),
+    "HCS_EVENT_CALLBACK": ("EventCallback", False),
+    "PWSTR*": ("str", True),
+    "PCWSTR*": ("str", True),
+    "HCS_SYSTEM*": ("int", True),
+    "HCS_PROCESS*": ("int", True),
+    "HCS_PROCESS_INFORMATION*": ("HcsProcessInformation", True),
 }
+
+
+def fallback_lib() -> ModuleType:
+    """pyhcs._fallback._lib, imported only by the tests that need it: importing pyhcs._fallback
+    loads the library, and the other tests of this module need none. pyhcs._backend comes
+    first so that a missing library raises its HcsNotInstalledError (tests/windows_selection.py
+    reports that as a skip), not ctypes' OSError."""
+    importlib.import_module("pyhcs._backend")
+    return importlib.import_module("pyhcs._fallback._lib")
+
+
+def ctypes_of() -> dict[str, object]:
+    """C type -> the ctypes type that must stand for it."""
+    _lib = fallback_lib()
+    vp = ctypes.POINTER(ctypes.c_void_p)
+    return {
+        "void": None,
+        "HRESULT": ctypes.c_int32,
+        "DWORD": ctypes.c_uint32,
+        "UINT64": ctypes.c_uint64,
+        "PCWSTR": ctypes.c_char_p,
+        "HANDLE": ctypes.c_void_p,
+        "HCS_OPERATION": ctypes.c_void_p,
+        "HCS_SYSTEM": ctypes.c_void_p,
+        "HCS_PROCESS": ctypes.c_void_p,
+        "void*": ctypes.c_void_p,
+        "const void*": ctypes.c_void_p,
+        "const SECURITY_DESCRIPTOR*": ctypes.c_void_p,
+        "HCS_OPERATION_TYPE": ctypes.c_int32,
+        "HCS_EVENT_OPTIONS": ctypes.c_int32,
+        "HCS_OPERATION_COMPLETION": _lib.OPERATION_COMPLETION,
+        "HCS_EVENT_CALLBACK": _lib.EVENT_CALLBACK,
+        "PWSTR*": vp,
+        "PCWSTR*": vp,
+        "HCS_SYSTEM*": vp,
+        "HCS_PROCESS*": vp,
+        "HCS_PROCESS_INFORMATION*": ctypes.POINTER(_lib.HCS_PROCESS_INFORMATION),
+    }
 
 
 def norm(ctype: str) -> str:
@@ -154,31 +190,37 @@ def test_core_includes_the_generated_table() -> None:
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_ctypes_prototype_matches_the_header(name: str) -> None:
+    _lib = fallback_lib()
+    ctypes_types = ctypes_of()
+    assert set(ctypes_types) == set(TYPES)
     dll, ret, params = FUNCTIONS[name]
     table = _lib.COMPUTECORE if dll == "computecore" else _lib.COMPUTESTORAGE
     restype, argtypes = table[name]
-    assert restype is TYPES[ret][0]
+    assert restype is ctypes_types[ret]
     assert len(argtypes) == len(params)
     for (ctype, pname), got in zip(params, argtypes, strict=True):
-        assert got is TYPES[ctype][0], f"{name}({pname}): {got} for {ctype}"
+        assert got is ctypes_types[ctype], f"{name}({pname}): {got} for {ctype}"
 
 
 def test_ctypes_tables_split_by_dll() -> None:
+    _lib = fallback_lib()
     assert list(_lib.COMPUTECORE) == [n for n, f in FUNCTIONS.items() if f[0] == "computecore"]
     assert list(_lib.COMPUTESTORAGE) == [n for n, f in FUNCTIONS.items() if f[0] == "computestorage"]
 
 
 def test_loaded_ctypes_functions_carry_the_prototypes() -> None:
+    fallback_lib()
     from pyhcs._fallback import _api
 
-    lib = _api._lib
+    lib, ctypes_types = _api._lib, ctypes_of()
     for name, (_, ret, params) in FUNCTIONS.items():
         fn = getattr(lib, name)
         assert name in lib.present, name
-        assert fn.restype is TYPES[ret][0] and list(fn.argtypes) == [TYPES[t][0] for t, _ in params], name
+        assert fn.restype is ctypes_types[ret] and list(fn.argtypes) == [ctypes_types[t] for t, _ in params], name
 
 
 def test_ctypes_callbacks_and_structs_have_the_c_layout() -> None:
+    _lib = fallback_lib()
     # HCS_OPERATION_COMPLETION(HCS_OPERATION, void*), HCS_EVENT_CALLBACK(HCS_EVENT*, void*)
     assert _lib.OPERATION_COMPLETION._restype_ is None
     assert _lib.OPERATION_COMPLETION._argtypes_ == (ctypes.c_void_p, ctypes.c_void_p)
@@ -205,12 +247,12 @@ def test_stub_signature_matches_the_header(name: str) -> None:
         rename = tomllib.load(fh).get("function", {}).get(name, {}).get("rename", {})
     _, ret, params = FUNCTIONS[name]
     node = _stub()[snake(name)]
-    ins = [(t, p) for t, p in params if not TYPES[t][2]]
-    outs = [TYPES[t][1] for t, _ in params if TYPES[t][2]]
+    ins = [(t, p) for t, p in params if not TYPES[t][1]]
+    outs = [TYPES[t][0] for t, _ in params if TYPES[t][1]]
     assert [a.arg for a in node.args.args] == [rename.get(p, snake(p)) for _, p in ins]
     for arg, (ctype, pname) in zip(node.args.args, ins, strict=True):
         assert arg.annotation is not None
-        assert _without_none(ast.unparse(arg.annotation)) == TYPES[ctype][1], f"{name}({pname})"
+        assert _without_none(ast.unparse(arg.annotation)) == TYPES[ctype][0], f"{name}({pname})"
     assert node.returns is not None
     returns = ast.unparse(node.returns)
     if len(outs) > 1:
@@ -220,17 +262,17 @@ def test_stub_signature_matches_the_header(name: str) -> None:
     elif outs:
         assert _without_none(returns) == outs[0]
     else:
-        assert returns == ("None" if ret in ("HRESULT", "void") else TYPES[ret][1])
+        assert returns == ("None" if ret in ("HRESULT", "void") else TYPES[ret][0])
 
 
 def test_public_api_and_testing_names_cover_the_header() -> None:
-    assert {snake(n) for n in FUNCTIONS} <= set(_backend.PUBLIC_API)
+    assert {snake(n) for n in FUNCTIONS} <= set(PUBLIC_API)
     assert faults.HCS_FUNCTIONS == set(FUNCTIONS)
     # the rest of PUBLIC_API is the declared extras, nothing else
     with ABI_TABLE.open("rb") as fh:
         extras = set(tomllib.load(fh)["extra"])
-    assert set(_backend.PUBLIC_API) - {snake(n) for n in FUNCTIONS} == extras
-    assert len(set(_backend.PUBLIC_API)) == len(_backend.PUBLIC_API)
+    assert set(PUBLIC_API) - {snake(n) for n in FUNCTIONS} == extras
+    assert len(set(PUBLIC_API)) == len(PUBLIC_API)
 
 
 # ----------------------------------------------------------------------------- HRESULTs
