@@ -29,6 +29,7 @@ lint:
 	$(PYTHON) -m mypy
 	$(PYTHON) tools/gen_errors.py --check
 	$(PYTHON) tools/gen_schema.py --check
+	$(PYTHON) tools/gen_abi.py --check
 
 pyright:
 	$(PYTHON) -m pyright src/pyhcs
