@@ -87,8 +87,8 @@ def submit_wer_report(report: Document) -> None:
 
 
 def sweep(owner: str, *, timeout: float | None = None) -> dict[str, str]:
-    """Terminates every compute system whose ``Owner`` is ``owner`` (pain point 8: systems a
-    crashed program left behind) and reports what happened to each, by id: "terminated",
+    """Terminates every compute system whose ``Owner`` is ``owner`` (systems a crashed
+    program left behind) and reports what happened to each, by id: "terminated",
     "already stopped", "gone", or the error's name. Never raises for one system's failure.
     """
     from .system import ComputeSystem
