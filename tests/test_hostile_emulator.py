@@ -91,6 +91,29 @@ def test_wrong_type_process_members(hcs: ModuleType, params: dict[str, Any], mem
         assert member in str(ei.value)
 
 
+def test_wrong_type_process_requests_and_queries(hcs: ModuleType) -> None:
+    with running_system(hcs) as h:
+        p, _info = create_process(hcs, h, {"CommandLine": "sleep 30"})
+        try:
+            for call, doc, member in [
+                (hcs.hcs_modify_process, {"Operation": 1}, "Operation"),
+                (hcs.hcs_modify_process, {"Operation": "CloseHandle", "CloseHandle": {"Handle": ["StdIn"]}}, "Handle"),
+                (hcs.hcs_modify_process, {"Operation": "ConsoleSize", "ConsoleSize": [1, 2]}, "ConsoleSize"),
+                (hcs.hcs_signal_process, {"Signal": "CtrlC\0x"}, "U+0000"),
+            ]:
+                with operation(hcs) as op:
+                    call(p, op, json.dumps(doc))
+                    with pytest.raises(errors.InvalidJsonError) as ei:
+                        wait(hcs, op)
+                    assert member in str(ei.value)
+        finally:
+            hcs.hcs_close_process(p)
+    with operation(hcs) as op:
+        hcs.hcs_enumerate_compute_systems(json.dumps({"Ids": [1]}), op)
+        with pytest.raises(errors.InvalidJsonError, match=r"Ids\[0\]"):
+            wait(hcs, op)
+
+
 @pytest.mark.parametrize(
     "section, member",
     [
