@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -318,6 +320,20 @@ def test_vm_access_sidecar_never_follows_links_and_refuses_special_files(hcs: Mo
         assert (noxattr / "share.hcs-acl").exists() and not (noxattr / "share" / ".hcs-acl").exists()
         hcs.hcs_revoke_vm_group_access(str(noxattr / "share"))
         assert not (noxattr / "share.hcs-acl").exists()
+
+
+def test_vm_access_names_the_vm_account_of_the_system(hcs: ModuleType, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.vhdx"
+    disk.write_bytes(b"")
+    sid = new_id("vm")
+    with running_system(hcs, system_id=sid) as h:
+        runtime = props(hcs, h, {})["RuntimeId"]
+        hcs.hcs_grant_vm_access(sid, str(disk))
+        acl = json.loads(os.getxattr(disk, "user.hcs.acl"))
+        words = struct.unpack("<4I", uuid.UUID(runtime).bytes_le)  # NT VIRTUAL MACHINE\<RuntimeId>
+        assert acl[0]["Sid"] == "S-1-5-83-1-" + "-".join(map(str, words))
+        hcs.hcs_revoke_vm_access(sid, str(disk))
+        assert "user.hcs.acl" not in os.listxattr(disk)  # the last ACE gone, the attribute with it
 
 
 def test_format_takes_only_disk_images(hcs: ModuleType, tmp_path: Path) -> None:

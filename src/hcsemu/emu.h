@@ -197,6 +197,8 @@ typedef struct svc_system svc_system;
 
 HRESULT svc_create(const char *id, const char *config, svc_system **out, char **doc);
 HRESULT svc_open(const char *id, svc_system **out);
+/* The RuntimeId (GUID text) of the compute system id, if it exists. */
+bool svc_runtime_id(const char *id, char out[37]);
 void svc_ref(svc_system *s);
 void svc_unref(svc_system *s);
 const char *svc_id(const svc_system *s);

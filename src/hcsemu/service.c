@@ -407,6 +407,15 @@ HRESULT svc_open(const char *id, svc_system **out) {
     return s ? S_OK : HCS_E_SYSTEM_NOT_FOUND;
 }
 
+bool svc_runtime_id(const char *id, char out[37]) {
+    pthread_once(&svc_once, svc_init);
+    pthread_mutex_lock(&svc_mu);
+    svc_system *s = id ? find_locked(id) : NULL;
+    if (s) memcpy(out, s->runtime_id, 37);
+    pthread_mutex_unlock(&svc_mu);
+    return s != NULL;
+}
+
 void svc_handle_opened(svc_system *s) {
     pthread_mutex_lock(&svc_mu);
     s->handles++;

@@ -9,6 +9,7 @@
  * same objects can be given as JSON in HCSEMU_SETTINGS and HCSEMU_FAULTS.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -693,6 +694,16 @@ HRESULT svc_service_properties(const json *query, char **doc) {
     return hr;
 }
 
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (hex digits, any case), the form HCS's documents use. */
+static bool is_guid(const char *s) {
+    if (strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
+    }
+    return true;
+}
+
 static HRESULT modify_cpu_group(const json *settings, char **doc) {
     const char *op = NULL, *gid = NULL;
     const json *det = NULL, *lpa = NULL;
@@ -706,6 +717,10 @@ static HRESULT modify_cpu_group(const json *settings, char **doc) {
     }
     if (!op || !gid) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "CpuGroup settings need Operation and OperationDetails.GroupId");
+        return HCS_E_INVALID_JSON;
+    }
+    if (!is_guid(gid)) { /* a GUID-typed member: HCS's parser refuses anything else */
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "CpuGroup.OperationDetails.GroupId must be a GUID (got '%.60s')", gid);
         return HCS_E_INVALID_JSON;
     }
     size_t idx = n_groups;
