@@ -45,6 +45,7 @@ static void defaults(emu_settings *s) {
     /* A Container is a Windows guest (CommandLine split by the Windows rules, CommandArgs
        refused); until pyhcs' Pythonic layer sends Windows-quoted CommandLines, the previous
        behaviour stays the default. */
+    s->deliver_early_events = true;
     s->container_cmdline = CMDLINE_SHELL;
     s->container_cmdargs = CMDARGS_ACCEPT;
 }
@@ -76,6 +77,7 @@ static const setting table[] = {
     S("SchemaMajor", K_U32, schema_major),
     S("SchemaMinor", K_U32, schema_minor),
     S("TerminateTimeoutMs", K_U32, terminate_timeout_ms),
+    S("DeliverEarlyEvents", K_BOOL, deliver_early_events),
     C("ContainerCommandLine", container_cmdline, cmdline_modes),
     C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
 };
