@@ -12,6 +12,7 @@
    emulator is reset. A crash, a sanitizer report or a hang (libFuzzer's -timeout) is a bug. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -194,10 +195,24 @@ static char *gen_doc(rd *r, int kind) {
 
 static char root[64];
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP) rmdir(path);
+    else unlink(path);
+    return 0;
+}
+
+/* The sandbox goes when the run ends (not after a crash: its files may help). */
+static void remove_root(void) {
+    if (root[0]) nftw(root, rm_one, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
 static void init_root(void) {
     if (root[0]) return;
     snprintf(root, sizeof root, "/tmp/hcsemu-fuzz-XXXXXX");
     if (!mkdtemp(root)) abort();
+    atexit(remove_root);
     char p[256];
     snprintf(p, sizeof p, "%s/runtime", root);
     mkdir(p, 0700);
