@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyhcs import errors, storage
+from pyhcs._types import EventOptions, EventType
 from pyhcs.storage import LayerChain
 
 from rawutil import container_config, new_id, operation, read_all, running_system, set_switches, wait
@@ -541,3 +542,40 @@ def test_container_is_a_windows_guest(hcs: ModuleType, windows_guest: int) -> No
     finally:
         os.close(info.std_output)
         hcs.hcs_close_process(p)
+
+
+# ------------------------------------------------------------------------------ early events
+
+
+@pytest.mark.parametrize("deliver", [True, False])
+def test_an_exit_before_the_first_callback_reaches_it(hcs: ModuleType, deliver: bool) -> None:
+    set_switches(hcs, DeliverEarlyEvents=deliver)
+    with running_system(hcs) as h:
+        p, _info = create_process(hcs, h, {"CommandLine": 'sh -c "exit 7"'})
+        try:
+            hcs.hcs_wait_for_process_exit(p, 10_000)  # it has exited: no callback was set then
+            got = threading.Event()
+            events: list[Any] = []
+            hcs.hcs_set_process_callback(p, 0, 5, lambda e, c: (events.append(e), got.set()))
+            assert got.wait(5 if deliver else 0.5) is deliver
+            if deliver:
+                assert json.loads(events[0].event_data)["ExitCode"] == 7
+        finally:
+            hcs.hcs_close_process(p)
+
+
+def test_a_create_completes_to_the_event_callback_set_after_it(hcs: ModuleType) -> None:
+    got = threading.Event()
+    seen: list[int] = []
+    with operation(hcs) as op:
+        h = hcs.hcs_create_compute_system(new_id(), container_config(), op)
+        try:
+            # the documented pattern: the create's completion through the system's event callback
+            hcs.hcs_set_compute_system_callback(
+                h, EventOptions.ENABLE_OPERATION_CALLBACKS, 0, lambda e, c: (seen.append(int(e.type)), got.set())
+            )
+            assert got.wait(5)
+            assert seen == [EventType.OPERATION_CALLBACK]
+            wait(hcs, op)  # its result is still there to read
+        finally:
+            hcs.hcs_close_compute_system(h)
