@@ -579,3 +579,88 @@ def test_a_create_completes_to_the_event_callback_set_after_it(hcs: ModuleType) 
             wait(hcs, op)  # its result is still there to read
         finally:
             hcs.hcs_close_compute_system(h)
+
+
+# ------------------------------------------------------------------------------ hostile documents
+
+_MEMBERS = [
+    "SchemaVersion", "Container", "VirtualMachine", "HostedSystem", "Owner", "HostingSystemId", "Storage", "Layers",
+    "Path", "MappedDirectories", "HostPath", "Memory", "SizeInMB", "GuestState", "GuestStateFilePath",
+    "RuntimeStateFilePath", "RestoreState", "SaveStateFilePath", "PropertyTypes", "Queries", "ResourcePath",
+    "RequestType", "Settings", "GuestRequest", "WorkingDirectory", "Environment", "CreateStdOutPipe", "Signal",
+    "Operation", "CloseHandle", "Handle", "ConsoleSize", "SaveType", "Ids", "Names",
+]
+_hostile_text = st.one_of(
+    st.sampled_from(["", "Memory", "Add", "Container/a", "\0", "a\0b", "/", "..", "C:\\x", "\ufffd", "Statistics"]),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | _hostile_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_MEMBERS) | _hostile_text, inner, max_size=4),
+    max_leaves=12,
+)
+_documents = st.dictionaries(st.sampled_from(_MEMBERS), _json_values, max_size=5)
+
+
+def _tree_digest(root: Path) -> dict[str, bytes]:
+    """Every file under root (names and contents, symlinks as their targets)."""
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = os.readlink(p).encode() if p.is_symlink() else (
+                p.read_bytes() if p.is_file() else b"<dir>")
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_documents, name=_hostile_text.filter(lambda s: "\0" not in s and "/" not in s))  # C-string arguments
+def test_hostile_documents_give_hcs_errors_and_touch_nothing_else(
+    hcs: ModuleType, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, doc: dict[str, Any],
+    name: str,
+) -> None:
+    base = tmp_path_factory.mktemp("hostile")
+    monkeypatch.setenv("HCSEMU_RUNTIME_DIR", str(base / "runtime"))  # the layer registry stays private
+    sentinel = base / "sentinel"
+    (sentinel / "d").mkdir(parents=True)
+    (sentinel / "d" / "f").write_text("keep")
+    (sentinel / "link").symlink_to(sentinel / "d")
+    before = _tree_digest(sentinel)
+    text = json.dumps(doc)
+
+    def attempt(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except errors.HcsError:
+            pass  # any HcsError is a fine answer; anything else (or a crash) is not
+
+    with running_system(hcs) as h:
+        for call, args in [
+            (props, (hcs, h, text)),
+            (modify, (hcs, h, doc)),
+            (create_process, (hcs, h, {**doc, "CommandLine": "true"})),
+        ]:
+            try:
+                out = call(*args)
+                if call is create_process:
+                    hcs.hcs_close_process(out[0])
+            except errors.HcsError:
+                pass
+    with operation(hcs) as op:
+        try:
+            sh = hcs.hcs_create_compute_system(f"hostile-{name}", text, op)
+        except errors.HcsError:
+            sh = 0
+        if sh:
+            attempt(wait, hcs, op)
+            with contextlib.suppress(errors.HcsError):
+                hcs.hcs_terminate_compute_system(sh, op)
+                wait(hcs, op)
+            hcs.hcs_close_compute_system(sh)
+    layer = str(base / f"l-{name}")
+    attempt(hcs.hcs_initialize_writable_layer, layer, text)
+    attempt(hcs.hcs_attach_layer_storage_filter, layer, text)
+    attempt(hcs.hcs_detach_layer_storage_filter, layer)
+    attempt(hcs.hcs_grant_vm_access, name or "x", str(base / name) if name else str(base))
+    attempt(hcs.hcs_destroy_layer, layer)
+    assert _tree_digest(sentinel) == before
