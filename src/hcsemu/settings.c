@@ -43,8 +43,8 @@ static void defaults(emu_settings *s) {
     s->schema_minor = 6;
     s->terminate_timeout_ms = 10000;
     /* A Container is a Windows guest (CommandLine split by the Windows rules, CommandArgs
-       refused); until pyhcs' Pythonic layer sends Windows-quoted CommandLines, the previous
-       behaviour stays the default. */
+       refused): meant to be the default (0, 0) once every test sends a Container Windows-quoted
+       CommandLines; the previous behaviour stays the default until then. */
     s->deliver_early_events = true;
     s->container_cmdline = CMDLINE_SHELL;
     s->container_cmdargs = CMDARGS_ACCEPT;
