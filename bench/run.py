@@ -1,7 +1,8 @@
 """pyhcs benchmarks: the Cython backend, the ctypes backend and a pure C baseline, side by side,
 in one run, against the same HCS emulator.
 
-    PYTHONPATH=src python bench/run.py            # a table
+    python bench/run.py                           # a table, with the installed pyhcs
+    PYTHONPATH=src python bench/run.py            # the same with the in-place build
     PYTHONPATH=src python bench/run.py --json     # the figures and named ratios as JSON
     PYTHONPATH=src python bench/run.py --scale 0.2  # fewer iterations (a quick look)
 
@@ -79,13 +80,28 @@ def build_c_harness(out_dir: Path) -> Path:
     return exe
 
 
+def _pythonpath() -> list[str]:
+    """Where the workers import pyhcs from: this interpreter's pyhcs, either the installed
+    package (``pip install .``) or the in-place build (``PYTHONPATH=src``); the source tree when
+    neither is importable (then the in-place build must exist)."""
+    try:
+        import pyhcs
+    except ImportError:
+        return [str(SRC)]
+    return [str(Path(pyhcs.__file__).resolve().parent.parent)]
+
+
 def emulator_library() -> Path:
-    sys.path.insert(0, str(SRC))
+    path_entries = _pythonpath()
+    if path_entries[0] not in sys.path:
+        sys.path.insert(0, path_entries[0])
     from pyhcs._library import emulator_path
 
     path = Path(os.environ.get("PYHCS_LIBRARY") or emulator_path())
     if not path.exists():
-        raise SystemExit(f"bench: the emulator library {path} is not built (python setup.py build_ext --inplace)")
+        raise SystemExit(
+            f"bench: the emulator library {path} is not built (pip install . or python setup.py build_ext --inplace)"
+        )
     return path
 
 
@@ -268,7 +284,7 @@ def run_worker(name: str, scale: float) -> dict[str, float] | None:
     env = {
         **os.environ,
         "PYHCS_BACKEND": name,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([*_pythonpath(), os.environ.get("PYTHONPATH", "")]),
     }
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--scale", str(scale)],

@@ -101,6 +101,9 @@ def test_stub_matches_the_backends(api: str) -> None:
         assert [p.arg for p in params] == list(sig.parameters), name
         expected = [None if p.default is inspect.Parameter.empty else p.default for p in sig.parameters.values()]
         assert defaults == expected, name
+        # parameter annotations too: the backends keep them as the stub's strings
+        annotations = [ast.unparse(p.annotation) if p.annotation else None for p in params]
+        assert annotations == [p.annotation for p in sig.parameters.values()], name
         assert node.returns is not None
         assert ast.unparse(node.returns) == sig.return_annotation, name
 

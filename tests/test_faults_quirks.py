@@ -790,7 +790,7 @@ def test_ignore_shutdown(compute_system_factory: ComputeSystemFactory, faults: F
 
 def test_close_waits_in_own_callback_raw(hcs: ModuleType, raw_faults: Faults) -> None:
     """Real HCS deadlocks when a callback closes its own handle; the switch reproduces that in
-    the emulator. pyhcs never runs Python on the library's callback thread (house rule 6), so
+    the emulator. pyhcs never runs Python on the library's callback thread (C callbacks only enqueue; see docs/architecture.md, Callbacks), so
     a Python callback that closes its handle does not deadlock even with the switch on."""
     raw_faults.quirks(close_waits_in_own_callback=True)
     assert raw_faults.settings()["CloseWaitsInOwnCallback"] is True

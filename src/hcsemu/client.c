@@ -16,6 +16,7 @@ static __thread chandle *tls_in_callback;
 static void chandle_destroy(hobj *b) {
     chandle *h = (chandle *)b;
     if (h->sys) svc_unref(h->sys);
+    free(h->early_doc);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h);
@@ -47,6 +48,13 @@ static svc_system *handle_sys(chandle *h) {
 
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
     pthread_mutex_lock(&h->mu);
+    if (!h->closed && !h->cb && !h->cb_ever_set && !h->has_early && g_settings.deliver_early_events &&
+        (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+        /* no callback yet on a fresh handle: kept for the first one (DeliverEarlyEvents) */
+        h->early_type = type;
+        h->early_doc = data ? strdup(data) : NULL;
+        h->has_early = true;
+    }
     if (h->closed || !h->cb) {
         pthread_mutex_unlock(&h->mu);
         return;
@@ -203,6 +211,22 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         bool closed = a->h->closed;
         if (!closed) a->h->pid = newpid;
         pthread_mutex_unlock(&a->h->mu);
+        if (!closed && g_settings.deliver_early_events) {
+            /* an exit reported to the handles before this one had its pid missed it: keep it
+             * for the first callback, as chandle_deliver does for a later one */
+            char *st = NULL;
+            if (svc_process_wait(a->sys, newpid, 0, &st) == S_OK && st) {
+                pthread_mutex_lock(&a->h->mu);
+                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed) {
+                    a->h->early_type = HcsEventProcessExited;
+                    a->h->early_doc = st;
+                    a->h->has_early = true;
+                    st = NULL;
+                }
+                pthread_mutex_unlock(&a->h->mu);
+            }
+            free(st);
+        }
         /* The record already counts the creating handle; if that handle was closed before the
          * process existed, HcsCloseProcess could not release it, so release it here. */
         if (closed) svc_process_handle(a->sys, newpid, -1);
@@ -345,7 +369,13 @@ EMU_EXPORT HRESULT HcsCreateComputeSystem(PCWSTR id, PCWSTR configuration, HCS_O
         a->parse_hr = HCS_E_INVALID_JSON;
         a->parse_err = emu_error_doc(HCS_E_INVALID_JSON, "The configuration is not valid UTF-16");
     }
-    HRESULT hr = launch(operation, HcsOperationTypeCreate, FN_HcsCreateComputeSystem, &fa, NULL, v, 0, a, false);
+    pthread_mutex_lock(&h->mu);
+    h->late_op = (uintptr_t)operation;
+    pthread_mutex_unlock(&h->mu);
+    /* no target yet (the handle is new), but a callback set before the completion is read
+     * still gets it, as on Windows where the create is still in flight then */
+    op_call c = {HcsOperationTypeCreate, FN_HcsCreateComputeSystem, v, 0, NULL, call_work, a, call_free, false, fa, h};
+    HRESULT hr = op_launch(operation, &c);
     if (FAILED(hr) && hr != emu_public_hr(HCS_E_OPERATION_PENDING)) {
         hobj *o = handle_unregister(v, H_SYSTEM);
         if (o) hobj_unref(o);
@@ -364,7 +394,13 @@ EMU_EXPORT HRESULT HcsOpenComputeSystem(PCWSTR id, DWORD requestedAccess, HCS_SY
     if (!computeSystem) return E_POINTER;
     if (emu_is_empty(id) || requestedAccess != GENERIC_ALL) return E_INVALIDARG;
     if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
-    char *id8 = emu_utf8(id, NULL);
+    bool ok;
+    char *id8 = emu_utf8(id, &ok);
+    if (!id8) return E_OUTOFMEMORY;
+    if (!ok) { /* a lone surrogate would become U+FFFD and name another system */
+        free(id8);
+        return E_INVALIDARG;
+    }
     svc_system *s = NULL;
     HRESULT hr = svc_open(id8, &s);
     free(id8);
@@ -385,6 +421,8 @@ EMU_EXPORT void HcsCloseComputeSystem(HCS_SYSTEM computeSystem) {
     emu_fault_check(FN_HcsCloseComputeSystem, &fa);
     chandle *h = (chandle *)handle_unregister((uintptr_t)computeSystem, H_SYSTEM);
     if (!h) return;
+    atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
+    svc_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     if (s) {
@@ -432,14 +470,33 @@ EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD t
     chandle *h = get_system(computeSystem);
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
-    hobj_unref(&h->base);
-    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    if (!s) {
+        hobj_unref(&h->base);
+        return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    }
     char *doc = NULL;
-    HRESULT hr = svc_wait_exit(s, timeoutMs, &doc);
+    /* h stays referenced during the wait: closing it (another thread) wakes this wait */
+    HRESULT hr = svc_wait_exit_or_abandon(s, timeoutMs, &h->abandon_waits, &doc);
+    hobj_unref(&h->base);
     svc_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);
     return emu_public_hr(hr);
+}
+
+/* An exit that reached a fresh handle before its first callback (DeliverEarlyEvents). */
+typedef struct early_event {
+    chandle *h;
+    HCS_EVENT_TYPE type;
+    char *doc;
+} early_event;
+
+static void early_job(void *arg) {
+    early_event *ev = arg;
+    chandle_deliver(ev->h, ev->type, ev->doc, NULL);
+    hobj_unref(&ev->h->base);
+    free(ev->doc);
+    free(ev);
 }
 
 static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx, HCS_EVENT_CALLBACK cb) {
@@ -451,14 +508,33 @@ static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx,
     }
     pthread_mutex_lock(&h->mu);
     HRESULT hr = S_OK;
+    bool first = false, replay = false;
+    uintptr_t late_op = 0;
     if (h->cb) {
         hr = HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET;
     } else {
         h->cb = cb;
         h->cb_ctx = (void *)ctx;
         h->cb_opts = opts;
+        first = !h->cb_ever_set;
+        h->cb_ever_set = true;
+        replay = first && h->has_early;
+        if (first && (opts & HcsEventOptionEnableOperationCallbacks)) late_op = h->late_op;
+        h->late_op = 0;
+    }
+    early_event *ev = NULL;
+    if (replay && (ev = malloc(sizeof *ev)) != NULL) {
+        ev->h = h;
+        ev->type = h->early_type;
+        ev->doc = h->early_doc;
+        h->early_doc = NULL;
+        h->has_early = false;
+        hobj_ref(&h->base);
     }
     pthread_mutex_unlock(&h->mu);
+    /* both on a library thread, as every event is, after this call returns or concurrently */
+    if (ev && !emu_submit(early_job, ev)) early_job(ev);
+    if (late_op) op_route_late(h, late_op);
     return emu_public_hr(hr);
 }
 
@@ -552,6 +628,8 @@ EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
     emu_fault_check(FN_HcsCloseProcess, &fa);
     chandle *h = (chandle *)handle_unregister((uintptr_t)process, H_PROCESS);
     if (!h) return;
+    atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
+    svc_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     /* Take the pid so that exactly one of close and a still-running create releases it. */
@@ -602,14 +680,15 @@ EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, P
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
     uint32_t pid = handle_pid(h);
-    hobj_unref(&h->base);
-    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
-    if (!pid) {
-        svc_unref(s);
-        return emu_public_hr(HCS_E_PROCESS_INFO_NOT_AVAILABLE);
+    if (!s || !pid) {
+        hobj_unref(&h->base);
+        if (s) svc_unref(s);
+        return emu_public_hr(!s ? HCS_E_SYSTEM_NOT_FOUND : HCS_E_PROCESS_INFO_NOT_AVAILABLE);
     }
     char *doc = NULL;
-    HRESULT hr = svc_process_wait(s, pid, timeoutMs, &doc);
+    /* h stays referenced during the wait: closing it (another thread) wakes this wait */
+    HRESULT hr = svc_process_wait_or_abandon(s, pid, timeoutMs, &h->abandon_waits, &doc);
+    hobj_unref(&h->base);
     svc_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);

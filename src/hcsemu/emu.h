@@ -14,6 +14,7 @@
 #define HCSEMU_EMU_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,63 +25,12 @@
 
 #define EMU_EXPORT __attribute__((visibility("default")))
 
-/* ---- HRESULTs (values from the spec, hcs-api.md section 4) ---- */
-#define S_OK ((HRESULT)0)
-#define E_NOTIMPL ((HRESULT)0x80004001)
-#define E_POINTER ((HRESULT)0x80004003)
-#define E_FAIL ((HRESULT)0x80004005)
-#define E_UNEXPECTED ((HRESULT)0x8000FFFF)
-#define E_INVALIDARG ((HRESULT)0x80070057)
-#define E_HANDLE ((HRESULT)0x80070006)
-#define E_OUTOFMEMORY ((HRESULT)0x8007000E)
-#define E_ACCESSDENIED ((HRESULT)0x80070005)
+/* ---- HRESULTs: hresults.h is generated from tools/errors.toml (tools/gen_abi.py) ---- */
+#include "hresults.h"
 #define HRESULT_FROM_WIN32(x) ((HRESULT)((x) <= 0 ? (uint32_t)(x) : (((uint32_t)(x)&0xFFFFu) | 0x80070000u)))
-#define ERROR_FILE_NOT_FOUND 2
-#define ERROR_PATH_NOT_FOUND 3
-#define ERROR_ACCESS_DENIED 5
-#define ERROR_INVALID_DATA 13
-#define ERROR_SHARING_VIOLATION 32
-#define ERROR_NOT_SUPPORTED 50
-#define ERROR_FILE_EXISTS 80
-#define ERROR_INVALID_PARAMETER 87
-#define ERROR_DISK_FULL 112
-#define ERROR_INVALID_NAME 123
-#define ERROR_DIR_NOT_EMPTY 145
-#define ERROR_BAD_PATHNAME 161
-#define ERROR_BUSY 170
-#define ERROR_ALREADY_EXISTS 183
-#define WAIT_TIMEOUT 258
-#define ERROR_OPERATION_ABORTED 995
-#define ERROR_NOT_FOUND 1168
-#define ERROR_CANCELLED 1223
-#define HCS_E_TERMINATED_DURING_START ((HRESULT)0x80370100)
-#define HCS_E_IMAGE_MISMATCH ((HRESULT)0x80370101)
-#define HCS_E_HYPERV_NOT_INSTALLED ((HRESULT)0x80370102)
-#define HCS_E_INVALID_STATE ((HRESULT)0x80370105)
-#define HCS_E_UNEXPECTED_EXIT ((HRESULT)0x80370106)
-#define HCS_E_TERMINATED ((HRESULT)0x80370107)
-#define HCS_E_CONNECT_FAILED ((HRESULT)0x80370108)
-#define HCS_E_CONNECTION_TIMEOUT ((HRESULT)0x80370109)
-#define HCS_E_CONNECTION_CLOSED ((HRESULT)0x8037010A)
-#define HCS_E_UNKNOWN_MESSAGE ((HRESULT)0x8037010B)
-#define HCS_E_UNSUPPORTED_PROTOCOL_VERSION ((HRESULT)0x8037010C)
-#define HCS_E_INVALID_JSON ((HRESULT)0x8037010D)
-#define HCS_E_SYSTEM_NOT_FOUND ((HRESULT)0x8037010E)
-#define HCS_E_SYSTEM_ALREADY_EXISTS ((HRESULT)0x8037010F)
-#define HCS_E_SYSTEM_ALREADY_STOPPED ((HRESULT)0x80370110)
-#define HCS_E_PROTOCOL_ERROR ((HRESULT)0x80370111)
-#define HCS_E_INVALID_LAYER ((HRESULT)0x80370112)
-#define HCS_E_SERVICE_NOT_AVAILABLE ((HRESULT)0x80370114)
-#define HCS_E_OPERATION_NOT_STARTED ((HRESULT)0x80370115)
-#define HCS_E_OPERATION_ALREADY_STARTED ((HRESULT)0x80370116)
-#define HCS_E_OPERATION_PENDING ((HRESULT)0x80370117)
-#define HCS_E_OPERATION_TIMEOUT ((HRESULT)0x80370118)
-#define HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET ((HRESULT)0x80370119)
-#define HCS_E_ACCESS_DENIED ((HRESULT)0x8037011B)
-#define HCS_E_PROCESS_INFO_NOT_AVAILABLE ((HRESULT)0x8037011D)
-#define HCS_E_SERVICE_DISCONNECT ((HRESULT)0x8037011E)
-#define HCS_E_PROCESS_ALREADY_STOPPED ((HRESULT)0x8037011F)
-#define HCS_E_OPERATION_ALREADY_CANCELLED ((HRESULT)0x80370121)
+/* Win32 codes whose HRESULT the table lists under its COM name */
+#define ERROR_ACCESS_DENIED 5      /* HRESULT_FROM_WIN32: E_ACCESSDENIED */
+#define ERROR_INVALID_PARAMETER 87 /* HRESULT_FROM_WIN32: E_INVALIDARG */
 #define FAILED(hr) ((HRESULT)(hr) < 0)
 
 /* ---- settings: every [INFER] behaviour of the spec is a switch here (settings.c) ---- */
@@ -99,7 +49,12 @@ typedef struct emu_settings {
     uint32_t worker_idle_ms;        /* idle worker threads exit after this */
     uint32_t schema_major, schema_minor; /* SupportedSchemaVersions reported by the service */
     uint32_t terminate_timeout_ms;  /* how long a terminate waits for the process group */
+    int container_cmdline;          /* CMDLINE_WINDOWS: split by the Windows rules; CMDLINE_SHELL: /bin/sh -c */
+    int container_cmdargs;          /* CMDARGS_REFUSE: a Windows guest refuses CommandArgs; CMDARGS_ACCEPT */
+    bool deliver_early_events;      /* an exit/create completion before the first callback reaches it */
 } emu_settings;
+enum { CMDLINE_WINDOWS = 0, CMDLINE_SHELL = 1 };
+enum { CMDARGS_REFUSE = 0, CMDARGS_ACCEPT = 1 };
 
 extern emu_settings g_settings;
 void emu_settings_init(void);
@@ -158,6 +113,24 @@ bool emu_is_empty(PCWSTR w); /* NULL or L"" */
 /* Parse an optional JSON argument: NULL/"" -> *out=NULL, S_OK. Otherwise HCS_E_INVALID_JSON with *err. */
 HRESULT emu_parse_optional(PCWSTR w, json **out, char **err);
 
+/* Opens a file the caller named that must be a regular file (state files): never blocks on a
+ * FIFO and never opens a device. flags: O_RDONLY, or O_WRONLY with O_CREAT/O_TRUNC. A path that
+ * exists and is not a regular file fails with errno EINVAL (EISDIR for a directory) before it
+ * is opened; what was opened is checked again (fstat), so a swap in between is refused too.
+ * Returns the descriptor (O_CLOEXEC, blocking) or -1 with errno. */
+int emu_open_regular(const char *path, int flags, unsigned mode);
+
+/* Splits a Windows command line into arguments as CommandLineToArgvW does (UTF-8 in, the
+ * delimiters are ASCII): arguments are separated by spaces and tabs; the first argument (the
+ * program) ends at the next space or tab, or, when it starts with '"', at the next '"', with
+ * no escapes at all; in the other arguments 2n backslashes before '"' give n backslashes and
+ * the '"' opens or closes a quoted part, 2n+1 backslashes before '"' give n backslashes and a
+ * literal '"', backslashes before anything else are literal, and inside a quoted part '""'
+ * gives a literal '"' and ends the quoted part. Returns a NULL-terminated malloc'd vector
+ * (free each string, then the vector) with *argc set, or NULL (out of memory). An empty or
+ * blank command line gives argc 0. */
+char **emu_split_windows_cmdline(const char *cmdline, size_t *argc);
+
 /* ---- monotonic time ---- */
 uint64_t emu_now_ms(void);
 void emu_deadline(struct timespec *ts, uint32_t timeout_ms); /* CLOCK_MONOTONIC */
@@ -174,6 +147,8 @@ typedef struct svc_system svc_system;
 
 HRESULT svc_create(const char *id, const char *config, svc_system **out, char **doc);
 HRESULT svc_open(const char *id, svc_system **out);
+/* The RuntimeId (GUID text) of the compute system id, if it exists. */
+bool svc_runtime_id(const char *id, char out[37]);
 void svc_ref(svc_system *s);
 void svc_unref(svc_system *s);
 const char *svc_id(const svc_system *s);
@@ -192,6 +167,10 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc);
 HRESULT svc_modify(svc_system *s, const json *request, char **doc);
 HRESULT svc_enumerate(const json *query, char **doc);
 HRESULT svc_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc);
+/* The same, ending early with E_HANDLE once *abandoned is set (the waiting handle was closed:
+ * the closer sets it, then calls svc_wake_waiters). abandoned may be NULL. */
+HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc);
+void svc_wake_waiters(void);
 /* Kill a system as if its "guest" died (fault injection). */
 HRESULT svc_inject_unexpected_exit(const char *id);
 HRESULT svc_inject_process_exit(const char *id, uint32_t pid, int code);
@@ -212,6 +191,8 @@ HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc);
 HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, char **doc);
 HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc);
 HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc);
+HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
+                                    char **doc);
 
 HRESULT svc_service_properties(const json *query, char **doc);
 HRESULT svc_modify_service(const json *settings, char **doc);

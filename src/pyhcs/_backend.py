@@ -96,6 +96,11 @@ for _name in PUBLIC_API:
     _g[_name] = getattr(_module, _name)
 del _g, _name
 
+if os.environ.get("PYHCS_TRACE"):  # only then are the names above wrapped: no cost otherwise
+    from .trace import _record
+
+    _record.install_from_env()
+
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only for type checkers and typos
     raise AttributeError(f"module 'pyhcs._backend' has no attribute {name!r}")

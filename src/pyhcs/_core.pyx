@@ -61,81 +61,10 @@ from ._types import GENERIC_ALL, INFINITE, HcsProcessInformation
 
 # ----------------------------------------------------------------------------- the loader
 
-cdef extern from "_loader.h" nogil:
-    # One slot per exported function (HCS_COMPUTECORE_FUNCTIONS + HCS_COMPUTESTORAGE_FUNCTIONS,
-    # in hcs.h order), plus LocalFree and (Windows only) CloseHandle.
-    ctypedef struct pyhcs_table:
-        HRESULT (*HcsEnumerateComputeSystems)(PCWSTR, HCS_OPERATION) noexcept nogil
-        HCS_OPERATION (*HcsCreateOperation)(const void*, HCS_OPERATION_COMPLETION) noexcept nogil
-        void (*HcsCloseOperation)(HCS_OPERATION) noexcept nogil
-        void* (*HcsGetOperationContext)(HCS_OPERATION) noexcept nogil
-        HRESULT (*HcsSetOperationContext)(HCS_OPERATION, const void*) noexcept nogil
-        HCS_SYSTEM (*HcsGetComputeSystemFromOperation)(HCS_OPERATION) noexcept nogil
-        HCS_PROCESS (*HcsGetProcessFromOperation)(HCS_OPERATION) noexcept nogil
-        HCS_OPERATION_TYPE (*HcsGetOperationType)(HCS_OPERATION) noexcept nogil
-        UINT64 (*HcsGetOperationId)(HCS_OPERATION) noexcept nogil
-        HRESULT (*HcsGetOperationResult)(HCS_OPERATION, PWSTR*) noexcept nogil
-        HRESULT (*HcsGetOperationResultAndProcessInfo)(
-            HCS_OPERATION, HCS_PROCESS_INFORMATION*, PWSTR*) noexcept nogil
-        HRESULT (*HcsGetProcessorCompatibilityFromSavedState)(PCWSTR, PCWSTR*) noexcept nogil
-        HRESULT (*HcsWaitForOperationResult)(HCS_OPERATION, DWORD, PWSTR*) noexcept nogil
-        HRESULT (*HcsWaitForOperationResultAndProcessInfo)(
-            HCS_OPERATION, DWORD, HCS_PROCESS_INFORMATION*, PWSTR*) noexcept nogil
-        HRESULT (*HcsSetOperationCallback)(HCS_OPERATION, const void*, HCS_OPERATION_COMPLETION) noexcept nogil
-        HRESULT (*HcsCancelOperation)(HCS_OPERATION) noexcept nogil
-        HRESULT (*HcsCreateComputeSystem)(
-            PCWSTR, PCWSTR, HCS_OPERATION, const SECURITY_DESCRIPTOR*, HCS_SYSTEM*) noexcept nogil
-        HRESULT (*HcsOpenComputeSystem)(PCWSTR, DWORD, HCS_SYSTEM*) noexcept nogil
-        void (*HcsCloseComputeSystem)(HCS_SYSTEM) noexcept nogil
-        HRESULT (*HcsStartComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsShutDownComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsTerminateComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsCrashComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsPauseComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsResumeComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsSaveComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsGetComputeSystemProperties)(HCS_SYSTEM, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsModifyComputeSystem)(HCS_SYSTEM, HCS_OPERATION, PCWSTR, HANDLE) noexcept nogil
-        HRESULT (*HcsWaitForComputeSystemExit)(HCS_SYSTEM, DWORD, PWSTR*) noexcept nogil
-        HRESULT (*HcsSetComputeSystemCallback)(
-            HCS_SYSTEM, HCS_EVENT_OPTIONS, const void*, HCS_EVENT_CALLBACK) noexcept nogil
-        HRESULT (*HcsCreateProcess)(
-            HCS_SYSTEM, PCWSTR, HCS_OPERATION, const SECURITY_DESCRIPTOR*, HCS_PROCESS*) noexcept nogil
-        HRESULT (*HcsOpenProcess)(HCS_SYSTEM, DWORD, DWORD, HCS_PROCESS*) noexcept nogil
-        void (*HcsCloseProcess)(HCS_PROCESS) noexcept nogil
-        HRESULT (*HcsTerminateProcess)(HCS_PROCESS, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsSignalProcess)(HCS_PROCESS, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsGetProcessInfo)(HCS_PROCESS, HCS_OPERATION) noexcept nogil
-        HRESULT (*HcsGetProcessProperties)(HCS_PROCESS, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsModifyProcess)(HCS_PROCESS, HCS_OPERATION, PCWSTR) noexcept nogil
-        HRESULT (*HcsSetProcessCallback)(HCS_PROCESS, HCS_EVENT_OPTIONS, void*, HCS_EVENT_CALLBACK) noexcept nogil
-        HRESULT (*HcsWaitForProcessExit)(HCS_PROCESS, DWORD, PWSTR*) noexcept nogil
-        HRESULT (*HcsGetServiceProperties)(PCWSTR, PWSTR*) noexcept nogil
-        HRESULT (*HcsModifyServiceSettings)(PCWSTR, PWSTR*) noexcept nogil
-        HRESULT (*HcsSubmitWerReport)(PCWSTR) noexcept nogil
-        HRESULT (*HcsCreateEmptyGuestStateFile)(PCWSTR) noexcept nogil
-        HRESULT (*HcsCreateEmptyRuntimeStateFile)(PCWSTR) noexcept nogil
-        HRESULT (*HcsGrantVmAccess)(PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsRevokeVmAccess)(PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsGrantVmGroupAccess)(PCWSTR) noexcept nogil
-        HRESULT (*HcsRevokeVmGroupAccess)(PCWSTR) noexcept nogil
-        HRESULT (*HcsImportLayer)(PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsExportLayer)(PCWSTR, PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsExportLegacyWritableLayer)(PCWSTR, PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsDestroyLayer)(PCWSTR) noexcept nogil
-        HRESULT (*HcsSetupBaseOSLayer)(PCWSTR, HANDLE, PCWSTR) noexcept nogil
-        HRESULT (*HcsInitializeWritableLayer)(PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsInitializeLegacyWritableLayer)(PCWSTR, PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsAttachLayerStorageFilter)(PCWSTR, PCWSTR) noexcept nogil
-        HRESULT (*HcsDetachLayerStorageFilter)(PCWSTR) noexcept nogil
-        HRESULT (*HcsFormatWritableLayerVhd)(HANDLE) noexcept nogil
-        HRESULT (*HcsGetLayerVhdMountPath)(HANDLE, PWSTR*) noexcept nogil
-        HRESULT (*HcsSetupBaseOSVolume)(PCWSTR, PCWSTR, PCWSTR) noexcept nogil
-        HLOCAL (*LocalFree)(HLOCAL) noexcept nogil
-        int (*CloseHandle)(HANDLE) noexcept nogil
-        void* storage
-        char storage_error[384]
+# The function table (generated from hcs.h and _loader.h by tools/gen_abi.py).
+include "_functable.pxi"
 
+cdef extern from "_loader.h" nogil:
     int pyhcs_load(pyhcs_table* t, const char* core_path, const char* storage_path, char* err, size_t errlen)
     int pyhcs_has_function(const pyhcs_table* t, const char* name)
     int pyhcs_is_storage_function(const char* name)
@@ -278,18 +207,20 @@ cdef extern from *:
      * them: the GIL is released for one slice at a time, then PyErr_CheckSignals() runs. */
     #define PYHCS_WAIT_SLICE_MS 200
     #define PYHCS_INFINITE 0xFFFFFFFFu /* a wait without a limit */
-    /* HRESULTs, as unsigned 32-bit values */
-    #define PYHCS_HCS_E_OPERATION_TIMEOUT 0x80370118u
-    #define PYHCS_HCS_E_OPERATION_TIMEOUT_LEGACY 0xC0370118u
-    #define PYHCS_HCS_E_OPERATION_PENDING 0x80370117u
-    #define PYHCS_HCS_E_OPERATION_PENDING_TWIN 0xC0370117u   /* the 0xC037 form of the above */
-    #define PYHCS_HCS_E_OPERATION_PENDING_LEGACY 0xC0370103u /* what old builds return instead */
+    /* HRESULTs, as unsigned 32-bit values, from the table (hresults.h is generated from
+     * tools/errors.toml; on Windows the SDK's definitions, which it skips, carry the same values) */
+    #include "hresults.h"
+    #define PYHCS_HCS_E_OPERATION_TIMEOUT ((uint32_t)HCS_E_OPERATION_TIMEOUT)
+    #define PYHCS_HCS_E_OPERATION_TIMEOUT_LEGACY (PYHCS_HCS_E_OPERATION_TIMEOUT | 0x40000000u) /* its 0xC037 twin */
+    #define PYHCS_HCS_E_OPERATION_PENDING ((uint32_t)HCS_E_OPERATION_PENDING)
+    #define PYHCS_HCS_E_OPERATION_PENDING_TWIN (PYHCS_HCS_E_OPERATION_PENDING | 0x40000000u) /* its 0xC037 twin */
+    #define PYHCS_HCS_E_OPERATION_PENDING_LEGACY ((uint32_t)HCS_E_OPERATION_PENDING_LEGACY) /* old builds */
     #define PYHCS_IS_PENDING(u) ((u) == PYHCS_HCS_E_OPERATION_PENDING || (u) == PYHCS_HCS_E_OPERATION_PENDING_TWIN \
                                  || (u) == PYHCS_HCS_E_OPERATION_PENDING_LEGACY)
-    #define PYHCS_E_WAIT_TIMEOUT 0x80070102u  /* HRESULT_FROM_WIN32(WAIT_TIMEOUT) */
-    #define PYHCS_E_ERROR_TIMEOUT 0x800705B4u /* HRESULT_FROM_WIN32(ERROR_TIMEOUT) */
-    #define PYHCS_E_OUTOFMEMORY 0x8007000Eu
-    #define PYHCS_ERROR_PROC_NOT_FOUND 127
+    #define PYHCS_E_WAIT_TIMEOUT (0x80070000u | (uint32_t)WAIT_TIMEOUT) /* HRESULT_FROM_WIN32(WAIT_TIMEOUT) */
+    #define PYHCS_E_ERROR_TIMEOUT 0x800705B4u /* HRESULT_FROM_WIN32(ERROR_TIMEOUT): not in the table */
+    #define PYHCS_E_OUTOFMEMORY ((uint32_t)E_OUTOFMEMORY)
+    #define PYHCS_ERROR_PROC_NOT_FOUND ERROR_PROC_NOT_FOUND
     """
     DWORD _WAIT_SLICE_MS "PYHCS_WAIT_SLICE_MS"
     DWORD _INFINITE "PYHCS_INFINITE"

@@ -1263,6 +1263,13 @@ def add_emulator_parser(sub: Subparsers) -> None:
             e.add_argument("--background", action="store_true", help="detach and return once it listens")
 
 
+def add_trace_parser(sub: Subparsers) -> None:
+    """``pyhcs trace show|replay`` (docs/tracing.md), from the trace package."""
+    from .trace import add_trace_command
+
+    add_trace_command(sub)
+
+
 #: The subcommands, in the order ``pyhcs --help`` lists them. Each takes the subparsers
 #: object, adds its parser and sets ``fn`` (handler: namespace -> exit status) with
 #: ``set_defaults``; ``library=True`` as well has the command pick the service and load the HCS
@@ -1281,6 +1288,7 @@ SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_events_parser,
     add_sweep_parser,
     add_emulator_parser,
+    add_trace_parser,
     add_info_parser,
     add_demo_parser,
 ]

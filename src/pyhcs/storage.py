@@ -10,6 +10,11 @@ the whole chain. This module wraps the twelve computestorage functions in three 
 * :class:`WritableLayer`: a writable (scratch) layer; attaching it (``with layer.attached() as
   view:``) gives the merged view in which writes land in the writable layer and deletions
   hide the parents' files.
+* :class:`VirtualDisk`: a VHD/VHDX file and the handle the VHD functions take, from
+  virtdisk.dll on Windows and from the emulator's disk image format elsewhere.
+
+Layer ids are derived from folder names as HCS does it (:func:`layer_id`, :func:`name_to_guid`),
+so they equal the ids hcsshim and Docker use for the same folders.
 
 Example::
 
@@ -39,22 +44,29 @@ view is still in use at detach). A document that does not fit its model raises
 Where the view is: on Windows the storage filter merges the chain *at the writable layer's
 path*; on the emulator the view is the folder ``Merged`` inside the writable layer
 (:attr:`WritableLayer.view` knows which). Paths given here may be relative: they are made
-absolute with :func:`os.path.abspath` first, because HCS takes absolute paths only.
+absolute first (Windows rules on Windows), because HCS takes absolute paths only.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import ntpath
 import os
+import posixpath
+import re
+import stat
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
-from pyhcs import _backend as B
+from pyhcs import _virtdisk
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -62,6 +74,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from typing_extensions import Self
 
+    from pyhcs import _backend as B
+    from pyhcs.errors import HcsError
     from pyhcs.schema import LayerData
 
     StrPath: TypeAlias = "str | os.PathLike[str]"
@@ -69,10 +83,13 @@ if TYPE_CHECKING:
     Document: TypeAlias = "BaseModel | Mapping[str, Any] | str | bytes"
     #: Parent layers: a Layer (it and its parents), a LayerChain, layers or paths, or LayerData.
     ParentsLike: TypeAlias = "Layer | LayerChain | Iterable[Layer | StrPath] | BaseModel | Mapping[str, Any]"
+    #: A disk for the VHD functions: a VirtualDisk, an open file or a raw handle/descriptor.
+    VhdLike: TypeAlias = "VirtualDisk | int | _HasFileno"
 
 __all__ = [
     "Layer",
     "LayerChain",
+    "VirtualDisk",
     "WritableLayer",
     "attach_layer_storage_filter",
     "destroy_layer",
@@ -84,14 +101,37 @@ __all__ = [
     "import_layer",
     "initialize_legacy_writable_layer",
     "initialize_writable_layer",
+    "layer_folder_name",
     "layer_id",
+    "name_to_guid",
     "setup_base_os_layer",
     "setup_base_os_volume",
 ]
 
-#: Namespace of the layer GUIDs :func:`layer_id` derives from folder names (a pyhcs
-#: convention; hcsshim derives them from the folder name too, with a Windows API).
-LAYER_ID_NAMESPACE = uuid.UUID("5b1a3c2e-8f4d-5e6a-9b7c-1d2e3f405162")
+#: Namespace of the layer GUIDs the Host Compute Service derives from layer folder names
+#: (vmcompute.dll's NameToGuid, which hcsshim's wclayer.LayerID calls for Docker and
+#: containerd): a version 5 UUID over the UTF-16LE name. For a folder named ``4`` it gives
+#: ``bd9c3ef9-f239-59b5-a27e-15c523b1d149``, the id hcsshim reports for such layers
+#: (tests/test_virtual_disk.py checks it).
+LAYER_ID_NAMESPACE = uuid.UUID("800872c5-909c-403a-89c9-931fe5e2fd08")
+
+#: Path rules of the platform HCS runs on: Windows' (drive letters, ``\\?\`` and UNC prefixes,
+#: both separators) there, POSIX on the emulator. Tests set it to ``ntpath`` to check the
+#: Windows rules anywhere.
+_pathmod: ModuleType = ntpath if sys.platform == "win32" else posixpath
+
+if not TYPE_CHECKING:
+
+    class _Backend:
+        """pyhcs._backend on first use, so that importing this module (layer ids, VirtualDisk
+        on Windows) needs no HCS library, like ``import pyhcs``."""
+
+        def __getattr__(self, name: str) -> Any:
+            from pyhcs import _backend
+
+            return getattr(_backend, name)
+
+    B = _Backend()
 
 #: The schema version of the LayerData documents built here.
 _SCHEMA_VERSION = (2, 1)
@@ -108,7 +148,7 @@ def _path(p: StrPath) -> str:
     s = os.fspath(p)
     if not isinstance(s, str):
         raise TypeError(f"a path must be str or os.PathLike[str], not {type(s).__name__}")
-    return os.path.abspath(s)
+    return str(_pathmod.abspath(s))
 
 
 def _opt_doc(doc: Document | None, model: str) -> str | None:
@@ -132,13 +172,16 @@ def _layer_data_json(doc: Document | LayerChain | None) -> str:
     return text
 
 
-def _vhd_handle(vhd: int | _HasFileno | None) -> int:
+def _vhd_handle(vhd: VhdLike | None) -> int:
     """A VHD handle for the C ABI: a HANDLE on Windows, a file descriptor elsewhere.
 
-    A file object (anything with ``fileno()``) is converted; an ``int`` is taken as it is.
+    A :class:`VirtualDisk` gives its handle (on Windows the virtual-disk handle HCS needs); a
+    file object (anything with ``fileno()``) is converted; an ``int`` is taken as it is.
     """
     if vhd is None:
         return 0
+    if isinstance(vhd, VirtualDisk):
+        return vhd.handle
     if isinstance(vhd, bool):
         raise TypeError("a VHD handle must be an int or an open file, not bool")
     if isinstance(vhd, int):
@@ -154,13 +197,38 @@ def _vhd_handle(vhd: int | _HasFileno | None) -> int:
     return fd
 
 
+def name_to_guid(name: str) -> str:
+    """The GUID the Host Compute Service derives from a name (vmcompute's NameToGuid): a
+    version 5 UUID (SHA-1) in :data:`LAYER_ID_NAMESPACE` over the name in UTF-16LE."""
+    data = LAYER_ID_NAMESPACE.bytes + name.encode("utf-16-le", "surrogatepass")
+    return str(uuid.UUID(bytes=hashlib.sha1(data, usedforsecurity=False).digest()[:16], version=5))
+
+
+def layer_folder_name(path: StrPath) -> str:
+    """The name a layer id is derived from: the folder's last component, as hcsshim's
+    ``wclayer.LayerID`` takes it (trailing separators ignored).
+
+    A volume root has no component (hcsshim then hashes the empty name, so every volume gets
+    the same id): its name is the volume's, ``Volume{...}`` for ``\\\\?\\Volume{...}\\``, ``C:``
+    for ``C:\\``, the share for ``\\\\server\\share\\``.
+    """
+    p = _path(path)
+    seps = "\\/" if _pathmod is ntpath else "/"
+    drive, rest = _pathmod.splitdrive(p)
+    name = _pathmod.basename(rest.rstrip(seps))
+    if not name:
+        parts = [x for x in re.split(f"[{re.escape(seps)}]", drive) if x and x != "?"]
+        name = parts[-1] if parts else p
+    return str(name)
+
+
 def _derive_layer_id(path: StrPath) -> str:
-    name = os.path.basename(os.path.normpath(_path(path)))
-    return str(uuid.uuid5(LAYER_ID_NAMESPACE, name))
+    return name_to_guid(layer_folder_name(path))
 
 
 def layer_id(path: StrPath) -> str:
-    """The layer GUID pyhcs derives from a layer folder's name (stable, UUID version 5)."""
+    """The layer GUID HCS, hcsshim and Docker derive for a layer folder: :func:`name_to_guid`
+    of :func:`layer_folder_name` (so two folders of the same name share an id, as there)."""
     return _derive_layer_id(path)
 
 
@@ -228,7 +296,7 @@ def destroy_layer(path: StrPath) -> None:
     B.hcs_destroy_layer(_path(path))
 
 
-def setup_base_os_layer(path: StrPath, vhd: int | _HasFileno | None = None, options: Document | None = None) -> None:
+def setup_base_os_layer(path: StrPath, vhd: VhdLike | None = None, options: Document | None = None) -> None:
     """HcsSetupBaseOSLayer: make an imported layer a base OS layer (creates ``Hives`` and
     ``layout``). ``options`` is ``OsLayerOptions``; ``{"Type": "Vm"}`` needs ``vhd``, the
     formatted system-template disk, a container base layer takes none.
@@ -286,12 +354,14 @@ def detach_layer_storage_filter(path: StrPath) -> None:
     B.hcs_detach_layer_storage_filter(_path(path))
 
 
-def format_writable_layer_vhd(vhd: int | _HasFileno) -> None:
-    """HcsFormatWritableLayerVhd: format a disk image (an open file, or a handle/descriptor)."""
+def format_writable_layer_vhd(vhd: VhdLike) -> None:
+    """HcsFormatWritableLayerVhd: format a disk (a :class:`VirtualDisk`; an open file or a raw
+    handle/descriptor also works on the emulator and on Windows Server 2019, whose HCS took a
+    file handle: later Windows versions need the virtual-disk handle only VirtualDisk gives)."""
     B.hcs_format_writable_layer_vhd(_vhd_handle(vhd))
 
 
-def get_layer_vhd_mount_path(vhd: int | _HasFileno) -> str:
+def get_layer_vhd_mount_path(vhd: VhdLike) -> str:
     """HcsGetLayerVhdMountPath: the volume path of a formatted, mounted disk image."""
     path: str = B.hcs_get_layer_vhd_mount_path(_vhd_handle(vhd))
     return path
@@ -307,6 +377,249 @@ def _opt_doc_any(doc: Document | None) -> str | None:
 
     text: str = schema.to_json(doc)
     return text
+
+
+# ------------------------------------------------------------------------------ virtual disks
+
+_GIB = 1 << 30
+# errno -> the Win32 error virtdisk reports for the same condition, so that both platforms
+# raise the same HcsError subclasses (all also FileNotFoundError, FileExistsError, ...)
+_WIN32_FROM_ERRNO = {
+    errno.ENOENT: 2,  # ERROR_FILE_NOT_FOUND
+    errno.ENOTDIR: 3,  # ERROR_PATH_NOT_FOUND
+    errno.EACCES: 5,  # ERROR_ACCESS_DENIED
+    errno.EPERM: 5,
+    errno.EISDIR: 5,
+    errno.EEXIST: 80,  # ERROR_FILE_EXISTS
+    errno.ENOSPC: 112,  # ERROR_DISK_FULL
+}
+
+
+def _disk_error(call: str, path: str, code: int) -> HcsError:
+    from pyhcs import errors
+
+    return errors.make_error(errors.HRESULT_FROM_WIN32(code), message=f"{call} failed for {path!r}", call=call)
+
+
+class _DiskBackend(Protocol):
+    def create(self, path: str, size_bytes: int, fixed: bool) -> int: ...
+    def open(self, path: str, read_only: bool) -> int: ...
+    def attach(self, handle: int, read_only: bool) -> None: ...
+    def detach(self, handle: int) -> None: ...
+    def close(self, handle: int) -> None: ...
+
+
+class _WindowsDisks:
+    """virtdisk.dll: the handles are virtual-disk HANDLEs."""
+
+    def __init__(self, virtdisk: _virtdisk.VirtDisk) -> None:
+        self.v = virtdisk
+
+    def _call(self, path: str, fn: Callable[[], int | None]) -> int | None:
+        try:
+            return fn()
+        except _virtdisk.Win32Error as exc:
+            raise _disk_error(exc.call, path, exc.code) from None
+
+    def create(self, path: str, size_bytes: int, fixed: bool) -> int:
+        return int(self._call(path, lambda: self.v.create(path, size_bytes, fixed=fixed)) or 0)
+
+    def open(self, path: str, read_only: bool) -> int:
+        return int(self._call(path, lambda: self.v.open(path, read_only=read_only)) or 0)
+
+    def attach(self, handle: int, read_only: bool) -> None:
+        self._call(str(handle), lambda: self.v.attach(handle, read_only=read_only))
+
+    def detach(self, handle: int) -> None:
+        self._call(str(handle), lambda: self.v.detach(handle))
+
+    def close(self, handle: int) -> None:
+        self._call(str(handle), lambda: self.v.close(handle))
+
+
+class _EmulatorDisks:
+    """The emulator's disk images (docs/emulator.md): a file whose descriptor is the handle.
+    Every open descriptor of a formatted image counts as mounted there, so attach and detach
+    change no file; :class:`VirtualDisk` still tracks the state, as on Windows."""
+
+    def _os(self, call: str, path: str, fn: Callable[[], int]) -> int:
+        try:
+            return fn()
+        except OSError as exc:
+            code = _WIN32_FROM_ERRNO.get(exc.errno or 0)
+            if code is None:
+                raise
+            raise _disk_error(call, path, code) from exc
+
+    def create(self, path: str, size_bytes: int, fixed: bool) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        fd = self._os("CreateVirtualDisk", path, lambda: os.open(path, flags, 0o644))
+        try:
+            if fixed:
+                os.posix_fallocate(fd, 0, size_bytes)
+            else:
+                os.ftruncate(fd, size_bytes)  # sparse, like a dynamic VHDX
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(path)
+            code = _WIN32_FROM_ERRNO.get(exc.errno or 0)
+            if code is None:
+                raise
+            raise _disk_error("CreateVirtualDisk", path, code) from exc
+        return fd
+
+    def open(self, path: str, read_only: bool) -> int:
+        flags = (os.O_RDONLY if read_only else os.O_RDWR) | getattr(os, "O_CLOEXEC", 0)
+        fd = self._os("OpenVirtualDisk", path, lambda: os.open(path, flags))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _disk_error("OpenVirtualDisk", path, 87)  # ERROR_INVALID_PARAMETER
+        return fd
+
+    def attach(self, handle: int, read_only: bool) -> None:
+        os.fstat(handle)  # still open
+
+    def detach(self, handle: int) -> None:
+        os.fstat(handle)
+
+    def close(self, handle: int) -> None:
+        os.close(handle)
+
+
+_disk_backend: _DiskBackend | None = None
+
+
+def _disks() -> _DiskBackend:
+    global _disk_backend
+    if _disk_backend is None:
+        if sys.platform == "win32":  # pragma: no cover - Windows only
+            import ctypes
+
+            _disk_backend = _WindowsDisks(
+                _virtdisk.VirtDisk(_virtdisk.load_windows_table(), getattr(ctypes, "get_last_error"))  # noqa: B009
+            )
+        else:
+            _disk_backend = _EmulatorDisks()
+    return _disk_backend
+
+
+class VirtualDisk:
+    """A virtual disk file (``.vhd``/``.vhdx``) and the handle HCS takes for it.
+
+    On Windows the handle comes from virtdisk.dll (CreateVirtualDisk/OpenVirtualDisk): the
+    virtual-disk handle HcsFormatWritableLayerVhd, HcsGetLayerVhdMountPath and
+    HcsSetupBaseOSLayer need. On the emulator it is a descriptor of the emulator's disk image.
+    The same code runs on both::
+
+        with VirtualDisk.create("scratch.vhdx", size_gb=20) as disk:
+            disk.format()                 # HcsFormatWritableLayerVhd
+            disk.attach()                 # Windows: the disk's volume appears (no drive letter)
+            print(disk.mount_path())      # HcsGetLayerVhdMountPath
+
+    Closing (or leaving the ``with`` block) detaches the disk if this object attached it and
+    closes the handle. Paths are made absolute first; the extension picks the format.
+
+    Raises (as :class:`pyhcs.errors.HcsError` subclasses, on both platforms): ``FileExistsError``
+    (``create`` over an existing file), ``FileNotFoundError`` (``open`` of a missing one),
+    ``PermissionError``, ``InvalidStateError`` (attach twice, detach when not attached);
+    ``ValueError`` for another extension, a size that is not a positive multiple of 512 bytes,
+    or a closed disk.
+    """
+
+    def __init__(self, path: StrPath, handle: int, *, read_only: bool = False) -> None:
+        """Wraps a handle already open on ``path``; :meth:`create` and :meth:`open` make one."""
+        self.path = Path(_path(path))
+        self._handle: int | None = handle
+        self.read_only = read_only
+        self._attached = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, path: StrPath, size_gb: float, *, fixed: bool = False) -> VirtualDisk:
+        """Create a new disk of ``size_gb`` GiB (dynamic, or ``fixed``: fully allocated) and open it."""
+        p = _path(path)
+        _virtdisk.storage_type(p)
+        size = round(size_gb * _GIB)
+        if size <= 0 or size % 512:
+            raise ValueError(f"a virtual disk's size is a positive multiple of 512 bytes, not {size_gb} GiB")
+        return cls(p, _disks().create(p, size, fixed))
+
+    @classmethod
+    def open(cls, path: StrPath, *, read_only: bool = False) -> VirtualDisk:
+        """Open an existing disk."""
+        p = _path(path)
+        _virtdisk.storage_type(p)
+        return cls(p, _disks().open(p, read_only), read_only=read_only)
+
+    @property
+    def handle(self) -> int:
+        """The handle to pass to HCS (a virtual-disk HANDLE on Windows, a descriptor elsewhere)."""
+        if self._handle is None:
+            raise ValueError(f"virtual disk {str(self.path)!r} is closed")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    @property
+    def attached(self) -> bool:
+        """Whether this object attached the disk (and has not detached it)."""
+        return self._attached
+
+    def _state_error(self, what: str) -> HcsError:
+        from pyhcs import errors
+
+        return errors.make_error(errors.HCS_E_INVALID_STATE, message=f"virtual disk {str(self.path)!r} {what}")
+
+    def attach(self, *, read_only: bool | None = None) -> None:
+        """Attach the disk (AttachVirtualDisk; no drive letter), until :meth:`detach` or close."""
+        with self._lock:
+            handle = self.handle
+            if self._attached:
+                raise self._state_error("is already attached")
+            _disks().attach(handle, self.read_only if read_only is None else read_only)
+            self._attached = True
+
+    def detach(self) -> None:
+        """Detach what :meth:`attach` attached (DetachVirtualDisk)."""
+        with self._lock:
+            handle = self.handle
+            if not self._attached:
+                raise self._state_error("is not attached")
+            _disks().detach(handle)
+            self._attached = False
+
+    def format(self) -> None:
+        """Format the disk as a writable layer volume (HcsFormatWritableLayerVhd)."""
+        format_writable_layer_vhd(self)
+
+    def mount_path(self) -> str:
+        """The volume path of the formatted, mounted disk (HcsGetLayerVhdMountPath)."""
+        return get_layer_vhd_mount_path(self)
+
+    def close(self) -> None:
+        """Detach (if attached here) and close the handle; closing twice is allowed."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is None:
+                return
+            try:
+                if self._attached:
+                    self._attached = False
+                    _disks().detach(handle)
+            finally:
+                _disks().close(handle)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else ("attached" if self._attached else "open")
+        return f"VirtualDisk({str(self.path)!r}, {state})"
 
 
 # ------------------------------------------------------------------------------ objects
@@ -456,7 +769,7 @@ class Layer:
         """Delete the layer folder (HcsDestroyLayer). Raises SharingViolationError while in use."""
         destroy_layer(self.path)
 
-    def setup_base_os(self, vhd: int | _HasFileno | None = None, *, options: Document | None = None) -> None:
+    def setup_base_os(self, vhd: VhdLike | None = None, *, options: Document | None = None) -> None:
         """Make this layer a base OS layer (HcsSetupBaseOSLayer)."""
         setup_base_os_layer(self.path, vhd, options)
 

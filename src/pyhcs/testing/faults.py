@@ -50,6 +50,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import errors
+from ._functions import HCS_FUNCTIONS
 
 if TYPE_CHECKING:
     from ..process import Process
@@ -68,30 +69,6 @@ __all__ = [
     "Quirks",
     "hresult_of",
 ]
-
-#: Every function of computecore.dll and computestorage.dll, as the emulator names them in
-#: fault rules and call counts (``"*"`` in a rule means all of them).
-HCS_FUNCTIONS: frozenset[str] = frozenset(
-    """
-    HcsEnumerateComputeSystems HcsCreateOperation HcsCloseOperation HcsGetOperationContext
-    HcsSetOperationContext HcsGetComputeSystemFromOperation HcsGetProcessFromOperation
-    HcsGetOperationType HcsGetOperationId HcsGetOperationResult HcsGetOperationResultAndProcessInfo
-    HcsGetProcessorCompatibilityFromSavedState HcsWaitForOperationResult
-    HcsWaitForOperationResultAndProcessInfo HcsSetOperationCallback HcsCancelOperation
-    HcsCreateComputeSystem HcsOpenComputeSystem HcsCloseComputeSystem HcsStartComputeSystem
-    HcsShutDownComputeSystem HcsTerminateComputeSystem HcsCrashComputeSystem HcsPauseComputeSystem
-    HcsResumeComputeSystem HcsSaveComputeSystem HcsGetComputeSystemProperties HcsModifyComputeSystem
-    HcsWaitForComputeSystemExit HcsSetComputeSystemCallback HcsCreateProcess HcsOpenProcess
-    HcsCloseProcess HcsTerminateProcess HcsSignalProcess HcsGetProcessInfo HcsGetProcessProperties
-    HcsModifyProcess HcsSetProcessCallback HcsWaitForProcessExit HcsGetServiceProperties
-    HcsModifyServiceSettings HcsSubmitWerReport HcsCreateEmptyGuestStateFile
-    HcsCreateEmptyRuntimeStateFile HcsGrantVmAccess HcsRevokeVmAccess HcsGrantVmGroupAccess
-    HcsRevokeVmGroupAccess HcsImportLayer HcsExportLayer HcsExportLegacyWritableLayer HcsDestroyLayer
-    HcsSetupBaseOSLayer HcsInitializeWritableLayer HcsInitializeLegacyWritableLayer
-    HcsAttachLayerStorageFilter HcsDetachLayerStorageFilter HcsFormatWritableLayerVhd
-    HcsGetLayerVhdMountPath HcsSetupBaseOSVolume
-    """.split()
-)
 
 #: An HRESULT as the fault API takes it: a number (signed or unsigned), a string (``"0x80370109"``,
 #: ``"HCS_E_CONNECTION_TIMEOUT"``), an :class:`~pyhcs.errors.HcsError` class registered to a code

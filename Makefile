@@ -1,0 +1,56 @@
+# Developer tasks, from a checkout (README.md, Development). Every target works on a fresh clone
+# once the development tools are installed (python -m pip install --group dev).
+#
+#   make build       the emulator and the Cython backend, in place (src/pyhcs)
+#   make test        the suite on the in-place build (both backends where the tests take both)
+#   make test-ctypes the suite with PYHCS_BACKEND=ctypes
+#   make lint        ruff, mypy --strict, every generator's --check
+#   make pyright     pyright --strict on src/pyhcs (not clean yet: not part of lint or CI)
+#   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
+#   make asan        the suite against the emulator built with AddressSanitizer + UBSan
+#   make windows     the Cython backend cross-compiled for win_amd64 and checked (mingw-w64)
+#   make dist        sdist and wheel into dist/
+PYTHON ?= python
+PYTEST_ARGS ?= -q -p no:cacheprovider
+BENCH_ARGS ?= --scale 0.2
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+build:
+	$(PYTHON) setup.py build_ext --inplace
+
+test: build
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-ctypes: build
+	PYHCS_BACKEND=ctypes $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+	$(PYTHON) tools/gen_errors.py --check
+	$(PYTHON) tools/gen_schema.py --check
+	$(PYTHON) tools/gen_abi.py --check
+
+pyright:
+	$(PYTHON) -m pyright src/pyhcs
+
+bench: build
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# The library the suite loads is the ASan build; the interpreter is not instrumented, so the
+# ASan runtime is preloaded and leak detection (which would report the interpreter's) is off.
+asan: build
+	$(MAKE) -s -C src/hcsemu SANITIZE=1 OUT=libhcsemu-asan.so
+	LD_PRELOAD="$$($${CC:-gcc} -print-file-name=libasan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allow_user_segv_handler=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PYHCS_LIBRARY="$(CURDIR)/src/hcsemu/libhcsemu-asan.so" \
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+windows:
+	PYTHON=$(PYTHON) bash tools/windows/build_core.sh
+
+dist:
+	$(PYTHON) -m build --outdir dist
+
+.PHONY: build test test-ctypes lint pyright bench asan windows dist
