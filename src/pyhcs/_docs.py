@@ -181,9 +181,9 @@ def _describe(error: Any, root: Any) -> str:
 
 def _members_at(root: Any, loc: tuple[Any, ...]) -> list[str]:
     """The JSON names the schema knows at ``loc`` (walked from the model ``root``)."""
-    cls = root
+    cls: Any = root
     for key in loc:
-        fields = getattr(cls, "model_fields", None)
+        fields: dict[str, Any] = getattr(cls, "model_fields", None) or {}
         if not fields:
             return []
         for name, field in fields.items():
@@ -191,8 +191,8 @@ def _members_at(root: Any, loc: tuple[Any, ...]) -> list[str]:
                 cls = _model_in(field.annotation) or cls
                 break
         # a list index or a map key: the same model goes on
-    fields = getattr(cls, "model_fields", None) or {}
-    return [str(field.alias or name) for name, field in fields.items()]
+    known: dict[str, Any] = getattr(cls, "model_fields", None) or {}
+    return [str(field.alias or name) for name, field in known.items()]
 
 
 def _model_in(annotation: Any) -> Any:
