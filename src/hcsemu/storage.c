@@ -3077,7 +3077,8 @@ static HRESULT vhd_volume_dir(int fd, char **dir) {
 }
 
 /* Whether fd may be formatted: only a disk image, i.e. a file named *.vhd or *.vhdx that is
- * still empty (just created) or already holds the emulator's volume header. Any other
+ * blank (empty, or a first sector of zeros as a freshly created disk has) or already holds
+ * the emulator's volume header. Any other
  * writable descriptor (stdout redirected to a file, a log, a database) is refused, so a wrong
  * handle value can never overwrite someone's data. */
 static HRESULT vhd_check_image(int fd, bool *formatted, char guid[39]) {
@@ -3093,8 +3094,15 @@ static HRESULT vhd_check_image(int fd, bool *formatted, char guid[39]) {
     if (fstat(fd, &st) != 0) return fail_errno(errno, "stat VHD", "");
     HRESULT hr = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY ? S_OK : vhd_read_guid(fd, formatted, guid);
     if (hr != S_OK) return hr;
-    if (!image || (st.st_size != 0 && !*formatted))
-        return fail(E_INVALIDARG, "VHD handle %d (%s) is not a disk image: only an empty .vhd/.vhdx file or one "
+    bool blank = st.st_size == 0;
+    if (!blank && !*formatted && (fcntl(fd, F_GETFL) & O_ACCMODE) != O_WRONLY) {
+        unsigned char first[VHD_HEADER];
+        ssize_t got = pread(fd, first, sizeof first, 0);
+        blank = got > 0;
+        for (ssize_t i = 0; blank && i < got; i++) blank = first[i] == 0;
+    }
+    if (!image || (!blank && !*formatted))
+        return fail(E_INVALIDARG, "VHD handle %d (%s) is not a disk image: only a blank .vhd/.vhdx file or one "
                     "this emulator formatted can be formatted", fd, name);
     return S_OK;
 }
