@@ -48,6 +48,8 @@ static int pidfd_open_(int pid) {
 #endif
 }
 
+static void known_remove(int pid);
+
 static void reap_one(watch *w) {
     int status = 0;
     proc_stat last;
@@ -71,6 +73,7 @@ static void reap_one(watch *w) {
         r = waitpid(w->pid, &status, 0);
     } while (r < 0 && errno == EINTR);
     if (r < 0) status = 0; /* reaped by someone else (SIGCHLD=SIG_IGN): exit code unknown */
+    known_remove(w->pid);
     w->fn(w->ctx, w->pid, status, have_last ? &last : NULL);
 }
 
@@ -101,6 +104,64 @@ static void *reaper_main(void *unused) {
             pthread_mutex_unlock(&reap_mu);
         }
     }
+}
+
+/* Pids this process spawned and has not reaped yet (so the orphan reaper leaves them alone). */
+static pthread_mutex_t known_mu = PTHREAD_MUTEX_INITIALIZER;
+static int *known;
+static size_t n_known, cap_known;
+
+void proc_known_lock(void) { pthread_mutex_lock(&known_mu); }
+void proc_known_unlock(void) { pthread_mutex_unlock(&known_mu); }
+void proc_known_add_locked(int pid) {
+    if (n_known == cap_known) {
+        size_t nc = cap_known ? cap_known * 2 : 64;
+        int *nk = realloc(known, nc * sizeof *nk);
+        if (!nk) return;
+        known = nk;
+        cap_known = nc;
+    }
+    known[n_known++] = pid;
+}
+static void known_remove(int pid) {
+    pthread_mutex_lock(&known_mu);
+    for (size_t i = 0; i < n_known; i++) {
+        if (known[i] == pid) {
+            known[i] = known[--n_known];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&known_mu);
+}
+
+void proc_reap_orphans(void) {
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    int self = (int)getpid();
+    pthread_mutex_lock(&known_mu);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = '\0';
+        char *rp = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != self || state != 'Z') continue;
+        bool is_known = false;
+        for (size_t i = 0; i < n_known && !is_known; i++) is_known = known[i] == (int)pid;
+        if (!is_known) waitpid((pid_t)pid, NULL, WNOHANG);
+    }
+    pthread_mutex_unlock(&known_mu);
+    closedir(d);
 }
 
 static void *waiter_main(void *arg) {
@@ -173,6 +234,7 @@ void proc_reap(int pid) {
     do {
         r = waitpid(pid, NULL, 0);
     } while (r < 0 && errno == EINTR);
+    known_remove(pid);
 }
 
 /* ------------------------------------------------------------------ /proc */
