@@ -6,9 +6,12 @@ import contextlib
 import itertools
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
+
+from pyhcs import _backend
 
 _ids = itertools.count()
 
@@ -55,9 +58,21 @@ def running_system(hcs: ModuleType, system_id: str | None = None, **config: Any)
             hcs.hcs_close_compute_system(h)
 
 
+def shell_cmdline(command: str) -> str:
+    """A Container's CommandLine that runs the shell command. A Container is a Windows guest:
+    the emulator splits its CommandLine by the Windows rules and runs it without a shell, so
+    the command becomes ``sh -c <command>`` quoted by those rules, unless the emulator's
+    ``ContainerCommandLine`` switch is ``Shell`` (the line then goes to /bin/sh -c as it is)."""
+    props = json.loads(_backend.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorSettings"]})))
+    if props["Properties"][0].get("ContainerCommandLine") == "Shell":
+        return command
+    return subprocess.list2cmdline(["sh", "-c", command])
+
+
 def start_process(hcs: ModuleType, system: int, command: str, **params: Any) -> tuple[int, Any]:
-    """Starts command (through /bin/sh -c); returns (process handle, HcsProcessInformation)."""
-    doc = {"CommandLine": command, **params}
+    """Starts the shell command in a Container (see shell_cmdline); returns (process handle,
+    HcsProcessInformation)."""
+    doc = {"CommandLine": shell_cmdline(command), **params}
     with operation(hcs) as op:
         p = hcs.hcs_create_process(system, json.dumps(doc), op)
         info, _ = hcs.hcs_wait_for_operation_result_and_process_info(op, 10_000)

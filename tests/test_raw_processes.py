@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pyhcs import errors
 from pyhcs._types import EventType, OperationType
 
-from rawutil import close_info, operation, read_all, running_system, set_switches, start_process, wait
+from rawutil import close_info, operation, read_all, running_system, set_switches, shell_cmdline, start_process, wait
 
 
 def modify(hcs: ModuleType, p: int, request: dict[str, Any]) -> None:
@@ -78,7 +78,8 @@ def test_environment_working_directory_and_args(hcs: ModuleType, tmp_path: Path)
             hcs.hcs_close_process(p)
             close_info(info)
         with operation(hcs) as op:
-            params = {"CommandArgs": ["/bin/echo", "a b", "c"], "CreateStdOutPipe": True}
+            # quoted for a Windows guest; the same words through /bin/sh -c (ContainerCommandLine Shell)
+            params = {"CommandLine": '/bin/echo "a b" c', "CreateStdOutPipe": True}
             p = hcs.hcs_create_process(h, json.dumps(params), op)
             info, _ = hcs.hcs_wait_for_operation_result_and_process_info(op, 10_000)
             try:
@@ -95,6 +96,9 @@ def test_environment_working_directory_and_args(hcs: ModuleType, tmp_path: Path)
     [
         ({"CommandLine": "true", "WorkingDirectory": "/no/such/dir"}, errors.HcsError),
         ({"CommandArgs": ["/no/such/binary"]}, errors.Win32FileNotFoundError),
+        ({"CommandLine": 5}, errors.InvalidJsonError),
+        ({"CommandLine": "true", "CreateStdOutPipe": "yes"}, errors.InvalidJsonError),
+        ({"CommandLine": "true", "Environment": {"A": 1}}, errors.InvalidJsonError),
         ({}, errors.InvalidArgumentError),
         ({"CommandLine": "true", "Environment": ["A=1"]}, errors.InvalidJsonError),
     ],
@@ -277,7 +281,7 @@ def test_process_exited_event_only_on_process_callbacks(hcs: ModuleType) -> None
     with running_system(hcs) as h:
         hcs.hcs_set_compute_system_callback(h, 0, 1, lambda e, c: system_events.append(e.type))
         with operation(hcs) as op:
-            p = hcs.hcs_create_process(h, json.dumps({"CommandLine": "sleep 0.1; exit 4"}), op)
+            p = hcs.hcs_create_process(h, json.dumps({"CommandLine": shell_cmdline("sleep 0.1; exit 4")}), op)
             hcs.hcs_set_process_callback(p, 0, 9, lambda e, c: (process_events.append((e, c)), got.set()))
             wait(hcs, op)
         try:

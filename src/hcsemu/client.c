@@ -375,7 +375,13 @@ EMU_EXPORT HRESULT HcsOpenComputeSystem(PCWSTR id, DWORD requestedAccess, HCS_SY
     if (!computeSystem) return E_POINTER;
     if (emu_is_empty(id) || requestedAccess != GENERIC_ALL) return E_INVALIDARG;
     if (emu_service_disconnected()) return emu_public_hr(HCS_E_SERVICE_DISCONNECT);
-    char *id8 = emu_utf8(id, NULL);
+    bool ok;
+    char *id8 = emu_utf8(id, &ok);
+    if (!id8) return E_OUTOFMEMORY;
+    if (!ok) { /* a lone surrogate would become U+FFFD and name another system */
+        free(id8);
+        return E_INVALIDARG;
+    }
     svc_system *s = NULL;
     HRESULT hr = tp_open(id8, &s);
     free(id8);
@@ -396,6 +402,8 @@ EMU_EXPORT void HcsCloseComputeSystem(HCS_SYSTEM computeSystem) {
     emu_fault_check(FN_HcsCloseComputeSystem, &fa);
     chandle *h = (chandle *)handle_unregister((uintptr_t)computeSystem, H_SYSTEM);
     if (!h) return;
+    atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
+    tp_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     if (s) {
@@ -443,10 +451,14 @@ EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD t
     chandle *h = get_system(computeSystem);
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
-    hobj_unref(&h->base);
-    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    if (!s) {
+        hobj_unref(&h->base);
+        return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
+    }
     char *doc = NULL;
-    HRESULT hr = tp_wait_exit(s, timeoutMs, &doc);
+    /* h stays referenced during the wait: closing it (another thread) wakes this wait */
+    HRESULT hr = tp_wait_exit(s, timeoutMs, &h->abandon_waits, &doc);
+    hobj_unref(&h->base);
     tp_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);
@@ -563,6 +575,8 @@ EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
     emu_fault_check(FN_HcsCloseProcess, &fa);
     chandle *h = (chandle *)handle_unregister((uintptr_t)process, H_PROCESS);
     if (!h) return;
+    atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
+    tp_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     /* Take the pid so that exactly one of close and a still-running create releases it. */
@@ -613,14 +627,15 @@ EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, P
     if (!h) return E_HANDLE;
     svc_system *s = handle_sys(h);
     uint32_t pid = handle_pid(h);
-    hobj_unref(&h->base);
-    if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
-    if (!pid) {
-        tp_unref(s);
-        return emu_public_hr(HCS_E_PROCESS_INFO_NOT_AVAILABLE);
+    if (!s || !pid) {
+        hobj_unref(&h->base);
+        if (s) tp_unref(s);
+        return emu_public_hr(!s ? HCS_E_SYSTEM_NOT_FOUND : HCS_E_PROCESS_INFO_NOT_AVAILABLE);
     }
     char *doc = NULL;
-    HRESULT hr = tp_process_wait(s, pid, timeoutMs, &doc);
+    /* h stays referenced during the wait: closing it (another thread) wakes this wait */
+    HRESULT hr = tp_process_wait(s, pid, timeoutMs, &h->abandon_waits, &doc);
+    hobj_unref(&h->base);
     tp_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);

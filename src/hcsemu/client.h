@@ -2,6 +2,8 @@
 #ifndef HCSEMU_CLIENT_H
 #define HCSEMU_CLIENT_H
 
+#include <stdatomic.h>
+
 #include "emu.h"
 #include "handles.h"
 
@@ -17,6 +19,7 @@ typedef struct chandle {
     HCS_EVENT_OPTIONS cb_opts;
     int inflight;      /* callback invocations running now */
     bool closed;
+    atomic_bool abandon_waits; /* set by close: every HcsWaitFor*Exit on this handle returns E_HANDLE */
 } chandle;
 
 /* Runs the body of an asynchronous call; returns its HRESULT and a UTF-8 document. */

@@ -14,6 +14,7 @@
 #define HCSEMU_EMU_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -99,7 +100,11 @@ typedef struct emu_settings {
     uint32_t worker_idle_ms;        /* idle worker threads exit after this */
     uint32_t schema_major, schema_minor; /* SupportedSchemaVersions reported by the service */
     uint32_t terminate_timeout_ms;  /* how long a terminate waits for the process group */
+    int container_cmdline;          /* CMDLINE_WINDOWS: split by the Windows rules; CMDLINE_SHELL: /bin/sh -c */
+    int container_cmdargs;          /* CMDARGS_REFUSE: a Windows guest refuses CommandArgs; CMDARGS_ACCEPT */
 } emu_settings;
+enum { CMDLINE_WINDOWS = 0, CMDLINE_SHELL = 1 };
+enum { CMDARGS_REFUSE = 0, CMDARGS_ACCEPT = 1 };
 
 extern emu_settings g_settings;
 void emu_settings_init(void);
@@ -158,6 +163,24 @@ bool emu_is_empty(PCWSTR w); /* NULL or L"" */
 /* Parse an optional JSON argument: NULL/"" -> *out=NULL, S_OK. Otherwise HCS_E_INVALID_JSON with *err. */
 HRESULT emu_parse_optional(PCWSTR w, json **out, char **err);
 
+/* Opens a file the caller named that must be a regular file (state files): never blocks on a
+ * FIFO and never opens a device. flags: O_RDONLY, or O_WRONLY with O_CREAT/O_TRUNC. A path that
+ * exists and is not a regular file fails with errno EINVAL (EISDIR for a directory) before it
+ * is opened; what was opened is checked again (fstat), so a swap in between is refused too.
+ * Returns the descriptor (O_CLOEXEC, blocking) or -1 with errno. */
+int emu_open_regular(const char *path, int flags, unsigned mode);
+
+/* Splits a Windows command line into arguments as CommandLineToArgvW does (UTF-8 in, the
+ * delimiters are ASCII): arguments are separated by spaces and tabs; the first argument (the
+ * program) ends at the next space or tab, or, when it starts with '"', at the next '"', with
+ * no escapes at all; in the other arguments 2n backslashes before '"' give n backslashes and
+ * the '"' opens or closes a quoted part, 2n+1 backslashes before '"' give n backslashes and a
+ * literal '"', backslashes before anything else are literal, and inside a quoted part '""'
+ * gives a literal '"' and ends the quoted part. Returns a NULL-terminated malloc'd vector
+ * (free each string, then the vector) with *argc set, or NULL (out of memory). An empty or
+ * blank command line gives argc 0. */
+char **emu_split_windows_cmdline(const char *cmdline, size_t *argc);
+
 /* ---- monotonic time ---- */
 uint64_t emu_now_ms(void);
 void emu_deadline(struct timespec *ts, uint32_t timeout_ms); /* CLOCK_MONOTONIC */
@@ -192,6 +215,10 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc);
 HRESULT svc_modify(svc_system *s, const json *request, char **doc);
 HRESULT svc_enumerate(const json *query, char **doc);
 HRESULT svc_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc);
+/* The same, ending early with E_HANDLE once *abandoned is set (the waiting handle was closed:
+ * the closer sets it, then calls svc_wake_waiters). abandoned may be NULL. */
+HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc);
+void svc_wake_waiters(void);
 /* Kill a system as if its "guest" died (fault injection). */
 HRESULT svc_inject_unexpected_exit(const char *id);
 HRESULT svc_inject_process_exit(const char *id, uint32_t pid, int code);
@@ -216,6 +243,8 @@ HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc);
 HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, char **doc);
 HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc);
 HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc);
+HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
+                                    char **doc);
 
 HRESULT svc_service_properties(const json *query, char **doc);
 HRESULT svc_modify_service(const json *settings, char **doc);
@@ -250,6 +279,9 @@ void proc_known_lock(void);
 void proc_known_unlock(void);
 void proc_known_add_locked(int pid);
 void proc_reap_orphans(void);
+/* Signals every process whose environment holds the entry `marker` (or, with prefix, an entry
+ * starting with it); through pidfds, so a recycled pid is never hit. Returns how many. */
+size_t proc_kill_marked(const char *marker, bool prefix, int sig);
 /* Process statistics from /proc. */
 struct proc_stat {
     int pid, pgrp;

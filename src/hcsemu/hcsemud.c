@@ -12,8 +12,11 @@
  *
  * The service owns the processes of its systems: it is a child subreaper, so a container
  * process whose parent exits (including one that called setsid) is reparented here and reaped
- * here instead of escaping to init, and it spawns them with a parent-death signal, so they end
- * with the service (see service.c).
+ * here instead of escaping to init; every process of a system carries HCSEMU_SYSTEM=<service
+ * pid>:<runtime id> in its environment, which terminate uses to find the ones that left the
+ * process group (service.c). A guardian process, forked before any thread, holds a pipe from the
+ * service: when the service dies, however it dies, the pipe reaches EOF and the guardian kills
+ * every process that carries this service's marker.
  *
  * Exit codes: 0 stopped, 2 bad arguments or socket folder, 3 a service already runs there.
  */
@@ -44,6 +47,35 @@ static void request_stop(void) {
     uint64_t one = 1;
     ssize_t w = write(stop_efd, &one, sizeof one);
     (void)w;
+}
+
+/* Forked before any thread exists: waits for the service's end, then ends its processes. */
+static void start_guardian(void) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return;
+    pid_t service = getpid();
+    pid_t g = fork();
+    if (g < 0) {
+        close(p[0]);
+        close(p[1]);
+        return;
+    }
+    if (g == 0) {
+        /* Nothing of the service's but the pipe: not its clients' sockets, listener or lock. */
+        if (p[0] > 3) close_range(3, (unsigned)p[0] - 1, 0);
+        close_range((unsigned)p[0] + 1, ~0u, 0);
+        prctl(PR_SET_NAME, "hcsemud-guard");
+        char b;
+        while (read(p[0], &b, 1) < 0 && errno == EINTR) {
+        }
+        char marker[64];
+        snprintf(marker, sizeof marker, "HCSEMU_SYSTEM=%d:", (int)service);
+        /* Twice: a process forking at that moment may have a child the first pass missed. */
+        proc_kill_marked(marker, true, SIGKILL);
+        proc_kill_marked(marker, true, SIGKILL);
+        _exit(0);
+    }
+    close(p[0]); /* p[1] stays open (close-on-exec) for the service's whole life */
 }
 
 static void usage(FILE *to) {
@@ -143,6 +175,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "hcsemud: listening on %s (pid %d)\n", socket_path, (int)getpid());
         }
     }
+    start_guardian();
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     struct stat sock_st = {0};
     if (socket_path) stat(socket_path, &sock_st);

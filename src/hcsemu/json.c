@@ -1490,3 +1490,257 @@ char *json_dump(const json *v)
     }
     return b.p;
 }
+
+/* ------------------------------------------------------------------ depth and typed reads */
+
+size_t json_depth(const json *v, size_t limit)
+{
+    /* Iterative, so a tree built by hand is measured without recursion: a stack of
+       (node, next child) pairs that never grows past limit + 1. */
+    typedef struct { const json *n; size_t i; } frame;
+    if (!v || (v->type != JSON_ARRAY && v->type != JSON_OBJECT))
+        return 0;
+    size_t cap = limit + 2 < 64 ? limit + 2 : 64, top = 0, best = 0;
+    frame *st = malloc(cap * sizeof *st);
+    if (!st)
+        return limit + 1;
+    st[top++] = (frame){v, 0};
+    while (top) {
+        if (top > best)
+            best = top;
+        if (best > limit)
+            break;
+        frame *f = &st[top - 1];
+        size_t n = f->n->type == JSON_ARRAY ? f->n->u.a.len : f->n->u.o.len;
+        if (f->i >= n) {
+            top--;
+            continue;
+        }
+        const json *c = f->n->type == JSON_ARRAY ? f->n->u.a.v[f->i] : f->n->u.o.m[f->i].val;
+        f->i++;
+        if (c->type != JSON_ARRAY && c->type != JSON_OBJECT)
+            continue;
+        if (top == cap) {
+            size_t nc = cap * 2;
+            frame *ns = realloc(st, nc * sizeof *ns);
+            if (!ns) {
+                best = limit + 1;
+                break;
+            }
+            st = ns;
+            cap = nc;
+        }
+        st[top++] = (frame){c, 0};
+    }
+    free(st);
+    return best;
+}
+
+static const char *want_kind_name(json_type t)
+{
+    switch (t) {
+    case JSON_BOOL: return "a boolean";
+    case JSON_NUMBER: return "a number";
+    case JSON_STRING: return "a string";
+    case JSON_ARRAY: return "an array";
+    case JSON_OBJECT: return "an object";
+    default: return "null";
+    }
+}
+
+static void want_err(char *err, size_t errlen, const char *ctx, const char *path, size_t plen, const char *what,
+                     const json *got)
+{
+    if (!err || !errlen)
+        return;
+    snprintf(err, errlen, "%s%s%.*s must be %s (got %s)", ctx && *ctx ? ctx : "", ctx && *ctx ? "." : "",
+             (int)plen, path, what, want_kind_name(json_typeof(got)));
+}
+
+/* Resolves path below obj. Returns false with err set when a step is not an object;
+   *out = NULL when the member is absent or null. */
+static bool want_resolve(const json *obj, const char *ctx, const char *path, const json **out, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    const json *cur = obj;
+    const char *seg = path;
+    if (!cur || cur->type == JSON_NULL)
+        return true;
+    for (;;) {
+        if (cur->type != JSON_OBJECT) {
+            want_err(err, errlen, ctx, path, seg > path ? (size_t)(seg - path - 1) : 0, "an object", cur);
+            if (seg == path && err && errlen)
+                snprintf(err, errlen, "%s must be an object (got %s)", ctx && *ctx ? ctx : "the document",
+                         want_kind_name(cur->type));
+            return false;
+        }
+        const char *dot = strchr(seg, '.');
+        size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
+        const json *next = json_getn(cur, seg, n);
+        if (!next || next->type == JSON_NULL)
+            return true;
+        if (!dot) {
+            *out = next;
+            return true;
+        }
+        cur = next;
+        seg = dot + 1;
+    }
+}
+
+bool json_want_str(const json *obj, const char *ctx, const char *path, const char **out, char *err, size_t errlen)
+{
+    const json *v;
+    if (!want_resolve(obj, ctx, path, &v, err, errlen))
+        return false;
+    if (!v)
+        return true;
+    if (v->type != JSON_STRING) {
+        want_err(err, errlen, ctx, path, strlen(path), "a string", v);
+        return false;
+    }
+    if (strlen(v->u.s.p) != v->u.s.len) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s%s%s must not contain U+0000 (NUL)", ctx && *ctx ? ctx : "",
+                     ctx && *ctx ? "." : "", path);
+        return false;
+    }
+    *out = v->u.s.p;
+    return true;
+}
+
+static bool want_type(const json *obj, const char *ctx, const char *path, json_type t, const json **out, char *err,
+                      size_t errlen)
+{
+    const json *v;
+    if (!want_resolve(obj, ctx, path, &v, err, errlen))
+        return false;
+    if (!v)
+        return true;
+    if (v->type != t) {
+        want_err(err, errlen, ctx, path, strlen(path), want_kind_name(t), v);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool json_want_obj(const json *obj, const char *ctx, const char *path, const json **out, char *err, size_t errlen)
+{
+    return want_type(obj, ctx, path, JSON_OBJECT, out, err, errlen);
+}
+
+bool json_want_arr(const json *obj, const char *ctx, const char *path, const json **out, char *err, size_t errlen)
+{
+    return want_type(obj, ctx, path, JSON_ARRAY, out, err, errlen);
+}
+
+bool json_want_bool(const json *obj, const char *ctx, const char *path, bool *out, char *err, size_t errlen)
+{
+    const json *v = NULL;
+    if (!want_type(obj, ctx, path, JSON_BOOL, &v, err, errlen))
+        return false;
+    if (v)
+        *out = v->u.b;
+    return true;
+}
+
+bool json_want_int64(const json *obj, const char *ctx, const char *path, int64_t *out, char *err, size_t errlen)
+{
+    const json *v = NULL;
+    if (!want_resolve(obj, ctx, path, &v, err, errlen))
+        return false;
+    if (v && !json_int64(v, out)) {
+        want_err(err, errlen, ctx, path, strlen(path), "an integer in the 64-bit signed range", v);
+        return false;
+    }
+    return true;
+}
+
+bool json_want_uint64(const json *obj, const char *ctx, const char *path, uint64_t *out, char *err, size_t errlen)
+{
+    const json *v = NULL;
+    if (!want_resolve(obj, ctx, path, &v, err, errlen))
+        return false;
+    if (v && !json_uint64(v, out)) {
+        want_err(err, errlen, ctx, path, strlen(path), "a non-negative 64-bit integer", v);
+        return false;
+    }
+    return true;
+}
+
+bool json_want_elem_str(const json *arr, const char *name, size_t i, const char **out, char *err, size_t errlen)
+{
+    const json *v = json_at(arr, i);
+    if (json_typeof(v) != JSON_STRING) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s[%zu] must be a string (got %s)", name, i, want_kind_name(json_typeof(v)));
+        return false;
+    }
+    if (strlen(v->u.s.p) != v->u.s.len) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s[%zu] must not contain U+0000 (NUL)", name, i);
+        return false;
+    }
+    *out = v->u.s.p;
+    return true;
+}
+
+bool json_has_nul(const json *v, char *where, size_t whlen)
+{
+    /* Iterative for the same reason as json_depth. */
+    typedef struct { const json *n; size_t i; } frame;
+    if (!v)
+        return false;
+    if (v->type == JSON_STRING) {
+        if (strlen(v->u.s.p) == v->u.s.len)
+            return false;
+        if (where && whlen)
+            snprintf(where, whlen, "a string");
+        return true;
+    }
+    if (v->type != JSON_ARRAY && v->type != JSON_OBJECT)
+        return false;
+    size_t cap = 16, top = 0;
+    frame *st = malloc(cap * sizeof *st);
+    if (!st)
+        return false;
+    bool found = false;
+    st[top++] = (frame){v, 0};
+    while (top && !found) {
+        frame *f = &st[top - 1];
+        bool arr = f->n->type == JSON_ARRAY;
+        size_t n = arr ? f->n->u.a.len : f->n->u.o.len;
+        if (f->i >= n) {
+            top--;
+            continue;
+        }
+        size_t i = f->i++;
+        const json *c = arr ? f->n->u.a.v[i] : f->n->u.o.m[i].val;
+        if (!arr && strlen(f->n->u.o.m[i].key) != f->n->u.o.m[i].klen) {
+            if (where && whlen)
+                snprintf(where, whlen, "the member name '%s...'", f->n->u.o.m[i].key);
+            found = true;
+        } else if (c->type == JSON_STRING && strlen(c->u.s.p) != c->u.s.len) {
+            if (where && whlen) {
+                if (arr)
+                    snprintf(where, whlen, "element %zu of an array", i);
+                else
+                    snprintf(where, whlen, "member '%s'", f->n->u.o.m[i].key);
+            }
+            found = true;
+        } else if (c->type == JSON_ARRAY || c->type == JSON_OBJECT) {
+            if (top == cap) {
+                frame *ns = realloc(st, cap * 2 * sizeof *ns);
+                if (!ns)
+                    break;
+                st = ns;
+                cap *= 2;
+            }
+            st[top++] = (frame){c, 0};
+        }
+    }
+    free(st);
+    return found;
+}

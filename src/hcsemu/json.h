@@ -87,6 +87,28 @@ json *json_detach(json *obj, const char *key);  /* remove and return the value (
 json *json_clone(const json *v);                /* deep copy; NULL on OOM */
 bool json_equal(const json *a, const json *b);  /* deep; numbers by value; member order ignored */
 
+/* Nesting depth of v: 0 for a scalar or NULL, 1 for an empty array/object, ... Stops counting
+   at limit + 1 (so a tree built by hand deeper than any limit costs nothing extra). */
+size_t json_depth(const json *v, size_t limit);
+
+/* Typed member reads for request documents: a mismatch is reported, naming the member.
+   path is one member or a '.'-separated chain of members below obj ("Container.Storage.Path");
+   obj and every member on the way must be objects. A missing member, or one that is JSON null,
+   is absent: the getter returns true and leaves *out as it was. A member of another type, and
+   a string holding U+0000 (every string read here becomes a C string), return false and write
+   "<ctx>.<path> must be ..." (ctx may be NULL) into err (always NUL-terminated). */
+bool json_want_str(const json *obj, const char *ctx, const char *path, const char **out, char *err, size_t errlen);
+bool json_want_obj(const json *obj, const char *ctx, const char *path, const json **out, char *err, size_t errlen);
+bool json_want_arr(const json *obj, const char *ctx, const char *path, const json **out, char *err, size_t errlen);
+bool json_want_bool(const json *obj, const char *ctx, const char *path, bool *out, char *err, size_t errlen);
+bool json_want_int64(const json *obj, const char *ctx, const char *path, int64_t *out, char *err, size_t errlen);
+bool json_want_uint64(const json *obj, const char *ctx, const char *path, uint64_t *out, char *err, size_t errlen);
+/* The i-th element of array arr as a string (same rules); name is the array's name for err. */
+bool json_want_elem_str(const json *arr, const char *name, size_t i, const char **out, char *err, size_t errlen);
+/* Whether v (any tree) holds a string or member key with U+0000; *where gets a short
+   description of the first one ("member 'a.b'", written into where, whlen bytes). */
+bool json_has_nul(const json *v, char *where, size_t whlen);
+
 /* Compact dump (no whitespace) into a malloc'd NUL-terminated string the caller free()s;
    NULL on out-of-memory. Members in insertion order, minimal escaping, raw UTF-8, integers
    exact, other doubles in the shortest form that round-trips, NaN/infinity as null. */

@@ -164,6 +164,43 @@ void proc_reap_orphans(void) {
     closedir(d);
 }
 
+size_t proc_kill_marked(const char *marker, bool prefix, int sig) {
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    size_t ml = strlen(marker), hits = 0;
+    int self = (int)getpid();
+    char *buf = malloc(1 << 16);
+    struct dirent *e;
+    while (buf && (e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 1 || pid == self) continue;
+        int pfd = pidfd_open_((int)pid);
+        if (pfd < 0) continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, (1 << 16) - 1) : -1;
+        if (fd >= 0) close(fd);
+        bool match = false;
+        for (ssize_t off = 0; n > 0 && off < n && !match;) {
+            size_t len = strnlen(buf + off, (size_t)(n - off));
+            match = prefix ? len >= ml && memcmp(buf + off, marker, ml) == 0
+                           : len == ml && memcmp(buf + off, marker, ml) == 0;
+            off += (ssize_t)len + 1;
+        }
+#ifdef SYS_pidfd_send_signal
+        if (match && syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) == 0) hits++;
+#else
+        if (match && kill((pid_t)pid, sig) == 0) hits++;
+#endif
+        close(pfd);
+    }
+    free(buf);
+    closedir(d);
+    return hits;
+}
+
 static void *waiter_main(void *arg) {
     reap_one(arg);
     free(arg);

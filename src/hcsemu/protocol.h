@@ -72,6 +72,7 @@ enum {
     CALL_SUBMIT_WER,
     CALL_STATUS = 29, /* the service process itself: pid, uid, socket, clients, systems */
     CALL_STOP = 30,   /* terminate every system and exit */
+    CALL_ABANDON = 31, /* notify: the client no longer waits for request "Request" (its handle closed) */
     CALL__COUNT
 };
 

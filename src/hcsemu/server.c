@@ -39,8 +39,16 @@ typedef struct phandle {
     struct phandle *next;
 } phandle;
 
+/* A wait in progress, which the client can abandon (its handle was closed). */
+typedef struct inflight {
+    uint64_t id;
+    atomic_bool abandon;
+    struct inflight *next;
+} inflight;
+
 typedef struct sconn {
     int fd;
+    inflight *waits;
     atomic_int refs;
     pthread_mutex_t mu;  /* held, ph, dead */
     pthread_mutex_t wmu; /* writes */
@@ -160,7 +168,10 @@ static bool count_process_handle(sconn *c, uint64_t serial, uint32_t pid, int64_
 }
 
 /* The client is gone: close every handle it held, as its own closes would have. */
+static void abandon_waits(sconn *c, bool all, uint64_t id);
+
 static void release_all(sconn *c) {
+    abandon_waits(c, true, 0); /* nobody is left to answer */
     pthread_mutex_lock(&c->mu);
     c->dead = true;
     held *hl = c->held;
@@ -341,13 +352,32 @@ static void handle_request(sconn *c, frame *f, json *meta) {
         case CALL_SAVE: hr = svc_save(s, opts, &doc); break;
         case CALL_PROPERTIES: hr = svc_properties(s, opts, &doc); break;
         case CALL_MODIFY: hr = svc_modify(s, opts, &doc); break;
-        case CALL_WAIT_EXIT: hr = svc_wait_exit(s, (uint32_t)timeout, &doc); break;
+        case CALL_WAIT_EXIT:
+        case CALL_PROCESS_WAIT: {
+            inflight w = {.id = f->id};
+            atomic_init(&w.abandon, false);
+            pthread_mutex_lock(&c->mu);
+            w.next = c->waits;
+            c->waits = &w;
+            if (c->dead) atomic_store(&w.abandon, true);
+            pthread_mutex_unlock(&c->mu);
+            if (call == CALL_WAIT_EXIT) hr = svc_wait_exit_or_abandon(s, (uint32_t)timeout, &w.abandon, &doc);
+            else hr = svc_process_wait_or_abandon(s, pid, (uint32_t)timeout, &w.abandon, &doc);
+            pthread_mutex_lock(&c->mu);
+            for (inflight **pp = &c->waits; *pp; pp = &(*pp)->next) {
+                if (*pp == &w) {
+                    *pp = w.next;
+                    break;
+                }
+            }
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
         case CALL_PROCESS_OPEN: hr = svc_process_open(s, pid); break;
         case CALL_PROCESS_SIGNAL: hr = svc_process_signal(s, pid, opts, &doc); break;
         case CALL_PROCESS_TERMINATE: hr = svc_process_terminate(s, pid, &doc); break;
         case CALL_PROCESS_PROPERTIES: hr = svc_process_properties(s, pid, opts, &doc); break;
         case CALL_PROCESS_MODIFY: hr = svc_process_modify(s, pid, opts, &doc); break;
-        case CALL_PROCESS_WAIT: hr = svc_process_wait(s, pid, (uint32_t)timeout, &doc); break;
         case CALL_PROCESS_INFO:
             hr = svc_process_info(s, pid, &io, &doc);
             if (!FAILED(hr)) stdio_meta(out, &io, fds, &nfds);
@@ -398,7 +428,21 @@ static void handle_request(sconn *c, frame *f, json *meta) {
     json_free(opts_owned);
 }
 
+/* Ends the client's waits (all of them, or the one of request id). */
+static void abandon_waits(sconn *c, bool all, uint64_t id) {
+    pthread_mutex_lock(&c->mu);
+    for (inflight *w = c->waits; w; w = w->next)
+        if (all || w->id == id) atomic_store(&w->abandon, true);
+    pthread_mutex_unlock(&c->mu);
+    svc_wake_waiters();
+}
+
 static void handle_notify(sconn *c, frame *f, json *meta) {
+    if (f->call == CALL_ABANDON) {
+        uint64_t id = 0;
+        if (json_uint64(json_get(meta, "Request"), &id)) abandon_waits(c, false, id);
+        return;
+    }
     uint64_t serial = 0;
     json_uint64(json_get(meta, "Serial"), &serial);
     if (f->call == CALL_RELEASE) {
@@ -495,7 +539,9 @@ static bool handshake(sconn *c) {
     struct timeval tv = {10, 0};
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     frame f;
-    if (proto_recv(c->fd, &f) != PROTO_OK) return false;
+    proto_status st = proto_recv(c->fd, &f);
+    if (st == PROTO_GARBAGE) refuse(c, HCS_E_PROTOCOL_ERROR, "malformed frame: expected a HELLO");
+    if (st != PROTO_OK) return false;
     tv.tv_sec = 0;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     bool ok = false;
@@ -543,6 +589,9 @@ static void *conn_main(void *arg) {
             if (f.type == FR_REQUEST) respond_error(c, &f, HCS_E_UNKNOWN_MESSAGE, "unknown call %u", f.call);
         } else if (f.type == FR_NOTIFY) {
             handle_notify(c, &f, meta);
+        } else if (f.call == CALL_HANDLE_OPENED || f.call == CALL_PROCESS_HANDLE) {
+            handle_notify(c, &f, meta); /* the same, answered (an open must be counted before it returns) */
+            respond(c, &f, S_OK, NULL, NULL, NULL, 0);
         } else if (blocking_call(f.call)) {
             job *j = malloc(sizeof *j);
             if (j) {

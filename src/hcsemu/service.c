@@ -67,6 +67,7 @@ struct svc_system {
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;
+    char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
     struct svc_system *next;
 };
 
@@ -191,12 +192,36 @@ static const char *type_name(int t) { return t == T_VM ? "VirtualMachine" : "Con
 
 /* ------------------------------------------------------------------ create / open */
 
-static HRESULT check_path_exists(const json *v, const char *what, char **doc) {
-    const char *p = json_str(v);
+/* Typed reads of request members (json_want_*, json.h): a member of the wrong type, or a
+ * string with U+0000 in it, fails the call with HCS_E_INVALID_JSON naming the member. */
+#define WANT(kind, obj, ctx, path, out)                                                            \
+    do {                                                                                           \
+        char je_[320];                                                                             \
+        if (!json_want_##kind((obj), (ctx), (path), (out), je_, sizeof je_))                       \
+            return fail(doc, HCS_E_INVALID_JSON, "%s", je_);                                       \
+    } while (0)
+
+/* No string of a document may hold U+0000: its values become C strings (paths, argv,
+ * environment, ids), which would silently end at the NUL and name something else. */
+static HRESULT refuse_nul(const json *v, const char *what, char **doc) {
+    char where[160];
+    if (json_has_nul(v, where, sizeof where))
+        return fail(doc, HCS_E_INVALID_JSON, "%s: %s contains U+0000 (NUL), which no name or path may hold", what,
+                    where);
+    return S_OK;
+}
+
+/* Configurations are kept a few levels below the JSON nesting limit, so that every document
+ * that wraps one (properties, PropertyResponses, a saved state) can still be written. */
+#define EMU_CONFIG_MAX_DEPTH (JSON_MAX_DEPTH - 8)
+
+static HRESULT check_path_exists(const char *p, const char *what, bool regular, char **doc) {
     if (!p || !*p) return S_OK;
     struct stat st;
     if (stat(p, &st) != 0)
         return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s '%s' was not found", what, p);
+    if (regular && !S_ISREG(st.st_mode))
+        return fail(doc, E_INVALIDARG, "%s '%s' is not a regular file", what, p);
     return S_OK;
 }
 
@@ -204,8 +229,12 @@ static HRESULT check_path_exists(const json *v, const char *what, char **doc) {
 
 /* Whether path is a runtime state file that Save wrote (not an empty one). */
 static bool is_saved_state(const char *path) {
-    FILE *f = fopen(path, "re");
-    if (!f) return false;
+    int fd = emu_open_regular(path, O_RDONLY, 0);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd);
+        return false;
+    }
     char head[sizeof VMRS_MAGIC];
     size_t n = fread(head, 1, sizeof head - 1, f);
     head[n] = 0;
@@ -222,9 +251,16 @@ static bool is_saved_state(const char *path) {
     return ok;
 }
 
+/* Every member the emulator reads from a configuration, checked for its type up front, so the
+ * code that uses them later meets only the types it expects. */
 static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     if (json_typeof(cfg) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration must be a JSON object");
+    HRESULT hr = refuse_nul(cfg, "The compute system configuration", doc);
+    if (FAILED(hr)) return hr;
+    if (json_depth(cfg, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
+        return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is nested deeper than %d levels",
+                    EMU_CONFIG_MAX_DEPTH);
     const json *sv = json_get(cfg, "SchemaVersion");
     int64_t major, minor;
     if (!sv) return fail(doc, HCS_E_INVALID_JSON, "SchemaVersion is required");
@@ -245,30 +281,48 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     if (json_typeof(body) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", c ? "Container" : vm ? "VirtualMachine" : "HostedSystem");
     *type = c ? T_CONTAINER : vm ? T_VM : T_HOSTED;
-    const json *owner = json_get(cfg, "Owner");
-    if (owner && json_typeof(owner) != JSON_STRING) return fail(doc, HCS_E_INVALID_JSON, "Owner must be a string");
-    const json *term = json_get(cfg, "ShouldTerminateOnLastHandleClosed");
+    const char *str = NULL;
     bool b;
-    if (term && !json_bool(term, &b))
-        return fail(doc, HCS_E_INVALID_JSON, "ShouldTerminateOnLastHandleClosed must be a boolean");
-    HRESULT hr = S_OK;
+    int64_t i64;
+    const json *o = NULL;
+    WANT(str, cfg, NULL, "Owner", &str);
+    WANT(str, cfg, NULL, "HostingSystemId", &str);
+    WANT(bool, cfg, NULL, "ShouldTerminateOnLastHandleClosed", &b);
     if (vm) {
-        const json *gs = json_get(vm, "GuestState");
-        if (gs && !FAILED(hr)) hr = check_path_exists(json_get(gs, "GuestStateFilePath"), "Guest state file", doc);
-        if (gs && !FAILED(hr)) hr = check_path_exists(json_get(gs, "RuntimeStateFilePath"), "Runtime state file", doc);
-        const json *rs = json_get(vm, "RestoreState");
-        if (rs && !FAILED(hr)) hr = check_path_exists(json_get(rs, "SaveStateFilePath"), "Saved state file", doc);
-        const char *saved = json_str(json_get(rs, "SaveStateFilePath"));
-        if (saved && *saved && !FAILED(hr) && !is_saved_state(saved))
-            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", saved);
+        const char *gsf = NULL, *rsf = NULL, *ssf = NULL;
+        WANT(str, vm, "VirtualMachine", "GuestState.GuestStateFilePath", &gsf);
+        WANT(str, vm, "VirtualMachine", "GuestState.RuntimeStateFilePath", &rsf);
+        WANT(str, vm, "VirtualMachine", "RestoreState.SaveStateFilePath", &ssf);
+        WANT(str, vm, "VirtualMachine", "RestoreState.TemplateSystemId", &str);
+        WANT(int64, vm, "VirtualMachine", "ComputeTopology.Memory.SizeInMB", &i64);
+        WANT(obj, vm, "VirtualMachine", "Chipset", &o);
+        WANT(obj, vm, "VirtualMachine", "GuestConnection", &o);
+        hr = check_path_exists(gsf, "Guest state file", true, doc);
+        if (!FAILED(hr)) hr = check_path_exists(rsf, "Runtime state file", true, doc);
+        if (!FAILED(hr)) hr = check_path_exists(ssf, "Saved state file", true, doc);
+        if (ssf && *ssf && !FAILED(hr) && !is_saved_state(ssf))
+            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
     }
     if (c) {
-        const json *layers = json_get(json_get(c, "Storage"), "Layers");
-        for (size_t i = 0; i < json_len(layers) && !FAILED(hr); i++)
-            hr = check_path_exists(json_get(json_at(layers, i), "Path"), "Layer", doc);
-        const json *dirs = json_get(c, "MappedDirectories");
-        for (size_t i = 0; i < json_len(dirs) && !FAILED(hr); i++)
-            hr = check_path_exists(json_get(json_at(dirs, i), "HostPath"), "Mapped directory", doc);
+        const json *layers = NULL, *dirs = NULL;
+        WANT(str, c, "Container", "Storage.Path", &str);
+        WANT(arr, c, "Container", "Storage.Layers", &layers);
+        WANT(arr, c, "Container", "MappedDirectories", &dirs);
+        WANT(int64, c, "Container", "Memory.SizeInMB", &i64);
+        for (size_t i = 0; i < json_len(layers) && !FAILED(hr); i++) {
+            char ctx[64];
+            const char *p = NULL;
+            snprintf(ctx, sizeof ctx, "Container.Storage.Layers[%zu]", i);
+            WANT(str, json_at(layers, i), ctx, "Path", &p);
+            hr = check_path_exists(p, "Layer", false, doc);
+        }
+        for (size_t i = 0; i < json_len(dirs) && !FAILED(hr); i++) {
+            char ctx[64];
+            const char *p = NULL;
+            snprintf(ctx, sizeof ctx, "Container.MappedDirectories[%zu]", i);
+            WANT(str, json_at(dirs, i), ctx, "HostPath", &p);
+            hr = check_path_exists(p, "Mapped directory", false, doc);
+        }
     }
     return hr;
 }
@@ -301,6 +355,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     json_bool(json_get(cfg, "ShouldTerminateOnLastHandleClosed"), &term);
     s->terminate_on_close = term;
     make_guid(s->runtime_id);
+    snprintf(s->marker, sizeof s->marker, "HCSEMU_SYSTEM=%d:%s", (int)getpid(), s->runtime_id);
     s->state = ST_CREATED;
     if (type == T_CONTAINER) {
         /* A container whose writable layer has the storage filter attached runs in the
@@ -460,8 +515,10 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         pthread_mutex_unlock(&svc_mu);
     }
     if (pg > 0) {
-        /* SIGKILL also ends stopped (paused) processes. */
+        /* SIGKILL also ends stopped (paused) processes; processes that left the group
+         * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
+        proc_kill_marked(s->marker, false, SIGKILL);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
         while (!all_exits_delivered_locked(s) && emu_now_ms() < deadline) {
@@ -541,7 +598,8 @@ HRESULT svc_terminate(svc_system *s, const json *opts, char **doc) {
 }
 
 HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
-    const char *type = json_str(json_get(opts, "Type"));
+    const char *type = NULL;
+    WANT(str, opts, "CrashOptions", "Type", &type);
     if (opts && type && strcmp(type, "CrashGuest") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "Unknown crash type '%s'", type);
     pthread_mutex_lock(&svc_mu);
@@ -625,11 +683,12 @@ static bool one_of(const char *v, const char *const *list) {
 
 HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
     if (opts) {
-        const json *lvl = json_get(opts, "SuspensionLevel");
-        if (lvl && (!json_str(lvl) || !one_of(json_str(lvl), suspension_levels)))
+        const char *lvl = NULL, *reason = NULL;
+        WANT(str, opts, "PauseOptions", "SuspensionLevel", &lvl);
+        WANT(str, opts, "PauseOptions", "HostedNotification.Reason", &reason);
+        if (lvl && !one_of(lvl, suspension_levels))
             return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.SuspensionLevel is not a known level");
-        const json *reason = json_get(json_get(opts, "HostedNotification"), "Reason");
-        if (reason && (!json_str(reason) || !one_of(json_str(reason), pause_reasons)))
+        if (reason && !one_of(reason, pause_reasons))
             return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.HostedNotification.Reason is not a known reason");
     }
     pthread_mutex_lock(&svc_mu);
@@ -671,8 +730,9 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
 json *emu_host_processor_requirements(void);
 
 HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
-    const char *type = json_str(json_get(opts, "SaveType"));
-    const char *path = json_str(json_get(opts, "SaveStateFilePath"));
+    const char *type = NULL, *path = NULL;
+    WANT(str, opts, "SaveOptions", "SaveType", &type);
+    WANT(str, opts, "SaveOptions", "SaveStateFilePath", &path);
     if (type && strcmp(type, "ToFile") != 0 && strcmp(type, "AsTemplate") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "SaveOptions.SaveType must be ToFile or AsTemplate");
     bool as_template = type && strcmp(type, "AsTemplate") == 0;
@@ -700,12 +760,23 @@ HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
         json_set(state, "ProcessorRequirements", emu_host_processor_requirements());
         char *text = json_dump(state);
         json_free(state);
-        FILE *f = fopen(path, "we");
+        /* never a silent loss: a state the JSON writer refuses (nested too deep) is an error */
+        if (!text)
+            return fail(doc, HCS_E_INVALID_JSON, "The configuration of '%s' cannot be saved (nested deeper than %d "
+                        "levels, or out of memory)", s->id, JSON_MAX_DEPTH);
+        int fd = emu_open_regular(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!f && fd >= 0) close(fd);
         bool ok = f && fputs(VMRS_MAGIC, f) >= 0 && fputs(text, f) >= 0;
-        if (f && fclose(f) != 0) ok = false;
+        int e = errno;
+        if (f && fclose(f) != 0 && ok) {
+            ok = false;
+            e = errno;
+        }
         free(text);
         if (!ok) {
-            int e = errno;
+            if (e == EINVAL || e == EISDIR)
+                return fail(doc, E_INVALIDARG, "The saved state file '%s' is not a regular file", path);
             return fail(doc, HRESULT_FROM_WIN32(e == ENOENT ? ERROR_PATH_NOT_FOUND : ERROR_ACCESS_DENIED),
                         "Cannot write the saved state file '%s': %s", path, strerror(e));
         }
@@ -890,11 +961,15 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
 }
 
 HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
-    const json *types = json_get(query, "PropertyTypes");
     if (query && json_typeof(query) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "The property query must be a JSON object");
-    if (types && json_typeof(types) != JSON_ARRAY)
-        return fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
+    const json *types = NULL, *queries = NULL;
+    const char *tname;
+    WANT(arr, query, "PropertyQuery", "PropertyTypes", &types);
+    WANT(obj, query, "PropertyQuery", "Queries", &queries);
+    for (size_t i = 0; i < json_len(types); i++) WANT(elem_str, types, "PropertyQuery.PropertyTypes", i, &tname);
+    HRESULT nhr = refuse_nul(query, "The property query", doc);
+    if (FAILED(nhr)) return nhr;
     pthread_mutex_lock(&svc_mu);
     json *p = basic_properties_locked(s);
     HRESULT hr = S_OK;
@@ -903,7 +978,6 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
         hr = name ? add_property_locked(s, p, name, doc)
                   : fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
     }
-    const json *queries = json_get(query, "Queries");
     if (!FAILED(hr) && json_len(queries)) {
         json *responses = json_new_object();
         for (size_t i = 0; i < json_len(queries); i++) {
@@ -927,6 +1001,7 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
     if (!FAILED(hr)) {
         free(*doc);
         *doc = json_dump(p);
+        if (!*doc) hr = fail(doc, E_OUTOFMEMORY, "The properties document could not be written");
     }
     json_free(p);
     return hr;
@@ -939,10 +1014,19 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
 HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (json_typeof(req) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
-    const char *path = json_str(json_get(req, "ResourcePath"));
-    const char *rtype = json_str(json_get(req, "RequestType"));
+    const char *path = NULL, *rtype = NULL;
+    WANT(str, req, "ModifySettingRequest", "ResourcePath", &path);
+    WANT(str, req, "ModifySettingRequest", "RequestType", &rtype);
+    HRESULT nhr = refuse_nul(req, "The modify request", doc);
+    if (FAILED(nhr)) return nhr;
+    size_t segs = 0;
+    for (const char *c = path; c && *c; c++) segs += *c == '/';
+    if (segs >= EMU_CONFIG_MAX_DEPTH)
+        return fail(doc, HCS_E_INVALID_JSON, "ResourcePath has more than %d segments", EMU_CONFIG_MAX_DEPTH);
     const json *settings = json_get(req, "Settings");
     const json *guest = json_get(req, "GuestRequest");
+    if (json_typeof(settings) == JSON_NULL) settings = NULL;
+    if (json_typeof(guest) == JSON_NULL) guest = NULL;
     if (!path && !guest) return fail(doc, HCS_E_INVALID_JSON, "ResourcePath or GuestRequest is required");
     if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
@@ -954,6 +1038,13 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
         return wrong_state(doc, s, st, "modify");
     }
     HRESULT hr = S_OK;
+    /* Applied to a copy that replaces the configuration only when complete and within the
+     * nesting limit: a failed or over-deep modify leaves nothing half-done. */
+    json *work = json_clone(s->config);
+    if (!work) {
+        pthread_mutex_unlock(&svc_mu);
+        return fail(doc, E_OUTOFMEMORY, "Out of memory applying the modify request");
+    }
     if (path) {
         char *copy = strdup(path);
         char *save = NULL;
@@ -963,9 +1054,12 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
             hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' does not apply to a %s",
                       path, root);
         } else {
-            json *node = (json *)json_get(s->config, seg);
+            json *node = (json *)json_get(work, seg);
             char *next = strtok_r(NULL, "/", &save);
-            if (!next) {
+            if (json_typeof(node) != JSON_OBJECT) {
+                hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s': the configuration has "
+                          "no %s object", path, seg);
+            } else if (!next) {
                 hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' names no resource", path);
             }
             while (!FAILED(hr) && next) {
@@ -1008,20 +1102,29 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
         }
         free(copy);
     }
-    if (!FAILED(hr) && path && strcmp(path, "Container/Memory/SizeInMB") != 0 &&
-        strcmp(rtype, "Remove") != 0 && strstr(path, "TerminateOnLastHandleClosed")) {
-        bool b;
-        if (json_bool(settings, &b)) s->terminate_on_close = b;
-    }
     if (!FAILED(hr) && guest) {
-        json *log = (json *)json_get(s->config, "EmulatorGuestRequests");
-        if (!log) {
+        json *log = (json *)json_get(work, "EmulatorGuestRequests");
+        if (json_typeof(log) != JSON_ARRAY) {
             log = json_new_array();
-            json_set(s->config, "EmulatorGuestRequests", log);
+            json_set(work, "EmulatorGuestRequests", log);
         }
         json_append(log, json_clone(guest));
     }
+    if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
+        hr = fail(doc, HCS_E_INVALID_JSON,
+                  "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    if (!FAILED(hr)) {
+        json_free(s->config);
+        s->config = work;
+        work = NULL;
+        if (path && strcmp(path, "Container/Memory/SizeInMB") != 0 && strcmp(rtype, "Remove") != 0 &&
+            strstr(path, "TerminateOnLastHandleClosed")) {
+            bool b;
+            if (json_bool(settings, &b)) s->terminate_on_close = b;
+        }
+    }
     pthread_mutex_unlock(&svc_mu);
+    json_free(work);
     return hr;
 }
 
@@ -1071,11 +1174,28 @@ static bool timed_wait_locked(struct timespec *deadline, uint32_t timeout_ms) {
 }
 
 HRESULT svc_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc) {
+    return svc_wait_exit_or_abandon(s, timeout_ms, NULL, doc);
+}
+
+void svc_wake_waiters(void) {
+    pthread_once(&svc_once, svc_init);
+    pthread_mutex_lock(&svc_mu);
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
+}
+
+static bool abandoned_now(const atomic_bool *a) { return a && atomic_load_explicit(a, memory_order_acquire); }
+
+HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc) {
     struct timespec ts;
     emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
     pthread_mutex_lock(&svc_mu);
     HRESULT hr = S_OK;
     while (s->state != ST_STOPPED) {
+        if (abandoned_now(abandoned)) {
+            hr = E_HANDLE;
+            break;
+        }
         if (emu_service_disconnected()) {
             hr = HCS_E_SERVICE_DISCONNECT;
             break;
@@ -1186,15 +1306,18 @@ static bool make_pipe(int fds[2]) {
     return fds[0] >= 0 && fds[1] >= 0;
 }
 
-static char **build_env(const json *envobj) {
+/* marker: the system's HCSEMU_SYSTEM entry, which every descendant inherits (unless it clears
+ * its environment), so terminate finds processes that left the group (setsid). */
+static char **build_env(const json *envobj, const char *marker) {
     char *const *from = svc_caller_environ ? svc_caller_environ : environ;
     size_t base = 0;
     if (g_settings.inherit_environment)
         while (from[base]) base++;
     size_t extra = json_len(envobj);
-    char **env = calloc(base + extra + 1, sizeof *env);
+    char **env = calloc(base + extra + 2, sizeof *env);
     if (!env) return NULL;
     size_t n = 0;
+    env[n++] = strdup(marker);
     for (size_t i = 0; i < extra; i++) {
         const char *k = json_key_at(envobj, i), *v = json_str(json_at(envobj, i));
         if (!k || !v) continue;
@@ -1208,7 +1331,7 @@ static char **build_env(const json *envobj) {
             const char *k = json_key_at(envobj, j);
             overridden = k && strlen(k) == kl && strncmp(k, from[i], kl) == 0;
         }
-        if (!overridden) env[n++] = strdup(from[i]);
+        if (!overridden && strncmp(from[i], "HCSEMU_SYSTEM=", 14) != 0) env[n++] = strdup(from[i]);
     }
     return env;
 }
@@ -1217,6 +1340,25 @@ static void free_strv(char **v) {
     if (!v) return;
     for (char **p = v; *p; p++) free(*p);
     free(v);
+}
+
+/* Whether processes of s run in a Windows guest, as HCS sees it: a Container is one (a
+ * process-isolated Windows container, or a Hyper-V isolated one in a Windows utility VM);
+ * a Container or HostedSystem hosted in a Linux utility VM (one booted with
+ * LinuxKernelDirect) is a Linux guest, and so is any HostedSystem. Virtual machines keep
+ * both forms (their guest is whatever the caller's tests make of it). */
+static bool guest_is_windows(svc_system *s) {
+    if (s->type != T_CONTAINER) return false;
+    pthread_mutex_lock(&svc_mu);
+    const char *hosting = json_str(json_get(s->config, "HostingSystemId"));
+    bool windows = true;
+    if (hosting) {
+        svc_system *h = find_locked(hosting);
+        const json *vm = h ? json_get(h->config, "VirtualMachine") : NULL;
+        windows = !(vm && (json_get(json_get(vm, "Chipset"), "LinuxKernelDirect") || json_get(vm, "LinuxKernelDirect")));
+    }
+    pthread_mutex_unlock(&svc_mu);
+    return windows;
 }
 
 HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out, svc_stdio *io, char **doc) {
@@ -1233,28 +1375,58 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         hr = fail(doc, HCS_E_INVALID_JSON, "The process parameters must be a JSON object");
         goto done;
     }
-    const char *cmdline = json_str(json_get(pp, "CommandLine"));
-    const json *cmdargs = json_get(pp, "CommandArgs");
-    const char *cwd = json_str(json_get(pp, "WorkingDirectory"));
-    const json *envobj = json_get(pp, "Environment");
+    const char *cmdline = NULL, *cwd = NULL;
+    const json *cmdargs = NULL, *envobj = NULL, *size = NULL;
     bool want_in = false, want_out = false, want_err = false, console = false;
-    json_bool(json_get(pp, "CreateStdInPipe"), &want_in);
-    json_bool(json_get(pp, "CreateStdOutPipe"), &want_out);
-    json_bool(json_get(pp, "CreateStdErrPipe"), &want_err);
-    json_bool(json_get(pp, "EmulateConsole"), &console);
-    if (envobj && json_typeof(envobj) != JSON_OBJECT) {
-        hr = fail(doc, HCS_E_INVALID_JSON, "Environment must be an object of strings");
+    char je[320];
+    if (!json_want_str(pp, "ProcessParameters", "CommandLine", &cmdline, je, sizeof je) ||
+        !json_want_arr(pp, "ProcessParameters", "CommandArgs", &cmdargs, je, sizeof je) ||
+        !json_want_str(pp, "ProcessParameters", "WorkingDirectory", &cwd, je, sizeof je) ||
+        !json_want_obj(pp, "ProcessParameters", "Environment", &envobj, je, sizeof je) ||
+        !json_want_bool(pp, "ProcessParameters", "CreateStdInPipe", &want_in, je, sizeof je) ||
+        !json_want_bool(pp, "ProcessParameters", "CreateStdOutPipe", &want_out, je, sizeof je) ||
+        !json_want_bool(pp, "ProcessParameters", "CreateStdErrPipe", &want_err, je, sizeof je) ||
+        !json_want_bool(pp, "ProcessParameters", "EmulateConsole", &console, je, sizeof je) ||
+        !json_want_arr(pp, "ProcessParameters", "ConsoleSize", &size, je, sizeof je)) {
+        hr = fail(doc, HCS_E_INVALID_JSON, "%s", je);
         goto done;
     }
-    if (cmdargs && json_typeof(cmdargs) == JSON_ARRAY && json_len(cmdargs) > 0) {
+    hr = refuse_nul(pp, "The process parameters", doc);
+    if (FAILED(hr)) goto done;
+    for (size_t i = 0; i < json_len(envobj); i++) {
+        const char *v;
+        if (!json_want_str(envobj, "ProcessParameters.Environment", json_key_at(envobj, i), &v, je, sizeof je) ||
+            !json_str(json_at(envobj, i))) {
+            hr = fail(doc, HCS_E_INVALID_JSON, "ProcessParameters.Environment.%s must be a string",
+                      json_key_at(envobj, i));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < json_len(cmdargs); i++) {
+        const char *a;
+        if (!json_want_elem_str(cmdargs, "ProcessParameters.CommandArgs", i, &a, je, sizeof je)) {
+            hr = fail(doc, HCS_E_INVALID_JSON, "%s", je);
+            goto done;
+        }
+    }
+    bool windows = guest_is_windows(s);
+    if (windows && cmdargs && g_settings.container_cmdargs == CMDARGS_REFUSE) {
+        /* HCS documents CommandArgs for Linux guests only; a Windows guest takes CommandLine. */
+        hr = fail(doc, E_INVALIDARG, "ProcessParameters.CommandArgs is supported only by Linux guests; this "
+                  "compute system is a Windows guest: give CommandLine (quoted by the Windows rules)");
+        goto done;
+    }
+    if (cmdargs && json_len(cmdargs) > 0) {
         argv = calloc(json_len(cmdargs) + 1, sizeof *argv);
-        for (size_t i = 0; argv && i < json_len(cmdargs); i++) {
-            const char *a = json_str(json_at(cmdargs, i));
-            if (!a) {
-                hr = fail(doc, HCS_E_INVALID_JSON, "CommandArgs must be an array of strings");
-                goto done;
-            }
-            argv[i] = strdup(a);
+        for (size_t i = 0; argv && i < json_len(cmdargs); i++) argv[i] = strdup(json_str(json_at(cmdargs, i)));
+    } else if (cmdline && *cmdline && windows && g_settings.container_cmdline == CMDLINE_WINDOWS) {
+        size_t argc = 0;
+        argv = emu_split_windows_cmdline(cmdline, &argc);
+        if (argv && argc == 0) {
+            free_strv(argv);
+            argv = NULL;
+            hr = fail(doc, E_INVALIDARG, "ProcessParameters.CommandLine names no program");
+            goto done;
         }
     } else if (cmdline && *cmdline) {
         argv = calloc(4, sizeof *argv);
@@ -1265,6 +1437,10 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         }
     } else {
         hr = fail(doc, E_INVALIDARG, "The process parameters name no CommandLine or CommandArgs");
+        goto done;
+    }
+    if (!argv) {
+        hr = fail(doc, E_OUTOFMEMORY, "Out of memory building the argument vector");
         goto done;
     }
     pthread_mutex_lock(&svc_mu);
@@ -1285,7 +1461,7 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         free(workdir);
         goto done;
     }
-    env = build_env(envobj);
+    env = build_env(envobj, s->marker);
     posix_spawn_file_actions_init(&fa);
     fa_init = true;
     posix_spawnattr_init(&attr);
@@ -1303,7 +1479,6 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
             close(pty);
             pty = n;
         }
-        const json *size = json_get(pp, "ConsoleSize");
         int64_t h = 0, w = 0;
         if (json_len(size) == 2 && json_int64(json_at(size, 0), &h) && json_int64(json_at(size, 1), &w)) {
             struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
@@ -1600,12 +1775,21 @@ HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **
 }
 
 HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc) {
+    return svc_process_wait_or_abandon(s, pid, timeout_ms, NULL, doc);
+}
+
+HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
+                                    char **doc) {
     struct timespec ts;
     emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
     pthread_mutex_lock(&svc_mu);
     sproc *p;
     HRESULT hr = with_proc(s, pid, &p, doc);
     while (!FAILED(hr) && !(p->exited && p->exit_delivered)) {
+        if (abandoned_now(abandoned)) {
+            hr = E_HANDLE;
+            break;
+        }
         if (emu_service_disconnected()) {
             hr = HCS_E_SERVICE_DISCONNECT;
             break;

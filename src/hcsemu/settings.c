@@ -41,16 +41,25 @@ static void defaults(emu_settings *s) {
     s->schema_major = 2;
     s->schema_minor = 6;
     s->terminate_timeout_ms = 10000;
+    /* A Container is a Windows guest (CommandLine split by the Windows rules, CommandArgs
+       refused); until pyhcs' Pythonic layer sends Windows-quoted CommandLines, the previous
+       behaviour stays the default. */
+    s->container_cmdline = CMDLINE_SHELL;
+    s->container_cmdargs = CMDARGS_ACCEPT;
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */
-typedef enum { K_BOOL, K_U32, K_HR, K_CANCEL } kind;
+typedef enum { K_BOOL, K_U32, K_HR, K_CANCEL, K_CHOICE } kind;
 typedef struct setting {
     const char *name;
     kind k;
     size_t off;
+    const char *const *choices; /* K_CHOICE: the names of the values 0, 1, ... (an int field) */
 } setting;
-#define S(name, k, field) {name, k, offsetof(emu_settings, field)}
+#define S(name, k, field) {name, k, offsetof(emu_settings, field), NULL}
+#define C(name, field, list) {name, K_CHOICE, offsetof(emu_settings, field), list}
+static const char *const cmdline_modes[] = {"Windows", "Shell", NULL};
+static const char *const cmdargs_modes[] = {"Refuse", "Accept", NULL};
 static const setting table[] = {
     S("CancelOperation", K_CANCEL, cancel),
     S("LegacyErrorForms", K_BOOL, legacy_error_forms),
@@ -66,6 +75,8 @@ static const setting table[] = {
     S("SchemaMajor", K_U32, schema_major),
     S("SchemaMinor", K_U32, schema_minor),
     S("TerminateTimeoutMs", K_U32, terminate_timeout_ms),
+    C("ContainerCommandLine", container_cmdline, cmdline_modes),
+    C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
 };
 #undef S
 #define N_SETTINGS (sizeof table / sizeof table[0])
@@ -111,7 +122,7 @@ static HRESULT apply_into(emu_settings *dst, const json *obj, char **err) {
         const json *v = json_at(obj, i);
         const setting *st = NULL;
         for (size_t k = 0; k < N_SETTINGS; k++)
-            if (strcmp(table[k].name, key) == 0) st = &table[k];
+            if (strcmp(table[k].name, key) == 0 && strlen(key) == json_key_len_at(obj, i)) st = &table[k];
         if (!st) {
             *err = emu_printf("Unknown emulator setting '%s'", key);
             return HCS_E_INVALID_JSON;
@@ -136,6 +147,15 @@ static HRESULT apply_into(emu_settings *dst, const json *obj, char **err) {
             if (s && strcmp(s, "NotImplemented") == 0) *(cancel_mode *)field = CANCEL_NOT_IMPLEMENTED;
             else if (s && strcmp(s, "Implemented") == 0) *(cancel_mode *)field = CANCEL_IMPLEMENTED;
             else goto bad;
+            break;
+        }
+        case K_CHOICE: {
+            const char *s = json_str(v);
+            int found = -1;
+            for (int c = 0; s && st->choices[c]; c++)
+                if (strcmp(s, st->choices[c]) == 0) found = c;
+            if (found < 0) goto bad;
+            *(int *)field = found;
             break;
         }
         }
@@ -180,6 +200,7 @@ json *emu_settings_to_json(void) {
             json_set(o, table[k].name,
                      json_new_string(*(const cancel_mode *)field == CANCEL_IMPLEMENTED ? "Implemented" : "NotImplemented"));
             break;
+        case K_CHOICE: json_set(o, table[k].name, json_new_string(table[k].choices[*(const int *)field])); break;
         }
     }
     return o;
@@ -301,7 +322,29 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
         }
         fault x;
         memset(&x, 0, sizeof x);
-        const char *fname = json_str(json_get(f, "Function"));
+        /* every member typed: a wrong type is an error, never "absent" (Function 5 must not
+           become every function) */
+        char ctx[32], je[320];
+        snprintf(ctx, sizeof ctx, "Faults[%zu]", i);
+        const char *fname = NULL, *where = NULL;
+        int64_t v;
+        bool ok = json_want_str(f, ctx, "Function", &fname, je, sizeof je) &&
+                  json_want_str(f, ctx, "Where", &where, je, sizeof je) &&
+                  json_want_int64(f, ctx, "OnCall", &v, je, sizeof je) &&
+                  json_want_int64(f, ctx, "Count", &v, je, sizeof je) &&
+                  json_want_int64(f, ctx, "DelayMs", &v, je, sizeof je) &&
+                  json_want_int64(f, ctx, "Seed", &v, je, sizeof je) &&
+                  json_want_bool(f, ctx, "Hang", &x.hang, je, sizeof je);
+        double pd;
+        if (ok && json_get(f, "Probability") && json_typeof(json_get(f, "Probability")) != JSON_NULL &&
+            !json_double(json_get(f, "Probability"), &pd)) {
+            ok = false;
+            snprintf(je, sizeof je, "%s.Probability must be a number", ctx);
+        }
+        if (!ok) {
+            *err = strdup(je);
+            return HCS_E_INVALID_JSON;
+        }
         x.fn = FN__COUNT;
         if (fname && strcmp(fname, "*") != 0) {
             x.fn = fn_by_name(fname);
@@ -310,7 +353,6 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
                 return HCS_E_INVALID_JSON;
             }
         }
-        const char *where = json_str(json_get(f, "Where"));
         if (where && strcmp(where, "Result") == 0) x.in_result = true;
         else if (where && strcmp(where, "Call") != 0) {
             *err = emu_printf("Fault %zu: Where must be Call or Result", i);
@@ -325,11 +367,9 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
             *err = emu_printf("Fault %zu: HResult must be a failure code", i);
             return HCS_E_INVALID_JSON;
         }
-        int64_t v;
         if (json_int64(json_get(f, "OnCall"), &v) && v >= 0) x.on_call = (uint32_t)v;
         if (json_int64(json_get(f, "Count"), &v) && v >= 0) x.count = (uint32_t)v;
         if (json_int64(json_get(f, "DelayMs"), &v) && v >= 0) x.delay_ms = (uint32_t)v;
-        json_bool(json_get(f, "Hang"), &x.hang);
         x.probability = 1.0;
         double p;
         if (json_double(json_get(f, "Probability"), &p)) {
@@ -579,6 +619,14 @@ HRESULT svc_service_properties(const json *query, char **doc) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "The service property query must be {\"PropertyTypes\": [...]}");
         return HCS_E_INVALID_JSON;
     }
+    for (size_t i = 0; types && i < json_len(types); i++) {
+        const char *t;
+        char je[320];
+        if (!json_want_elem_str(types, "PropertyTypes", i, &t, je, sizeof je)) {
+            *doc = emu_error_doc(HCS_E_INVALID_JSON, "%s", je);
+            return HCS_E_INVALID_JSON;
+        }
+    }
     size_t n = types ? json_len(types) : 1;
     json *props = json_new_array();
     HRESULT hr = S_OK;
@@ -646,9 +694,16 @@ HRESULT svc_service_properties(const json *query, char **doc) {
 }
 
 static HRESULT modify_cpu_group(const json *settings, char **doc) {
-    const char *op = json_str(json_get(settings, "Operation"));
-    const json *det = json_get(settings, "OperationDetails");
-    const char *gid = json_str(json_get(det, "GroupId"));
+    const char *op = NULL, *gid = NULL;
+    const json *det = NULL, *lpa = NULL;
+    char je[320];
+    if (!json_want_str(settings, "CpuGroup", "Operation", &op, je, sizeof je) ||
+        !json_want_obj(settings, "CpuGroup", "OperationDetails", &det, je, sizeof je) ||
+        !json_want_str(settings, "CpuGroup", "OperationDetails.GroupId", &gid, je, sizeof je) ||
+        !json_want_arr(settings, "CpuGroup", "OperationDetails.LogicalProcessors", &lpa, je, sizeof je)) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "%s", je);
+        return HCS_E_INVALID_JSON;
+    }
     if (!op || !gid) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "CpuGroup settings need Operation and OperationDetails.GroupId");
         return HCS_E_INVALID_JSON;
@@ -709,7 +764,15 @@ static HRESULT modify_cpu_group(const json *settings, char **doc) {
 }
 
 static HRESULT emulator_action(const json *settings, char **doc) {
-    const char *action = json_str(json_get(settings, "Action"));
+    const char *action = NULL, *id = NULL;
+    int64_t pid = 0;
+    char je[320];
+    if (!json_want_str(settings, "EmulatorActions", "Action", &action, je, sizeof je) ||
+        !json_want_str(settings, "EmulatorActions", "SystemId", &id, je, sizeof je) ||
+        !json_want_int64(settings, "EmulatorActions", "ProcessId", &pid, je, sizeof je)) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "%s", je);
+        return HCS_E_INVALID_JSON;
+    }
     if (!action) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "EmulatorActions needs an Action");
         return HCS_E_INVALID_JSON;
@@ -733,7 +796,6 @@ static HRESULT emulator_action(const json *settings, char **doc) {
         }
         return S_OK;
     }
-    const char *id = json_str(json_get(settings, "SystemId"));
     if (!id) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "Action '%s' needs a SystemId", action);
         return HCS_E_INVALID_JSON;
@@ -742,8 +804,10 @@ static HRESULT emulator_action(const json *settings, char **doc) {
     if (strcmp(action, "UnexpectedExit") == 0) {
         hr = svc_inject_unexpected_exit(id);
     } else if (strcmp(action, "ProcessExit") == 0) {
-        int64_t pid = 0;
-        json_int64(json_get(settings, "ProcessId"), &pid);
+        if (pid <= 0 || pid > INT32_MAX) {
+            *doc = emu_error_doc(HCS_E_INVALID_JSON, "Action ProcessExit needs a positive ProcessId");
+            return HCS_E_INVALID_JSON;
+        }
         hr = svc_inject_process_exit(id, (uint32_t)pid, 0);
     } else {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "Unknown emulator action '%s'", action);
@@ -754,8 +818,17 @@ static HRESULT emulator_action(const json *settings, char **doc) {
 }
 
 HRESULT svc_modify_service(const json *req, char **doc) {
-    const char *type = json_str(json_get(req, "PropertyType"));
+    const char *type = NULL;
     const json *settings = json_get(req, "Settings");
+    char je[320];
+    if (!json_want_str(req, "ModificationRequest", "PropertyType", &type, je, sizeof je)) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "%s", je);
+        return HCS_E_INVALID_JSON;
+    }
+    if (json_has_nul(req, je, sizeof je)) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "The modification request: %s contains U+0000 (NUL)", je);
+        return HCS_E_INVALID_JSON;
+    }
     if (!type) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "ModificationRequest needs a PropertyType");
         return HCS_E_INVALID_JSON;

@@ -33,10 +33,11 @@ static HRESULT u_doc(const json *in, char **doc) {
     (void)in;
     return unavailable(doc);
 }
-static HRESULT u_wait(svc_system *s, uint32_t t, char **doc) {
-    (void)s, (void)t;
+static HRESULT u_wait(svc_system *s, uint32_t t, const atomic_bool *a, char **doc) {
+    (void)s, (void)t, (void)a;
     return unavailable(doc);
 }
+static void u_wake(void) {}
 static HRESULT u_create_process(svc_system *s, const char *p, uint32_t *pid, svc_stdio *io, char **doc) {
     (void)s, (void)p, (void)pid, (void)io;
     return unavailable(doc);
@@ -54,17 +55,33 @@ static HRESULT u_process_call(int call, svc_system *s, uint32_t pid, const json 
     (void)call, (void)s, (void)pid, (void)o;
     return unavailable(doc);
 }
-static HRESULT u_process_wait(svc_system *s, uint32_t pid, uint32_t t, char **doc) {
-    (void)s, (void)pid, (void)t;
+static HRESULT u_process_wait(svc_system *s, uint32_t pid, uint32_t t, const atomic_bool *a, char **doc) {
+    (void)s, (void)pid, (void)t, (void)a;
     return unavailable(doc);
 }
 
 /* An HCSEMU_SERVICE that names no mode: every call says so (never a silent fallback). */
 static const emu_transport unavailable_transport = {
-    "unavailable", u_create,         u_open,         u_nop,         u_nop,          u_nop,
-    u_nop,         u_sys_call,       u_doc,          u_wait,        u_create_process, u_process_open,
-    u_process_handle, u_process_info, u_process_call, u_process_wait, u_doc,       u_doc,
-    u_doc,
+    .name = "unavailable",
+    .create = u_create,
+    .open = u_open,
+    .ref = u_nop,
+    .unref = u_nop,
+    .handle_opened = u_nop,
+    .handle_closed = u_nop,
+    .sys_call = u_sys_call,
+    .enumerate = u_doc,
+    .wait_exit = u_wait,
+    .wake_waiters = u_wake,
+    .create_process = u_create_process,
+    .process_open = u_process_open,
+    .process_handle = u_process_handle,
+    .process_info = u_process_info,
+    .process_call = u_process_call,
+    .process_wait = u_process_wait,
+    .service_properties = u_doc,
+    .modify_service = u_doc,
+    .submit_wer = u_doc,
 };
 
 static const emu_transport *chosen;

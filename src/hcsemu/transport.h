@@ -12,6 +12,8 @@
 #ifndef HCSEMU_TRANSPORT_H
 #define HCSEMU_TRANSPORT_H
 
+#include <stdatomic.h>
+
 #include "emu.h"
 #include "protocol.h"
 
@@ -25,13 +27,15 @@ typedef struct emu_transport {
     void (*handle_closed)(svc_system *s);
     HRESULT (*sys_call)(int call, svc_system *s, const json *opts, char **doc); /* start..modify */
     HRESULT (*enumerate)(const json *query, char **doc);
-    HRESULT (*wait_exit)(svc_system *s, uint32_t timeout_ms, char **doc);
+    /* Waits end early with E_HANDLE once *abandoned is set and wake_waiters is called. */
+    HRESULT (*wait_exit)(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc);
+    void (*wake_waiters)(void);
     HRESULT (*create_process)(svc_system *s, const char *params, uint32_t *pid, svc_stdio *io, char **doc);
     HRESULT (*process_open)(svc_system *s, uint32_t pid);
     void (*process_handle)(svc_system *s, uint32_t pid, int delta);
     HRESULT (*process_info)(svc_system *s, uint32_t pid, svc_stdio *io, char **doc);
     HRESULT (*process_call)(int call, svc_system *s, uint32_t pid, const json *opts, char **doc);
-    HRESULT (*process_wait)(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc);
+    HRESULT (*process_wait)(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc);
     HRESULT (*service_properties)(const json *query, char **doc);
     HRESULT (*modify_service)(const json *settings, char **doc);
     HRESULT (*submit_wer)(const json *report, char **doc);
@@ -53,6 +57,7 @@ const emu_transport *emu_tp(void);
 #define tp_handle_closed(s) emu_tp()->handle_closed(s)
 #define tp_enumerate(...) emu_tp()->enumerate(__VA_ARGS__)
 #define tp_wait_exit(...) emu_tp()->wait_exit(__VA_ARGS__)
+#define tp_wake_waiters() emu_tp()->wake_waiters()
 #define tp_create_process(...) emu_tp()->create_process(__VA_ARGS__)
 #define tp_process_open(...) emu_tp()->process_open(__VA_ARGS__)
 #define tp_process_handle(...) emu_tp()->process_handle(__VA_ARGS__)

@@ -44,6 +44,7 @@ extern char **environ;
 
 typedef struct pending {
     uint64_t id;
+    const atomic_bool *abandon; /* a wait on a handle being closed (see s_wake_waiters) */
     uint64_t ev_mark; /* events received before the response: delivered before the caller goes on */
     bool done;
     HRESULT hr; /* transport failure (the call's own HRESULT is in the frame) */
@@ -390,11 +391,15 @@ static void conn_unref(conn *c) {
 
 static const char *const disconnect_msg = "The connection with the compute service was lost";
 
+static void notify(conn *c, uint32_t call, const char *meta);
+
 /* Sends a request and waits for its response (into *resp, which the caller releases). */
-static HRESULT rpc(conn *c, uint32_t call, const char *meta, const char *doc, frame *resp) {
+static HRESULT rpc_abandonable(conn *c, uint32_t call, const char *meta, const char *doc, const atomic_bool *abandon,
+                               frame *resp) {
     memset(resp, 0, sizeof *resp);
     for (int i = 0; i < PROTO_MAX_FDS; i++) resp->fds[i] = -1;
     pending p = {0};
+    for (int i = 0; i < PROTO_MAX_FDS; i++) p.f.fds[i] = -1; /* no response yet: nothing to close */
     emu_cond_init(&p.cv);
     pthread_mutex_lock(&c->mu);
     if (c->dead) {
@@ -403,6 +408,7 @@ static HRESULT rpc(conn *c, uint32_t call, const char *meta, const char *doc, fr
         return HCS_E_SERVICE_DISCONNECT;
     }
     p.id = c->next_id++;
+    p.abandon = abandon;
     p.next = c->pending;
     c->pending = &p;
     pthread_mutex_unlock(&c->mu);
@@ -415,7 +421,14 @@ static HRESULT rpc(conn *c, uint32_t call, const char *meta, const char *doc, fr
         p.done = true;
         p.hr = HCS_E_SERVICE_DISCONNECT;
     }
-    while (!p.done) pthread_cond_wait(&p.cv, &c->mu);
+    while (!p.done) {
+        if (p.abandon && atomic_load(p.abandon)) { /* closed before s_wake_waiters saw this call */
+            p.done = true;
+            p.hr = E_HANDLE;
+            break;
+        }
+        pthread_cond_wait(&p.cv, &c->mu);
+    }
     /* The service sent the call's events before its answer: deliver them first, as the
      * in-process service would have (unless this is the event thread, inside a callback). */
     bool on_event_thread = c->ev_thread && pthread_equal(c->ev_tid, pthread_self());
@@ -428,12 +441,22 @@ static HRESULT rpc(conn *c, uint32_t call, const char *meta, const char *doc, fr
     }
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&p.cv);
+    if (p.hr == E_HANDLE) {
+        /* The handle was closed: the service stops waiting for us too. */
+        char m[64];
+        snprintf(m, sizeof m, "{\"Request\":%llu}", (unsigned long long)p.id);
+        notify(c, CALL_ABANDON, m);
+    }
     if (FAILED(p.hr)) {
         frame_release(&p.f);
         return p.hr;
     }
     *resp = p.f;
     return S_OK;
+}
+
+static HRESULT rpc(conn *c, uint32_t call, const char *meta, const char *doc, frame *resp) {
+    return rpc_abandonable(c, call, meta, doc, NULL, resp);
 }
 
 static void notify(conn *c, uint32_t call, const char *meta) {
@@ -548,7 +571,8 @@ static char *sys_meta(rsys *r, uint32_t pid, int64_t extra_key_val, const char *
 }
 
 /* One request on an existing system: meta, optional JSON document, result document. */
-static HRESULT sys_rpc(rsys *r, uint32_t call, char *meta, const json *opts, char **doc, frame *keep) {
+static HRESULT sys_rpc_abandonable(rsys *r, uint32_t call, char *meta, const json *opts, const atomic_bool *abandon,
+                                   char **doc, frame *keep) {
     if (!meta) return E_OUTOFMEMORY;
     if (emu_service_disconnected()) { /* the simulated disconnect of this process */
         free(meta);
@@ -560,9 +584,10 @@ static HRESULT sys_rpc(rsys *r, uint32_t call, char *meta, const json *opts, cha
     }
     char *text = opts ? json_dump(opts) : NULL;
     frame f;
-    HRESULT hr = rpc(r->c, call, meta, text, &f);
+    HRESULT hr = rpc_abandonable(r->c, call, meta, text, abandon, &f);
     free(meta);
     free(text);
+    if (hr == E_HANDLE) return hr;
     if (FAILED(hr)) return fail_doc(doc, hr, disconnect_msg);
     json *m;
     hr = result_of(&f, &m, doc);
@@ -570,6 +595,10 @@ static HRESULT sys_rpc(rsys *r, uint32_t call, char *meta, const json *opts, cha
     if (keep) *keep = f;
     else frame_release(&f);
     return hr;
+}
+
+static HRESULT sys_rpc(rsys *r, uint32_t call, char *meta, const json *opts, char **doc, frame *keep) {
+    return sys_rpc_abandonable(r, call, meta, opts, NULL, doc, keep);
 }
 
 /* ------------------------------------------------------------------ the transport functions */
@@ -634,7 +663,13 @@ static void handle_notify(svc_system *s, uint32_t call) {
     rsys *r = (rsys *)s;
     char meta[64];
     snprintf(meta, sizeof meta, "{\"Serial\":%llu}", (unsigned long long)r->serial);
-    notify(r->c, call, meta);
+    if (call == CALL_HANDLE_CLOSED) {
+        notify(r->c, call, meta);
+        return;
+    }
+    /* An open is answered: once it returns, another client's last close cannot overtake it. */
+    frame f;
+    if (!FAILED(rpc(r->c, call, meta, NULL, &f))) frame_release(&f);
 }
 static void s_handle_opened(svc_system *s) { handle_notify(s, CALL_HANDLE_OPENED); }
 static void s_handle_closed(svc_system *s) { handle_notify(s, CALL_HANDLE_CLOSED); }
@@ -644,9 +679,28 @@ static HRESULT s_sys_call(int call, svc_system *s, const json *opts, char **doc)
     return sys_rpc(r, (uint32_t)call, sys_meta(r, 0, 0, NULL), opts, doc, NULL);
 }
 
-static HRESULT s_wait_exit(svc_system *s, uint32_t timeout_ms, char **doc) {
+static HRESULT s_wait_exit(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc) {
     rsys *r = (rsys *)s;
-    return sys_rpc(r, CALL_WAIT_EXIT, sys_meta(r, 0, timeout_ms, "TimeoutMs"), NULL, doc, NULL);
+    return sys_rpc_abandonable(r, CALL_WAIT_EXIT, sys_meta(r, 0, timeout_ms, "TimeoutMs"), NULL, abandoned, doc, NULL);
+}
+
+/* A closing handle set its abandon flag: its waits return E_HANDLE now. */
+static void s_wake_waiters(void) {
+    pthread_mutex_lock(&g_mu);
+    conn *c = g_conn;
+    if (c) c->refs++;
+    pthread_mutex_unlock(&g_mu);
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    for (pending *p = c->pending; p; p = p->next) {
+        if (!p->done && p->abandon && atomic_load(p->abandon)) {
+            p->done = true;
+            p->hr = E_HANDLE;
+            pthread_cond_signal(&p->cv);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    conn_unref(c);
 }
 
 static HRESULT s_enumerate(const json *query, char **doc) {
@@ -727,7 +781,9 @@ static HRESULT s_process_open(svc_system *s, uint32_t pid) {
 static void s_process_handle(svc_system *s, uint32_t pid, int delta) {
     rsys *r = (rsys *)s;
     char *meta = sys_meta(r, pid, delta, "Delta");
-    if (meta) notify(r->c, CALL_PROCESS_HANDLE, meta);
+    frame f;
+    if (meta && delta < 0) notify(r->c, CALL_PROCESS_HANDLE, meta);
+    else if (meta && !FAILED(rpc(r->c, CALL_PROCESS_HANDLE, meta, NULL, &f))) frame_release(&f); /* as for opens */
     free(meta);
 }
 
@@ -747,9 +803,11 @@ static HRESULT s_process_call(int call, svc_system *s, uint32_t pid, const json 
     return sys_rpc(r, (uint32_t)call, sys_meta(r, pid, 0, NULL), opts, doc, NULL);
 }
 
-static HRESULT s_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc) {
+static HRESULT s_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
+                              char **doc) {
     rsys *r = (rsys *)s;
-    return sys_rpc(r, CALL_PROCESS_WAIT, sys_meta(r, pid, timeout_ms, "TimeoutMs"), NULL, doc, NULL);
+    return sys_rpc_abandonable(r, CALL_PROCESS_WAIT, sys_meta(r, pid, timeout_ms, "TimeoutMs"), NULL, abandoned, doc,
+                               NULL);
 }
 
 /* A service-wide request; NULL conn -> the service is not available. */
@@ -1062,6 +1120,7 @@ static const emu_transport socket_transport = {
     .sys_call = s_sys_call,
     .enumerate = s_enumerate,
     .wait_exit = s_wait_exit,
+    .wake_waiters = s_wake_waiters,
     .create_process = s_create_process,
     .process_open = s_process_open,
     .process_handle = s_process_handle,

@@ -45,7 +45,14 @@ static HRESULT errno_hr(int e) {
 /* Creates path exclusively with the given magic and JSON body. */
 static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *kind) {
     if (emu_is_empty(wpath)) return E_INVALIDARG;
-    char *path = emu_utf8(wpath, NULL);
+    bool ok;
+    char *path = emu_utf8(wpath, &ok);
+    if (!path) return E_OUTOFMEMORY;
+    if (!ok) {
+        free(path);
+        return E_INVALIDARG;
+    }
+    /* O_EXCL never follows a symlink and never opens an existing FIFO */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;
@@ -58,8 +65,14 @@ static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *ki
     json_set(o, "CreatedAt", json_new_int((int64_t)time(NULL)));
     char *body = json_dump(o);
     json_free(o);
+    if (!body) {
+        close(fd);
+        unlink(path);
+        free(path);
+        return E_OUTOFMEMORY;
+    }
     size_t ml = strlen(magic), bl = strlen(body);
-    bool ok = write(fd, magic, ml) == (ssize_t)ml && write(fd, body, bl) == (ssize_t)bl;
+    ok = write(fd, magic, ml) == (ssize_t)ml && write(fd, body, bl) == (ssize_t)bl;
     int e = errno;
     free(body);
     if (close(fd) != 0) ok = false;
@@ -118,18 +131,89 @@ static void vm_sid(const char *vm_id, char *out, size_t n) {
     snprintf(out, n, "S-1-5-83-1-%u-%u-%u-%u", w[0], w[1], w[2], w[3]);
 }
 
-static char *sidecar(const char *path) { return emu_printf("%s%s", path, ACL_SIDECAR); }
+/* The sidecar "<path>.hcs-acl" is reached through its parent directory and never through a
+ * symlink: a link planted at that name cannot redirect a grant (made as root) to another file,
+ * and anything there that is not a regular file is refused. */
+typedef struct sidecar_ref {
+    int dirfd;
+    char *name; /* "<last component of path>.hcs-acl" */
+} sidecar_ref;
+
+static int sidecar_at(const char *path, sidecar_ref *r) {
+    r->dirfd = -1;
+    r->name = NULL;
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--; /* "dir/" names dir, not a file inside it */
+    const char *slash = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (path[i] == '/') slash = path + i;
+    const char *base = slash ? slash + 1 : path;
+    size_t bl = n - (size_t)(base - path);
+    if (bl == 0 || (bl == 1 && base[0] == '.') || (bl == 2 && base[0] == '.' && base[1] == '.')) {
+        errno = EINVAL;
+        return -1;
+    }
+    char *dir = slash ? (slash == path ? strdup("/") : strndup(path, (size_t)(slash - path))) : strdup(".");
+    r->name = emu_printf("%.*s%s", (int)bl, base, ACL_SIDECAR);
+    if (!dir || !r->name) {
+        free(dir);
+        free(r->name);
+        r->name = NULL;
+        errno = ENOMEM;
+        return -1;
+    }
+    r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int e = errno;
+    free(dir);
+    if (r->dirfd < 0) {
+        free(r->name);
+        r->name = NULL;
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+static void sidecar_close(sidecar_ref *r) {
+    if (r->dirfd >= 0) close(r->dirfd);
+    free(r->name);
+}
+
+/* Opens the sidecar (O_NOFOLLOW, O_NONBLOCK so a FIFO there cannot block) and checks it is a
+ * regular file. -1 with errno (ENOENT: none; EINVAL: something that is not a regular file). */
+static int sidecar_open(const sidecar_ref *r, int flags) {
+    int fd = openat(r->dirfd, r->name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENXIO || errno == EISDIR) errno = EINVAL;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
+}
 
 /* Reads the ACE list; *sidecar_mode tells where it lives. */
-static json *acl_read(const char *path, bool *sidecar_mode) {
+static HRESULT acl_read(const char *path, bool *sidecar_mode, json **out) {
     char buf[65536];
     ssize_t n = getxattr(path, ACL_XATTR, buf, sizeof buf - 1);
     *sidecar_mode = false;
+    *out = NULL;
+    if (n < 0 && errno != ENODATA && errno != ENOTSUP && errno != EPERM) return errno_hr(errno);
     if (n < 0 && (errno == ENOTSUP || errno == EPERM)) {
         *sidecar_mode = true;
-        char *sc = sidecar(path);
-        int fd = open(sc, O_RDONLY | O_CLOEXEC);
-        free(sc);
+        sidecar_ref r;
+        if (sidecar_at(path, &r) != 0) return errno == EINVAL ? E_INVALIDARG : errno_hr(errno);
+        int fd = sidecar_open(&r, O_RDONLY);
+        int e = errno;
+        sidecar_close(&r);
+        if (fd < 0 && e != ENOENT) {
+            emu_log("the VM access sidecar of %s is not a regular file: refused", path);
+            return e == EINVAL ? E_INVALIDARG : errno_hr(e);
+        }
         n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
         if (fd >= 0) close(fd);
     }
@@ -138,11 +222,13 @@ static json *acl_read(const char *path, bool *sidecar_mode) {
         json_free(v);
         v = json_new_array();
     }
-    return v;
+    *out = v;
+    return S_OK;
 }
 
 static HRESULT acl_write(const char *path, const json *acl, bool sidecar_mode) {
     char *text = json_dump(acl);
+    if (!text) return E_OUTOFMEMORY;
     int rc = 0;
     if (!sidecar_mode) {
         rc = json_len(acl) ? setxattr(path, ACL_XATTR, text, strlen(text), 0) : removexattr(path, ACL_XATTR);
@@ -151,39 +237,66 @@ static HRESULT acl_write(const char *path, const json *acl, bool sidecar_mode) {
     }
     if (sidecar_mode) {
         emu_log("no user xattrs on %s: VM access grants go to a sidecar file", path);
-        char *sc = sidecar(path);
-        if (json_len(acl)) {
-            int fd = open(sc, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        sidecar_ref r;
+        rc = sidecar_at(path, &r);
+        if (rc == 0 && json_len(acl)) {
+            int fd = sidecar_open(&r, O_WRONLY | O_CREAT);
             size_t len = strlen(text);
-            rc = fd >= 0 && write(fd, text, len) == (ssize_t)len ? 0 : -1;
+            rc = fd >= 0 && ftruncate(fd, 0) == 0 && write(fd, text, len) == (ssize_t)len ? 0 : -1;
             if (fd >= 0) close(fd);
-        } else {
-            rc = unlink(sc) == 0 || errno == ENOENT ? 0 : -1;
+        } else if (rc == 0) {
+            struct stat st;
+            if (fstatat(r.dirfd, r.name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                rc = errno == ENOENT ? 0 : -1;
+            else if (!S_ISREG(st.st_mode))
+                rc = -1, errno = EINVAL; /* never unlink what a grant did not write */
+            else
+                rc = unlinkat(r.dirfd, r.name, 0) == 0 || errno == ENOENT ? 0 : -1;
         }
-        free(sc);
+        int e = errno;
+        if (rc == 0 || r.name) sidecar_close(&r);
+        errno = e;
     }
     int e = errno;
     free(text);
-    return rc == 0 ? S_OK : errno_hr(e);
+    return rc == 0 ? S_OK : e == EINVAL ? E_INVALIDARG : errno_hr(e);
 }
 
 static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bool group) {
     HRESULT fhr = emu_fault_sync(fn);
     if (fhr) return emu_public_hr(fhr);
     if (emu_is_empty(wpath) || (!group && emu_is_empty(wvm))) return E_INVALIDARG;
-    char *path = emu_utf8(wpath, NULL);
-    char *vm = group ? NULL : emu_utf8(wvm, NULL);
+    bool ok_path = true, ok_vm = true;
+    char *path = emu_utf8(wpath, &ok_path);
+    char *vm = group ? NULL : emu_utf8(wvm, &ok_vm);
     HRESULT hr = S_OK;
     struct stat st;
+    if (!path || (!group && !vm)) {
+        hr = E_OUTOFMEMORY;
+        goto out;
+    }
+    if (!ok_path || !ok_vm) { /* a lone surrogate would become U+FFFD: another name */
+        hr = E_INVALIDARG;
+        goto out;
+    }
     if (stat(path, &st) != 0) {
         hr = errno_hr(errno);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        /* a VM is granted files and folders (disks, state files, shares); a device, FIFO or
+         * socket has no ACL HCS would set */
+        emu_log("VM access: %s is not a regular file or directory: refused", path);
+        hr = E_INVALIDARG;
         goto out;
     }
     char sid[96];
     if (group) snprintf(sid, sizeof sid, "S-1-5-83-0");
     else vm_sid(vm, sid, sizeof sid);
     bool sc;
-    json *acl = acl_read(path, &sc);
+    json *acl = NULL;
+    hr = acl_read(path, &sc, &acl);
+    if (FAILED(hr)) goto out;
     json *next = json_new_array();
     bool present = false;
     for (size_t i = 0; i < json_len(acl); i++) {
@@ -231,10 +344,22 @@ EMU_EXPORT HRESULT HcsGetProcessorCompatibilityFromSavedState(PCWSTR RuntimeFile
     if (fhr) return emu_public_hr(fhr);
     if (!ProcessorFeaturesString) return E_POINTER;
     if (emu_is_empty(RuntimeFileName)) return E_INVALIDARG;
-    char *path = emu_utf8(RuntimeFileName, NULL);
-    FILE *f = fopen(path, "re");
+    bool ok;
+    char *path = emu_utf8(RuntimeFileName, &ok);
+    if (!path) return E_OUTOFMEMORY;
+    if (!ok) {
+        free(path);
+        return E_INVALIDARG;
+    }
+    int fd = emu_open_regular(path, O_RDONLY, 0);
+    int e = errno;
     free(path);
-    if (!f) return errno_hr(errno);
+    if (fd < 0) return (e == EINVAL || e == EISDIR) ? E_INVALIDARG : errno_hr(e);
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return E_OUTOFMEMORY;
+    }
     char *buf = NULL;
     size_t cap = 0, len = 0;
     char chunk[4096];

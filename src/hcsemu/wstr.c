@@ -1,6 +1,9 @@
 /* UTF-16 <-> UTF-8, result documents and LocalFree, small shared helpers. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,4 +275,102 @@ EMU_EXPORT size_t hcsemu_wcslen(const WCHAR *s) {
     if (s)
         while (s[n]) n++;
     return n;
+}
+
+int emu_open_regular(const char *path, int flags, unsigned mode) {
+    struct stat st = {0};
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        return -1;
+    }
+    /* O_NONBLOCK: a FIFO put in place after the stat must not block the open. */
+    int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0) return errno == ENXIO ? (errno = EINVAL, -1) : -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        if (e == 0 || S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode)) e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+char **emu_split_windows_cmdline(const char *s, size_t *argc_out) {
+    size_t len = strlen(s), cap = 8, argc = 0;
+    char **argv = calloc(cap, sizeof *argv);
+    char *buf = malloc(len + 1); /* no argument is longer than the command line */
+    if (!argv || !buf) goto oom;
+    const char *p = s;
+    while (*p == ' ' || *p == '\t') p++;
+    bool first = true;
+    while (*p) {
+        size_t o = 0;
+        if (first) {
+            /* the program: no escapes, quotes only delimit */
+            if (*p == '"') {
+                p++;
+                while (*p && *p != '"') buf[o++] = *p++;
+                if (*p == '"') p++;
+            } else {
+                while (*p && *p != ' ' && *p != '\t') buf[o++] = *p++;
+            }
+            first = false;
+        } else {
+            int q = 0; /* quotes seen in the current run: odd = inside a quoted part */
+            size_t bs = 0;
+            while (*p && !((*p == ' ' || *p == '\t') && q == 0)) {
+                if (*p == '\\') {
+                    buf[o++] = *p++;
+                    bs++;
+                    continue;
+                }
+                if (*p == '"') {
+                    if (bs % 2 == 0) {
+                        o -= bs / 2; /* half the backslashes; the quote delimits */
+                        q++;
+                    } else {
+                        o -= bs / 2 + 1; /* half, and the last one escapes a literal quote */
+                        buf[o++] = '"';
+                    }
+                    p++;
+                    bs = 0;
+                    /* a run of further quotes: every third one of the run is a literal quote */
+                    while (*p == '"') {
+                        if (++q == 3) {
+                            buf[o++] = '"';
+                            q = 0;
+                        }
+                        p++;
+                    }
+                    if (q == 2) q = 0;
+                    continue;
+                }
+                buf[o++] = *p++;
+                bs = 0;
+            }
+        }
+        buf[o] = 0;
+        if (argc + 2 > cap) {
+            char **n = realloc(argv, cap * 2 * sizeof *n);
+            if (!n) goto oom;
+            argv = n;
+            cap *= 2;
+        }
+        argv[argc] = strdup(buf);
+        if (!argv[argc]) goto oom;
+        argv[++argc] = NULL;
+        while (*p == ' ' || *p == '\t') p++;
+    }
+    free(buf);
+    *argc_out = argc;
+    return argv;
+oom:
+    if (argv)
+        for (size_t i = 0; i < argc; i++) free(argv[i]);
+    free(argv);
+    free(buf);
+    return NULL;
 }

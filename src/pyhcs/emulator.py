@@ -186,7 +186,8 @@ def _connect(socket_path: str | None, timeout: float) -> socket.socket | None:
         sock.close()
         hr = int(meta.get("HResult", errors.HCS_E_UNSUPPORTED_PROTOCOL_VERSION))
         raise errors.make_error(
-            hr, message=str(meta.get("Error") or f"the service speaks protocol {meta.get('Protocol')}"),
+            hr,
+            message=str(meta.get("Error") or f"the service speaks protocol {meta.get('Protocol')}"),
             call="hcsemud handshake",
         )
     return sock
