@@ -280,8 +280,9 @@ void proc_known_unlock(void);
 void proc_known_add_locked(int pid);
 void proc_reap_orphans(void);
 /* Signals every process whose environment holds the entry `marker` (or, with prefix, an entry
- * starting with it); through pidfds, so a recycled pid is never hit. Returns how many. */
-size_t proc_kill_marked(const char *marker, bool prefix, int sig);
+ * starting with it); through pidfds, so a recycled pid is never hit. Only pids >= min_pid are
+ * looked at, unless pids wrapped. Returns how many. */
+size_t proc_kill_marked(const char *marker, bool prefix, int sig, int min_pid);
 /* Process statistics from /proc. */
 struct proc_stat {
     int pid, pgrp;

@@ -71,8 +71,8 @@ static void start_guardian(void) {
         char marker[64];
         snprintf(marker, sizeof marker, "HCSEMU_SYSTEM=%d:", (int)service);
         /* Twice: a process forking at that moment may have a child the first pass missed. */
-        proc_kill_marked(marker, true, SIGKILL);
-        proc_kill_marked(marker, true, SIGKILL);
+        proc_kill_marked(marker, true, SIGKILL, 0);
+        proc_kill_marked(marker, true, SIGKILL, 0);
         _exit(0);
     }
     close(p[0]); /* p[1] stays open (close-on-exec) for the service's whole life */

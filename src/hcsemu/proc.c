@@ -164,7 +164,13 @@ void proc_reap_orphans(void) {
     closedir(d);
 }
 
-size_t proc_kill_marked(const char *marker, bool prefix, int sig) {
+size_t proc_kill_marked(const char *marker, bool prefix, int sig, int min_pid) {
+    /* Descendants are younger than their system's first process, so unless pids wrapped
+     * since (the last pid handed out is below min_pid) older pids need no look. */
+    FILE *lp = fopen("/proc/sys/kernel/ns_last_pid", "re");
+    int last = 0;
+    if (!lp || fscanf(lp, "%d", &last) != 1 || last < min_pid) min_pid = 0;
+    if (lp) fclose(lp);
     DIR *d = opendir("/proc");
     if (!d) return 0;
     size_t ml = strlen(marker), hits = 0;
@@ -174,7 +180,7 @@ size_t proc_kill_marked(const char *marker, bool prefix, int sig) {
     while (buf && (e = readdir(d))) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 1 || pid == self) continue;
+        if (*end || pid <= 1 || pid == self || pid < min_pid) continue;
         int pfd = pidfd_open_((int)pid);
         if (pfd < 0) continue;
         char path[64];

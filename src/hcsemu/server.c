@@ -77,7 +77,9 @@ static void send_frame(sconn *c, uint16_t type, uint32_t call, uint64_t id, cons
     char *m = json_dump(meta);
     if (!m) return;
     pthread_mutex_lock(&c->wmu);
-    proto_send(c->fd, type, call, id, m, doc, fds, nfds);
+    /* A client that stops reading (stopped, hung) must not stall the service: after the send
+     * timeout the stream may hold half a frame, so the connection ends (see server_serve). */
+    if (proto_send(c->fd, type, call, id, m, doc, fds, nfds) != PROTO_OK) shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&c->wmu);
     free(m);
 }
@@ -638,6 +640,8 @@ bool server_serve(int fd) {
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->wmu, NULL);
     if (!proto_peer(fd, &c->pid, &c->uid)) c->uid = -1;
+    struct timeval send_timeout = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
     pthread_mutex_lock(&conns_mu);
     c->next = conns;
     conns = c;

@@ -424,6 +424,27 @@ void svc_handle_opened(svc_system *s) {
 
 static void stop_job(void *arg);
 
+typedef struct sweep {
+    int min_pid;
+    char marker[96];
+} sweep;
+
+static void sweep_job(void *arg) {
+    sweep *w = arg;
+    proc_kill_marked(w->marker, false, SIGKILL, w->min_pid);
+    free(w);
+}
+
+/* Processes of the system that left its group (setsid) are found by their environment marker;
+ * a scan of /proc, so it runs off the stop's critical path (the group itself is already dead). */
+static void sweep_marked(const char *marker, int first_pid) {
+    sweep *w = malloc(sizeof *w);
+    if (!w) return;
+    w->min_pid = first_pid;
+    snprintf(w->marker, sizeof w->marker, "%s", marker);
+    if (!emu_submit(sweep_job, w)) sweep_job(w);
+}
+
 void svc_handle_closed(svc_system *s) {
     pthread_mutex_lock(&svc_mu);
     bool last = --s->handles == 0;
@@ -518,7 +539,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
-        proc_kill_marked(s->marker, false, SIGKILL);
+        sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
         while (!all_exits_delivered_locked(s) && emu_now_ms() < deadline) {

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -78,6 +79,8 @@ typedef struct conn {
     pthread_cond_t ev_cv;
     bool ev_thread, ev_stop;
     uint64_t ev_received, ev_delivered;
+    bool reading; /* the read token: one thread reads the socket at a time */
+    pthread_cond_t read_cv;
     pthread_t ev_tid;
     pthread_cond_t ev_done_cv;
 } conn;
@@ -268,6 +271,7 @@ static conn *conn_new(int fd, int pidfd) {
     pthread_mutex_init(&c->wmu, NULL);
     emu_cond_init(&c->ev_cv);
     emu_cond_init(&c->ev_done_cv);
+    emu_cond_init(&c->read_cv);
     pthread_t t;
     pthread_attr_t a;
     pthread_attr_init(&a);
@@ -384,6 +388,7 @@ static void conn_unref(conn *c) {
     pthread_mutex_destroy(&c->wmu);
     pthread_cond_destroy(&c->ev_cv);
     pthread_cond_destroy(&c->ev_done_cv);
+    pthread_cond_destroy(&c->read_cv);
     free(c);
 }
 
@@ -392,6 +397,17 @@ static void conn_unref(conn *c) {
 static const char *const disconnect_msg = "The connection with the compute service was lost";
 
 static void notify(conn *c, uint32_t call, const char *meta);
+static void read_with_token_locked(conn *c);
+
+static bool long_call(uint32_t call) {
+    switch (call) {
+    case CALL_SHUTDOWN: case CALL_TERMINATE: case CALL_CRASH: case CALL_PAUSE: case CALL_RESUME:
+    case CALL_SAVE: case CALL_WAIT_EXIT: case CALL_PROCESS_WAIT: case CALL_PROCESS_TERMINATE:
+    case CALL_PROCESS_SIGNAL: case CALL_STOP:
+        return true;
+    default: return false;
+    }
+}
 
 /* Sends a request and waits for its response (into *resp, which the caller releases). */
 static HRESULT rpc_abandonable(conn *c, uint32_t call, const char *meta, const char *doc, const atomic_bool *abandon,
@@ -421,11 +437,19 @@ static HRESULT rpc_abandonable(conn *c, uint32_t call, const char *meta, const c
         p.done = true;
         p.hr = HCS_E_SERVICE_DISCONNECT;
     }
+    /* A quick call reads its own answer (no handoff from the reader thread); a call that may
+     * block for long leaves reading to the reader thread, so that closing its handle or a
+     * simulated disconnect can end it at once. */
+    bool inline_read = !abandon && !long_call(call);
     while (!p.done) {
         if (p.abandon && atomic_load(p.abandon)) { /* closed before s_wake_waiters saw this call */
             p.done = true;
             p.hr = E_HANDLE;
             break;
+        }
+        if (inline_read && !c->reading && !c->dead) {
+            read_with_token_locked(c);
+            continue;
         }
         pthread_cond_wait(&p.cv, &c->mu);
     }
@@ -1006,52 +1030,86 @@ static void enqueue_event(conn *c, event_item *e) {
     pthread_mutex_unlock(&c->mu);
 }
 
-static void *reader_main(void *arg) {
-    conn *c = arg;
-    for (;;) {
-        frame f;
-        proto_status st = proto_recv(c->fd, &f);
-        if (st != PROTO_OK) break;
-        if (f.type == FR_RESPONSE) {
-            pthread_mutex_lock(&c->mu);
-            pending *p;
-            for (p = c->pending; p; p = p->next)
-                if (p->id == f.id && !p->done) break;
-            if (p) {
-                p->f = f;
-                p->ev_mark = c->ev_received;
-                p->done = true;
-                pthread_cond_signal(&p->cv);
-            }
-            pthread_mutex_unlock(&c->mu);
-            if (!p) frame_release(&f); /* abandoned (simulated disconnect): close its pipes */
-        } else if (f.type == FR_EVENT) {
-            json *m = json_parse(f.payload, strlen(f.payload), NULL, 0);
-            uint64_t serial = 0;
-            int64_t pid = 0, type = -1;
-            json_uint64(json_get(m, "Serial"), &serial);
-            json_int64(json_get(m, "Pid"), &pid);
-            json_int64(json_get(m, "Type"), &type);
-            json_free(m);
-            const char *d = frame_doc(&f);
-            event_item *e = calloc(1, sizeof *e);
-            if (e && type >= 0) {
-                e->serial = serial;
-                e->pid = (uint32_t)pid;
-                e->type = (int)type;
-                e->data = d ? strdup(d) : NULL;
-                enqueue_event(c, e);
-            } else {
-                free(e);
-            }
-            frame_release(&f);
-        } else {
-            frame_release(&f);
+/* Reads one frame and routes it: a response to its caller, an event to the event thread.
+ * Called by whoever holds the read token (c->reading). */
+static proto_status read_one(conn *c) {
+    frame f;
+    proto_status st = proto_recv(c->fd, &f);
+    if (st != PROTO_OK) return st;
+    if (f.type == FR_RESPONSE) {
+        pthread_mutex_lock(&c->mu);
+        pending *p;
+        for (p = c->pending; p; p = p->next)
+            if (p->id == f.id && !p->done) break;
+        if (p) {
+            p->f = f;
+            p->ev_mark = c->ev_received;
+            p->done = true;
+            pthread_cond_signal(&p->cv);
         }
+        pthread_mutex_unlock(&c->mu);
+        if (!p) frame_release(&f); /* abandoned (simulated disconnect): close its pipes */
+    } else if (f.type == FR_EVENT) {
+        json *m = json_parse(f.payload, strlen(f.payload), NULL, 0);
+        uint64_t serial = 0;
+        int64_t pid = 0, type = -1;
+        json_uint64(json_get(m, "Serial"), &serial);
+        json_int64(json_get(m, "Pid"), &pid);
+        json_int64(json_get(m, "Type"), &type);
+        json_free(m);
+        const char *d = frame_doc(&f);
+        event_item *e = calloc(1, sizeof *e);
+        if (e && type >= 0) {
+            e->serial = serial;
+            e->pid = (uint32_t)pid;
+            e->type = (int)type;
+            e->data = d ? strdup(d) : NULL;
+            enqueue_event(c, e);
+        } else {
+            free(e);
+        }
+        frame_release(&f);
+    } else {
+        frame_release(&f);
     }
-    pthread_mutex_lock(&c->mu);
+    return PROTO_OK;
+}
+
+/* Under c->mu: the stream is broken or closed. */
+static void mark_dead_locked(conn *c) {
+    if (c->dead) return;
     c->dead = true;
     fail_pending_locked(c, HCS_E_SERVICE_DISCONNECT);
+    pthread_cond_broadcast(&c->read_cv);
+}
+
+/* Reads inline while holding the read token (under c->mu on entry and exit). */
+static void read_with_token_locked(conn *c) {
+    c->reading = true;
+    pthread_mutex_unlock(&c->mu);
+    proto_status st = read_one(c);
+    pthread_mutex_lock(&c->mu);
+    c->reading = false;
+    pthread_cond_broadcast(&c->read_cv);
+    if (st != PROTO_OK) mark_dead_locked(c);
+}
+
+/* The background reader: reads whenever data waits and no caller is reading for itself (a
+ * caller waiting for a quick answer reads the socket itself, which saves a thread handoff). */
+static void *reader_main(void *arg) {
+    conn *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->dead) {
+        while (c->reading && !c->dead) pthread_cond_wait(&c->read_cv, &c->mu);
+        if (c->dead) break;
+        pthread_mutex_unlock(&c->mu);
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        int r = poll(&pf, 1, -1);
+        pthread_mutex_lock(&c->mu);
+        if (r < 0 && errno != EINTR) mark_dead_locked(c);
+        if (r <= 0 || c->dead || c->reading) continue;
+        read_with_token_locked(c);
+    }
     pthread_mutex_unlock(&c->mu);
     emu_log("the service connection was lost");
     event_item *e = calloc(1, sizeof *e);
@@ -1093,6 +1151,8 @@ static void fork_child(void) {
         pthread_mutex_init(&c->wmu, NULL);
         emu_cond_init(&c->ev_cv);
         emu_cond_init(&c->ev_done_cv);
+        emu_cond_init(&c->read_cv);
+        c->reading = false;
         c->dead = true;
         c->ev_thread = true; /* the parent's event thread does not exist here: never start one */
         c->ev_head = c->ev_tail = NULL;

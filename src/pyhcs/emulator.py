@@ -179,6 +179,9 @@ def _connect(socket_path: str | None, timeout: float) -> socket.socket | None:
     try:
         _send(sock, _FR_HELLO, 0, 0, {"Protocol": _PROTOCOL_VERSION, "Pid": os.getpid()})
         ftype, meta, _ = _recv(sock)
+    except ConnectionError:
+        sock.close()
+        return None  # a service that is exiting (its socket still accepted us)
     except BaseException:
         sock.close()
         raise
