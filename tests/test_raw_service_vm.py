@@ -52,8 +52,12 @@ def test_cpu_groups(hcs: ModuleType) -> None:
         (g,) = [x for x in groups["CpuGroups"] if x["GroupId"] == gid]
         assert g["Affinity"]["LogicalProcessors"] == [0]
         assert g["GroupProperties"] == [{"PropertyCode": 1, "PropertyValue": 100}]
+        other = "0d1c2b3a-4f5e-4d6c-8b7a-695847362514"
         with pytest.raises(errors.InvalidArgumentError):
-            modify_service(hcs, "CpuGroup", {"Operation": "CreateGroup", "OperationDetails": {"GroupId": "x", "LogicalProcessors": [4096]}})
+            modify_service(hcs, "CpuGroup", {"Operation": "CreateGroup", "OperationDetails": {"GroupId": other, "LogicalProcessors": [4096]}})
+        for not_a_guid in ("GUID", "x", gid + "0", "{" + gid + "}"):  # a GUID-typed member
+            with pytest.raises(errors.InvalidJsonError, match="GroupId"):
+                modify_service(hcs, "CpuGroup", {"Operation": "CreateGroup", "OperationDetails": {"GroupId": not_a_guid, "LogicalProcessors": [0]}})
     finally:
         modify_service(hcs, "CpuGroup", {"Operation": "DeleteGroup", "OperationDetails": {"GroupId": gid}})
     with pytest.raises(errors.ElementNotFoundError):

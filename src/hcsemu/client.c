@@ -17,6 +17,7 @@ static __thread chandle *tls_in_callback;
 static void chandle_destroy(hobj *b) {
     chandle *h = (chandle *)b;
     if (h->sys) tp_unref(h->sys);
+    free(h->early_doc);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h);
@@ -48,6 +49,13 @@ static svc_system *handle_sys(chandle *h) {
 
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
     pthread_mutex_lock(&h->mu);
+    if (!h->closed && !h->cb && !h->cb_ever_set && !h->has_early && g_settings.deliver_early_events &&
+        (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+        /* no callback yet on a fresh handle: kept for the first one (DeliverEarlyEvents) */
+        h->early_type = type;
+        h->early_doc = data ? strdup(data) : NULL;
+        h->has_early = true;
+    }
     if (h->closed || !h->cb) {
         pthread_mutex_unlock(&h->mu);
         return;
@@ -214,6 +222,22 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         bool closed = a->h->closed;
         if (!closed) a->h->pid = newpid;
         pthread_mutex_unlock(&a->h->mu);
+        if (!closed && g_settings.deliver_early_events) {
+            /* an exit reported to the handles before this one had its pid missed it: keep it
+             * for the first callback, as chandle_deliver does for a later one */
+            char *st = NULL;
+            if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) {
+                pthread_mutex_lock(&a->h->mu);
+                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed) {
+                    a->h->early_type = HcsEventProcessExited;
+                    a->h->early_doc = st;
+                    a->h->has_early = true;
+                    st = NULL;
+                }
+                pthread_mutex_unlock(&a->h->mu);
+            }
+            free(st);
+        }
         /* The record already counts the creating handle; if that handle was closed before the
          * process existed, HcsCloseProcess could not release it, so release it here. */
         if (closed) tp_process_handle(a->sys, newpid, -1);
@@ -356,7 +380,13 @@ EMU_EXPORT HRESULT HcsCreateComputeSystem(PCWSTR id, PCWSTR configuration, HCS_O
         a->parse_hr = HCS_E_INVALID_JSON;
         a->parse_err = emu_error_doc(HCS_E_INVALID_JSON, "The configuration is not valid UTF-16");
     }
-    HRESULT hr = launch(operation, HcsOperationTypeCreate, FN_HcsCreateComputeSystem, &fa, NULL, v, 0, a, false);
+    pthread_mutex_lock(&h->mu);
+    h->late_op = (uintptr_t)operation;
+    pthread_mutex_unlock(&h->mu);
+    /* no target yet (the handle is new), but a callback set before the completion is read
+     * still gets it, as on Windows where the create is still in flight then */
+    op_call c = {HcsOperationTypeCreate, FN_HcsCreateComputeSystem, v, 0, NULL, call_work, a, call_free, false, fa, h};
+    HRESULT hr = op_launch(operation, &c);
     if (FAILED(hr) && hr != emu_public_hr(HCS_E_OPERATION_PENDING)) {
         hobj *o = handle_unregister(v, H_SYSTEM);
         if (o) hobj_unref(o);
@@ -465,6 +495,21 @@ EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD t
     return emu_public_hr(hr);
 }
 
+/* An exit that reached a fresh handle before its first callback (DeliverEarlyEvents). */
+typedef struct early_event {
+    chandle *h;
+    HCS_EVENT_TYPE type;
+    char *doc;
+} early_event;
+
+static void early_job(void *arg) {
+    early_event *ev = arg;
+    chandle_deliver(ev->h, ev->type, ev->doc, NULL);
+    hobj_unref(&ev->h->base);
+    free(ev->doc);
+    free(ev);
+}
+
 static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx, HCS_EVENT_CALLBACK cb) {
     if ((uint32_t)opts & ~(uint32_t)HcsEventOptionEnableOperationCallbacks) return E_INVALIDARG;
     if (!cb) {
@@ -474,14 +519,33 @@ static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx,
     }
     pthread_mutex_lock(&h->mu);
     HRESULT hr = S_OK;
+    bool first = false, replay = false;
+    uintptr_t late_op = 0;
     if (h->cb) {
         hr = HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET;
     } else {
         h->cb = cb;
         h->cb_ctx = (void *)ctx;
         h->cb_opts = opts;
+        first = !h->cb_ever_set;
+        h->cb_ever_set = true;
+        replay = first && h->has_early;
+        if (first && (opts & HcsEventOptionEnableOperationCallbacks)) late_op = h->late_op;
+        h->late_op = 0;
+    }
+    early_event *ev = NULL;
+    if (replay && (ev = malloc(sizeof *ev)) != NULL) {
+        ev->h = h;
+        ev->type = h->early_type;
+        ev->doc = h->early_doc;
+        h->early_doc = NULL;
+        h->has_early = false;
+        hobj_ref(&h->base);
     }
     pthread_mutex_unlock(&h->mu);
+    /* both on a library thread, as every event is, after this call returns or concurrently */
+    if (ev && !emu_submit(early_job, ev)) early_job(ev);
+    if (late_op) op_route_late(h, late_op);
     return emu_public_hr(hr);
 }
 

@@ -20,6 +20,11 @@ typedef struct chandle {
     int inflight;      /* callback invocations running now */
     bool closed;
     atomic_bool abandon_waits; /* set by close: every HcsWaitFor*Exit on this handle returns E_HANDLE */
+    bool cb_ever_set;          /* a callback was set once: no more early events are kept */
+    HCS_EVENT_TYPE early_type; /* an exit that came before the first callback (DeliverEarlyEvents) */
+    char *early_doc;
+    bool has_early;
+    uintptr_t late_op;         /* the create operation whose completion may still be routed here */
 } chandle;
 
 /* Runs the body of an asynchronous call; returns its HRESULT and a UTF-8 document. */
@@ -35,10 +40,15 @@ typedef struct op_call {
     void (*free_arg)(void *arg);
     bool blocking;             /* may take long: never run on the caller's thread */
     fault_action fa;           /* decided by the exported function (which counted the call) */
+    chandle *late_target;      /* a create's new handle (see op_route_late) */
 } op_call;
 
 /* Starts c on the operation `h`. Returns the initiating call's HRESULT; c->arg is consumed. */
 HRESULT op_launch(HCS_OPERATION h, op_call *c);
+/* h's callback with operation callbacks was just set: if opv (the create that made h) is
+ * pending it now completes to h's callback; if it completed and nobody read its result yet,
+ * the completion is delivered now (DeliverEarlyEvents). */
+void op_route_late(chandle *h, uintptr_t opv);
 /* Fails every pending operation (service disconnect). */
 void ops_fail_all_pending(HRESULT hr);
 size_t ops_live(void);

@@ -102,6 +102,7 @@ typedef struct emu_settings {
     uint32_t terminate_timeout_ms;  /* how long a terminate waits for the process group */
     int container_cmdline;          /* CMDLINE_WINDOWS: split by the Windows rules; CMDLINE_SHELL: /bin/sh -c */
     int container_cmdargs;          /* CMDARGS_REFUSE: a Windows guest refuses CommandArgs; CMDARGS_ACCEPT */
+    bool deliver_early_events;      /* an exit/create completion before the first callback reaches it */
 } emu_settings;
 enum { CMDLINE_WINDOWS = 0, CMDLINE_SHELL = 1 };
 enum { CMDARGS_REFUSE = 0, CMDARGS_ACCEPT = 1 };
@@ -197,6 +198,8 @@ typedef struct svc_system svc_system;
 
 HRESULT svc_create(const char *id, const char *config, svc_system **out, char **doc);
 HRESULT svc_open(const char *id, svc_system **out);
+/* The RuntimeId (GUID text) of the compute system id, if it exists. */
+bool svc_runtime_id(const char *id, char out[37]);
 void svc_ref(svc_system *s);
 void svc_unref(svc_system *s);
 const char *svc_id(const svc_system *s);

@@ -35,6 +35,9 @@ typedef struct op {
     bool has_pi, pi_taken, cancelled, closed;
     uintptr_t system, process;
     chandle *route;
+    chandle *late;   /* a create's new handle: its operation callback, if set before this
+                        operation's result is collected, gets the completion (op_route_late) */
+    bool collected;  /* the result was read (Get/Wait) */
     struct op *prev, *next; /* pending list */
     bool listed;
 } op;
@@ -152,6 +155,9 @@ static void op_clear_result(op *o) {
     o->has_pi = o->pi_taken = false;
     if (o->route) hobj_unref(&o->route->base);
     o->route = NULL;
+    if (o->late) hobj_unref(&o->late->base);
+    o->late = NULL;
+    o->collected = false;
 }
 
 static void op_destroy(hobj *b) {
@@ -322,6 +328,9 @@ HRESULT op_launch(HCS_OPERATION h, op_call *c) {
     if (route) {
         hobj_ref(&route->base);
         o->route = route;
+    } else if (c->late_target && !o->cb && g_settings.deliver_early_events) {
+        hobj_ref(&c->late_target->base);
+        o->late = c->late_target;
     }
     bool async = o->cb || route || fa.delay_ms || c->blocking;
     uint64_t use = o->use;
@@ -356,6 +365,45 @@ fail:
     if (c->free_arg) c->free_arg(c->arg);
     if (o) hobj_unref(&o->base);
     return emu_public_hr(hr);
+}
+
+typedef struct late_delivery {
+    chandle *h;
+    uintptr_t op;
+} late_delivery;
+
+static void late_job(void *arg) {
+    late_delivery *d = arg;
+    chandle_deliver(d->h, HcsEventOperationCallback, NULL, (HCS_OPERATION)d->op);
+    hobj_unref(&d->h->base);
+    free(d);
+}
+
+void op_route_late(chandle *h, uintptr_t opv) {
+    op *o = (op *)handle_get(opv, H_OPERATION);
+    if (!o) return;
+    bool deliver = false;
+    pthread_mutex_lock(&o->mu);
+    if (o->late == h && !o->cb && !o->closed) {
+        if (o->state == OP_PENDING) {
+            o->route = h; /* the late reference becomes the route's: op_finish delivers */
+            o->late = NULL;
+        } else if (o->state == OP_COMPLETED && !o->collected) {
+            deliver = true;
+            hobj_unref(&o->late->base);
+            o->late = NULL;
+        }
+    }
+    pthread_mutex_unlock(&o->mu);
+    hobj_unref(&o->base);
+    if (!deliver) return;
+    late_delivery *d = malloc(sizeof *d);
+    if (!d) return;
+    hobj_ref(&h->base);
+    d->h = h;
+    d->op = opv;
+    /* on a library thread, as every event is, never inside the caller's set-callback call */
+    if (!emu_submit(late_job, d)) late_job(d);
 }
 
 void ops_fail_all_pending(HRESULT hr) {
@@ -537,6 +585,7 @@ static HRESULT op_result(HCS_OPERATION operation, bool wait, DWORD timeout_ms, b
         }
     }
     hr = o->hr;
+    o->collected = true;
     if (doc && o->doc) *doc = emu_doc(o->doc);
     if (want_pi && !FAILED(hr)) {
         *pi = o->pi;

@@ -416,6 +416,15 @@ HRESULT svc_open(const char *id, svc_system **out) {
     return s ? S_OK : HCS_E_SYSTEM_NOT_FOUND;
 }
 
+bool svc_runtime_id(const char *id, char out[37]) {
+    pthread_once(&svc_once, svc_init);
+    pthread_mutex_lock(&svc_mu);
+    svc_system *s = id ? find_locked(id) : NULL;
+    if (s) memcpy(out, s->runtime_id, 37);
+    pthread_mutex_unlock(&svc_mu);
+    return s != NULL;
+}
+
 void svc_handle_opened(svc_system *s) {
     pthread_mutex_lock(&svc_mu);
     s->handles++;
@@ -1152,7 +1161,7 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
 /* ------------------------------------------------------------------ enumerate / wait */
 
 static bool filter_match(const json *list, const char *value) {
-    if (!list) return true;
+    if (json_typeof(list) != JSON_ARRAY) return true; /* absent or null: no filter */
     for (size_t i = 0; i < json_len(list); i++) {
         const char *v = json_str(json_at(list, i));
         if (v && value && strcmp(v, value) == 0) return true;
@@ -1166,9 +1175,12 @@ HRESULT svc_enumerate(const json *query, char **doc) {
         return fail(doc, HCS_E_INVALID_JSON, "The system query must be a JSON object");
     static const char *const fields[] = {"Ids", "Names", "Types", "Owners"};
     for (int i = 0; i < 4; i++) {
-        const json *f = json_get(query, fields[i]);
-        if (f && json_typeof(f) != JSON_ARRAY)
-            return fail(doc, HCS_E_INVALID_JSON, "SystemQuery.%s must be an array of strings", fields[i]);
+        const json *f = NULL;
+        const char *e;
+        char name[32];
+        WANT(arr, query, "SystemQuery", fields[i], &f);
+        snprintf(name, sizeof name, "SystemQuery.%s", fields[i]);
+        for (size_t k = 0; k < json_len(f); k++) WANT(elem_str, f, name, k, &e);
     }
     json *arr = json_new_array();
     pthread_mutex_lock(&svc_mu);
@@ -1686,6 +1698,9 @@ HRESULT svc_process_signal(svc_system *s, uint32_t pid, const json *opts, char *
     const json *sv = json_get(opts, "Signal");
     if (opts && json_typeof(opts) != JSON_OBJECT)
         return fail(doc, HCS_E_INVALID_JSON, "Signal options must be a JSON object");
+    HRESULT nhr = refuse_nul(opts, "The signal options", doc); /* "CtrlC\u0000x" is not CtrlC */
+    if (FAILED(nhr)) return nhr;
+    if (json_typeof(sv) == JSON_NULL) sv = NULL;
     if (sv) {
         int64_t n;
         const char *name = json_str(sv);
@@ -1741,7 +1756,13 @@ HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, c
 
 HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc) {
     if (json_typeof(req) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
-    const char *op = json_str(json_get(req, "Operation"));
+    const char *op = NULL, *which = NULL;
+    const json *cs = NULL;
+    WANT(str, req, "ProcessModifyRequest", "Operation", &op);
+    WANT(str, req, "ProcessModifyRequest", "CloseHandle.Handle", &which);
+    WANT(obj, req, "ProcessModifyRequest", "ConsoleSize", &cs);
+    HRESULT nhr = refuse_nul(req, "The process modify request", doc);
+    if (FAILED(nhr)) return nhr;
     if (!op) return fail(doc, HCS_E_INVALID_JSON, "Operation is required");
     pthread_mutex_lock(&svc_mu);
     sproc *p;
@@ -1749,7 +1770,6 @@ HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **
     if (!FAILED(hr) && p->exited) hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
     if (!FAILED(hr)) {
         if (strcmp(op, "CloseHandle") == 0) {
-            const char *which = json_str(json_get(json_get(req, "CloseHandle"), "Handle"));
             if (!which) {
                 hr = fail(doc, HCS_E_INVALID_JSON, "CloseHandle.Handle is required");
             } else if (strcmp(which, "StdIn") == 0 || strcmp(which, "All") == 0) {
@@ -1774,7 +1794,6 @@ HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **
                 hr = fail(doc, HCS_E_INVALID_JSON, "Unknown handle '%s'", which);
             }
         } else if (strcmp(op, "ConsoleSize") == 0) {
-            const json *cs = json_get(req, "ConsoleSize");
             int64_t h, w;
             if (!json_int64(json_get(cs, "Height"), &h) || !json_int64(json_get(cs, "Width"), &w) || h < 0 || w < 0 ||
                 h > 0xFFFF || w > 0xFFFF) {

@@ -9,6 +9,7 @@
  * same objects can be given as JSON in HCSEMU_SETTINGS and HCSEMU_FAULTS.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ static void defaults(emu_settings *s) {
     /* A Container is a Windows guest (CommandLine split by the Windows rules, CommandArgs
        refused); until pyhcs' Pythonic layer sends Windows-quoted CommandLines, the previous
        behaviour stays the default. */
+    s->deliver_early_events = true;
     s->container_cmdline = CMDLINE_SHELL;
     s->container_cmdargs = CMDARGS_ACCEPT;
 }
@@ -75,6 +77,7 @@ static const setting table[] = {
     S("SchemaMajor", K_U32, schema_major),
     S("SchemaMinor", K_U32, schema_minor),
     S("TerminateTimeoutMs", K_U32, terminate_timeout_ms),
+    S("DeliverEarlyEvents", K_BOOL, deliver_early_events),
     C("ContainerCommandLine", container_cmdline, cmdline_modes),
     C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
 };
@@ -693,6 +696,16 @@ HRESULT svc_service_properties(const json *query, char **doc) {
     return hr;
 }
 
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (hex digits, any case), the form HCS's documents use. */
+static bool is_guid(const char *s) {
+    if (strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
+    }
+    return true;
+}
+
 static HRESULT modify_cpu_group(const json *settings, char **doc) {
     const char *op = NULL, *gid = NULL;
     const json *det = NULL, *lpa = NULL;
@@ -706,6 +719,10 @@ static HRESULT modify_cpu_group(const json *settings, char **doc) {
     }
     if (!op || !gid) {
         *doc = emu_error_doc(HCS_E_INVALID_JSON, "CpuGroup settings need Operation and OperationDetails.GroupId");
+        return HCS_E_INVALID_JSON;
+    }
+    if (!is_guid(gid)) { /* a GUID-typed member: HCS's parser refuses anything else */
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "CpuGroup.OperationDetails.GroupId must be a GUID (got '%.60s')", gid);
         return HCS_E_INVALID_JSON;
     }
     size_t idx = n_groups;

@@ -10,6 +10,15 @@
  *   openat(O_NOFOLLOW)/fstatat(AT_SYMLINK_NOFOLLOW): symlinks are copied as symlinks and never
  *   followed, so nothing outside a layer is ever read, written or deleted through one.
  *
+ * DELETION AND TREE WALKS
+ *   Trees are deleted without recursion (an explicit stack), never through a symlink, and
+ *   never across a mount: mount ids (statx STATX_MNT_ID) tell bind mounts of the same file
+ *   system apart. A first pass only looks; if anything inside is a mount point, nothing is
+ *   deleted and the call fails with HRESULT_FROM_WIN32(ERROR_BUSY) (destroy, detach). The walks
+ *   that copy, compare and convert layers run on a thread of their own with a large stack and
+ *   accept at most TREE_MAX_DEPTH (4096) nested directories; a detach checks both limits
+ *   before it changes anything, so a refused detach leaves the layer attached and usable.
+ *
  * LAYER FOLDERS (the Windows layout)
  *   Files/           the layer's file system (required)
  *   Hives/           registry hives (HcsSetupBaseOSLayer creates placeholder hive files)
@@ -84,7 +93,9 @@
  * VHDS
  *   A VHD HANDLE is a POSIX file descriptor cast to HANDLE (NULL and fd 0 are "no handle").
  *   It must be an open regular file (E_HANDLE for a bad descriptor, E_INVALIDARG for a
- *   non-regular file, E_ACCESSDENIED if format gets a read-only descriptor).
+ *   non-regular file, E_ACCESSDENIED if format gets a read-only descriptor). Format takes only
+ *   a disk image: a file named *.vhd / *.vhdx that is empty or already holds the header below
+ *   (E_INVALIDARG otherwise), so a stray descriptor (stdout, a log) is never overwritten.
  *   HcsFormatWritableLayerVhd writes this 512-byte header at offset 0 (little-endian):
  *     0 "HCSEMUVD"  8 u32 version=1  12 u32 header size=512  16 volume GUID (16 bytes, random
  *     per format)  32 "EMUFS1\0\0" (file-system tag)  40 u64 format time (Unix seconds)
@@ -105,6 +116,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +159,12 @@
 #define TOMBSTONES "tombstones.txt"
 #define TOMB_HEADER "# hcsemu tombstones v1: paths relative to Files/, one per line, %XX-escaped\n"
 #define TOMB_MAX_BYTES (64u << 20)
+/* The deepest directory nesting the tree walks that copy, compare and convert layers accept
+ * (a deeper tree is refused with ERROR_FILENAME_EXCED_RANGE before anything changes). They
+ * run on a thread of their own with WALK_STACK bytes of stack, enough for this depth;
+ * deletion has no limit (it keeps no per-level stack). */
+#define TREE_MAX_DEPTH 4096
+#define WALK_STACK ((size_t)64 << 20)
 
 /* ------------------------------------------------------------------ errors */
 
@@ -390,29 +408,147 @@ static int dir_is_empty(int dfd) {
     return n == 0;
 }
 
-/* Removes dfd/name recursively without following symlinks or crossing mount points.
- * Returns 0 (also if it did not exist) or -errno. */
-static int rm_tree_at(int dfd, const char *name) {
+/* The mount a name resolves to (0 with -errno when unknown): statx's mount id tells apart
+ * mounts of the same file system (bind mounts), which st_dev cannot. */
+static int mount_id_at(int dfd, const char *name, uint64_t *id, dev_t *dev) {
+    struct statx sx;
+    if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (*name ? 0 : AT_EMPTY_PATH),
+              STATX_MNT_ID | STATX_TYPE, &sx) != 0)
+        return -errno;
+    *id = (sx.stx_mask & STATX_MNT_ID) ? sx.stx_mnt_id : 0;
+    *dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    return 0;
+}
+
+typedef struct rm_frame {
+    int fd;          /* the directory being emptied */
+    char *name;      /* its name in the frame below (or in the caller's dfd) */
+    strvec names;    /* its entries */
+    size_t next;
+} rm_frame;
+
+/* One pass over dfd/name, depth first with an explicit stack (no recursion: the depth is the
+ * tree's, which whoever wrote the tree chose). Never follows a symlink; any directory on
+ * another mount (a different mount id or device: bind mounts included) stops the pass with
+ * -EBUSY. delete: false only checks; true removes each entry after its contents. max_depth
+ * (0: none): a directory nested deeper stops the pass with -ENAMETOOLONG. */
+static int rm_tree_pass(int dfd, const char *name, bool delete, size_t max_depth) {
     struct stat st;
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : -errno;
     if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT) return -errno;
+        if (delete && unlinkat(dfd, name, 0) != 0 && errno != ENOENT) return -errno;
         return 0;
     }
-    struct stat pst;
-    if (fstat(dfd, &pst) != 0) return -errno;
-    if (pst.st_dev != st.st_dev) return -EBUSY; /* a mount point: never delete through it */
-    if ((st.st_mode & 0700) != 0700) (void)fchmodat(dfd, name, 0700, 0);
-    int fd = open_dir_at(dfd, name);
-    if (fd < 0) return -errno;
-    strvec names = {0};
-    int rc = list_dir(fd, &names);
-    for (size_t i = 0; rc == 0 && i < names.n; i++) rc = rm_tree_at(fd, names.v[i]);
-    sv_free(&names);
-    close(fd);
-    if (rc) return rc;
-    if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) return -errno;
-    return 0;
+    uint64_t pmnt = 0, mnt = 0;
+    dev_t pdev = 0, dev = 0;
+    int r = mount_id_at(dfd, "", &pmnt, &pdev);
+    if (r == 0) r = mount_id_at(dfd, name, &mnt, &dev);
+    if (r) return r;
+    if (mnt != pmnt || dev != pdev) return -EBUSY; /* a mount point: never delete through it */
+    size_t cap = 16, top = 0;
+    rm_frame *stk = calloc(cap, sizeof *stk);
+    if (!stk) return -ENOMEM;
+    int rc = 0;
+    const char *cname = name;
+    int cparent = dfd;
+    mode_t cmode = st.st_mode;
+    for (;;) {
+        if (cname) { /* enter the directory cparent/cname (already checked: same mount) */
+            if (delete && (cmode & 0700) != 0700) (void)fchmodat(cparent, cname, 0700, 0);
+            int fd = open_dir_at(cparent, cname);
+            if (fd < 0) {
+                rc = -errno;
+                break;
+            }
+            uint64_t m2 = 0;
+            dev_t d2 = 0;
+            if ((rc = mount_id_at(fd, "", &m2, &d2)) != 0 || m2 != mnt || d2 != dev) {
+                close(fd);
+                rc = rc ? rc : -EBUSY; /* swapped for a mount since the check */
+                break;
+            }
+            if (max_depth && top >= max_depth) {
+                close(fd);
+                rc = -ENAMETOOLONG;
+                break;
+            }
+            if (top == cap) {
+                rm_frame *n = realloc(stk, cap * 2 * sizeof *n);
+                if (!n) {
+                    close(fd);
+                    rc = -ENOMEM;
+                    break;
+                }
+                stk = n;
+                cap *= 2;
+            }
+            rm_frame *f = &stk[top++];
+            memset(f, 0, sizeof *f);
+            f->fd = fd;
+            f->name = strdup(cname);
+            if (!f->name) {
+                rc = -ENOMEM;
+                break;
+            }
+            if ((rc = list_dir(fd, &f->names)) != 0) break;
+            cname = NULL;
+        }
+        if (top == 0) break;
+        rm_frame *f = &stk[top - 1];
+        if (f->next < f->names.n) {
+            const char *child = f->names.v[f->next++];
+            struct stat cst;
+            if (fstatat(f->fd, child, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno == ENOENT) continue;
+                rc = -errno;
+                break;
+            }
+            if (!S_ISDIR(cst.st_mode)) {
+                if (delete && unlinkat(f->fd, child, 0) != 0 && errno != ENOENT) {
+                    rc = -errno;
+                    break;
+                }
+                continue;
+            }
+            uint64_t cm = 0;
+            dev_t cd = 0;
+            if ((rc = mount_id_at(f->fd, child, &cm, &cd)) != 0) break;
+            if (cm != mnt || cd != dev) {
+                rc = -EBUSY;
+                break;
+            }
+            cname = child;
+            cparent = f->fd;
+            cmode = cst.st_mode;
+            continue;
+        }
+        /* f is done: leave it, and remove it from its parent */
+        int parent = top >= 2 ? stk[top - 2].fd : dfd;
+        close(f->fd);
+        f->fd = -1;
+        if (delete && unlinkat(parent, f->name, AT_REMOVEDIR) != 0 && errno != ENOENT) rc = -errno;
+        free(f->name);
+        sv_free(&f->names);
+        top--;
+        if (rc) break;
+    }
+    while (top) {
+        rm_frame *f = &stk[--top];
+        if (f->fd >= 0) close(f->fd);
+        free(f->name);
+        sv_free(&f->names);
+    }
+    free(stk);
+    return rc;
+}
+
+/* Removes dfd/name and everything below it without following symlinks, descending into no
+ * other mount and without recursion. A first pass only looks: if anything inside is a mount
+ * point (a bind mount of the same file system included), nothing is deleted and -EBUSY is
+ * returned. Returns 0 (also if it did not exist) or -errno. */
+static int rm_tree_at(int dfd, const char *name) {
+    int rc = rm_tree_pass(dfd, name, false, 0);
+    return rc ? rc : rm_tree_pass(dfd, name, true, 0);
 }
 
 static int rm_tree_path(const char *path) {
@@ -434,11 +570,12 @@ static int rm_tree_path(const char *path) {
     return rc;
 }
 
-/* Removes every entry of a directory (the directory stays). */
+/* Removes every entry of a directory (the directory stays); nothing if a mount is inside. */
 static int empty_dir(int dfd) {
     strvec names = {0};
     int rc = list_dir(dfd, &names);
-    for (size_t i = 0; rc == 0 && i < names.n; i++) rc = rm_tree_at(dfd, names.v[i]);
+    for (size_t i = 0; rc == 0 && i < names.n; i++) rc = rm_tree_pass(dfd, names.v[i], false, 0);
+    for (size_t i = 0; rc == 0 && i < names.n; i++) rc = rm_tree_pass(dfd, names.v[i], true, 0);
     sv_free(&names);
     return rc;
 }
@@ -550,7 +687,8 @@ enum {
 
 typedef struct copy_ctx {
     unsigned flags;
-    HRESULT hr; /* first failure */
+    HRESULT hr;   /* first failure */
+    size_t depth; /* directories entered (bounded by TREE_MAX_DEPTH) */
 } copy_ctx;
 
 static HRESULT copy_fail_errno(copy_ctx *c, int e, const char *what, const char *rel) {
@@ -597,6 +735,12 @@ static HRESULT copy_entry(copy_ctx *c, int sfd, int dfd, const char *name, const
         return r ? copy_fail_errno(c, -r, "copy symlink", rel) : S_OK;
     }
     /* directory */
+    if (c->depth >= TREE_MAX_DEPTH) {
+        if (c->hr == S_OK)
+            c->hr = fail(HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), "%.200s...: directories nested deeper than %d "
+                         "levels", rel, TREE_MAX_DEPTH);
+        return c->hr;
+    }
     int s2 = open_dir_at(sfd, name);
     if (s2 < 0) return copy_fail_errno(c, errno, "open", rel);
     if (!dexists && mkdirat(dfd, name, 0700) != 0) {
@@ -611,7 +755,9 @@ static HRESULT copy_entry(copy_ctx *c, int sfd, int dfd, const char *name, const
         close(s2);
         return copy_fail_errno(c, e, "open", rel);
     }
+    c->depth++;
     HRESULT hr = copy_dir_contents(c, s2, d2, rel);
+    c->depth--;
     if (hr == S_OK) set_meta_fd(d2, &st);
     close(s2);
     close(d2);
@@ -1030,6 +1176,11 @@ static HRESULT parse_doc(const char *text, const char *what, json **out) {
     if (json_typeof(v) != JSON_OBJECT) {
         json_free(v);
         return fail(HCS_E_INVALID_JSON, "%s: must be a JSON object", what);
+    }
+    char where[160];
+    if (json_has_nul(v, where, sizeof where)) { /* "keep\u0000/cache" would name keep */
+        json_free(v);
+        return fail(HCS_E_INVALID_JSON, "%s: %s contains U+0000 (NUL), which no path or name may hold", what, where);
     }
     *out = v;
     return S_OK;
@@ -1532,9 +1683,10 @@ static bool overlay_probe(void) {
 }
 
 static bool is_mountpoint_at(int pfd, const char *name) {
-    struct stat a, b;
-    if (fstat(pfd, &a) != 0 || fstatat(pfd, name, &b, AT_SYMLINK_NOFOLLOW) != 0) return false;
-    return a.st_dev != b.st_dev;
+    uint64_t a = 0, b = 0;
+    dev_t da = 0, db = 0;
+    if (mount_id_at(pfd, "", &a, &da) != 0 || mount_id_at(pfd, name, &b, &db) != 0) return false;
+    return a != b || da != db; /* mount ids tell bind mounts of the same file system apart */
 }
 
 /* Makes tombstones native overlayfs marks in files_fd (a layer's Files): whiteout devices for
@@ -1624,7 +1776,10 @@ static HRESULT ensure_native_marks(int files_fd, const strvec *tombs, const int 
  * and directories that carry nothing (empty, not opaque, same mode and owner as below) are
  * pruned. Returns whether the directory itself may be pruned through *prunable. */
 static HRESULT native_to_tombstones(int dfd, const char *rel, strvec *tombs, const int *below, size_t nbelow,
-                                    bool *prunable) {
+                                    bool *prunable, size_t depth) {
+    if (depth >= TREE_MAX_DEPTH)
+        return fail(HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), "%.200s...: directories nested deeper than %d levels",
+                    rel, TREE_MAX_DEPTH);
     strvec names = {0};
     int r = list_dir(dfd, &names);
     if (r) {
@@ -1655,8 +1810,9 @@ static HRESULT native_to_tombstones(int dfd, const char *rel, strvec *tombs, con
             snprintf(xp, sizeof xp, "/proc/self/fd/%d/", dfd);
             char *full = emu_printf("%s%s", xp, n);
             bool opaque = false;
-            char list[4096];
-            ssize_t ln = full ? llistxattr(full, list, sizeof list) : -1;
+            enum { XLIST = 4096 };
+            char *list = malloc(XLIST); /* on the heap: this frame is repeated once per level */
+            ssize_t ln = full && list ? llistxattr(full, list, XLIST) : -1;
             for (ssize_t off = 0; ln > 0 && off < ln; off += (ssize_t)strlen(list + off) + 1) {
                 const char *x = list + off;
                 if (strncmp(x, OVL_XATTR_PREFIX, strlen(OVL_XATTR_PREFIX)) != 0) continue;
@@ -1667,6 +1823,7 @@ static HRESULT native_to_tombstones(int dfd, const char *rel, strvec *tombs, con
                 }
                 (void)lremovexattr(full, x);
             }
+            free(list);
             free(full);
             bool child_prunable = false;
             if (S_ISDIR(st.st_mode)) {
@@ -1674,14 +1831,15 @@ static HRESULT native_to_tombstones(int dfd, const char *rel, strvec *tombs, con
                 if (cfd < 0) {
                     hr = fail_errno(errno, "open", crel);
                 } else {
-                    int cb[64];
+                    int *cb = malloc((nbelow ? nbelow : 1) * sizeof *cb);
                     size_t ncb = 0;
-                    for (size_t j = 0; j < nbelow && ncb < 64; j++) {
+                    for (size_t j = 0; cb && j < nbelow; j++) {
                         int f = below[j] >= 0 ? open_dir_at(below[j], n) : -1;
                         if (f >= 0) cb[ncb++] = f;
                     }
-                    hr = native_to_tombstones(cfd, crel, tombs, cb, ncb, &child_prunable);
+                    hr = cb ? native_to_tombstones(cfd, crel, tombs, cb, ncb, &child_prunable, depth + 1) : E_OUTOFMEMORY;
                     for (size_t j = 0; j < ncb; j++) close(cb[j]);
+                    free(cb);
                     close(cfd);
                 }
                 if (hr == S_OK && opaque) {
@@ -1844,7 +2002,10 @@ static int entry_differs(int mfd, int bfd, const char *n, const struct stat *ms,
 }
 
 /* Writes into out what turns base into merged (bfd -1: nothing below). */
-static HRESULT diff_dir(int mfd, int bfd, outdir *out, const char *rel, strvec *tombs) {
+static HRESULT diff_dir(int mfd, int bfd, outdir *out, const char *rel, strvec *tombs, size_t depth) {
+    if (depth >= TREE_MAX_DEPTH)
+        return fail(HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), "%.200s...: directories nested deeper than %d levels",
+                    rel, TREE_MAX_DEPTH);
     strvec mn = {0}, bn = {0};
     int r = list_dir(mfd, &mn);
     if (r == 0 && bfd >= 0) r = list_dir(bfd, &bn);
@@ -1884,7 +2045,7 @@ static HRESULT diff_dir(int mfd, int bfd, outdir *out, const char *rel, strvec *
                 if (ms.st_mode != bs.st_mode || ms.st_uid != bs.st_uid || ms.st_gid != bs.st_gid) {
                     if (outdir_fd(&child) < 0) hr = fail_errno(errno, "mkdir", crel);
                 }
-                if (hr == S_OK) hr = diff_dir(m2, b2, &child, crel, tombs);
+                if (hr == S_OK) hr = diff_dir(m2, b2, &child, crel, tombs, depth + 1);
                 if (child.fd >= 0) {
                     if (hr == S_OK) set_meta_fd(child.fd, &ms);
                     close(child.fd);
@@ -1904,7 +2065,7 @@ static HRESULT diff_dir(int mfd, int bfd, outdir *out, const char *rel, strvec *
             if (ofd < 0) {
                 hr = fail_errno(errno, "mkdir", rel);
             } else {
-                copy_ctx cc = {.flags = 0, .hr = S_OK};
+                copy_ctx cc = {.flags = 0, .hr = S_OK, .depth = depth + 1};
                 hr = copy_entry(&cc, mfd, ofd, n, crel);
             }
         }
@@ -2031,7 +2192,7 @@ revert : {
     /* put the writable layer back as it was: marks -> tombstones (merged with the file's) */
     bool pr;
     strvec back = {0};
-    if (files >= 0 && native_to_tombstones(files, "", &back, below, pc.n, &pr) == S_OK) {
+    if (files >= 0 && native_to_tombstones(files, "", &back, below, pc.n, &pr, 0) == S_OK) {
         for (size_t i = 0; i < wt.n; i++) sv_pushdup(&back, wt.v[i]);
         tomb_reduce(&back);
         (void)tomb_write(wl_fd, &back);
@@ -2081,7 +2242,22 @@ static HRESULT attach_copy(const char *wl, int wl_fd, const strvec *parents) {
     return hr;
 }
 
+/* Before a detach changes anything: tree (a writable layer's Files or its view) holds no
+ * mount and is not nested deeper than the walks accept. */
+static HRESULT detach_precheck(const char *wl, int wl_fd, const char *tree) {
+    int r = rm_tree_pass(wl_fd, tree, false, TREE_MAX_DEPTH);
+    if (r == -EBUSY)
+        return fail(HRESULT_FROM_WIN32(ERROR_BUSY), "something is mounted inside %s/%s: unmount it before detaching",
+                    wl, tree);
+    if (r == -ENAMETOOLONG)
+        return fail(HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), "%s/%s has directories nested deeper than %d "
+                    "levels; flatten them before detaching", wl, tree, TREE_MAX_DEPTH);
+    return r ? fail_errno(-r, "check", wl) : S_OK;
+}
+
 static HRESULT detach_overlay(const char *wl, int wl_fd, const strvec *parents) {
+    HRESULT pre = detach_precheck(wl, wl_fd, "Files");
+    if (pre != S_OK) return pre;
     char *view = path_join(wl, VIEW_DIR);
     if (!view) return E_OUTOFMEMORY;
     if (is_mountpoint_at(wl_fd, VIEW_DIR) && umount2(view, UMOUNT_NOFOLLOW) != 0) {
@@ -2105,7 +2281,7 @@ static HRESULT detach_overlay(const char *wl, int wl_fd, const strvec *parents) 
         hr = tomb_read(wl_fd, wl, &t);
     }
     bool pr;
-    if (hr == S_OK) hr = native_to_tombstones(files, "", &t, below, pc.n, &pr);
+    if (hr == S_OK) hr = native_to_tombstones(files, "", &t, below, pc.n, &pr, 0);
     if (hr == S_OK) {
         tomb_reduce(&t);
         hr = tomb_write(wl_fd, &t);
@@ -2129,6 +2305,8 @@ static HRESULT detach_overlay(const char *wl, int wl_fd, const strvec *parents) 
 static HRESULT detach_copy(const char *wl, int wl_fd, const strvec *parents) {
     if (is_mountpoint_at(wl_fd, VIEW_DIR))
         return fail(HCS_E_INVALID_STATE, "%s/%s is a mount point but the layer is recorded as a copy view", wl, VIEW_DIR);
+    HRESULT pre = detach_precheck(wl, wl_fd, VIEW_DIR);
+    if (pre != S_OK) return pre;
     chain pc = {0};
     HRESULT hr = chain_open(parents, &pc);
     int mfd = -1, base_fd = -1, new_fd = -1, view_fd = -1;
@@ -2147,7 +2325,7 @@ static HRESULT detach_copy(const char *wl, int wl_fd, const strvec *parents) {
     if (hr == S_OK) hr = chain_materialise(&pc, 0, base_fd);
     if (hr == S_OK) {
         outdir root = {.parent = NULL, .name = "", .fd = new_fd, .model_fd = view_fd};
-        hr = diff_dir(view_fd, base_fd, &root, "", &t);
+        hr = diff_dir(view_fd, base_fd, &root, "", &t, 0);
         struct stat st;
         if (hr == S_OK && fstat(view_fd, &st) == 0) set_meta_fd(new_fd, &st);
     }
@@ -2898,12 +3076,36 @@ static HRESULT vhd_volume_dir(int fd, char **dir) {
     return S_OK;
 }
 
+/* Whether fd may be formatted: only a disk image, i.e. a file named *.vhd or *.vhdx that is
+ * still empty (just created) or already holds the emulator's volume header. Any other
+ * writable descriptor (stdout redirected to a file, a log, a database) is refused, so a wrong
+ * handle value can never overwrite someone's data. */
+static HRESULT vhd_check_image(int fd, bool *formatted, char guid[39]) {
+    *formatted = false;
+    char link[64], name[PATH_MAX + 1];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, name, sizeof name - 1);
+    if (n < 0) return fail_errno(errno, "name of VHD handle", "");
+    name[n] = 0;
+    size_t l = (size_t)n;
+    bool image = (l > 4 && strcasecmp(name + l - 4, ".vhd") == 0) || (l > 5 && strcasecmp(name + l - 5, ".vhdx") == 0);
+    struct stat st;
+    if (fstat(fd, &st) != 0) return fail_errno(errno, "stat VHD", "");
+    HRESULT hr = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY ? S_OK : vhd_read_guid(fd, formatted, guid);
+    if (hr != S_OK) return hr;
+    if (!image || (st.st_size != 0 && !*formatted))
+        return fail(E_INVALIDARG, "VHD handle %d (%s) is not a disk image: only an empty .vhd/.vhdx file or one "
+                    "this emulator formatted can be formatted", fd, name);
+    return S_OK;
+}
+
 HRESULT svc_storage_format_vhd(int fd) {
     HRESULT hr = vhd_check_fd(fd, true);
     if (hr != S_OK) return hr;
     bool formatted = false;
     char old[39];
-    if (vhd_check_fd(fd, false) == S_OK && vhd_read_guid(fd, &formatted, old) == S_OK && formatted) {
+    if ((hr = vhd_check_image(fd, &formatted, old)) != S_OK) return hr;
+    if (formatted) {
         char *p = volume_dir_for(old);
         if (p) {
             int r = rm_tree_path(p);
@@ -2964,6 +3166,45 @@ static HRESULT storage_enter(emu_fn fn) {
 
 static HRESULT pub(HRESULT hr) { return FAILED(hr) ? emu_public_hr(hr) : hr; }
 
+/* The calls that walk layer trees run on a thread with WALK_STACK bytes of stack, so their
+ * depth (bounded by TREE_MAX_DEPTH) never depends on the caller's stack size. */
+typedef enum { W_IMPORT, W_EXPORT, W_EXPORT_LEGACY, W_SETUP_OS, W_SETUP_VOLUME, W_ATTACH, W_DETACH } walk_kind;
+typedef struct walk_job {
+    walk_kind kind;
+    const char *a, *b, *c, *d;
+    int fd;
+    HRESULT hr;
+    char msg[sizeof t_msg];
+} walk_job;
+
+static void *walk_main(void *p) {
+    walk_job *j = p;
+    switch (j->kind) {
+    case W_IMPORT: j->hr = svc_storage_import_layer(j->a, j->b, j->c); break;
+    case W_EXPORT: j->hr = svc_storage_export_layer(j->a, j->b, j->c, j->d); break;
+    case W_EXPORT_LEGACY: j->hr = svc_storage_export_legacy_writable_layer(j->a, j->b, j->c, j->d); break;
+    case W_SETUP_OS: j->hr = svc_storage_setup_base_os_layer(j->a, j->fd, j->b); break;
+    case W_SETUP_VOLUME: j->hr = svc_storage_setup_base_os_volume(j->a, j->b, j->c); break;
+    case W_ATTACH: j->hr = svc_storage_attach(j->a, j->b); break;
+    case W_DETACH: j->hr = svc_storage_detach(j->a); break;
+    }
+    memcpy(j->msg, t_msg, sizeof t_msg);
+    return NULL;
+}
+
+static HRESULT on_walk_thread(walk_kind kind, const char *a, const char *b, const char *c, const char *d, int fd) {
+    walk_job j = {.kind = kind, .a = a, .b = b, .c = c, .d = d, .fd = fd, .hr = E_FAIL};
+    pthread_attr_t attr;
+    pthread_t t;
+    bool started = pthread_attr_init(&attr) == 0;
+    started = started && pthread_attr_setstacksize(&attr, WALK_STACK) == 0 && pthread_create(&t, &attr, walk_main, &j) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) return fail(E_OUTOFMEMORY, "no thread for the storage call");
+    pthread_join(t, NULL);
+    memcpy(t_msg, j.msg, sizeof t_msg);
+    return j.hr;
+}
+
 /* UTF-16 argument -> UTF-8 (NULL stays NULL). Invalid UTF-16 gives bad_hr. */
 static HRESULT arg8(PCWSTR w, HRESULT bad_hr, const char *what, char **out) {
     *out = NULL;
@@ -3002,7 +3243,7 @@ EMU_EXPORT HRESULT HcsImportLayer(PCWSTR layerPath, PCWSTR sourceFolderPath, PCW
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
     if (hr == S_OK) hr = arg8(sourceFolderPath, E_INVALIDARG, "sourceFolderPath", &b);
     if (hr == S_OK) hr = arg8(layerData, HCS_E_INVALID_JSON, "layerData", &c);
-    if (hr == S_OK) hr = svc_storage_import_layer(a, b, c);
+    if (hr == S_OK) hr = on_walk_thread(W_IMPORT, a, b, c, NULL, -1);
     free(a);
     free(b);
     free(c);
@@ -3020,7 +3261,7 @@ EMU_EXPORT HRESULT HcsExportLayer(PCWSTR layerPath, PCWSTR exportFolderPath, PCW
     if (hr == S_OK) hr = arg8(exportFolderPath, E_INVALIDARG, "exportFolderPath", &b);
     if (hr == S_OK) hr = arg8(layerData, HCS_E_INVALID_JSON, "layerData", &c);
     if (hr == S_OK) hr = arg8(options, HCS_E_INVALID_JSON, "options", &d);
-    if (hr == S_OK) hr = svc_storage_export_layer(a, b, c, d);
+    if (hr == S_OK) hr = on_walk_thread(W_EXPORT, a, b, c, d, -1);
     free(a);
     free(b);
     free(c);
@@ -3041,7 +3282,7 @@ EMU_EXPORT HRESULT HcsExportLegacyWritableLayer(PCWSTR writableLayerMountPath, P
     if (hr == S_OK) hr = arg8(writableLayerFolderPath, E_INVALIDARG, "writableLayerFolderPath", &b);
     if (hr == S_OK) hr = arg8(exportFolderPath, E_INVALIDARG, "exportFolderPath", &c);
     if (hr == S_OK) hr = arg8(layerData, HCS_E_INVALID_JSON, "layerData", &d);
-    if (hr == S_OK) hr = svc_storage_export_legacy_writable_layer(a, b, c, d);
+    if (hr == S_OK) hr = on_walk_thread(W_EXPORT_LEGACY, a, b, c, d, -1);
     free(a);
     free(b);
     free(c);
@@ -3067,7 +3308,7 @@ EMU_EXPORT HRESULT HcsSetupBaseOSLayer(PCWSTR layerPath, HANDLE vhdHandle, PCWST
     char *a = NULL, *b = NULL;
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
     if (hr == S_OK) hr = arg8(options, HCS_E_INVALID_JSON, "options", &b);
-    if (hr == S_OK) hr = svc_storage_setup_base_os_layer(a, handle_fd(vhdHandle), b);
+    if (hr == S_OK) hr = on_walk_thread(W_SETUP_OS, a, b, NULL, NULL, handle_fd(vhdHandle));
     free(a);
     free(b);
     return pub(hr);
@@ -3082,7 +3323,7 @@ EMU_EXPORT HRESULT HcsSetupBaseOSVolume(PCWSTR layerPath, PCWSTR volumePath, PCW
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
     if (hr == S_OK) hr = arg8(volumePath, E_INVALIDARG, "volumePath", &b);
     if (hr == S_OK) hr = arg8(options, HCS_E_INVALID_JSON, "options", &c);
-    if (hr == S_OK) hr = svc_storage_setup_base_os_volume(a, b, c);
+    if (hr == S_OK) hr = on_walk_thread(W_SETUP_VOLUME, a, b, c, NULL, -1);
     free(a);
     free(b);
     free(c);
@@ -3133,7 +3374,7 @@ EMU_EXPORT HRESULT HcsAttachLayerStorageFilter(PCWSTR layerPath, PCWSTR layerDat
     char *a = NULL, *b = NULL;
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
     if (hr == S_OK) hr = arg8(layerData, HCS_E_INVALID_JSON, "layerData", &b);
-    if (hr == S_OK) hr = svc_storage_attach(a, b);
+    if (hr == S_OK) hr = on_walk_thread(W_ATTACH, a, b, NULL, NULL, -1);
     free(a);
     free(b);
     return pub(hr);
@@ -3145,7 +3386,7 @@ EMU_EXPORT HRESULT HcsDetachLayerStorageFilter(PCWSTR layerPath) {
     REQUIRE_STR(layerPath, "layerPath");
     char *a = NULL;
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
-    if (hr == S_OK) hr = svc_storage_detach(a);
+    if (hr == S_OK) hr = on_walk_thread(W_DETACH, a, NULL, NULL, NULL, -1);
     free(a);
     return pub(hr);
 }

@@ -38,6 +38,10 @@ static HRESULT u_wait(svc_system *s, uint32_t t, const atomic_bool *a, char **do
     return unavailable(doc);
 }
 static void u_wake(void) {}
+static bool u_runtime_id(const char *id, char out[37]) {
+    (void)id, (void)out;
+    return false;
+}
 static HRESULT u_create_process(svc_system *s, const char *p, uint32_t *pid, svc_stdio *io, char **doc) {
     (void)s, (void)p, (void)pid, (void)io;
     return unavailable(doc);
@@ -82,6 +86,7 @@ static const emu_transport unavailable_transport = {
     .service_properties = u_doc,
     .modify_service = u_doc,
     .submit_wer = u_doc,
+    .runtime_id = u_runtime_id,
 };
 
 static const emu_transport *chosen;

@@ -39,6 +39,7 @@ typedef struct emu_transport {
     HRESULT (*service_properties)(const json *query, char **doc);
     HRESULT (*modify_service)(const json *settings, char **doc);
     HRESULT (*submit_wer)(const json *report, char **doc);
+    bool (*runtime_id)(const char *id, char out[37]); /* a system's RuntimeId (VM access grants) */
 } emu_transport;
 
 extern const emu_transport emu_transport_direct;
@@ -66,6 +67,7 @@ const emu_transport *emu_tp(void);
 #define tp_service_properties(...) emu_tp()->service_properties(__VA_ARGS__)
 #define tp_modify_service(...) emu_tp()->modify_service(__VA_ARGS__)
 #define tp_submit_wer(...) emu_tp()->submit_wer(__VA_ARGS__)
+#define tp_runtime_id(...) emu_tp()->runtime_id(__VA_ARGS__)
 /* Passed as function pointers by the client half. */
 HRESULT tp_service_properties_fn(const json *query, char **doc);
 HRESULT tp_modify_service_fn(const json *settings, char **doc);

@@ -48,4 +48,5 @@ const emu_transport emu_transport_direct = {
     .service_properties = svc_service_properties,
     .modify_service = svc_modify_service,
     .submit_wer = svc_submit_wer,
+    .runtime_id = svc_runtime_id,
 };

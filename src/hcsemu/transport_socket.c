@@ -950,6 +950,21 @@ static HRESULT s_submit_wer(const json *report, char **doc) {
     return service_rpc(CALL_SUBMIT_WER, report, doc);
 }
 
+static bool s_runtime_id(const char *id, char out[37]) {
+    svc_system *s = NULL;
+    if (!id || FAILED(s_open(id, &s))) return false;
+    char *doc = NULL;
+    HRESULT hr = s_sys_call(CALL_PROPERTIES, s, NULL, &doc);
+    json *v = !FAILED(hr) && doc ? json_parse(doc, strlen(doc), NULL, 0) : NULL;
+    const char *rid = json_str(json_get(v, "RuntimeId"));
+    bool ok = rid && strlen(rid) == 36;
+    if (ok) memcpy(out, rid, 37);
+    json_free(v);
+    free(doc);
+    s_unref(s);
+    return ok;
+}
+
 /* A new service gets this process's switches. */
 static void sync_settings(conn *c) {
     json *req = json_new_object();
@@ -1190,6 +1205,7 @@ static const emu_transport socket_transport = {
     .service_properties = s_service_properties,
     .modify_service = s_modify_service,
     .submit_wer = s_submit_wer,
+    .runtime_id = s_runtime_id,
 };
 
 const emu_transport *emu_transport_socket(const char *mode, char **err) {

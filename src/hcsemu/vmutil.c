@@ -6,7 +6,8 @@
  *
  * Access grants stand for the ACEs Windows adds: one for the VM's virtual account
  * (S-1-5-83-1-<four 32-bit words of the VM GUID>) or the "Virtual Machines" group
- * (S-1-5-83-0, read access). They are kept as a JSON list in the extended attribute
+ * (S-1-5-83-0, read access); the VM's account is that of the compute system's RuntimeId when the
+ * id names one. They are kept as a JSON list in the extended attribute
  * user.hcs.acl, or in a sidecar file "<path>.hcs-acl" where the filesystem has no user
  * xattrs; pyhcs.vm reads either. A VM id that is not a GUID is turned into one by hashing
  * the id ([INFER]: Windows derives it from the id string by an undocumented rule).
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "emu.h"
+#include "transport.h"
 
 #define ACL_XATTR "user.hcs.acl"
 #define ACL_SIDECAR ".hcs-acl"
@@ -113,7 +115,11 @@ static bool parse_guid(const char *s, uint8_t out[16]) {
 
 static void vm_sid(const char *vm_id, char *out, size_t n) {
     uint8_t g[16];
-    if (!parse_guid(vm_id, g)) {
+    char runtime[37];
+    /* A VM's account is NT VIRTUAL MACHINE\<its GUID>: for a compute system that exists, its
+     * RuntimeId; otherwise the id itself when it is a GUID, else a hash of it. */
+    bool known = tp_runtime_id(vm_id, runtime) && parse_guid(runtime, g);
+    if (!known && !parse_guid(vm_id, g)) {
         /* FNV-1a over the id, spread over 16 bytes */
         uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
         for (const unsigned char *p = (const unsigned char *)vm_id; *p; p++) {

@@ -492,6 +492,84 @@ static void test_container_command_line(void) {
     free(reset);
 }
 
+/* ------------------------------------------------------------------ early events */
+
+static atomic_int op_events, exit_events;
+static char exit_doc[256];
+
+static void early_cb(HCS_EVENT *ev, void *ctx) {
+    (void)ctx;
+    /* only the creates count: later operations (start, terminate) are routed here too and
+       may be closed by the test before their event runs */
+    if (ev->Type == HcsEventOperationCallback && HcsGetOperationType(ev->Operation) == HcsOperationTypeCreate) {
+        CHECK(HcsGetOperationResult(ev->Operation, NULL) == 0);
+        atomic_fetch_add(&op_events, 1);
+    }
+    if (ev->Type == HcsEventProcessExited) {
+        char *d = narrow(ev->EventData);
+        snprintf(exit_doc, sizeof exit_doc, "%s", d ? d : "");
+        free(d);
+        atomic_fetch_add(&exit_events, 1);
+    }
+}
+
+static bool wait_count(atomic_int *n, int want, int ms) {
+    for (int i = 0; i < ms / 5 && atomic_load(n) < want; i++) usleep(5000);
+    return atomic_load(n) >= want;
+}
+
+static void test_early_events(bool on) {
+    WCHAR *set = w(on ? "{\"PropertyType\":\"Emulator\",\"Settings\":{\"DeliverEarlyEvents\":true}}"
+                      : "{\"PropertyType\":\"Emulator\",\"Settings\":{\"DeliverEarlyEvents\":false}}");
+    CHECK(HcsModifyServiceSettings(set, NULL) == 0);
+    free(set);
+    atomic_store(&op_events, 0);
+    atomic_store(&exit_events, 0);
+    /* the documented pattern: create with a callback-less operation, then set the system
+     * callback with operation callbacks, then wait for HcsEventOperationCallback */
+    WCHAR *wid = w(on ? "hostile-early-on" : "hostile-early-off");
+    WCHAR *cfg = w("{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"Container\":{}}");
+    HCS_OPERATION op = HcsCreateOperation(NULL, NULL);
+    HCS_SYSTEM sys = NULL;
+    CHECK(HcsCreateComputeSystem(wid, cfg, op, NULL, &sys) == 0);
+    CHECK(HcsSetComputeSystemCallback(sys, HcsEventOptionEnableOperationCallbacks, NULL, early_cb) == 0);
+    CHECK(wait_count(&op_events, 1, 2000) == on);
+    usleep(50000);
+    CHECK(atomic_load(&op_events) == (on ? 1 : 0)); /* once */
+    CHECK(wait_op(op, NULL) == 0);
+    HcsCloseOperation(op);
+    /* a result already read is not delivered again */
+    op = HcsCreateOperation(NULL, NULL);
+    HCS_SYSTEM sys2 = NULL;
+    WCHAR *wid2 = w(on ? "hostile-early-on2" : "hostile-early-off2");
+    CHECK(HcsCreateComputeSystem(wid2, cfg, op, NULL, &sys2) == 0);
+    CHECK(wait_op(op, NULL) == 0);
+    CHECK(HcsSetComputeSystemCallback(sys2, HcsEventOptionEnableOperationCallbacks, NULL, early_cb) == 0);
+    usleep(100000);
+    CHECK(atomic_load(&op_events) == (on ? 1 : 0));
+    HcsCloseComputeSystem(sys2);
+    free(wid2);
+    /* a process that exits before its callback is set still reports ProcessExited */
+    CHECK(HcsStartComputeSystem(sys, op, NULL) == 0);
+    CHECK(wait_op(op, NULL) == 0);
+    HcsCloseOperation(op);
+    HCS_PROCESS proc = NULL;
+    CHECK(create_process(sys, "{\"CommandArgs\":[\"sh\",\"-c\",\"exit 7\"]}", &proc, NULL, NULL) == 0);
+    PWSTR st = NULL;
+    CHECK(HcsWaitForProcessExit(proc, 5000, &st) == 0);
+    LocalFree(st);
+    CHECK(HcsSetProcessCallback(proc, HcsEventOptionNone, NULL, early_cb) == 0);
+    CHECK(wait_count(&exit_events, 1, 2000) == on);
+    if (on) CHECK(strstr(exit_doc, "\"ExitCode\":7") != NULL);
+    HcsCloseProcess(proc);
+    stop_and_close(sys);
+    free(wid);
+    free(cfg);
+    WCHAR *reset = w("{\"PropertyType\":\"EmulatorActions\",\"Settings\":{\"Action\":\"Reset\"}}");
+    CHECK(HcsModifyServiceSettings(reset, NULL) == 0);
+    free(reset);
+}
+
 int main(void) {
     WCHAR *set = w("{\"PropertyType\":\"Emulator\",\"Settings\":{\"WorkerIdleMs\":20}}");
     CHECK(HcsModifyServiceSettings(set, NULL) == 0);
@@ -503,6 +581,8 @@ int main(void) {
     test_close_wakes_waiters();
     test_close_wakes_operation_waiter();
     test_container_command_line();
+    test_early_events(true);
+    test_early_events(false);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
