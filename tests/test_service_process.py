@@ -384,7 +384,7 @@ def test_private_service_ends_with_its_client_and_takes_its_processes(backend: s
     )
     pid = int(read_line(c))
     service_pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert open(f"/proc/{service_pid}/comm").read().strip() == "hcsemud"
+    assert open(f"/proc/{service_pid}/comm").read().startswith("hcsemud")  # or an ASan build
     c.kill()
     c.wait(10)
     assert gone_within(pid, 10) and gone_within(service_pid, 10)

@@ -282,6 +282,8 @@ void proc_known_lock(void);
 void proc_known_unlock(void);
 void proc_known_add_locked(int pid);
 void proc_reap_orphans(void);
+/* Reaps pid if it is an exited child nobody watches (an orphan); cheap, for one SIGCHLD. */
+void proc_reap_if_orphan(int pid);
 /* Signals every process whose environment holds the entry `marker` (or, with prefix, an entry
  * starting with it); through pidfds, so a recycled pid is never hit. Only pids >= min_pid are
  * looked at, unless pids wrapped. Returns how many. */

@@ -185,14 +185,18 @@ int main(int argc, char **argv) {
 
     for (;;) {
         struct pollfd p[3] = {{stop_efd, POLLIN, 0}, {sfd, POLLIN, 0}, {lfd, POLLIN, 0}};
-        int n = poll(p, lfd >= 0 ? 3 : 2, -1);
+        /* Orphans (reparented to this subreaper) are reaped when a SIGCHLD names one, and by a
+         * scan of /proc every few seconds for those whose signals were merged into another's:
+         * a scan per exit would tax every process the systems run. */
+        int n = poll(p, lfd >= 0 ? 3 : 2, 5000);
         if (n < 0 && errno == EINTR) continue;
+        if (n == 0) proc_reap_orphans();
         if (p[0].revents) break;
         if (p[1].revents) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo == SIGCHLD) proc_reap_orphans();
-                else break;
+                if (si.ssi_signo != SIGCHLD) break;
+                proc_reap_if_orphan((int)si.ssi_pid);
             }
         }
         if (lfd >= 0 && (p[2].revents & POLLIN)) {

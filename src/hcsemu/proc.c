@@ -134,13 +134,24 @@ static void known_remove(int pid) {
     pthread_mutex_unlock(&known_mu);
 }
 
+void proc_reap_if_orphan(int pid) {
+    pthread_mutex_lock(&known_mu); /* a spawn registers its pid under it: never one in flight */
+    bool found = false;
+    for (size_t i = 0; i < n_known && !found; i++) found = known[i] == pid;
+    if (!found && pid > 0) waitpid((pid_t)pid, NULL, WNOHANG); /* a running or foreign pid: no-op */
+    pthread_mutex_unlock(&known_mu);
+}
+
 void proc_reap_orphans(void) {
+    /* The scan runs without known_mu (it reads all of /proc): a zombie child found here was
+     * spawned before the scan, so its spawn has registered it by the time the lock is taken. */
     DIR *d = opendir("/proc");
     if (!d) return;
     int self = (int)getpid();
-    pthread_mutex_lock(&known_mu);
+    int zombies[256];
+    size_t nz = 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
+    while ((e = readdir(d)) && nz < sizeof zombies / sizeof zombies[0]) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         if (*end || pid <= 0) continue;
@@ -155,13 +166,16 @@ void proc_reap_orphans(void) {
         char *rp = strrchr(buf, ')');
         char state;
         int ppid;
-        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != self || state != 'Z') continue;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == self && state == 'Z') zombies[nz++] = (int)pid;
+    }
+    closedir(d);
+    pthread_mutex_lock(&known_mu);
+    for (size_t z = 0; z < nz; z++) {
         bool is_known = false;
-        for (size_t i = 0; i < n_known && !is_known; i++) is_known = known[i] == (int)pid;
-        if (!is_known) waitpid((pid_t)pid, NULL, WNOHANG);
+        for (size_t i = 0; i < n_known && !is_known; i++) is_known = known[i] == zombies[z];
+        if (!is_known) waitpid((pid_t)zombies[z], NULL, WNOHANG);
     }
     pthread_mutex_unlock(&known_mu);
-    closedir(d);
 }
 
 size_t proc_kill_marked(const char *marker, bool prefix, int sig, int min_pid) {
