@@ -47,8 +47,24 @@ static svc_system *handle_sys(chandle *h) {
     return s;
 }
 
+static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay);
+
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
+    deliver(h, type, data, op, false);
+}
+
+/* replay: the exit kept for the first callback (DeliverEarlyEvents), already counted. */
+static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay) {
     pthread_mutex_lock(&h->mu);
+    if (!replay && (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+        /* One exit per handle: the early check after a create (or a service process's event
+         * arriving after it) may report the same exit twice. */
+        if (h->exit_seen) {
+            pthread_mutex_unlock(&h->mu);
+            return;
+        }
+        h->exit_seen = true;
+    }
     if (!h->closed && !h->cb && !h->cb_ever_set && !h->has_early && g_settings.deliver_early_events &&
         (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
         /* no callback yet on a fresh handle: kept for the first one (DeliverEarlyEvents) */
@@ -228,10 +244,11 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
             char *st = NULL;
             if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) {
                 pthread_mutex_lock(&a->h->mu);
-                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed) {
+                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed && !a->h->exit_seen) {
                     a->h->early_type = HcsEventProcessExited;
                     a->h->early_doc = st;
                     a->h->has_early = true;
+                    a->h->exit_seen = true;
                     st = NULL;
                 }
                 pthread_mutex_unlock(&a->h->mu);
@@ -504,7 +521,7 @@ typedef struct early_event {
 
 static void early_job(void *arg) {
     early_event *ev = arg;
-    chandle_deliver(ev->h, ev->type, ev->doc, NULL);
+    deliver(ev->h, ev->type, ev->doc, NULL, true);
     hobj_unref(&ev->h->base);
     free(ev->doc);
     free(ev);

@@ -94,7 +94,8 @@ static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static void choose(void) {
     const char *mode = getenv("HCSEMU_SERVICE");
-    if (!mode || !*mode || strcmp(mode, "direct") == 0) {
+    if (!mode || !*mode) mode = "private"; /* the default: a service process of our own */
+    if (strcmp(mode, "direct") == 0) {
         chosen = &emu_transport_direct;
         return;
     }

@@ -3,9 +3,9 @@
  *
  * The client half calls the tp_* functions below (the same shapes as the svc_* functions of
  * emu.h). Behind them sits one transport, chosen once per process by HCSEMU_SERVICE:
+ *   private (the default), shared or a socket path (transport_socket.c): a service process
+ *           (hcsemud, hcsemud.c + server.c) over a Unix socket, protocol in protocol.h.
  *   direct  (transport_direct.c): the svc_* functions in this process.
- *   private, shared or a socket path (transport_socket.c): a service process (hcsemud,
- *           hcsemud.c + server.c) over a Unix socket, protocol in protocol.h.
  * A svc_system pointer the client holds is opaque: a service record (direct) or a reference
  * to one in the service process (socket); the client only passes it back.
  */

@@ -112,8 +112,8 @@ def hcsemud_path() -> str:
 
 
 def service_mode() -> str:
-    """How this process reaches the emulator's service: ``HCSEMU_SERVICE`` (``direct`` if unset)."""
-    return os.environ.get("HCSEMU_SERVICE", "").strip() or "direct"
+    """How this process reaches the emulator's service: ``HCSEMU_SERVICE`` (``private`` if unset)."""
+    return os.environ.get("HCSEMU_SERVICE", "").strip() or "private"
 
 
 def default_socket_path() -> str:
