@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import pyhcs
 from pyhcs import _backend, errors
@@ -396,3 +398,59 @@ def test_callbacks_after_fork(name: str) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "child ok" in out.stdout, out.stdout + out.stderr
     assert "parent ok 0" in out.stdout, out.stdout + out.stderr
+
+
+# ----------------------------------------------------------------------------- argument validation
+
+# Both backends validate every argument alike (the rules are in _backend.pyi): for any values of
+# any types, both raise the same exception type, or both succeed with the same result. Under a
+# "*" fault every HCS call fails with E_ACCESSDENIED before doing anything, so a call that gets
+# past validation reaches the library without side effects, and both backends see the same
+# HRESULT. Integers are drawn where no emulator handle can be (a handle's top 32 bits are its
+# generation, never 0), so a random value never closes a live handle of the session.
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**32 - 1),
+    st.integers(2**64, 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["", "\x00", "a\x00b", "\ud800", "{}", "C:\\x", "\U0001f600"]),
+    st.binary(max_size=4),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.just(object()),
+    st.just(print),
+    st.just(threading.Event),
+)
+_NOT_FUZZED = {"close_handle", "flush_callbacks"}  # closes file descriptors / waits on the dispatcher
+_E_ACCESSDENIED = 0x80070005
+
+
+def _outcome(fn: object, args: list[object]) -> tuple[str, object]:
+    try:
+        result = fn(*args)  # type: ignore[operator]
+    except Exception as exc:
+        return "raised", type(exc)
+    return "returned", result
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs both backends")
+@pytest.mark.parametrize("api", sorted(set(_backend.PUBLIC_API) - _NOT_FUZZED))
+@hypothesis.settings(suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture], deadline=None)
+@hypothesis.given(data=st.data())
+def test_both_backends_validate_arguments_alike(api: str, data: st.DataObject) -> None:
+    core = getattr(_backend.load("cython"), api)
+    fallback = getattr(_backend.load("ctypes"), api)
+    params = list(inspect.signature(core).parameters.values())
+    required = sum(p.default is inspect.Parameter.empty for p in params)
+    n = data.draw(st.integers(required, len(params)), label="arguments")
+    args = [data.draw(_ANY_VALUE, label=p.name) for p in params[:n]]
+    _settings(
+        _backend, "EmulatorFaults", {"Reset": True, "Faults": [{"Function": "*", "Where": "Call", "HResult": _E_ACCESSDENIED}]}
+    )
+    try:
+        got_core = _outcome(core, args)
+        got_fallback = _outcome(fallback, args)
+    finally:
+        _settings(_backend, "EmulatorFaults", {"Reset": True, "Faults": []})
+    assert got_core == got_fallback, (api, args)

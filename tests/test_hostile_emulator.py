@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyhcs import errors, storage
+from pyhcs._types import EventOptions, EventType
 from pyhcs.storage import LayerChain
 
 from rawutil import container_config, new_id, operation, read_all, running_system, set_switches, wait
@@ -541,3 +542,125 @@ def test_container_is_a_windows_guest(hcs: ModuleType, windows_guest: int) -> No
     finally:
         os.close(info.std_output)
         hcs.hcs_close_process(p)
+
+
+# ------------------------------------------------------------------------------ early events
+
+
+@pytest.mark.parametrize("deliver", [True, False])
+def test_an_exit_before_the_first_callback_reaches_it(hcs: ModuleType, deliver: bool) -> None:
+    set_switches(hcs, DeliverEarlyEvents=deliver)
+    with running_system(hcs) as h:
+        p, _info = create_process(hcs, h, {"CommandLine": 'sh -c "exit 7"'})
+        try:
+            hcs.hcs_wait_for_process_exit(p, 10_000)  # it has exited: no callback was set then
+            got = threading.Event()
+            events: list[Any] = []
+            hcs.hcs_set_process_callback(p, 0, 5, lambda e, c: (events.append(e), got.set()))
+            assert got.wait(5 if deliver else 0.5) is deliver
+            if deliver:
+                assert json.loads(events[0].event_data)["ExitCode"] == 7
+        finally:
+            hcs.hcs_close_process(p)
+
+
+def test_a_create_completes_to_the_event_callback_set_after_it(hcs: ModuleType) -> None:
+    got = threading.Event()
+    seen: list[int] = []
+    with operation(hcs) as op:
+        h = hcs.hcs_create_compute_system(new_id(), container_config(), op)
+        try:
+            # the documented pattern: the create's completion through the system's event callback
+            hcs.hcs_set_compute_system_callback(
+                h, EventOptions.ENABLE_OPERATION_CALLBACKS, 0, lambda e, c: (seen.append(int(e.type)), got.set())
+            )
+            assert got.wait(5)
+            assert seen == [EventType.OPERATION_CALLBACK]
+            wait(hcs, op)  # its result is still there to read
+        finally:
+            hcs.hcs_close_compute_system(h)
+
+
+# ------------------------------------------------------------------------------ hostile documents
+
+_MEMBERS = [
+    "SchemaVersion", "Container", "VirtualMachine", "HostedSystem", "Owner", "HostingSystemId", "Storage", "Layers",
+    "Path", "MappedDirectories", "HostPath", "Memory", "SizeInMB", "GuestState", "GuestStateFilePath",
+    "RuntimeStateFilePath", "RestoreState", "SaveStateFilePath", "PropertyTypes", "Queries", "ResourcePath",
+    "RequestType", "Settings", "GuestRequest", "WorkingDirectory", "Environment", "CreateStdOutPipe", "Signal",
+    "Operation", "CloseHandle", "Handle", "ConsoleSize", "SaveType", "Ids", "Names",
+]
+_hostile_text = st.one_of(
+    st.sampled_from(["", "Memory", "Add", "Container/a", "\0", "a\0b", "/", "..", "C:\\x", "\ufffd", "Statistics"]),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | _hostile_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_MEMBERS) | _hostile_text, inner, max_size=4),
+    max_leaves=12,
+)
+_documents = st.dictionaries(st.sampled_from(_MEMBERS), _json_values, max_size=5)
+
+
+def _tree_digest(root: Path) -> dict[str, bytes]:
+    """Every file under root (names and contents, symlinks as their targets)."""
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = os.readlink(p).encode() if p.is_symlink() else (
+                p.read_bytes() if p.is_file() else b"<dir>")
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_documents, name=_hostile_text.filter(lambda s: "\0" not in s and "/" not in s))  # C-string arguments
+def test_hostile_documents_give_hcs_errors_and_touch_nothing_else(
+    hcs: ModuleType, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, doc: dict[str, Any],
+    name: str,
+) -> None:
+    base = tmp_path_factory.mktemp("hostile")
+    monkeypatch.setenv("HCSEMU_RUNTIME_DIR", str(base / "runtime"))  # the layer registry stays private
+    sentinel = base / "sentinel"
+    (sentinel / "d").mkdir(parents=True)
+    (sentinel / "d" / "f").write_text("keep")
+    (sentinel / "link").symlink_to(sentinel / "d")
+    before = _tree_digest(sentinel)
+    text = json.dumps(doc)
+
+    def attempt(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except errors.HcsError:
+            pass  # any HcsError is a fine answer; anything else (or a crash) is not
+
+    with running_system(hcs) as h:
+        for call, args in [
+            (props, (hcs, h, text)),
+            (modify, (hcs, h, doc)),
+            (create_process, (hcs, h, {**doc, "CommandLine": "true"})),
+        ]:
+            try:
+                out = call(*args)
+                if call is create_process:
+                    hcs.hcs_close_process(out[0])
+            except errors.HcsError:
+                pass
+    with operation(hcs) as op:
+        try:
+            sh = hcs.hcs_create_compute_system(f"hostile-{name}", text, op)
+        except errors.HcsError:
+            sh = 0
+        if sh:
+            attempt(wait, hcs, op)
+            with contextlib.suppress(errors.HcsError):
+                hcs.hcs_terminate_compute_system(sh, op)
+                wait(hcs, op)
+            hcs.hcs_close_compute_system(sh)
+    layer = str(base / f"l-{name}")
+    attempt(hcs.hcs_initialize_writable_layer, layer, text)
+    attempt(hcs.hcs_attach_layer_storage_filter, layer, text)
+    attempt(hcs.hcs_detach_layer_storage_filter, layer)
+    attempt(hcs.hcs_grant_vm_access, name or "x", str(base / name) if name else str(base))
+    attempt(hcs.hcs_destroy_layer, layer)
+    assert _tree_digest(sentinel) == before

@@ -95,7 +95,8 @@ def test_environment_working_directory_and_args(hcs: ModuleType, tmp_path: Path)
     "params, error",
     [
         ({"CommandLine": "true", "WorkingDirectory": "/no/such/dir"}, errors.HcsError),
-        ({"CommandArgs": ["/no/such/binary"]}, errors.Win32FileNotFoundError),
+        ({"CommandLine": "/no/such/binary"}, errors.Win32FileNotFoundError),
+        ({"CommandArgs": ["/bin/true"]}, errors.InvalidArgumentError),  # only Linux guests take it
         ({"CommandLine": 5}, errors.InvalidJsonError),
         ({"CommandLine": "true", "CreateStdOutPipe": "yes"}, errors.InvalidJsonError),
         ({"CommandLine": "true", "Environment": {"A": 1}}, errors.InvalidJsonError),
@@ -104,6 +105,8 @@ def test_environment_working_directory_and_args(hcs: ModuleType, tmp_path: Path)
     ],
 )
 def test_create_process_errors(hcs: ModuleType, params: dict[str, Any], error: type[Exception]) -> None:
+    # a Container as HCS has it: a Windows guest (no shell, no CommandArgs), whatever the defaults
+    set_switches(hcs, ContainerCommandLine="Windows", ContainerCommandArgs="Refuse")
     with running_system(hcs) as h, operation(hcs) as op:
         p = hcs.hcs_create_process(h, json.dumps(params), op)
         try:

@@ -32,6 +32,22 @@ def test_generated_module_matches_generator() -> None:
     assert actual == expected, "src/pyhcs/schema/_models.py drifted: run tools/gen_schema.py"
 
 
+def test_legacy_module_matches_generator() -> None:
+    expected = gen.render_v1(*gen.load_description())
+    actual = gen.OUTPUT_V1.read_text(encoding="utf-8")
+    assert actual == expected, "src/pyhcs/schema/_models_v1.py drifted: run tools/gen_schema.py"
+
+
+def test_payload_rules_reach_the_output() -> None:
+    facts, overrides = gen.load_description()
+    rules = facts["payloads"]["rules"]
+    rules[0]["table"]["VirtualMachine/Devices/Battery"] = "Battery"
+    assert '"VirtualMachine/Devices/Battery": (Battery,),' in gen.render(facts, overrides)
+    rules[0]["table"]["VirtualMachine/Devices/Battery"] = "NoSuchType"
+    with pytest.raises(ValueError, match="NoSuchType"):
+        gen.render(facts, overrides)
+
+
 def test_check_mode_passes_when_in_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert gen.main(["--check"]) == 0
 

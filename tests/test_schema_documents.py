@@ -130,11 +130,11 @@ def test_raw_json_is_released_with_the_model() -> None:
 
 
 def test_parse_is_lenient_on_results() -> None:
-    props = parse(Properties, '{"Id": "c1", "State": "Hibernating", "GuestMemoryInfo": {}}')
+    props = parse(Properties, '{"Id": "c1", "State": "Hibernating", "FutureInfo": {}}')
     assert props.state == "Hibernating"
-    assert props.model_extra == {"GuestMemoryInfo": {}}
+    assert props.model_extra == {"FutureInfo": {}}
     with pytest.raises(pydantic.ValidationError):
-        parse(Properties, '{"Id": "c1", "GuestMemoryInfo": {}}', strict=True)
+        parse(Properties, '{"Id": "c1", "FutureInfo": {}}', strict=True)
     with pytest.raises(pydantic.ValidationError):
         parse(ProcessStatus, '{"ProcessId": "not a number"}')
     with pytest.raises(pydantic.ValidationError):

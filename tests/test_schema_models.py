@@ -41,9 +41,32 @@ from pyhcs.schema import (
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = json.loads((ROOT / "tools" / "schema" / "hcs-schema2.json").read_text("utf-8"))
-TYPES: dict[str, Any] = {
-    name: spec for name, spec in FACTS["types"].items() if not spec.get("boilerplate")
-}
+GUEST = json.loads((ROOT / "tools" / "schema" / "guest-resources.json").read_text("utf-8"))
+OVERRIDES = json.loads((ROOT / "tools" / "schema" / "overrides.json").read_text("utf-8"))
+
+
+def _effective_types() -> dict[str, Any]:
+    """The facts as the models must reflect them: the schema types, the guest request types,
+    and the additions of overrides.json and guest-resources.json (extra enum values, fields)."""
+    types: dict[str, Any] = {
+        name: dict(spec) for name, spec in FACTS["types"].items() if not spec.get("boilerplate")
+    }
+    for name, spec in OVERRIDES["additions"]["types"].items():
+        types[name] = spec
+    for name, spec in GUEST["types"].items():
+        types[name] = {**spec, "fields": [{**f, "since": None} for f in spec["fields"]]}
+    added = {n: [{"value": v} for v in vs] for n, vs in GUEST["enum_values"].items()}
+    for n, members in OVERRIDES["additions"]["enum_values"].items():
+        added.setdefault(n, []).extend(members)
+    for n, members in added.items():
+        types[n]["members"] = [*types[n]["members"], *members]
+        types[n]["values"] = [*types[n]["values"], *(m["value"] for m in members)]
+    for n, fields in OVERRIDES["additions"]["fields"].items():
+        types[n]["fields"] = [*types[n]["fields"], *fields]
+    return types
+
+
+TYPES: dict[str, Any] = _effective_types()
 OBJECTS = [n for n, s in TYPES.items() if s["kind"] == "object"]
 ENUMS = [n for n, s in TYPES.items() if s["kind"] == "enum"]
 
@@ -198,9 +221,12 @@ def test_any_members_hold_models_or_json() -> None:
                                RequestType="Add",
                                Settings=Attachment(Type="VirtualDisk", Path="C:\\d.vhdx"))
     assert json.loads(req.to_json())["Settings"] == {"Type": "VirtualDisk", "Path": "C:\\d.vhdx"}
-    resize = ModifySettingRequest(RequestType="Update", Settings=4096)
-    assert resize.to_json() == '{"RequestType":"Update","Settings":4096}'
-    raw = ModifySettingRequest(Settings={"Anything": [1, None]})
+    resize = ModifySettingRequest(ResourcePath="VirtualMachine/ComputeTopology/Memory/SizeInMB",
+                                  RequestType="Update", Settings=4096)
+    assert json.loads(resize.to_json())["Settings"] == 4096
+    # Without a ResourcePath nothing says what Settings is: kept as given, with a warning.
+    with pytest.warns(schema.SchemaWarning, match="no ResourcePath"):
+        raw = ModifySettingRequest(Settings={"Anything": [1, None]})
     assert raw.to_json() == '{"Settings":{"Anything":[1,null]}}'
 
 

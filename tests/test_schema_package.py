@@ -35,6 +35,7 @@ def test_schema_imports_no_backend(path: Path) -> None:
 @pytest.mark.parametrize(
     "module",
     ["pyhcs.schema", "pyhcs.schema._base", "pyhcs.schema.builders", "pyhcs.schema.documents",
+     "pyhcs.schema.v1",
      "pyhcs.testing.strategies"],
 )
 def test_docstring_examples(module: str) -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyhcs.schema import MODEL_CLASSES, HcsModel, check_strict, check_version
+from pyhcs.schema import (
+    MODEL_CLASSES,
+    HcsModel,
+    PayloadModel,
+    SchemaWarning,
+    check_strict,
+    check_version,
+)
 from pyhcs.testing.strategies import SCHEMA_VERSIONS, from_model
 
 # ~210 models: a couple of dozen examples each keeps the whole file within a few seconds, and
@@ -32,7 +40,16 @@ def test_round_trip(model: type[HcsModel], data: st.DataObject) -> None:
     assert back == doc
     assert back.to_json() == text
     assert json.loads(text) == doc.to_dict()
-    check_strict(doc)  # generated documents are valid ones
+    if isinstance(doc, PayloadModel):
+        # The strategy draws Settings/OperationDetails without looking at the member that
+        # types them (ResourcePath...); test_schema_payloads.py covers those members.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SchemaWarning)
+            unset = {name: None for name in ("settings", "guest_request", "operation_details")
+                     if name in type(doc).model_fields}
+            check_strict(doc.model_copy(update=unset))
+    else:
+        check_strict(doc)  # generated documents are valid ones
 
 
 @pytest.mark.parametrize("model", MODEL_CLASSES, ids=_ids)

@@ -97,8 +97,10 @@ def test_check_recurses_into_maps_lists_and_any() -> None:
     base = "VirtualMachine/Devices/Scsi/ctl/Attachments/3"
     assert paths[f"{base}/CachingMode"] == (2, 1)
     assert paths[f"{base}/AlwaysAllowSparseFiles"] == (2, 6)
-    req = ModifySettingRequest(Settings=Attachment(SupportCompressedVolumes=True))
-    assert check_version(req, "2.0") == [("Settings/SupportCompressedVolumes", (2, 3))]
+    req = ModifySettingRequest(ResourcePath="VirtualMachine/Devices/Scsi/0/Attachments/0",
+                               Settings=Attachment(SupportCompressedVolumes=True))
+    assert check_version(req, "2.0") == [("ResourcePath", (2, 1)),
+                                         ("Settings/SupportCompressedVolumes", (2, 3))]
 
 
 def test_check_reports_too_new_enum_values() -> None:

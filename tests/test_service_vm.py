@@ -177,3 +177,46 @@ def test_processor_compatibility_of_a_saved_state(tmp_path: Path) -> None:
     req = vm.processor_compatibility(path)
     assert isinstance(req["ProcessorFeatures"], list) and req["CacheLineFlushSize"] > 0
     assert json.loads(json.dumps(req)) == req
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def test_vm_paths_are_sent_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    # The service resolves paths in a process of its own: a relative path must never reach it.
+    sent: list[str] = []
+    real = B.hcs_create_empty_guest_state_file
+
+    def spy(path: str) -> None:
+        sent.append(path)
+        real(path)
+
+    monkeypatch.setattr(B, "hcs_create_empty_guest_state_file", spy)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    vm.create_empty_guest_state_file(Path("sub") / ".." / "rel.vmgs")
+    assert sent == [str(tmp_path / "rel.vmgs")]
+    assert (tmp_path / "rel.vmgs").is_file()
+    with pytest.raises(FileExistsError) as exc:
+        vm.create_empty_guest_state_file("rel.vmgs")
+    assert exc.value.filename == str(tmp_path / "rel.vmgs")
+    vm.grant_vm_group_access("rel.vmgs")
+    assert vm.access_entries("rel.vmgs") == vm.access_entries(tmp_path / "rel.vmgs") != []
+    vm.revoke_vm_group_access("rel.vmgs")
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("C:\\vms\\a\\..\\b.vmgs", "C:\\vms\\b.vmgs"),
+        ("C:/vms/./b.vmgs", "C:\\vms\\b.vmgs"),
+        ("\\\\server\\share\\x\\..\\y.vhdx", "\\\\server\\share\\y.vhdx"),
+        ("\\\\?\\Volume{baac0fd5-16b7-405b-9621-112aa8e3d973}\\a\\..\\b", "\\\\?\\Volume{baac0fd5-16b7-405b-9621-112aa8e3d973}\\a\\..\\b"),
+        ("\\\\?\\C:\\literal\\.\\path", "\\\\?\\C:\\literal\\.\\path"),
+    ],
+)
+def test_windows_path_rules(given: str, expected: str) -> None:
+    import ntpath
+
+    assert vm._absolute_path(given, ntpath) == expected

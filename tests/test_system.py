@@ -1,4 +1,4 @@
-"""ComputeSystem: creation, the lifecycle of spec §5, errors, timeouts, stop(), close rules.
+"""ComputeSystem: creation, the HCS state machine, errors, timeouts, stop(), close rules.
 
 Runs on whichever backend PYHCS_BACKEND selects (CI runs the suite once per backend)."""
 

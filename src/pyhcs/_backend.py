@@ -6,9 +6,15 @@
 An explicit choice is strict: if that backend cannot be imported, importing pyhcs fails with
 an ImportError that names the backend and the cause, instead of quietly running something
 slower than asked for. ``auto`` prefers the compiled backend; if it exists but fails to load
-(a broken build, a missing library symbol) a RuntimeWarning says so, because a silent fallback
-to ctypes is the most common performance complaint about dual-backend libraries. If it was
-simply not built, auto takes ctypes without a warning (the reason is logged at DEBUG).
+for any reason (a broken build, a missing library symbol, an exception at its import) one
+RuntimeWarning names the cause, because a silent fallback to ctypes is the most common
+performance complaint about dual-backend libraries. If it was simply not built, auto takes
+ctypes without a warning (the reason is logged at DEBUG).
+
+When the HCS library itself does not exist (Windows without the "Containers"/"Hyper-V"
+features, an emulator that was not built) no backend is tried and nothing is warned: the
+first use of the library (``pyhcs.backend``, a Pythonic class, ``pyhcs.raw``; ``import pyhcs``
+loads nothing) raises ``HcsNotInstalledError``, an ImportError saying what to install.
 
 Both backends export exactly ``PUBLIC_API`` with the same signatures (a test checks it); the
 names are copied into this module, so ``from pyhcs import _backend as B; B.hcs_...`` is how
@@ -25,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from ._api_names import PUBLIC_API
+from ._library import not_installed
 
 log = logging.getLogger("pyhcs")
 
@@ -36,8 +43,13 @@ def load(name: str) -> ModuleType:
     """Imports one backend by name ("cython" or "ctypes") and checks it is complete."""
     try:
         module = importlib.import_module(_MODULES[name])
-    except OSError as exc:  # the native library itself could not be loaded
-        raise ImportError(f"pyhcs backend {name!r} cannot load the HCS library: {exc}") from exc
+    except ImportError:
+        raise
+    except Exception as exc:
+        # Whatever broke, the caller gets an ImportError naming it. OSError: the native
+        # library could not be loaded; anything else is a bug of the
+        # backend's import on this platform (e.g. an API the platform lacks).
+        raise ImportError(f"pyhcs backend {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
     missing = [n for n in PUBLIC_API if not hasattr(module, n)]
     if missing:
         raise ImportError(f"pyhcs backend {name!r} lacks {', '.join(missing)}")
@@ -48,6 +60,9 @@ def _select() -> tuple[str, ModuleType]:
     choice = os.environ.get("PYHCS_BACKEND", "auto").strip().lower() or "auto"
     if choice not in ("auto", "cython", "ctypes"):
         raise ImportError(f"pyhcs: PYHCS_BACKEND={choice!r} is not one of auto, cython, ctypes")
+    absent = not_installed()
+    if absent is not None:
+        raise absent
     if choice != "auto":
         try:
             return choice, load(choice)
@@ -69,8 +84,8 @@ def _select() -> tuple[str, ModuleType]:
             )
         try:
             return "ctypes", load("ctypes")
-        except ImportError:
-            raise exc from None
+        except ImportError as fallback_exc:
+            raise ImportError(f"pyhcs: no backend could be loaded: cython: {exc}; ctypes: {fallback_exc}") from exc
 
 
 backend, _module = _select()

@@ -1,6 +1,29 @@
-# One stub for both backends: pyhcs._backend re-exports PUBLIC_API from whichever of
-# pyhcs._core (Cython) and pyhcs._fallback (ctypes) it selected, and both have exactly these
-# signatures (tests/test_backends.py compares them with inspect.signature).
+"""One stub for both backends: pyhcs._backend re-exports PUBLIC_API from whichever of
+pyhcs._core (Cython) and pyhcs._fallback (ctypes) it selected, and both have exactly these
+signatures (tests/test_backends.py compares them with inspect.signature).
+
+Argument rules, the same in both backends (checked in parameter order, before the library is
+called; tests/test_backends.py compares the backends on random values of random types):
+
+* handles and contexts (``operation``, ``compute_system``, ``process``, ``vhd_handle``,
+  ``identity``, ``context``): ``None`` (NULL) or an ``int`` from 0 to the largest pointer
+  (2**64 - 1 on 64-bit); another type raises TypeError, an int out of range OverflowError;
+* DWORDs (``requested_access``, ``process_id``, ``callback_options``): an ``int`` from 0 to
+  0xFFFFFFFF; TypeError / OverflowError;
+* ``timeout_ms``: an ``int`` from 0 to ``INFINITE`` (0xFFFFFFFF); TypeError for another type,
+  ValueError out of range;
+* strings: ``str`` or ``None`` (NULL); TypeError for another type (bytes included), ValueError
+  for a NUL character, which C would stop at; lone surrogates pass through unchanged;
+* ``callback``: callable or ``None``, else TypeError; ``security_descriptor``: ``None``, else
+  ValueError; ``has_function(name)``: a ``str``, else TypeError.
+
+Success is every SUCCEEDED HRESULT (S_OK, S_FALSE, any code >= 0), plus the pending codes for
+initiating calls; failures raise HcsError subclasses.
+
+The synchronous functions that can block in the service (pyhcs._blocking.SYNCHRONOUS) run on
+a helper thread when called from the main thread, so that Ctrl-C interrupts them.
+"""
+
 from types import ModuleType
 from typing import Final
 

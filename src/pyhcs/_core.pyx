@@ -54,7 +54,7 @@ from pyhcs._computecore cimport (
 import atexit
 import os
 
-from . import errors
+from . import _blocking, errors
 from ._dispatch import KIND_EVENT, KIND_OPERATION, new_dispatcher
 from ._library import library_paths
 from ._types import GENERIC_ALL, INFINITE, HcsProcessInformation
@@ -133,9 +133,12 @@ cdef extern from "_loader.h" nogil:
         HRESULT (*HcsSetupBaseOSVolume)(PCWSTR, PCWSTR, PCWSTR) noexcept nogil
         HLOCAL (*LocalFree)(HLOCAL) noexcept nogil
         int (*CloseHandle)(HANDLE) noexcept nogil
+        void* storage
+        char storage_error[384]
 
     int pyhcs_load(pyhcs_table* t, const char* core_path, const char* storage_path, char* err, size_t errlen)
     int pyhcs_has_function(const pyhcs_table* t, const char* name)
+    int pyhcs_is_storage_function(const char* name)
     size_t pyhcs_n_slots()
     const char* pyhcs_slot_name(size_t i)
     unsigned long pyhcs_last_error()
@@ -259,6 +262,8 @@ _present = frozenset(
     name for name in (pyhcs_slot_name(i).decode() for i in range(pyhcs_n_slots()))
     if pyhcs_has_function(&T, name.encode()) == 1
 )
+# Why computestorage could not be loaded, or None: its functions then raise naming it.
+_storage_error = T.storage_error.decode("utf-8", "replace") if T.storage == NULL else None
 
 BACKEND = "cython"
 #: Deliberate differences from the ctypes backend (see pyhcs.backend_features):
@@ -300,24 +305,58 @@ cdef extern from *:
 WAIT_SLICE_MS = _WAIT_SLICE_MS
 
 cdef object _make_error = errors.make_error
+cdef object _abandoned = _blocking.abandoned
 cdef object _HcsProcessInformation = HcsProcessInformation
 
 # ----------------------------------------------------------------------------- small helpers
 
 
 cdef inline void* _ptr(object value) except? NULL:
-    """A handle, context or pointer-sized integer as the C pointer (None is NULL), as ctypes'
-    c_void_p converts it."""
+    """A handle or context as the C pointer: None (NULL) or an int that fits a pointer;
+    TypeError for anything else, OverflowError out of range (the rules of _backend.pyi, which
+    pyhcs._fallback._validate applies the same way)."""
     if value is None:
         return NULL
-    return PyLong_AsVoidPtr(value)
+    if not isinstance(value, int):
+        raise TypeError(f"expected an int handle or None, not {type(value).__name__}")
+    if value < 0:
+        raise OverflowError(f"a handle cannot be negative ({value})")
+    return PyLong_AsVoidPtr(value)  # OverflowError above the pointer width
+
+
+cdef inline DWORD _dword(object value, str name) except? 0xFFFFFFFF:
+    """A DWORD argument: an int from 0 to 0xFFFFFFFF."""
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0 or value > 0xFFFFFFFF:
+        raise OverflowError(f"{name} {value} does not fit a DWORD (0 to 0xFFFFFFFF)")
+    return <DWORD>value
+
+
+cdef inline int _callable(object callback) except -1:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, not {type(callback).__name__}")
+    return 0
+
+
+cdef inline int _reserved(object security_descriptor) except -1:
+    if security_descriptor is not None:
+        raise ValueError("security_descriptor is reserved and must be None")
+    return 0
 
 
 cdef inline int _need(const void* fn, str name) except -1:
     """Raises ProcedureNotFoundError naming the function when the library lacks it."""
     if fn == NULL:
-        raise _make_error(errors.HRESULT_FROM_WIN32(_ERROR_PROC_NOT_FOUND), call=name)
+        _missing(name)
     return 0
+
+
+cdef int _missing(str name) except -1:
+    message = None
+    if _storage_error is not None and pyhcs_is_storage_function(name.encode()):
+        message = f"{name} is unavailable: computestorage could not be loaded ({_storage_error})"
+    raise _make_error(errors.HRESULT_FROM_WIN32(_ERROR_PROC_NOT_FOUND), message=message, call=name)
 
 
 cdef inline int _check(HRESULT hr, str call, object doc=None) except -1:
@@ -327,8 +366,9 @@ cdef inline int _check(HRESULT hr, str call, object doc=None) except -1:
 
 
 cdef inline int _check_initiated(HRESULT hr, str call) except -1:
-    """An initiating call succeeded: S_OK, or "pending" in any of its code forms."""
-    if hr != 0 and not _is_pending(<uint32_t>hr):
+    """An initiating call succeeded: any success code (S_OK, S_FALSE...), or "pending" in any
+    of its code forms."""
+    if hr < 0 and not _is_pending(<uint32_t>hr):
         raise _make_error(hr, None, call=call)
     return 0
 
@@ -556,7 +596,9 @@ _dispatcher = new_dispatcher(_wait_batch)
 # one: checking this set first keeps the registry's lock off the hot path. Only this module
 # registers operations with _dispatcher, so the set and the registry agree.
 cdef set _op_registered = set()
-os.register_at_fork(after_in_child=_op_registered.clear)  # the registry starts empty there too
+# The registry starts empty in a forked child too. Windows has no fork and no register_at_fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_op_registered.clear)
 
 
 def _queue_stats():
@@ -697,17 +739,26 @@ cdef object _wait(int kind, object handle, object timeout_ms, HCS_PROCESS_INFORM
     cdef int64_t deadline = 0, left_ns
     cdef bint forever
     cdef int overflow = 0
-    cdef long long requested = PyLong_AsLongLongAndOverflow(timeout_ms, &overflow)
+    cdef long long requested
+    h = _ptr(handle)
+    if not isinstance(timeout_ms, int):
+        raise TypeError(f"timeout_ms must be an int number of milliseconds, not {type(timeout_ms).__name__}")
+    requested = PyLong_AsLongLongAndOverflow(timeout_ms, &overflow)
     if overflow or requested < 0 or requested > <long long>_INFINITE:
         raise ValueError("timeout_ms must be between 0 and INFINITE (0xFFFFFFFF)")
     total = <DWORD>requested
-    h = _ptr(handle)
     _need(_wait_fn(kind), call)
     forever = total == _INFINITE
-    # First a poll (timeout 0), with the GIL held: it cannot block, and in a busy program most
-    # waits find the operation complete already, so the common case costs no GIL release (a
-    # thread handoff when other Python threads are running) and no clock reading.
-    hr = _wait_once(kind, h, 0, pi, &doc)
+    # First a poll (timeout 0). For an operation it is answered by the operation object itself
+    # and cannot block, and in a busy program most waits find the operation complete already,
+    # so it keeps the GIL: the common case costs no GIL release (a thread handoff when other
+    # Python threads are running) and no clock reading. An exit wait asks the service, which
+    # can block even for a timeout of 0: without the GIL.
+    if kind <= _WAIT_OPERATION_PROCESS_INFO:
+        hr = _wait_once(kind, h, 0, pi, &doc)
+    else:
+        with nogil:
+            hr = _wait_once(kind, h, 0, pi, &doc)
     if not forever and _is_timeout(hr):
         deadline = pyhcs_monotonic_ns() + <int64_t>total * 1000000
     while _is_timeout(hr):
@@ -730,8 +781,11 @@ cdef object _wait(int kind, object handle, object timeout_ms, HCS_PROCESS_INFORM
             T.LocalFree(<HLOCAL>doc)
             doc = NULL
         # Between slices, with the GIL: KeyboardInterrupt (or any handler's exception) ends
-        # the wait here; the operation itself is untouched.
+        # the wait here; the operation itself is untouched. On a helper thread of
+        # pyhcs._blocking, a wait its caller gave up ends here too.
         PyErr_CheckSignals()
+        if _abandoned():
+            raise _blocking.Abandoned(call)
         with nogil:
             hr = _wait_once(kind, h, slice_ms, pi, &doc)
     text = _take_doc(doc)
@@ -749,10 +803,10 @@ cdef object _wait(int kind, object handle, object timeout_ms, HCS_PROCESS_INFORM
 def hcs_create_operation(context: int = 0, callback: OperationCallback | None = None) -> int:
     """HcsCreateOperation. ``callback(operation, context)`` runs on pyhcs' dispatcher thread."""
     cdef HCS_OPERATION op
-    cdef void* ctx
+    cdef void* ctx = _ptr(context)
+    _callable(callback)
     _need(<const void*>T.HcsCreateOperation, "HcsCreateOperation")
     if callback is None:
-        ctx = _ptr(context)
         op = T.HcsCreateOperation(ctx, NULL)
         if op == NULL:
             raise _make_error(_E_OUTOFMEMORY, call="HcsCreateOperation")
@@ -797,12 +851,11 @@ def hcs_get_operation_context(operation: int) -> int:
 def hcs_set_operation_context(operation: int, context: int) -> None:
     """HcsSetOperationContext."""
     cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
-    cdef void* ctx
+    cdef void* ctx = _ptr(context)
     entry = _dispatcher.entry(operation, KIND_OPERATION) if operation in _op_registered else None
     if entry is not None:
         entry.context = context
         return
-    ctx = _ptr(context)
     _need(<const void*>T.HcsSetOperationContext, "HcsSetOperationContext")
     _check(T.HcsSetOperationContext(op, ctx), "HcsSetOperationContext")
 
@@ -811,11 +864,11 @@ def hcs_set_operation_callback(operation: int, context: int, callback: Operation
     """HcsSetOperationCallback. ``callback(operation, context)`` runs on the dispatcher thread;
     ``None`` removes it."""
     cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
-    cdef void* ctx
+    cdef void* ctx = _ptr(context)
     cdef HRESULT hr
+    _callable(callback)
     _need(<const void*>T.HcsSetOperationCallback, "HcsSetOperationCallback")
     if callback is None:
-        ctx = _ptr(context)
         with nogil:
             hr = T.HcsSetOperationCallback(op, ctx, NULL)
         _check(hr, "HcsSetOperationCallback")
@@ -931,8 +984,10 @@ cdef int _system_call(_SystemCall fn, str call, object compute_system, object op
     cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
     cdef WCHAR* w
     cdef HRESULT hr
-    _need(<const void*>fn, call)
     w = _w(document)
+    if fn == NULL:
+        free(w)
+        _need(<const void*>fn, call)
     with nogil:
         hr = fn(s, op, w)
         free(w)
@@ -945,8 +1000,10 @@ cdef int _process_call(_ProcessCall fn, str call, object process, object operati
     cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
     cdef WCHAR* w
     cdef HRESULT hr
-    _need(<const void*>fn, call)
     w = _w(document)
+    if fn == NULL:
+        free(w)
+        _need(<const void*>fn, call)
     with nogil:
         hr = fn(p, op, w)
         free(w)
@@ -955,11 +1012,15 @@ cdef int _process_call(_ProcessCall fn, str call, object process, object operati
 
 def hcs_enumerate_compute_systems(query: str | None, operation: int) -> None:
     """HcsEnumerateComputeSystems (the list is the operation's result)."""
-    cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
-    cdef WCHAR* w
+    cdef HCS_OPERATION op
+    cdef WCHAR* w = _w(query)
     cdef HRESULT hr
-    _need(<const void*>T.HcsEnumerateComputeSystems, "HcsEnumerateComputeSystems")
-    w = _w(query)
+    try:
+        op = <HCS_OPERATION>_ptr(operation)
+        _need(<const void*>T.HcsEnumerateComputeSystems, "HcsEnumerateComputeSystems")
+    except BaseException:
+        free(w)
+        raise
     with nogil:
         hr = T.HcsEnumerateComputeSystems(w, op)
         free(w)
@@ -973,14 +1034,13 @@ def hcs_create_compute_system(id: str, configuration: str, operation: int, secur
     cdef HCS_SYSTEM out = NULL
     cdef _WArgs a
     cdef HRESULT hr
-    if security_descriptor is not None:
-        raise ValueError("security_descriptor is reserved and must be None")
-    op = <HCS_OPERATION>_ptr(operation)
-    _need(<const void*>T.HcsCreateComputeSystem, "HcsCreateComputeSystem")
     _wargs_init(&a)
     try:
         a.p[0] = _w(id)
         a.p[1] = _w(configuration)
+        op = <HCS_OPERATION>_ptr(operation)
+        _reserved(security_descriptor)
+        _need(<const void*>T.HcsCreateComputeSystem, "HcsCreateComputeSystem")
         with nogil:
             hr = T.HcsCreateComputeSystem(a.p[0], a.p[1], op, NULL, &out)
     finally:
@@ -991,12 +1051,16 @@ def hcs_create_compute_system(id: str, configuration: str, operation: int, secur
 
 def hcs_open_compute_system(id: str, requested_access: int = GENERIC_ALL) -> int:
     """HcsOpenComputeSystem."""
-    cdef DWORD access = requested_access
+    cdef DWORD access
     cdef HCS_SYSTEM out = NULL
-    cdef WCHAR* w
+    cdef WCHAR* w = _w(id)
     cdef HRESULT hr
-    _need(<const void*>T.HcsOpenComputeSystem, "HcsOpenComputeSystem")
-    w = _w(id)
+    try:
+        access = _dword(requested_access, "requested_access")
+        _need(<const void*>T.HcsOpenComputeSystem, "HcsOpenComputeSystem")
+    except BaseException:
+        free(w)
+        raise
     with nogil:
         hr = T.HcsOpenComputeSystem(w, access, &out)
         free(w)
@@ -1060,11 +1124,15 @@ def hcs_modify_compute_system(compute_system: int, operation: int, configuration
     """HcsModifyComputeSystem."""
     cdef HCS_SYSTEM s = <HCS_SYSTEM>_ptr(compute_system)
     cdef HCS_OPERATION op = <HCS_OPERATION>_ptr(operation)
-    cdef HANDLE ident = _ptr(identity)
-    cdef WCHAR* w
+    cdef HANDLE ident
+    cdef WCHAR* w = _w(configuration)
     cdef HRESULT hr
-    _need(<const void*>T.HcsModifyComputeSystem, "HcsModifyComputeSystem")
-    w = _w(configuration)
+    try:
+        ident = _ptr(identity)
+        _need(<const void*>T.HcsModifyComputeSystem, "HcsModifyComputeSystem")
+    except BaseException:
+        free(w)
+        raise
     with nogil:
         hr = T.HcsModifyComputeSystem(s, op, w, ident)
         free(w)
@@ -1081,9 +1149,10 @@ cdef inline HRESULT _set_callback_raw(bint process, void* h, HCS_EVENT_OPTIONS o
 cdef int _set_event_callback(bint process, str call, object handle, object callback_options, object context,
                              object callback) except -1:
     cdef void* h = _ptr(handle)
-    cdef HCS_EVENT_OPTIONS options = <HCS_EVENT_OPTIONS><int>callback_options
-    cdef void* ctx
+    cdef HCS_EVENT_OPTIONS options = <HCS_EVENT_OPTIONS>_dword(callback_options, "callback_options")
+    cdef void* ctx = _ptr(context)
     cdef HRESULT hr
+    _callable(callback)
     _need(<const void*>T.HcsSetProcessCallback if process else <const void*>T.HcsSetComputeSystemCallback, call)
     if callback is None:
         # Unregistering waits for callbacks in flight: without the GIL.
@@ -1125,17 +1194,18 @@ def hcs_wait_for_compute_system_exit(compute_system: int, timeout_ms: int = INFI
 
 def hcs_create_process(compute_system: int, process_parameters: str, operation: int, security_descriptor: None = None) -> int:
     """HcsCreateProcess. The process information (std handles) is the operation's result."""
-    cdef HCS_SYSTEM s
+    cdef HCS_SYSTEM s = <HCS_SYSTEM>_ptr(compute_system)
     cdef HCS_OPERATION op
     cdef HCS_PROCESS out = NULL
-    cdef WCHAR* w
+    cdef WCHAR* w = _w(process_parameters)
     cdef HRESULT hr
-    if security_descriptor is not None:
-        raise ValueError("security_descriptor is reserved and must be None")
-    s = <HCS_SYSTEM>_ptr(compute_system)
-    op = <HCS_OPERATION>_ptr(operation)
-    _need(<const void*>T.HcsCreateProcess, "HcsCreateProcess")
-    w = _w(process_parameters)
+    try:
+        op = <HCS_OPERATION>_ptr(operation)
+        _reserved(security_descriptor)
+        _need(<const void*>T.HcsCreateProcess, "HcsCreateProcess")
+    except BaseException:
+        free(w)
+        raise
     with nogil:
         hr = T.HcsCreateProcess(s, w, op, NULL, &out)
         free(w)
@@ -1146,8 +1216,8 @@ def hcs_create_process(compute_system: int, process_parameters: str, operation: 
 def hcs_open_process(compute_system: int, process_id: int, requested_access: int = GENERIC_ALL) -> int:
     """HcsOpenProcess."""
     cdef HCS_SYSTEM s = <HCS_SYSTEM>_ptr(compute_system)
-    cdef DWORD pid = process_id
-    cdef DWORD access = requested_access
+    cdef DWORD pid = _dword(process_id, "process_id")
+    cdef DWORD access = _dword(requested_access, "requested_access")
     cdef HCS_PROCESS out = NULL
     cdef HRESULT hr
     _need(<const void*>T.HcsOpenProcess, "HcsOpenProcess")
@@ -1269,7 +1339,6 @@ cdef int _strings_call(const void* fn, int n, str call, object s0, object s1=Non
     """Calls an HRESULT function of n PCWSTR arguments without the GIL; raises on failure."""
     cdef _WArgs a
     cdef HRESULT hr
-    _need(fn, call)
     _wargs_init(&a)
     try:
         a.p[0] = _w(s0)
@@ -1279,6 +1348,7 @@ cdef int _strings_call(const void* fn, int n, str call, object s0, object s1=Non
             a.p[2] = _w(s2)
         if n > 3:
             a.p[3] = _w(s3)
+        _need(fn, call)
         with nogil:
             if n == 1:
                 hr = (<_OneString>fn)(a.p[0])
@@ -1382,14 +1452,15 @@ def hcs_destroy_layer(layer_path: str) -> None:
 
 def hcs_setup_base_os_layer(layer_path: str, vhd_handle: int, options: str | None = None) -> None:
     """HcsSetupBaseOSLayer."""
-    cdef HANDLE vhd = _ptr(vhd_handle)
+    cdef HANDLE vhd
     cdef _WArgs a
     cdef HRESULT hr
-    _need(<const void*>T.HcsSetupBaseOSLayer, "HcsSetupBaseOSLayer")
     _wargs_init(&a)
     try:
         a.p[0] = _w(layer_path)
+        vhd = _ptr(vhd_handle)
         a.p[1] = _w(options)
+        _need(<const void*>T.HcsSetupBaseOSLayer, "HcsSetupBaseOSLayer")
         with nogil:
             hr = T.HcsSetupBaseOSLayer(a.p[0], vhd, a.p[1])
     finally:
@@ -1463,8 +1534,13 @@ def library_path() -> str:
 
 def has_function(name: str) -> bool:
     """Whether the loaded library exports ``name`` (e.g. "HcsSetupBaseOSVolume")."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
     return name in _present
 
+
+# Ctrl-C must be able to interrupt the synchronous calls on the main thread (pyhcs._blocking).
+_blocking.wrap_synchronous(globals())
 
 from pyhcs._api_names import PUBLIC_API
 

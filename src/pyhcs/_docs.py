@@ -66,7 +66,7 @@ def to_json(doc: Document | None, what: str = "document") -> str | None:
 
 def compute_system_config(config: Document) -> str:
     """The configuration for HcsCreateComputeSystem, with ``ShouldTerminateOnLastHandleClosed``
-    defaulting to true (pain point 8: a crashed or careless caller then leaks no system).
+    defaulting to true (a crashed or careless caller then leaks no system).
 
     An explicit value, true or false, is kept. Text that is not a JSON object is sent as it
     is, so HCS reports the problem itself.

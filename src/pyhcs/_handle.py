@@ -52,7 +52,7 @@ _H = TypeVar("_H", bound="Handle")
 
 #: Environment variable holding the default timeout of every wait, in seconds.
 DEFAULT_TIMEOUT_ENV = "PYHCS_TIMEOUT"
-_FALLBACK_TIMEOUT = 240.0  # hcsshim's watchdog default (spec §9.1)
+_FALLBACK_TIMEOUT = 240.0  # hcsshim's watchdog default
 
 #: Waits are cut into slices of this many seconds. Between slices the waiter notices that the
 #: object was closed (so close() is never held up for long by a waiter) and Python handles
@@ -348,7 +348,7 @@ class Handle:
         self.close()
 
     def __del__(self) -> None:
-        # Gentle finalizer (house style rule 9): nothing at exit or in a forked child; else
+        # A gentle finalizer: nothing at exit or in a forked child; else
         # warn and close. A half-constructed object has no _closed attribute.
         if _exiting or getattr(self, "_closed", True) or self._generation != _fork_generation:
             return

@@ -67,6 +67,7 @@ ERROR_BAD_PATHNAME                           0x800700A1  BadPathnameError
 ERROR_INVALID_NAME                           0x8007007B  InvalidNameError
 ERROR_BUSY                                   0x800700AA  ResourceBusyError
 ERROR_DISK_FULL                              0x80070070  DiskFullError
+ERROR_DIRECTORY                              0x8007010B  InvalidDirectoryError
 HCS_E_OPERATION_PENDING_LEGACY               0xC0370103  OperationPendingError (legacy)
 """
 
@@ -92,6 +93,7 @@ __all__: list[str] = [
     "ERROR_BAD_PATHNAME",
     "ERROR_BUSY",
     "ERROR_CANCELLED",
+    "ERROR_DIRECTORY",
     "ERROR_DIR_NOT_EMPTY",
     "ERROR_DISK_FULL",
     "ERROR_FILE_EXISTS",
@@ -168,6 +170,7 @@ __all__: list[str] = [
     "ImageMismatchError",
     "InvalidArgumentError",
     "InvalidDataError",
+    "InvalidDirectoryError",
     "InvalidHandleError",
     "InvalidJsonError",
     "InvalidLayerError",
@@ -278,6 +281,7 @@ ERROR_BAD_PATHNAME: Final = 0x800700A1
 ERROR_INVALID_NAME: Final = 0x8007007B
 ERROR_BUSY: Final = 0x800700AA
 ERROR_DISK_FULL: Final = 0x80070070
+ERROR_DIRECTORY: Final = 0x8007010B
 HCS_E_OPERATION_PENDING_LEGACY: Final = 0xC0370103
 
 CODES: Final[tuple[HResultInfo, ...]] = (
@@ -901,6 +905,17 @@ CODES: Final[tuple[HResultInfo, ...]] = (
         tags=frozenset(),
     ),
     HResultInfo(
+        symbol="ERROR_DIRECTORY",
+        hresult=ERROR_DIRECTORY,
+        meaning="The directory name is invalid",
+        suggestion=(
+            "Give an existing directory (for a process: its WorkingDirectory) as an "
+            "absolute path"
+        ),
+        class_name="InvalidDirectoryError",
+        tags=frozenset(),
+    ),
+    HResultInfo(
         symbol="HCS_E_OPERATION_PENDING_LEGACY",
         hresult=HCS_E_OPERATION_PENDING_LEGACY,
         meaning=(
@@ -1431,3 +1446,9 @@ class DiskFullError(HcsError):
     """ERROR_DISK_FULL (0x80070070): There is not enough space on the disk."""
 
     hresult = ERROR_DISK_FULL
+
+
+class InvalidDirectoryError(HcsError):
+    """ERROR_DIRECTORY (0x8007010B): The directory name is invalid."""
+
+    hresult = ERROR_DIRECTORY

@@ -64,7 +64,10 @@ typedef struct pyhcs_table {
      * emulator hands out file descriptors that os.close() closes. */
     int (PYHCS_CALL *CloseHandle)(HANDLE handle);
     void *core;    /* library handles; never unloaded (a late callback may still be running) */
-    void *storage;
+    void *storage; /* NULL when computestorage could not be loaded (see storage_error) */
+    /* Why computestorage could not be loaded ("" when it was): its functions then raise,
+     * naming the library, and everything of computecore still works. */
+    char storage_error[384];
 } pyhcs_table;
 
 typedef struct pyhcs_slot {
@@ -135,19 +138,22 @@ PYHCS_FN void *pyhcs_dlsym(void *lib, const char *name) { return dlsym(lib, name
 
 /*
  * Fills t from the two libraries (the same path twice is fine: the second open returns the
- * same handle). Returns 0, or -1 with a message in err when a library or LocalFree cannot be
- * loaded. Missing HCS exports are not an error: their slots stay NULL.
+ * same handle). Returns 0, or -1 with a message in err when computecore or LocalFree cannot be
+ * loaded. Missing HCS exports are not an error: their slots stay NULL. Neither is a missing
+ * computestorage (a Windows without the storage part, or a build that ships only
+ * computecore): its slots stay NULL and t->storage_error says why.
  */
 PYHCS_FN int pyhcs_load(pyhcs_table *t, const char *core_path, const char *storage_path, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
     if (errlen) err[0] = 0;
     t->core = pyhcs_dlopen(core_path, err, errlen);
     if (!t->core) return -1;
-    t->storage = strcmp(core_path, storage_path) == 0 ? t->core : pyhcs_dlopen(storage_path, err, errlen);
-    if (!t->storage) return -1;
+    t->storage = strcmp(core_path, storage_path) == 0
+                     ? t->core
+                     : pyhcs_dlopen(storage_path, t->storage_error, sizeof t->storage_error);
     for (size_t i = 0; i < PYHCS_N_SLOTS; i++) {
         void *lib = pyhcs_slots[i].storage ? t->storage : t->core;
-        *PYHCS_SLOT_PTR(t, i) = pyhcs_dlsym(lib, pyhcs_slots[i].name);
+        *PYHCS_SLOT_PTR(t, i) = lib ? pyhcs_dlsym(lib, pyhcs_slots[i].name) : NULL;
     }
 #ifdef _WIN32
     t->LocalFree = LocalFree;
@@ -163,6 +169,14 @@ PYHCS_FN int pyhcs_load(pyhcs_table *t, const char *core_path, const char *stora
         return -1;
     }
 #endif
+    return 0;
+}
+
+/* 1 when name is a function of computestorage, 0 otherwise. */
+PYHCS_FN int pyhcs_is_storage_function(const char *name) {
+    for (size_t i = 0; i < PYHCS_N_SLOTS; i++) {
+        if (strcmp(pyhcs_slots[i].name, name) == 0) return pyhcs_slots[i].storage;
+    }
     return 0;
 }
 

@@ -3,7 +3,7 @@
 Everything pyhcs reports goes to the ``"pyhcs"`` logger: DEBUG for every native call (name,
 subject, duration), WARNING for calls that take suspiciously long.
 
-The watchdog (spec §9.1, pain point 3). A native HCS call can hang inside the service (moby
+The watchdog. A native HCS call can hang inside the service (moby
 #37395 waited 54 hours in HcsStartComputeSystem). hcsshim once answered that by returning to
 the caller while the call kept running, which freed buffers the call still used and crashed
 computecore.dll. pyhcs never abandons a call: the thread that made it keeps waiting, and every

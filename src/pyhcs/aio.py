@@ -16,7 +16,9 @@ Every wait of the blocking API has an awaitable twin here, with the same ``timeo
 Nothing blocks the event loop: operations complete through native completion callbacks, the
 dispatcher thread hands completions and events to the loop with ``call_soon_threadsafe``, one
 wake-up per batch however many arrived, and process pipes are read and written with the loop's
-own readiness callbacks.
+own readiness callbacks; on Windows, whose pipes cannot be polled (or with
+``PYHCS_FORCE_WINDOWS_IO=1``), in threads of their own, never the loop's default executor, so
+a kill() never waits behind a read.
 
 Cancelling a task that awaits never frees what HCS may still use: the operation stays alive
 (pyhcs' registry holds it) and closes itself once HCS completes it; a system or process whose
@@ -27,20 +29,22 @@ with completions still in flight is tolerated: they are dropped, nothing else ha
 from __future__ import annotations
 
 import asyncio
-import errno
+import functools
 import math
 import os
-import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
+from . import _stdio
 from . import process as _process
 from . import system as _system
 from ._docs import Document, to_json
+from ._guest import GuestOs, list_form, signal_value
 from ._handle import Deadline, resolve_timeout, timeout_error
+from ._stdio import PipeIO
 from .errors import HcsError, OperationTimeoutError, is_already_stopped
 from .events import Event, EventHub, ExitStatus, SystemExitStatus
 from .operation import Operation
@@ -59,6 +63,7 @@ __all__ = [
 ]
 
 _READ_CHUNK = 65536
+_T = TypeVar("_T")
 
 
 # ------------------------------------------------------------------------------ loop wake-ups
@@ -83,7 +88,7 @@ class _LoopWaker:
         try:
             self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
-            # The loop is closed (spec pitfall 4.10): nobody can await these any more.
+            # The loop is closed: nobody can await these any more.
             with self._lock:
                 self._pending.clear()
                 self._scheduled = False
@@ -243,25 +248,67 @@ def events(obj: Any, *, replay: bool = True, timeout: float | None = None) -> As
     return AsyncEventStream(hub, replay=replay, timeout=resolve_timeout(timeout, target.default_timeout))
 
 
-# ------------------------------------------------------------------------------ pipes
+# ------------------------------------------------------------------------------ pipes and threads
 
 
-def _steal(f: IO[bytes] | None) -> Any:
-    """The raw file under a buffered file object (freshly opened: nothing is buffered)."""
-    if f is None:
-        return None
-    detach = getattr(f, "detach", None)
-    return detach() if callable(detach) else f
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A done callback: marks the outcome of a future nobody may await as seen, so asyncio
+    never logs "exception was never retrieved" for it (the awaiter, if any, still gets it)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _in_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+    """Runs ``fn`` in a thread of its own and returns a future of its result.
+
+    Not the loop's default executor: a blocking pipe read can last as long as the child
+    stays quiet, and a bounded pool full of such reads would make a kill() wait behind
+    them. A thread per call never queues. Cancelling the future leaves ``fn`` running.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+    fut.add_done_callback(_retrieve)
+    waker = _waker(loop)
+
+    def settle(value: Any, failed: bool) -> None:
+        if fut.done():
+            return
+        if failed:
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+    def work() -> None:
+        try:
+            value = fn()
+        except BaseException as exc:
+            waker.call(functools.partial(settle, exc, True))
+        else:
+            waker.call(functools.partial(settle, value, False))
+
+    threading.Thread(target=work, daemon=True, name="pyhcs-aio-io").start()
+    return fut
+
+
+def _steal(f: IO[bytes]) -> PipeIO:
+    """The pipe under a file of :mod:`pyhcs._stdio` (freshly opened: nothing is buffered)."""
+    return _stdio.pipe_of(f)
 
 
 class _Pipe:
-    def __init__(self, raw: Any) -> None:
+    """One std pipe on one event loop: readiness callbacks where the loop can poll pipes,
+    else (Windows, or ``PYHCS_FORCE_WINDOWS_IO=1``) blocking I/O in threads of its own."""
+
+    def __init__(self, raw: PipeIO) -> None:
         self._raw = raw
-        self._fd: int = raw.fileno()
-        self._threaded = sys.platform == "win32"
+        self._threaded = _stdio.WINDOWS_IO
         if not self._threaded:
-            os.set_blocking(self._fd, False)
+            os.set_blocking(raw.fileno(), False)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # Thread I/O still running (its caller may have been cancelled): the next call
+        # takes its result over instead of starting another, so nothing read is lost.
+        self._pending: asyncio.Future[Any] | None = None
 
     @property
     def closed(self) -> bool:
@@ -270,52 +317,69 @@ class _Pipe:
     async def _ready(self, write: bool) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        fd = self._raw.fileno()
         fut: asyncio.Future[None] = loop.create_future()
-        resolve = _resolver(fut)
         try:
-            (loop.add_writer if write else loop.add_reader)(self._fd, resolve)
+            (loop.add_writer if write else loop.add_reader)(fd, _resolver(fut))
         except NotImplementedError:  # pragma: no cover - a loop without readiness callbacks
             self._threaded = True
-            os.set_blocking(self._fd, True)
+            os.set_blocking(fd, True)
             return
+        self._waiter = fut
         try:
             await fut
         finally:
+            self._waiter = None
             if not self._raw.closed:
-                (loop.remove_writer if write else loop.remove_reader)(self._fd)
+                (loop.remove_writer if write else loop.remove_reader)(fd)
+
+    async def _threaded_call(self, fn: Callable[[], Any]) -> Any:
+        fut = self._pending
+        if fut is None:
+            fut = self._pending = _in_thread(fn)
+        try:
+            return await asyncio.shield(fut)
+        finally:
+            if fut.done():
+                self._pending = None
 
     def close(self) -> None:
+        """Closes the pipe; a task waiting on it wakes up (and gets ValueError). Never blocks:
+        a read still running in a thread frees the descriptor when it returns."""
         if self._raw.closed:
             return
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(self._fd)
-            loop.remove_writer(self._fd)
+        if loop is not None and not loop.is_closed() and not self._threaded:
+            fd = self._raw.fileno()
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        pending = self._pending
+        if pending is not None and not pending.done():
+            # The thread stays blocked until the child writes or exits; its awaiter need not.
+            pending.set_exception(ValueError("I/O operation on a closed process pipe"))
         self._raw.close()
 
 
 class AsyncReader(_Pipe):
     """An async binary reader over a process's stdout or stderr pipe."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: PipeIO) -> None:
         super().__init__(raw)
         self._buf = bytearray()
         self._eof = False
 
     async def _fill(self) -> None:
         while not self._eof:
-            if self._threaded:  # pragma: no cover
-                data = await asyncio.get_running_loop().run_in_executor(None, self._raw.read, _READ_CHUNK)
+            if self._threaded:
+                data = await self._threaded_call(lambda: self._raw.read(_READ_CHUNK))
             else:
-                try:
-                    data = os.read(self._fd, _READ_CHUNK)
-                except BlockingIOError:
+                data = self._raw.read(_READ_CHUNK)
+                if data is None:
                     await self._ready(False)
                     continue
-                except OSError as err:
-                    if err.errno != errno.EIO:  # EIO: a console whose child exited, i.e. EOF
-                        raise
-                    data = b""
             if data:
                 self._buf += data
             else:
@@ -362,7 +426,7 @@ class AsyncReader(_Pipe):
 class AsyncWriter(_Pipe):
     """An async binary writer over a process's stdin pipe (``write`` then ``await drain()``)."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: PipeIO) -> None:
         super().__init__(raw)
         self._buf = bytearray()
 
@@ -372,21 +436,25 @@ class AsyncWriter(_Pipe):
         self._buf += data
 
     async def drain(self) -> None:
-        """Writes what is buffered. BrokenPipeError when the child closed its stdin."""
-        while self._buf:
-            if self._threaded:  # pragma: no cover
-                data = bytes(self._buf)
-                self._buf.clear()
-                await asyncio.get_running_loop().run_in_executor(None, self._raw.write, data)
-                return
-            try:
-                n = os.write(self._fd, self._buf)
-            except BlockingIOError:
-                await self._ready(True)
+        """Writes what is buffered. BrokenPipeError when the child closed its stdin (also
+        where a Windows pipe reports that as EINVAL)."""
+        while self._buf or self._pending is not None:
+            if self._threaded:
+                if self._pending is None:
+                    data = bytes(self._buf)
+                    self._buf.clear()
+                    await self._threaded_call(functools.partial(self._raw.write_all, data))
+                else:
+                    await self._threaded_call(lambda: None)  # the write a cancelled drain left
                 continue
+            try:
+                n = self._raw.write(self._buf)
             except BrokenPipeError:
                 self._buf.clear()
                 raise
+            if n is None:
+                await self._ready(True)
+                continue
             del self._buf[:n]
 
 
@@ -422,6 +490,10 @@ class Process:
         return self.sync.exit_code
 
     returncode = exit_code
+
+    def poll(self) -> int | None:
+        """The exit code if the process has exited, else None; never blocks."""
+        return self.sync.poll()
 
     @property
     def default_timeout(self) -> float | None:
@@ -473,7 +545,11 @@ class Process:
     async def communicate(
         self, input: bytes | None = None, timeout: float | None = None
     ) -> tuple[bytes | None, bytes | None]:
-        """The async :meth:`pyhcs.Process.communicate`: output drained, then the exit."""
+        """The async :meth:`pyhcs.Process.communicate`: output drained, then the exit.
+
+        A timeout or a cancelled caller leaves the pumps running, so nothing read is lost
+        and communicate() may be awaited again. HandleClosedError once the process is closed.
+        """
         deadline = self._deadline(timeout)
         if self._tasks is None:
             if input and self.stdin is None:
@@ -482,10 +558,7 @@ class Process:
             self._err = [] if self.stderr is not None else None
 
             async def pump(reader: AsyncReader, sink: list[bytes]) -> None:
-                while True:
-                    data = await reader.read(_READ_CHUNK)
-                    if not data:
-                        return
+                while data := await reader.read(_READ_CHUNK):
                     sink.append(data)
 
             async def feed() -> None:
@@ -501,14 +574,25 @@ class Process:
             for reader, sink in ((self.stdout, self._out), (self.stderr, self._err)):
                 if reader is not None and sink is not None:
                     tasks.append(asyncio.ensure_future(pump(reader, sink)))
+            for task in tasks:
+                task.add_done_callback(_retrieve)
             self._tasks = tasks
         elif input:
             raise ValueError("cannot send input after communication has started")
-        try:
-            # shield: a timeout or a cancelled caller leaves the pumps running, so nothing
-            # read is lost and communicate() may be awaited again.
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(*self._tasks)), _seconds(deadline))
-        except asyncio.TimeoutError:
+        # asyncio.wait, not gather: it leaves no aggregate future behind whose exception
+        # nobody retrieves when the caller times out or is cancelled.
+        done, pending = await asyncio.wait(self._tasks, timeout=_seconds(deadline),
+                                           return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.cancelled() or isinstance(task.exception(), ValueError):
+                if self.sync.closed:  # close() stopped the pumps, or closed a pipe under them
+                    raise self.sync._closed_error("communicate")
+            if task.cancelled():
+                raise asyncio.CancelledError()
+            failure = task.exception()
+            if failure is not None:
+                raise failure
+        if pending:
             err = timeout_error(
                 f"communicating with process {self.pid}",
                 deadline,
@@ -517,7 +601,7 @@ class Process:
                 still="it is still running: await communicate() again to go on reading, or kill() it",
             )
             err.output, err.stderr = self._output()  # type: ignore[attr-defined]
-            raise err from None
+            raise err
         await self._status(deadline)
         return self._output()
 
@@ -532,9 +616,10 @@ class Process:
         proc._ensure_open("HcsSignalProcess")
         if proc._hub.exit is not None:
             return False
+        deadline = self._deadline(timeout)
+        value = signal_value(signal, await _guest_os(proc.system, deadline))
         try:
-            await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": signal}),
-                            self._deadline(timeout))
+            await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": value}), deadline)
         except HcsError as err:
             if proc._benign(err):
                 return False
@@ -556,9 +641,10 @@ class Process:
         return True
 
     async def kill(self, *, timeout: float | None = None) -> bool:
-        """The async :meth:`pyhcs.Process.kill`. Runs in a worker thread (it opens fresh
-        handles); the thread finishes even if the awaiting task is cancelled."""
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.sync.kill(timeout=timeout))
+        """The async :meth:`pyhcs.Process.kill`. Runs in a thread of its own (it opens fresh
+        handles), never queued behind other work; the thread finishes even if the awaiting
+        task is cancelled."""
+        return await _in_thread(lambda: self.sync.kill(timeout=timeout))
 
     async def resize(self, height: int, width: int, *, timeout: float | None = None) -> None:
         doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
@@ -603,6 +689,15 @@ class Process:
 # ------------------------------------------------------------------------------ systems
 
 
+async def _guest_os(system: _system.ComputeSystem, deadline: Deadline) -> GuestOs:
+    """The system's guest; asking HCS for it (opened or hosted systems, once) happens in a
+    thread, off the loop."""
+    known = system._guest
+    if known is not None:
+        return known
+    return await _in_thread(lambda: system._guest_os(deadline.remaining()))
+
+
 def _close_when_done(op: Operation, obj: Any) -> None:
     """A creation whose awaiting task was cancelled: close ``obj`` once HCS completed it."""
     op.add_done_callback(lambda _op: obj.close())
@@ -635,10 +730,12 @@ class ComputeSystem:
 
     @classmethod
     async def create(
-        cls, id: str, config: Document, *, timeout: float | None = None, default_timeout: float | None = None
+        cls, id: str, config: Document, *, timeout: float | None = None, default_timeout: float | None = None,
+        guest_os: str | None = None,
     ) -> ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create`."""
-        system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout)
+        system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout,
+                                                     guest_os=guest_os)
         op = system._creation
         assert op is not None
         try:
@@ -660,9 +757,13 @@ class ComputeSystem:
             self.sync.wait_created(0)
 
     @classmethod
-    async def open(cls, id: str, *, default_timeout: float | None = None) -> ComputeSystem:
+    async def open(cls, id: str, *, default_timeout: float | None = None, guest_os: str | None = None) -> ComputeSystem:
         """HcsOpenComputeSystem (a synchronous call: it does not wait for anything)."""
-        return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout))
+        return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout, guest_os=guest_os))
+
+    async def guest_os(self, *, timeout: float | None = None) -> GuestOs:
+        """The async :attr:`pyhcs.ComputeSystem.guest_os` ("windows" or "linux")."""
+        return await _guest_os(self.sync, self._deadline(timeout))
 
     async def _run(self, action: str, document: Document | None, timeout: float | None) -> str | None:
         deadline = self._deadline(timeout)
@@ -711,6 +812,11 @@ class ComputeSystem:
     ) -> dict[str, Any]:
         doc = await self._run("properties", _system._property_query(types, query), timeout)
         return _system.parse_properties(doc, "HcsGetComputeSystemProperties", self.id)
+
+    async def state(self, *, timeout: float | None = None) -> str:
+        """The ``State`` property (Created, Running, Paused, Stopped, SavedAsTemplate): the
+        async twin of :attr:`pyhcs.ComputeSystem.state`, a method here because it queries HCS."""
+        return str((await self.properties(timeout=timeout)).get("State", "Unknown"))
 
     async def wait_exit(self, timeout: float | None = None) -> SystemExitStatus:
         """The async :meth:`pyhcs.ComputeSystem.wait_exit`."""
@@ -764,9 +870,12 @@ class ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create_process`; the pipes are async streams."""
         deadline = self._deadline(timeout)
         await self.wait_created(deadline.remaining())
+        guest: GuestOs = "windows"
+        if command is not None and not isinstance(command, str):
+            guest = list_form(await _guest_os(self.sync, deadline))
         text = process_parameters(
             command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
-            stderr=stderr, console=console, console_size=console_size,
+            stderr=stderr, console=console, console_size=console_size, guest_os=guest,
         )
         proc = self.sync._begin_process(text, callback=True, bufsize=0)
         op = proc._creation
@@ -807,8 +916,12 @@ class ComputeSystem:
                 out, err = await proc.communicate(input, timeout=deadline.remaining())
                 code = await proc.wait(deadline.remaining())
             except BaseException:
+                # The kill runs to its end even if this task is cancelled again; whatever
+                # it raises then is retrieved, never logged as "never retrieved".
+                kill = asyncio.ensure_future(proc.kill())
+                kill.add_done_callback(_retrieve)
                 try:
-                    await asyncio.shield(proc.kill())
+                    await asyncio.shield(kill)
                 except Exception:
                     pass
                 raise

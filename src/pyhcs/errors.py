@@ -63,6 +63,7 @@ One class per code (generated in :mod:`pyhcs._hresults` from ``tools/errors.toml
     ERROR_INVALID_NAME         0x8007007B   ``InvalidNameError``
     ERROR_BUSY                 0x800700AA   ``ResourceBusyError``
     ERROR_DISK_FULL            0x80070070   ``DiskFullError``
+    ERROR_DIRECTORY            0x8007010B   ``InvalidDirectoryError``
     ========================== ============ ===============================
 
     Note that the ``ERROR_*``, ``WAIT_TIMEOUT`` and ``RPC_*`` *constants* in this module hold the

@@ -1,7 +1,7 @@
 """Events of compute systems and processes, and the exit statuses they carry.
 
 Every :class:`~pyhcs.ComputeSystem` and :class:`~pyhcs.Process` registers one native event
-callback as soon as it has a handle (before Start, so no exit can be missed: spec §9.11). The
+callback as soon as it has a handle (before Start, so no exit can be missed). The
 native callback only names an integer key; the backend's dispatcher thread hands the copied
 event to this module, which records it in the object's :class:`EventHub`. From there it goes:
 
@@ -19,7 +19,7 @@ the stream ends without the exit they wait for.
 
 Exit statuses are typed values that say where they came from (``source``: ``"event"``,
 ``"wait"`` for HcsWaitFor*Exit, ``"properties"``) and are never made up: an exit code is only
-reported when HCS reported the process exited with ``LastWaitResult`` 0 (pain point 11).
+reported when HCS reported the process exited with ``LastWaitResult`` 0.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Event:
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a process ended (ProcessStatus, spec §6).
+    """How a process ended (ProcessStatus).
 
     ``code`` is the exit code when HCS reported the process exited and its ``LastWaitResult``
     is 0; otherwise it is None and :meth:`check` raises the HRESULT HCS gave instead. On the

@@ -15,7 +15,7 @@ with a timeout and closes it. ``Operation`` is there for those who want the hand
 One Operation tracks one call. Its result is read from HCS exactly once and kept, so
 ``result()``, ``exception()`` and ``done()`` keep working after the operation is closed.
 
-Timeouts (pain point 1): a wait that runs out raises
+Timeouts: a wait that runs out raises
 :class:`~pyhcs.errors.OperationTimeoutError` (a :class:`TimeoutError`) with the operation id and
 the elapsed time, and leaves the operation running: wait again, or :meth:`Operation.cancel`
 it. Internal operations that time out are handed to the error (``err.operation``) and close
@@ -277,7 +277,7 @@ class Operation(Handle):
     # -- waiting -----------------------------------------------------------------------------------
     def _check_owner(self) -> bool:
         """False to go on waiting; True if done after all; raises if the owner was closed or
-        the compute service went away (ServiceDisconnect is sticky: spec §3)."""
+        the compute service went away (ServiceDisconnect is sticky: every later wait fails too)."""
         owner = self._owner
         if owner is None:
             return False
@@ -483,7 +483,7 @@ class Operation(Handle):
         if self._key:
             _pending.pop(self._key, None)
         # HcsCloseOperation on a pending operation is safe: HCS keeps running the call and
-        # drops its result (spec §1); no completion callback comes after it returns.
+        # drops its result; no completion callback comes after it returns.
         B.hcs_close_operation(self._handle)
         with self._state:
             untaken = self._pi if (self._pi is not None and not self._pi_taken) else None

@@ -8,7 +8,7 @@
     proc.close()
 
 The stdio pipes are binary file objects (``proc.stdin.write``, ``proc.stdout.read``). Two
-things are different from local pipes, as in HCS itself (spec §6): the child sees EOF on stdin
+things are different from local pipes, as in HCS itself: the child sees EOF on stdin
 only when the host both closed its end *and* sent HcsModifyProcess CloseHandle/StdIn, which
 :meth:`Process.close_stdin` and :meth:`Process.communicate` do; and the exit of a process is
 an event, which pyhcs registers for before anything can be missed.
@@ -19,16 +19,14 @@ output size) and reports the exit only after both reached EOF. The exit status i
 
 :meth:`Process.kill`, :meth:`Process.terminate` and :meth:`Process.signal` are idempotent: a
 process that already exited is not an error (they return False), whatever benign code HCS
-uses to say so (spec §9.5).
+uses to say so.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import selectors
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,9 +34,11 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from . import _backend as B
-from . import _log
+from . import _log, _stdio
 from ._docs import Document, loads, to_json
+from ._guest import GuestOs, command_fields, signal_value
 from ._handle import Deadline, Handle, resolve_timeout, timeout_error
+from ._stdio import PipeIO
 from ._types import HcsProcessInformation
 from .errors import (
     HcsError,
@@ -89,8 +89,15 @@ def process_parameters(
     stderr: bool | None = None,
     console: bool | None = None,
     console_size: tuple[int, int] | None = None,
+    guest_os: GuestOs = "windows",
 ) -> str:
-    """The ProcessParameters JSON for HcsCreateProcess (spec §6)."""
+    """The ProcessParameters JSON for HcsCreateProcess.
+
+    A ``str`` command is sent as ``CommandLine``, unchanged. An argument list becomes what
+    the guest takes (see :attr:`ComputeSystem.guest_os`): for ``guest_os="windows"`` a ``CommandLine``
+    quoted so that Windows splits it back into exactly these arguments, for ``"linux"`` the
+    ``CommandArgs`` list itself. A command replaces the command of ``params``.
+    """
     base: dict[str, Any] = {}
     if params is not None:
         parsed = loads(to_json(params, "process parameters"))
@@ -98,13 +105,12 @@ def process_parameters(
             raise TypeError("process parameters must be a JSON object")
         base = parsed
     if command is not None:
+        base.pop("CommandLine", None)
+        base.pop("CommandArgs", None)
         if isinstance(command, str):
             base["CommandLine"] = command
         else:
-            args = [os.fspath(a) for a in command]
-            if not args:
-                raise ValueError("the argument list is empty")
-            base["CommandArgs"] = args
+            base.update(command_fields([os.fspath(a) for a in command], guest_os))
     if "CommandLine" not in base and "CommandArgs" not in base:
         raise ValueError("a command (or params with CommandLine/CommandArgs) is required")
     if cwd is not None:
@@ -143,42 +149,27 @@ class CompletedProcess:
             raise subprocess.CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
 
 
-def _open_std(handle: int, mode: str, bufsize: int) -> IO[bytes]:
-    """A binary file object over a std handle from HCS_PROCESS_INFORMATION (owns it)."""
-    if sys.platform == "win32":  # pragma: no cover - the emulator hands out POSIX fds
-        import msvcrt
-
-        fd = msvcrt.open_osfhandle(handle, os.O_RDONLY if "r" in mode else os.O_WRONLY)
-    else:
-        fd = handle
-    try:
-        f: IO[bytes] = open(fd, mode, buffering=bufsize)
-    except BaseException:
-        os.close(fd)
-        raise
-    return f
-
-
-def _read_some(fd: int) -> bytes:
-    """One read; EIO (a console whose child exited: the pty's other side is gone) is EOF."""
-    try:
-        return os.read(fd, _READ_CHUNK)
-    except OSError as err:
-        if err.errno == errno.EIO:
-            return b""
-        raise
-
-
 class _Communication:
-    """The state of a communicate() in progress, kept across a timeout for a retry."""
+    """The state of a communicate() in progress, kept across a timeout for a retry.
 
-    def __init__(self, data: bytes | None, want_out: bool, want_err: bool) -> None:
-        self.input = memoryview(data) if data else None
+    It holds the pipes themselves (not the Process attributes, which a close from another
+    thread clears), so the I/O loop never touches a descriptor it does not hold.
+    """
+
+    def __init__(self, data: bytes | None, stdin: PipeIO | None, stdout: PipeIO | None, stderr: PipeIO | None) -> None:
+        self.input = memoryview(data).cast("B") if data else None
         self.offset = 0
-        self.out: list[bytes] | None = [] if want_out else None
-        self.err: list[bytes] | None = [] if want_err else None
+        self.stdin = stdin if self.input is not None else None
+        self.out: list[bytes] | None = [] if stdout is not None else None
+        self.err: list[bytes] | None = [] if stderr is not None else None
+        self.outputs: list[tuple[PipeIO, list[bytes]]] = [
+            (pipe, sink) for pipe, sink in ((stdout, self.out), (stderr, self.err)) if pipe is not None and sink is not None
+        ]
         self.result: tuple[bytes | None, bytes | None] | None = None
+        # the thread strategy
         self.threads: list[threading.Thread] = []
+        self.writer: threading.Thread | None = None
+        self.failures: list[BaseException] = []
 
     def output(self) -> tuple[bytes | None, bytes | None]:
         out = b"".join(self.out) if self.out is not None else None
@@ -203,7 +194,11 @@ class Process(Handle):
     :meth:`kill` it first if that is what you want (a ``with`` block left by an exception
     does). Waits, signals and properties may be used from several threads at once;
     :meth:`communicate` and the pipes belong to one thread at a time, as with
-    :class:`subprocess.Popen`.
+    :class:`subprocess.Popen`. :meth:`close` may come from any thread and never blocks: a
+    thread still reading a pipe (or in :meth:`communicate`) then gets ValueError
+    (HandleClosedError), and the pipe's descriptor is freed once that read returned. Input
+    written to ``stdin`` but not flushed is dropped by :meth:`close` (flush, or
+    :meth:`close_stdin`, to deliver it).
     """
 
     _kind = "process"
@@ -307,7 +302,7 @@ class Process(Handle):
                         system_id=self.system_id,
                     )
             else:
-                # WS2022 quirk (spec §9.6): the wait can fail spuriously although the process
+                # A Windows Server 2022 quirk: the wait can fail spuriously although the process
                 # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
                 try:
                     pi = self._get_process_info(None)
@@ -343,7 +338,7 @@ class Process(Handle):
             if handle is None:
                 continue
             try:
-                setattr(self, name, _open_std(handle, mode, self._bufsize))
+                setattr(self, name, _stdio.open_std_handle(handle, mode, buffering=self._bufsize))
             except BaseException:
                 for later, _, _ in std[i + 1 :]:
                     if later is not None:
@@ -488,6 +483,8 @@ class Process(Handle):
         Returns ``(stdout, stderr)``, None for a stream without a pipe. On a timeout raises
         OperationTimeoutError with the output so far as ``err.output``/``err.stderr``; the
         process keeps running and communicate() may be called again (without input) to go on.
+        ``timeout=math.inf`` waits without a limit; Ctrl-C interrupts the wait either way.
+        If another thread closes the process meanwhile, this raises HandleClosedError.
         Like :mod:`subprocess`, do not mix it with reads of your own on the same pipes.
         """
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
@@ -497,24 +494,31 @@ class Process(Handle):
         if comm is None:
             if input and self.stdin is None and not self._had_stdin:
                 raise ValueError("the process has no stdin pipe (create it with stdin=True)")
-            comm = self._comm = _Communication(input, self.stdout is not None, self.stderr is not None)
             if self.stdin is not None:
                 try:
                     self.stdin.flush()
                 except OSError:
                     pass
-            if not comm.input:
+            comm = self._comm = _Communication(
+                input,
+                *(None if f is None else _stdio.pipe_of(f) for f in (self.stdin, self.stdout, self.stderr)),
+            )
+            if comm.stdin is None:
                 self.close_stdin(timeout=deadline.remaining())
         elif input:
             raise ValueError("cannot send input after communication has started")
         if comm.result is None:
             try:
-                if sys.platform == "win32":  # pragma: no cover
+                if _stdio.WINDOWS_IO:
                     self._communicate_threads(comm, deadline)
                 else:
                     self._communicate_select(comm, deadline)
             except OperationTimeoutError as err:
                 err.output, err.stderr = comm.output()  # type: ignore[attr-defined]
+                raise
+            except ValueError:
+                if self._closed:  # a pipe closed by close() from another thread
+                    raise self._closed_error("communicate") from None
                 raise
             comm.result = comm.output()
         # Output is drained; only now is the exit reported.
@@ -530,75 +534,114 @@ class Process(Handle):
             still="it is still running: call communicate() again to go on reading, or kill() it",
         )
 
+    def _input_done(self, comm: _Communication, deadline: Deadline) -> None:
+        comm.stdin = None
+        self.close_stdin(timeout=max(deadline.remaining(), 1.0))
+
     def _communicate_select(self, comm: _Communication, deadline: Deadline) -> None:
+        """Readiness polling: one thread, no blocking call longer than a wait slice."""
         with _Selector() as sel:
-            if self.stdin is not None and comm.input is not None and comm.offset < len(comm.input):
-                sel.register(self.stdin, selectors.EVENT_WRITE)
-            for f, sink in ((self.stdout, comm.out), (self.stderr, comm.err)):
-                if f is not None and sink is not None and not f.closed:
-                    sel.register(f, selectors.EVENT_READ, sink)
+            if comm.stdin is not None:
+                sel.register(comm.stdin.fileno(), selectors.EVENT_WRITE, (comm.stdin, None))
+            for pipe, sink in comm.outputs:
+                sel.register(pipe.fileno(), selectors.EVENT_READ, (pipe, sink))
             while sel.get_map():
                 if deadline.expired():
                     raise self._communicate_timeout(deadline)
-                for key, _ in sel.select(deadline.slice()):
-                    if key.fileobj is self.stdin:
-                        assert comm.input is not None
-                        chunk = comm.input[comm.offset : comm.offset + _PIPE_BUF]
-                        try:
-                            comm.offset += os.write(key.fd, chunk)
-                        except BrokenPipeError:
-                            comm.offset = len(comm.input)  # the child closed its stdin
-                        if comm.offset >= len(comm.input):
-                            sel.unregister(key.fileobj)
-                            self.close_stdin(timeout=max(deadline.remaining(), 1.0))
-                    else:
-                        data = _read_some(key.fd)
+                # Every registered descriptor is pinned while it is polled and used: a close
+                # from another thread cannot free (and the program then reuse) its number.
+                held: list[PipeIO] = []
+                try:
+                    for key in list(sel.get_map().values()):
+                        key.data[0].acquire()
+                        held.append(key.data[0])
+                    for key, _ in sel.select(deadline.slice()):
+                        pipe, sink = key.data
+                        if sink is None:
+                            self._write_some(comm, pipe, sel, key.fd, deadline)
+                            continue
+                        data = pipe.read(_READ_CHUNK)
                         if data:
-                            key.data.append(data)
-                        else:
-                            sel.unregister(key.fileobj)
-                            self._close_std(key.fileobj)
+                            sink.append(data)
+                        elif data is not None:
+                            sel.unregister(key.fd)
+                            self._close_std(pipe)
+                finally:
+                    for pipe in held:
+                        pipe.release()
 
-    def _close_std(self, f: Any) -> None:
-        if f is self.stdout:
-            self.stdout = None
-        elif f is self.stderr:
-            self.stderr = None
-        f.close()
+    def _write_some(
+        self, comm: _Communication, pipe: PipeIO, sel: selectors.BaseSelector, fd: int, deadline: Deadline
+    ) -> None:
+        assert comm.input is not None
+        try:
+            n = pipe.write(comm.input[comm.offset : comm.offset + _PIPE_BUF])
+            comm.offset += n or 0
+        except BrokenPipeError:
+            comm.offset = len(comm.input)  # the child closed its stdin
+        if comm.offset >= len(comm.input):
+            sel.unregister(fd)
+            self._input_done(comm, deadline)
 
-    def _communicate_threads(self, comm: _Communication, deadline: Deadline) -> None:  # pragma: no cover
+    def _close_std(self, pipe: PipeIO) -> None:
+        for name in ("stdout", "stderr"):
+            f = getattr(self, name)
+            if f is not None and _stdio.pipe_of(f) is pipe:
+                setattr(self, name, None)
+        pipe.close()
+
+    def _communicate_threads(self, comm: _Communication, deadline: Deadline) -> None:
+        """The Windows strategy (pipes cannot be polled there): a blocking thread per pipe;
+        this thread waits in slices, so Ctrl-C and ``math.inf`` both work, and every HCS call
+        stays on the caller's thread."""
         if not comm.threads:
 
-            def reader(f: IO[bytes], sink: list[bytes]) -> None:
-                while True:
-                    data = f.read1(_READ_CHUNK) if hasattr(f, "read1") else f.read(_READ_CHUNK)
-                    if not data:
-                        return
-                    sink.append(data)
-
-            def writer() -> None:
-                assert comm.input is not None and self.stdin is not None
+            def reader(pipe: PipeIO, sink: list[bytes]) -> None:
                 try:
-                    self.stdin.write(comm.input[comm.offset :])
-                    comm.offset = len(comm.input)
-                except OSError:
-                    pass
-                self.close_stdin(timeout=None)
+                    while data := pipe.read(_READ_CHUNK):
+                        sink.append(data)
+                except ValueError:
+                    pass  # closed under us: the waiting thread reports that
+                except BaseException as exc:
+                    comm.failures.append(exc)
 
-            for f, sink in ((self.stdout, comm.out), (self.stderr, comm.err)):
-                if f is not None and sink is not None:
-                    comm.threads.append(threading.Thread(target=reader, args=(f, sink), daemon=True))
-            if comm.input is not None and self.stdin is not None:
-                comm.threads.append(threading.Thread(target=writer, daemon=True))
+            def writer(pipe: PipeIO, data: memoryview) -> None:
+                try:
+                    pipe.write_all(data)
+                except (BrokenPipeError, ValueError):
+                    pass  # the child closed its stdin, or we were closed
+                except BaseException as exc:
+                    comm.failures.append(exc)
+
+            for pipe, sink in comm.outputs:
+                comm.threads.append(threading.Thread(target=reader, args=(pipe, sink), daemon=True,
+                                                     name=f"pyhcs-read-{self.pid}"))
+            if comm.stdin is not None and comm.input is not None:
+                comm.writer = threading.Thread(target=writer, args=(comm.stdin, comm.input[comm.offset :]),
+                                               daemon=True, name=f"pyhcs-write-{self.pid}")
+                comm.threads.append(comm.writer)
             for t in comm.threads:
                 t.start()
-        for t in comm.threads:
-            t.join(deadline.remaining())
-            if t.is_alive():
+        while True:
+            if comm.writer is not None and not comm.writer.is_alive():
+                comm.writer = None
+                if comm.input is not None:
+                    comm.offset = len(comm.input)
+                self._input_done(comm, deadline)
+            alive = [t for t in comm.threads if t.is_alive()]
+            if not alive:
+                break
+            if self._closed:
+                raise self._closed_error("communicate")
+            if deadline.expired():
                 raise self._communicate_timeout(deadline)
-        for f in (self.stdout, self.stderr):
-            if f is not None:
-                self._close_std(f)
+            alive[0].join(deadline.slice())
+        if comm.failures:
+            raise comm.failures[0]
+        if self._closed:
+            raise self._closed_error("communicate")
+        for pipe, _ in comm.outputs:
+            self._close_std(pipe)
 
     # -- control ----------------------------------------------------------------------------------
     def _submit(self, call: str, fn: Callable[..., None], doc: str | None, *, callback: bool) -> Operation:
@@ -628,7 +671,7 @@ class Process(Handle):
         if is_already_stopped(err):
             return True
         if isinstance(err, Win32AccessDeniedError):
-            # TerminateProcess on an exited process is access denied on Windows (spec §9.5);
+            # TerminateProcess on an exited process is access denied on Windows;
             # make sure that is what happened before calling it benign.
             if self._hub.exit is None:
                 self._poll_exit()
@@ -636,14 +679,18 @@ class Process(Handle):
         return False
 
     def signal(self, signal: int | str, *, timeout: float | None = None) -> bool:
-        """HcsSignalProcess: a POSIX signal number (Linux guests, the emulator) or a Ctrl event
-        name ("CtrlC", "CtrlBreak", ...: Windows guests). False if the process had exited."""
+        """HcsSignalProcess, with the signal in the form the guest takes (see
+        :attr:`ComputeSystem.guest_os`): a Windows guest gets a Ctrl event name ("CtrlC",
+        "CtrlBreak", "CtrlClose", "CtrlLogOff", "CtrlShutdown"; SIGINT, SIGQUIT, SIGHUP and
+        SIGTERM map to them, other numbers raise InvalidArgumentError), a Linux guest a POSIX
+        number (Ctrl names map to their POSIX twins). False if the process had exited."""
         self._ensure_open("HcsSignalProcess")
         if self._hub.exit is not None:
             return False
-        doc = to_json({"Signal": signal})
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        doc = to_json({"Signal": signal_value(signal, self.system._guest_os(deadline.remaining()))})
         try:
-            self._run("HcsSignalProcess", _signal_process, doc, timeout)
+            self._run("HcsSignalProcess", _signal_process, doc, deadline.remaining())
         except HcsError as err:
             if self._benign(err):
                 return False
@@ -651,7 +698,8 @@ class Process(Handle):
         return True
 
     def terminate(self, *, timeout: float | None = None) -> bool:
-        """HcsTerminateProcess on this handle. False if the process had already exited."""
+        """HcsTerminateProcess on this handle (no signal document: it is the same call for
+        every guest). False if the process had already exited."""
         self._ensure_open("HcsTerminateProcess")
         if self._hub.exit is not None:
             return False
@@ -668,7 +716,7 @@ class Process(Handle):
 
         Signals are serialized per process per system handle in HCS, so a kill could queue
         behind a slow Ctrl-C: like hcsshim, this terminates through freshly opened handles
-        (spec §9.4), falling back to this handle when they cannot be opened.
+        (hcsshim does the same), falling back to this handle when they cannot be opened.
         """
         self._ensure_open("HcsTerminateProcess")
         if self._hub.exit is not None:
@@ -771,10 +819,10 @@ class Process(Handle):
             f = getattr(self, name)
             setattr(self, name, None)
             if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+                # Never blocks, even under a thread blocked in a read of this pipe; the
+                # descriptor is freed only once that read returned. Unflushed stdin data
+                # is dropped (flush or close_stdin() first to deliver it).
+                _stdio.close_file(f)
         creation = self._creation
         if creation is not None:
             self._creation = None

@@ -1,13 +1,16 @@
 """The raw level: every HCS function, one to one, from the selected backend.
 
 Handles are ints, documents are ``str`` JSON, failures raise :class:`pyhcs.errors.HcsError`.
-See ``pyhcs._backend.PUBLIC_API`` for the list.
+See ``pyhcs._backend.PUBLIC_API`` for the list. :func:`open_std_handle` turns a std handle
+of ``HcsProcessInformation`` into a Python file on every platform (a Windows HANDLE or, on
+the emulator, a file descriptor).
 """
 
 from __future__ import annotations
 
 from ._backend import *  # noqa: F403
 from ._backend import PUBLIC_API, backend, backend_features
+from ._stdio import open_std_handle
 from ._types import (
     GENERIC_ALL,
     HCS_INVALID_OPERATION_ID,
@@ -31,4 +34,5 @@ __all__ = [
     "OperationType",
     "backend",
     "backend_features",
+    "open_std_handle",
 ]

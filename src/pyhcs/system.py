@@ -36,10 +36,12 @@ from typing import TYPE_CHECKING, Any
 from . import _backend as B
 from . import _log
 from ._docs import Document, compute_system_config, loads, to_json
+from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
 from ._handle import Deadline, Handle, resolve_timeout, timeout_error
 from .errors import (
     HcsError,
     OperationTimeoutError,
+    SystemNotFoundError,
     is_already_stopped,
     is_timeout,
     make_error,
@@ -84,7 +86,7 @@ def _property_query(types: Sequence[str], query: Document | None) -> Document | 
 
 
 def parse_properties(doc: str | None, call: str, system_id: str | None) -> dict[str, Any]:
-    """The Properties document of a successful query (spec §9.12: an empty one is an error)."""
+    """The Properties document of a successful query (HCS documents one: none is an error)."""
     value = loads(doc)
     if not isinstance(value, dict):
         raise make_error(
@@ -134,15 +136,23 @@ class ComputeSystem(Handle):
     default_timeout: float | None
         Timeout of this system's waits when ``timeout=`` is not given (None: the package
         default). Processes created here inherit it.
+    guest_os: "windows" | "linux"
+        The kind of guest its processes run in, which decides how argument lists and
+        signals are sent (see :attr:`guest_os`).
     """
 
     _kind = "compute system"
 
-    def __init__(self, handle: int, id: str, *, created: bool, default_timeout: float | None = None) -> None:
+    def __init__(
+        self, handle: int, id: str, *, created: bool, default_timeout: float | None = None,
+        guest_os: GuestOs | None = None, hosting_id: str | None = None,
+    ) -> None:
         super().__init__(handle)
         self.id = id
         self.default_timeout = default_timeout
         self._created = created
+        self._guest: GuestOs | None = guest_os
+        self._hosting_id = hosting_id
         self._creation: Operation | None = None
         self._hub = EventHub("system", id)
         self._children: weakref.WeakSet[Process] = weakref.WeakSet()
@@ -157,18 +167,34 @@ class ComputeSystem(Handle):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def _adopt(cls, handle: int, id: str, *, created: bool, default_timeout: float | None) -> ComputeSystem:
+    def _adopt(
+        cls, handle: int, id: str, *, created: bool, default_timeout: float | None,
+        guest_os: GuestOs | None = None, hosting_id: str | None = None,
+    ) -> ComputeSystem:
         try:
-            return cls(handle, id, created=created, default_timeout=default_timeout)
+            return cls(handle, id, created=created, default_timeout=default_timeout, guest_os=guest_os,
+                       hosting_id=hosting_id)
         except BaseException:
             B.hcs_close_compute_system(handle)
             raise
 
     @classmethod
     def _begin_create(
-        cls, id: str, config: Document, *, callback: bool, default_timeout: float | None
+        cls, id: str, config: Document, *, callback: bool, default_timeout: float | None,
+        guest_os: str | None = None,
     ) -> ComputeSystem:
+        guest = check_guest_os(guest_os)
         text = compute_system_config(config)
+        hosting: str | None = None
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None  # HCS reports what is wrong with it
+        if isinstance(parsed, dict):
+            if guest is None:
+                guest = guest_of_config(parsed)
+            host = parsed.get("HostingSystemId")
+            hosting = host if isinstance(host, str) and host else None
         call = "HcsCreateComputeSystem"
         op = Operation(call=call, system_id=id, callback=callback, default_timeout=default_timeout)
         try:
@@ -186,7 +212,8 @@ class ComputeSystem(Handle):
             op.close()
             raise
         try:
-            system = cls._adopt(handle, id, created=True, default_timeout=default_timeout)
+            system = cls._adopt(handle, id, created=True, default_timeout=default_timeout, guest_os=guest,
+                                hosting_id=hosting)
         except BaseException:
             op.close()
             raise
@@ -201,16 +228,19 @@ class ComputeSystem(Handle):
         *,
         timeout: float | None = None,
         default_timeout: float | None = None,
+        guest_os: str | None = None,
     ) -> ComputeSystem:
         """HcsCreateComputeSystem: creates the system ``id`` (state Created) and waits for it.
 
         ``config`` is a ``pyhcs.schema.ComputeSystem`` model, a dict or JSON text;
-        ``ShouldTerminateOnLastHandleClosed`` defaults to true. Raises
-        ``errors.SystemAlreadyExistsError`` (a FileExistsError) when the id is taken,
-        ``errors.InvalidJsonError`` for a bad configuration. On a timeout the error carries
-        the half-created system as ``err.system`` (``err.system.wait_created()`` to go on).
+        ``ShouldTerminateOnLastHandleClosed`` defaults to true. ``guest_os`` ("windows" or
+        "linux") overrides what the configuration says about the guest (see
+        :attr:`guest_os`). Raises ``errors.SystemAlreadyExistsError`` (a FileExistsError)
+        when the id is taken, ``errors.InvalidJsonError`` for a bad configuration. On a
+        timeout the error carries the half-created system as ``err.system``
+        (``err.system.wait_created()`` to go on).
         """
-        system = cls._begin_create(id, config, callback=False, default_timeout=default_timeout)
+        system = cls._begin_create(id, config, callback=False, default_timeout=default_timeout, guest_os=guest_os)
         system.wait_created(timeout)
         return system
 
@@ -233,7 +263,7 @@ class ComputeSystem(Handle):
 
     def _creation_failed(self, op: Operation, err: HcsError) -> None:
         # HCS returned a handle even though creation failed: it must still be closed
-        # (spec §9.7); with terminate-on-close that also ends whatever was half made.
+        # (HCS keeps it until then); with terminate-on-close that also ends whatever was half made.
         self._creation = None
         op.close()
         self.close()
@@ -244,11 +274,15 @@ class ComputeSystem(Handle):
             self.wait_created()
 
     @classmethod
-    def open(cls, id: str, *, default_timeout: float | None = None) -> ComputeSystem:
+    def open(cls, id: str, *, default_timeout: float | None = None, guest_os: str | None = None) -> ComputeSystem:
         """HcsOpenComputeSystem: a new handle to an existing system (any process may have
-        created it). Raises ``errors.SystemNotFoundError`` (a FileNotFoundError)."""
+        created it). Raises ``errors.SystemNotFoundError`` (a FileNotFoundError).
+
+        ``guest_os`` ("windows" or "linux") says which guest it is; without it pyhcs asks
+        the system the first time it matters (see :attr:`guest_os`)."""
+        guest = check_guest_os(guest_os)
         handle: int = _log.timed("HcsOpenComputeSystem", f"system {id!r}", B.hcs_open_compute_system, id)
-        system = cls._adopt(handle, id, created=False, default_timeout=default_timeout)
+        system = cls._adopt(handle, id, created=False, default_timeout=default_timeout, guest_os=guest)
         try:
             system._poll_exit()
         except BaseException:
@@ -377,6 +411,43 @@ class ComputeSystem(Handle):
         """The ``State`` property: Created, Running, Paused, Stopped, SavedAsTemplate."""
         return str(self.properties().get("State", "Unknown"))
 
+    @property
+    def guest_os(self) -> GuestOs:
+        """``"windows"`` or ``"linux"``: the kind of guest this system's processes run in.
+
+        It decides what pyhcs sends: an argument list becomes a ``CommandLine`` quoted by the
+        Windows rules for a Windows guest and ``CommandArgs`` for a Linux one; signals are
+        Ctrl event names for Windows, POSIX numbers for Linux. The rule: ``guest_os=`` given
+        to :meth:`create`/:meth:`open` wins. Else a system hosted by another
+        (``HostingSystemId``) has its host's guest, unless its document is hcsshim's LCOW
+        shape (``OciSpecification``/``OciBundlePath``, Linux); a ``Container`` (process- or
+        Hyper-V-isolated Windows container) is Windows; a ``VirtualMachine`` is Linux when it
+        boots ``LinuxKernelDirect``, else Windows. A system opened by id is asked for its
+        ``RuntimeOsType`` (its host's if it is hosted); Windows when nothing says otherwise.
+        Asking HCS (opened or hosted systems) happens once, and may raise its errors.
+        """
+        return self._guest_os()
+
+    def _guest_os(self, timeout: float | None = None) -> GuestOs:
+        guest = self._guest
+        if guest is not None:
+            return guest
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        hosting = self._hosting_id
+        if hosting is None and not self._created:
+            props = self.properties(timeout=deadline.remaining())
+            guest = guest_of_properties(props)
+            host = props.get("HostingSystemId")
+            hosting = host if isinstance(host, str) and host else None
+        if hosting is not None:
+            try:
+                with ComputeSystem.open(hosting, default_timeout=self.default_timeout) as host_system:
+                    guest = guest_of_properties(host_system.properties(timeout=deadline.remaining())) or guest
+            except SystemNotFoundError:
+                _log.log.debug("pyhcs: the hosting system %r of %r is gone", hosting, self.id)
+        self._guest = guest or "windows"
+        return self._guest
+
     def modify(self, request: Document, *, timeout: float | None = None) -> None:
         """HcsModifyComputeSystem with a ModifySettingRequest."""
         self._run("modify", request, timeout)
@@ -426,7 +497,8 @@ class ComputeSystem(Handle):
     def stop(
         self, grace: float = 30.0, *, options: Document | None = None, timeout: float | None = None
     ) -> SystemExitStatus:
-        """Stops the system whatever it takes, within bounds (pain point 2).
+        """Stops the system whatever it takes, within bounds (a guest that ignores the shutdown
+        is terminated).
 
         Shutdown, wait up to ``grace`` seconds for the exit, then Terminate and wait for the
         exit (``timeout`` bounds the whole). A system that is Created or Paused (which cannot
@@ -518,15 +590,21 @@ class ComputeSystem(Handle):
     ) -> Process:
         """HcsCreateProcess: starts a process in the (running) system.
 
-        ``command`` is a command line (str, ``CommandLine``) or an argument list
-        (``CommandArgs``, Linux guests and the emulator); ``params`` a ProcessParameters
-        document the other arguments add to. ``stdin``/``stdout``/``stderr`` ask for pipes,
-        which become binary file objects (``process.stdout.read()``).
+        ``command`` is a command line (str, sent as ``CommandLine`` unchanged) or an argument
+        list, sent as the guest takes it (:attr:`guest_os`): a ``CommandLine`` that a Windows
+        guest splits back into exactly these arguments, or ``CommandArgs`` for a Linux guest.
+        ``params`` is a ProcessParameters document the other arguments add to.
+        ``stdin``/``stdout``/``stderr`` ask for pipes, which become binary file objects
+        (``process.stdout.read()``).
 
         Raises ``errors.Win32FileNotFoundError`` for a missing program,
         ``errors.InvalidStateError`` when the system is not running. On a timeout the error
         carries the process as ``err.process``.
         """
+        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
+        guest: GuestOs = "windows"
+        if command is not None and not isinstance(command, str):
+            guest = list_form(self._guest_os(deadline.remaining()))
         text = process_parameters(
             command,
             params=params,
@@ -538,9 +616,10 @@ class ComputeSystem(Handle):
             stderr=stderr,
             console=console,
             console_size=console_size,
+            guest_os=guest,
         )
         proc = self._begin_process(text, callback=False, bufsize=bufsize)
-        proc.wait_started(timeout)
+        proc.wait_started(deadline.remaining())
         return proc
 
     def run(

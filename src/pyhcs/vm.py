@@ -1,5 +1,5 @@
-"""VM utilities: guest and runtime state files, VM access grants, processor compatibility of
-a saved state (computecore.dll, all synchronous; spec §8.2).
+r"""VM utilities: guest and runtime state files, VM access grants, processor compatibility of
+a saved state (computecore.dll, all synchronous).
 
 ::
 
@@ -7,7 +7,11 @@ a saved state (computecore.dll, all synchronous; spec §8.2).
     vm.grant_vm_access("vm-a", "/vms/a/disk.vhdx")
     vm.processor_compatibility("/vms/a/saved.vmrs")["ProcessorFeatures"]
 
-Paths may be ``str`` or :class:`os.PathLike`. Failures are HcsErrors with ``.filename`` set:
+Paths may be ``str`` or :class:`os.PathLike`, relative or absolute: pyhcs sends them absolute
+(``os.path.abspath``, so Windows' rules on Windows), because the service resolves paths in a
+process of its own, whose working directory is not the caller's. Windows' literal paths
+(``\\?\...``, ``\\.\...``: extended-length, volume and device paths) are sent as given.
+Failures are HcsErrors with ``.filename`` set (the absolute path that was sent):
 a missing file is ``errors.Win32FileNotFoundError``/``errors.PathNotFoundError`` (both
 FileNotFoundError), an existing one ``errors.Win32FileExistsError`` (a FileExistsError).
 """
@@ -38,12 +42,25 @@ __all__ = [
 _E_UNEXPECTED = 0x8000FFFF
 _ACL_XATTR = "user.hcs.acl"
 _ACL_SIDECAR = ".hcs-acl"
+_LITERAL_PREFIXES = ("\\\\?\\", "\\\\.\\")  # Windows paths taken literally
 
 PathLike = str | os.PathLike[str]
 
 
-def _call(name: str, path: PathLike, fn: Callable[..., Any], *args: Any) -> Any:
+def _absolute_path(path: PathLike, pathmod: Any = os.path) -> str:
+    """``path`` as the absolute path HCS needs (``pathmod``: ``os.path``, or ``ntpath``/
+    ``posixpath`` to apply one platform's rules anywhere)."""
     text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"a path is str or os.PathLike[str], not {type(text).__name__}")
+    if pathmod.sep == "\\" and text.startswith(_LITERAL_PREFIXES):
+        return text  # extended-length, volume and device paths: absolute, never normalized
+    result: str = pathmod.abspath(text)
+    return result
+
+
+def _call(name: str, path: PathLike, fn: Callable[..., Any], *args: Any) -> Any:
+    text = _absolute_path(path)
     try:
         return _log.timed(name, text, fn, *args, text)
     except HcsError as err:
@@ -113,7 +130,7 @@ def access_entries(path: PathLike) -> list[dict[str, Any]]:
     """
     if sys.platform == "win32":  # pragma: no cover
         raise NotImplementedError("read the ACL with icacls on Windows")
-    text = os.fspath(path)
+    text = _absolute_path(path)
     raw: bytes | None = None
     getxattr = getattr(os, "getxattr", None)
     if getxattr is not None:

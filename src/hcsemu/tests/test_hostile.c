@@ -554,7 +554,7 @@ static void test_early_events(bool on) {
     CHECK(wait_op(op, NULL) == 0);
     HcsCloseOperation(op);
     HCS_PROCESS proc = NULL;
-    CHECK(create_process(sys, "{\"CommandArgs\":[\"sh\",\"-c\",\"exit 7\"]}", &proc, NULL, NULL) == 0);
+    CHECK(create_process(sys, "{\"CommandLine\":\"sh -c \\\"exit 7\\\"\"}", &proc, NULL, NULL) == 0);
     PWSTR st = NULL;
     CHECK(HcsWaitForProcessExit(proc, 5000, &st) == 0);
     LocalFree(st);

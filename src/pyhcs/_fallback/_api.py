@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import errors
+from .. import _blocking, errors
+from .._api_names import PUBLIC_API
 from .._dispatch import KIND_EVENT, KIND_OPERATION, Item, new_dispatcher
 from .._types import (
     GENERIC_ALL,
@@ -26,6 +27,7 @@ from .._types import (
     HcsProcessInformation,
     OperationCallback,
 )
+from . import _validate
 from ._lib import EVENT_CALLBACK, HCS_EVENT, HCS_PROCESS_INFORMATION, OPERATION_COMPLETION, Library
 
 _lib = Library()
@@ -38,7 +40,6 @@ _WAIT_SLICE_MS = 200
 
 # HCS_E_OPERATION_PENDING in both code forms, and the legacy pending value 0xC0370103
 _PENDING = frozenset({0x80370117, 0xC0370117, 0xC0370103})
-_INITIATED = _PENDING | {0}  # an initiating call succeeded: S_OK or "pending"
 # A wait's "not yet": both forms of HCS_E_OPERATION_TIMEOUT, and the Win32 timeouts
 # (WAIT_TIMEOUT, ERROR_TIMEOUT) that HcsWaitFor*Exit may report instead.
 _TIMEOUTS = frozenset({0x80370118, 0xC0370118, 0x80070102, 0x800705B4})
@@ -89,7 +90,8 @@ def _check(hr: int, call: str, doc: str | None = None) -> None:
 
 
 def _check_initiated(hr: int, call: str) -> None:
-    if hr != 0 and (hr & 0xFFFFFFFF) not in _INITIATED:
+    """An initiating call succeeded: any success code (S_OK, S_FALSE...), or "pending"."""
+    if hr < 0 and (hr & 0xFFFFFFFF) not in _PENDING:
         raise errors.make_error(hr, None, call=call)
 
 
@@ -298,6 +300,8 @@ def _sliced(
         if (hr & 0xFFFFFFFF) in _TIMEOUTS:
             if operation is not None and not _operation_pending(operation):
                 hr, text = attempt(0)  # complete after all: its final result
+            elif _blocking.abandoned():
+                raise _blocking.Abandoned(call)  # on a helper thread, for a caller that gave up
             elif deadline is None or time.monotonic() < deadline:
                 continue  # the next slice; signals were handled between the two calls
         _check(hr, call, text)
@@ -664,3 +668,15 @@ def library_path() -> str:
 def has_function(name: str) -> bool:
     """Whether the loaded library exports ``name`` (e.g. "HcsSetupBaseOSVolume")."""
     return name in _lib.present
+
+
+def _finish_module(namespace: dict[str, Any]) -> None:
+    # Every argument is checked as the compiled backend checks it (pyhcs/_backend.pyi), and
+    # Ctrl-C must be able to interrupt the synchronous calls on the main thread
+    # (pyhcs._blocking).
+    for name in PUBLIC_API:
+        namespace[name] = _validate.validated(namespace[name])
+    _blocking.wrap_synchronous(namespace)
+
+
+_finish_module(globals())

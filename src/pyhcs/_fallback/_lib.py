@@ -117,10 +117,13 @@ COMPUTESTORAGE: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
-def _missing(name: str) -> Callable[..., int]:
+def _missing(name: str, why: str | None = None) -> Callable[..., int]:
+    message = f"{name} is unavailable: computestorage could not be loaded ({why})" if why else None
+
     def call(*args: object) -> int:
         raise errors.make_error(
             errors.HRESULT_FROM_WIN32(127),  # ERROR_PROC_NOT_FOUND
+            message=message,
             call=name,
         )
 
@@ -131,16 +134,22 @@ def _missing(name: str) -> Callable[..., int]:
 class Library:
     """The loaded library: attributes are the C functions (a missing export raises
     ProcedureNotFoundError when called, so an older Windows build loses one function, not
-    the import), plus LocalFree and CloseHandle."""
+    the import), plus LocalFree and CloseHandle. A computestorage that cannot be loaded costs
+    only its own functions: they raise naming it (``storage_error`` says why)."""
 
     def __init__(self) -> None:
         core_path, storage_path = library_paths()
         self.path = core_path
         self.storage_path = storage_path
+        self.storage_error: str | None = None
+        storage: Any
         if sys.platform == "win32":
             # LOAD_LIBRARY_SEARCH_SYSTEM32 (0x800) keeps dependency resolution in System32.
             core = ctypes.WinDLL(core_path, winmode=0x800)
-            storage = ctypes.WinDLL(storage_path, winmode=0x800)
+            try:
+                storage = ctypes.WinDLL(storage_path, winmode=0x800)
+            except OSError as exc:
+                storage, self.storage_error = None, f"loading {storage_path} failed: {exc}"
             kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
             self.LocalFree = kernel32.LocalFree
             self.CloseHandle = kernel32.CloseHandle
@@ -148,7 +157,10 @@ class Library:
             self.CloseHandle.restype = ctypes.c_int
         else:
             core = ctypes.CDLL(core_path)
-            storage = core if storage_path == core_path else ctypes.CDLL(storage_path)
+            try:
+                storage = core if storage_path == core_path else ctypes.CDLL(storage_path)
+            except OSError as exc:
+                storage, self.storage_error = None, f"loading {storage_path} failed: {exc}"
             self.LocalFree = core.LocalFree
             self.CloseHandle = None
         self.LocalFree.argtypes = [ctypes.c_void_p]
@@ -156,6 +168,9 @@ class Library:
         self.present: set[str] = set()
         for table, dll in ((COMPUTECORE, core), (COMPUTESTORAGE, storage)):
             for name, (restype, argtypes) in table.items():
+                if dll is None:
+                    setattr(self, name, _missing(name, self.storage_error))
+                    continue
                 try:
                     fn = getattr(dll, name)
                 except AttributeError:

@@ -11,6 +11,8 @@ and know which schema version introduced each field.
   queries, modify requests, lifecycle options, layer data).
 * :func:`to_json` / :func:`parse`: documents in (model, dict or JSON string), results out.
 * :func:`check_version` / :func:`target_from_supported`: is a document too new for a host?
+* :mod:`pyhcs.schema.v1`: the legacy schema 1.0 (``ContainerConfig``...) for hosts before
+  Windows Server 2019; :func:`parse_config` / :func:`config_version` tell 1.0 from 2.x.
 * :mod:`pyhcs.testing.strategies`: hypothesis strategies for property-based tests.
 
 Example::
@@ -29,21 +31,25 @@ Example::
     True
 """
 
-from pyhcs.schema import _models, builders
+from pyhcs.schema import _models, builders, v1
 from pyhcs.schema._base import (
     Base64,
     Binary,
     DateTime,
     Guid,
     HcsModel,
+    HcsModelV1,
     IndexKey,
     Int8,
     Int16,
     Int32,
     Int64,
     MacAddress,
+    MajorVersionIssue,
     OpenEnum,
+    PayloadModel,
     SchemaVersion,
+    SchemaWarning,
     StrFormat,
     UInt8,
     UInt16,
@@ -54,9 +60,11 @@ from pyhcs.schema._base import (
     as_version,
     check_strict,
     check_version,
+    document_version,
     enum_value_since,
     field_since,
     format_version,
+    payload_types,
     target_from_supported,
     unknown_members,
 )
@@ -65,7 +73,9 @@ from pyhcs.schema.documents import (
     SERVICE_PROPERTY_MODELS,
     Document,
     coerce,
+    config_version,
     parse,
+    parse_config,
     parse_list,
     parse_optional,
     service_property_payloads,
@@ -80,14 +90,18 @@ __all__ = [
     "Document",
     "Guid",
     "HcsModel",
+    "HcsModelV1",
     "IndexKey",
     "Int8",
     "Int16",
     "Int32",
     "Int64",
     "MacAddress",
+    "MajorVersionIssue",
     "OpenEnum",
+    "PayloadModel",
     "SchemaVersion",
+    "SchemaWarning",
     "StrFormat",
     "UInt8",
     "UInt16",
@@ -100,15 +114,20 @@ __all__ = [
     "check_strict",
     "check_version",
     "coerce",
+    "config_version",
+    "document_version",
     "enum_value_since",
     "field_since",
     "format_version",
     "parse",
+    "parse_config",
     "parse_list",
     "parse_optional",
+    "payload_types",
     "service_property_payloads",
     "target_from_supported",
     "to_json",
     "unknown_members",
+    "v1",
 ]
 __all__ += _models.__all__

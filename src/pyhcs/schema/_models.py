@@ -26,11 +26,13 @@ from pyhcs.schema._base import (
     Int64,
     MacAddress,
     OpenEnum,
+    PayloadModel,
     UInt8,
     UInt16,
     UInt32,
     UInt64,
     register_enum_since,
+    register_payload,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "BlackoutExitedEventDetails",
     "CPUGroupOperation",
     "CPUGroupPropertyCode",
+    "CWCOWCombinedLayers",
     "CacheMode",
     "CacheQueryStatsResponse",
     "CachingMode",
@@ -58,6 +61,7 @@ __all__ = [
     "CompatibilityInfo",
     "ComputeSystem",
     "ComputeSystemProperties",
+    "ConfidentialOptions",
     "ConsoleImage",
     "ConsoleImageQuery",
     "ConsoleSize",
@@ -97,6 +101,7 @@ __all__ = [
     "DeviceInstance",
     "DeviceNamespace",
     "DeviceType",
+    "DeviceVerityInfo",
     "Devices",
     "EnhancedModeVideo",
     "EnlightenmentModifications",
@@ -120,6 +125,7 @@ __all__ = [
     "GuestConnectionInfo",
     "GuestCrash",
     "GuestCrashReporting",
+    "GuestMemoryInfo",
     "GuestModifySettingRequest",
     "GuestOs",
     "GuestState",
@@ -154,6 +160,16 @@ __all__ = [
     "KvpExchange",
     "KvpQuery",
     "KvpSource",
+    "LCOWCombinedLayers",
+    "LCOWContainerConstraints",
+    "LCOWIPConfig",
+    "LCOWMappedDirectory",
+    "LCOWMappedVPCIDevice",
+    "LCOWMappedVPMemDevice",
+    "LCOWMappedVirtualDisk",
+    "LCOWNetworkAdapter",
+    "LCOWRoute",
+    "LCOWVPMemMappingInfo",
     "Layer",
     "LayerData",
     "LinuxKernelDirect",
@@ -194,6 +210,7 @@ __all__ = [
     "NamedPipeSymlink",
     "Namespace",
     "NetworkAdapter",
+    "NetworkModifyRequest",
     "NetworkNamespace",
     "Networking",
     "NonArchitecturalCoreSharing",
@@ -266,10 +283,12 @@ __all__ = [
     "RequestType",
     "RestoreState",
     "ResultError",
+    "SCSIDevice",
     "STDIOHandle",
     "SaveOptions",
     "SaveType",
     "Scsi",
+    "SecurityPolicyFragment",
     "SecuritySettings",
     "SerialConsole",
     "ServiceProperties",
@@ -337,6 +356,8 @@ __all__ = [
     "VirtualSmbShareOptions",
     "VmMemory",
     "VmProcessorRequirements",
+    "WCOWCombinedLayers",
+    "WCOWMappedVirtualDisk",
     "WindowsCrashPhase",
     "WindowsCrashReport",
     "WindowsCrashReporting",
@@ -678,6 +699,7 @@ class AttachmentType(str, Enum):
     VIRTUAL_DISK = "VirtualDisk"
     ISO = "Iso"
     PASS_THRU = "PassThru"
+    EXTENSIBLE_VIRTUAL_DISK = "ExtensibleVirtualDisk"
 
 
 register_enum_since(AttachmentType, {"VirtualDisk": "2.0", "Iso": "2.0", "PassThru": "2.0"})
@@ -1039,6 +1061,18 @@ class ModifyResourceType(str, Enum):
     COMBINED_LAYERS = "CombinedLayers"
     NETWORK_NAMESPACE = "NetworkNamespace"
     CIM_MOUNT = "CimMount"
+    SCSI_DEVICE = "SCSIDevice"
+    MAPPED_VIRTUAL_DISK_FOR_CONTAINER_SCRATCH = "MappedVirtualDiskForContainerScratch"
+    WCOW_BLOCK_CIMS = "WCOWBlockCims"
+    NETWORK = "Network"
+    CWCOW_COMBINED_LAYERS = "CWCOWCombinedLayers"
+    V_PMEM_DEVICE = "VPMemDevice"
+    VPCI_DEVICE = "VPCIDevice"
+    CONTAINER_CONSTRAINTS = "ContainerConstraints"
+    HV_SOCKET = "HvSocket"
+    SECURITY_POLICY = "SecurityPolicy"
+    SECURITY_POLICY_FRAGMENT = "SecurityPolicyFragment"
+    POD_CGROUP_MEMORY_LIMIT = "PodCgroupMemoryLimit"
 
 
 register_enum_since(
@@ -3408,6 +3442,9 @@ class VirtioSerialPort(HcsModel):
         default=None, alias="NamedPipe", json_schema_extra={"since": "2.2"}
     )
     name: str | None = Field(default=None, alias="Name", json_schema_extra={"since": "2.2"})
+    console_support: bool | None = Field(
+        default=None, alias="ConsoleSupport", json_schema_extra={"since": "2.6"}
+    )
 
 
 class VirtioSerial(HcsModel):
@@ -3765,7 +3802,7 @@ class ContainerCredentialGuardInstance(HcsModel):
     )
 
 
-class ContainerCredentialGuardOperationRequest(HcsModel):
+class ContainerCredentialGuardOperationRequest(PayloadModel):
     """HCS schema object ``ContainerCredentialGuardOperationRequest``. Result or remarks of
     HcsModifyServiceSettings.
     """
@@ -3890,7 +3927,7 @@ class GuestConnectionInfo(HcsModel):
     )
 
 
-class HostProcessorModificationRequest(HcsModel):
+class HostProcessorModificationRequest(PayloadModel):
     """HCS schema object ``HostProcessorModificationRequest``. Result or remarks of
     HcsModifyServiceSettings.
     """
@@ -4078,18 +4115,18 @@ class BlackoutExitedEventDetails(HcsModel):
     blackout_stop_timestamp: DateTime | None = Field(default=None, alias="BlackoutStopTimestamp")
 
 
-class ModificationRequest(HcsModel):
+class ModificationRequest(PayloadModel):
     """HCS schema object ``ModificationRequest``. Document of
     HcsModifyServiceSettings(settings). Result or remarks of HcsModifyServiceSettings.
     """
 
-    property_type: OpenEnum[PropertyType] | None = Field(
+    property_type: OpenEnum[ModifyPropertyType] | None = Field(
         default=None, alias="PropertyType", json_schema_extra={"since": "2.1"}
     )
     settings: Any = Field(default=None, alias="Settings", json_schema_extra={"since": "2.1"})
 
 
-class ModifySettingRequest(HcsModel):
+class ModifySettingRequest(PayloadModel):
     """HCS schema object ``ModifySettingRequest``. Document of
     HcsModifyComputeSystem(configuration). Result or remarks of HcsModifyComputeSystem.
     """
@@ -4493,6 +4530,31 @@ class PropertyResponse(HcsModel):
     )
 
 
+class GuestMemoryInfo(HcsModel):
+    """HCS schema object ``GuestMemoryInfo``."""
+
+    total_physical_bytes: UInt64 | None = Field(default=None, alias="TotalPhysicalBytes")
+    total_usage: UInt64 | None = Field(default=None, alias="TotalUsage")
+    committed_bytes: UInt64 | None = Field(default=None, alias="CommittedBytes")
+    shared_committed_bytes: UInt64 | None = Field(default=None, alias="SharedCommittedBytes")
+    commit_limit_bytes: UInt64 | None = Field(default=None, alias="CommitLimitBytes")
+    peak_commitment_bytes: UInt64 | None = Field(default=None, alias="PeakCommitmentBytes")
+
+
+class IntegrationComponentStatus(HcsModel):
+    """HCS schema object ``IntegrationComponentStatus``."""
+
+    is_enabled: bool | None = Field(
+        default=None, alias="IsEnabled", json_schema_extra={"since": "2.5"}
+    )
+    state: OpenEnum[IntegrationComponentOperationalState] | None = Field(
+        default=None, alias="State", json_schema_extra={"since": "2.5"}
+    )
+    reason: OpenEnum[IntegrationComponentOperatingStateReason] | None = Field(
+        default=None, alias="Reason", json_schema_extra={"since": "2.5"}
+    )
+
+
 class Properties(HcsModel):
     """HCS schema object ``Properties``. Result or remarks of HcsEnumerateComputeSystems,
     HcsGetComputeSystemProperties.
@@ -4546,6 +4608,21 @@ class Properties(HcsModel):
         default=None, alias="PropertyResponses", json_schema_extra={"since": "2.5"}
     )
     lcow_metrics: Any = Field(default=None, alias="LCOWMetrics")
+    ob_root: str | None = Field(default=None, alias="ObRoot")
+    is_dummy: bool | None = Field(default=None, alias="IsDummy")
+    runtime_image_path: str | None = Field(default=None, alias="RuntimeImagePath")
+    is_runtime_template: bool | None = Field(default=None, alias="IsRuntimeTemplate")
+    guest_memory_info: GuestMemoryInfo | None = Field(default=None, alias="GuestMemoryInfo")
+    cpu_group_id: str | None = Field(default=None, alias="CpuGroupId")
+    silo: Any = Field(default=None, alias="Silo")
+    cos_index: UInt32 | None = Field(default=None, alias="CosIndex")
+    rmid: UInt32 | None = Field(default=None, alias="Rmid")
+    cache_stats: Any = Field(default=None, alias="CacheStats")
+    idled_processor_info: Any = Field(default=None, alias="IdledProcessorInfo")
+    cpu_frequency_power_cap: UInt32 | None = Field(default=None, alias="CpuFrequencyPowerCap")
+    ic_heartbeat_status: IntegrationComponentStatus | None = Field(
+        default=None, alias="ICHeartbeatStatus", json_schema_extra={"since": "2.3"}
+    )
 
 
 class PropertyQuery(HcsModel):
@@ -4841,7 +4918,7 @@ class GpuConfiguration(HcsModel):
     )
 
 
-class GuestModifySettingRequest(HcsModel):
+class GuestModifySettingRequest(PayloadModel):
     """HCS schema object ``GuestModifySettingRequest``."""
 
     resource_type: OpenEnum[ModifyResourceType] | None = Field(
@@ -4858,20 +4935,6 @@ class IdleProcessorsRequest(HcsModel):
 
     idle_processor_count: UInt32 | None = Field(
         default=None, alias="IdleProcessorCount", json_schema_extra={"since": "2.3"}
-    )
-
-
-class IntegrationComponentStatus(HcsModel):
-    """HCS schema object ``IntegrationComponentStatus``."""
-
-    is_enabled: bool | None = Field(
-        default=None, alias="IsEnabled", json_schema_extra={"since": "2.5"}
-    )
-    state: OpenEnum[IntegrationComponentOperationalState] | None = Field(
-        default=None, alias="State", json_schema_extra={"since": "2.5"}
-    )
-    reason: OpenEnum[IntegrationComponentOperatingStateReason] | None = Field(
-        default=None, alias="Reason", json_schema_extra={"since": "2.5"}
     )
 
 
@@ -5065,6 +5128,295 @@ class VmProcessorRequirements(HcsModel):
     non_architectural_core_sharing: OpenEnum[NonArchitecturalCoreSharing] | None = Field(
         default=None, alias="NonArchitecturalCoreSharing", json_schema_extra={"since": "2.5"}
     )
+
+
+class LCOWMappedDirectory(HcsModel):
+    """Guest request object ``LCOWMappedDirectory`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    mount_path: str | None = Field(default=None, alias="MountPath")
+    port: Int32 | None = Field(default=None, alias="Port")
+    share_name: str | None = Field(default=None, alias="ShareName")
+    read_only: bool | None = Field(default=None, alias="ReadOnly")
+
+
+class DeviceVerityInfo(HcsModel):
+    """Guest request object ``DeviceVerityInfo`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    ext4_size_in_bytes: Int64 | None = Field(default=None, alias="Ext4SizeInBytes")
+    version: Int64 | None = Field(default=None, alias="Version")
+    algorithm: str | None = Field(default=None, alias="Algorithm")
+    super_block: bool | None = Field(default=None, alias="SuperBlock")
+    root_digest: str | None = Field(default=None, alias="RootDigest")
+    salt: str | None = Field(default=None, alias="Salt")
+    block_size: Int64 | None = Field(default=None, alias="BlockSize")
+
+
+class LCOWMappedVirtualDisk(HcsModel):
+    """Guest request object ``LCOWMappedVirtualDisk`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    mount_path: str | None = Field(default=None, alias="MountPath")
+    lun: UInt8 | None = Field(default=None, alias="Lun")
+    controller: UInt8 | None = Field(default=None, alias="Controller")
+    partition: UInt64 | None = Field(default=None, alias="Partition")
+    read_only: bool | None = Field(default=None, alias="ReadOnly")
+    encrypted: bool | None = Field(default=None, alias="Encrypted")
+    options: list[str] | None = Field(default=None, alias="Options")
+    block_dev: bool | None = Field(default=None, alias="BlockDev")
+    verity_info: DeviceVerityInfo | None = Field(default=None, alias="VerityInfo")
+    ensure_filesystem: bool | None = Field(default=None, alias="EnsureFilesystem")
+    filesystem: str | None = Field(default=None, alias="Filesystem")
+
+
+class WCOWMappedVirtualDisk(HcsModel):
+    """Guest request object ``WCOWMappedVirtualDisk`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    container_path: str | None = Field(default=None, alias="ContainerPath")
+    lun: Int32 | None = Field(default=None, alias="Lun")
+
+
+class LCOWCombinedLayers(HcsModel):
+    """Guest request object ``LCOWCombinedLayers`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    container_id: str | None = Field(default=None, alias="ContainerID")
+    container_root_path: str | None = Field(default=None, alias="ContainerRootPath")
+    layers: list[Layer] | None = Field(default=None, alias="Layers")
+    scratch_path: str | None = Field(default=None, alias="ScratchPath")
+
+
+class WCOWCombinedLayers(HcsModel):
+    """Guest request object ``WCOWCombinedLayers`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    container_root_path: str | None = Field(default=None, alias="ContainerRootPath")
+    layers: list[Layer] | None = Field(default=None, alias="Layers")
+    scratch_path: str | None = Field(default=None, alias="ScratchPath")
+    filter_type: OpenEnum[FileSystemFilterType] | None = Field(default=None, alias="FilterType")
+
+
+class CWCOWCombinedLayers(HcsModel):
+    """Guest request object ``CWCOWCombinedLayers`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    container_id: str | None = Field(default=None, alias="ContainerID")
+    combined_layers: WCOWCombinedLayers | None = Field(default=None, alias="CombinedLayers")
+
+
+class SCSIDevice(HcsModel):
+    """Guest request object ``SCSIDevice`` (hcsshim; HCS forwards it to the guest unchanged)."""
+
+    controller: UInt8 | None = Field(default=None, alias="Controller")
+    lun: UInt8 | None = Field(default=None, alias="Lun")
+
+
+class LCOWVPMemMappingInfo(HcsModel):
+    """Guest request object ``LCOWVPMemMappingInfo`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    device_offset_in_bytes: UInt64 | None = Field(default=None, alias="DeviceOffsetInBytes")
+    device_size_in_bytes: UInt64 | None = Field(default=None, alias="DeviceSizeInBytes")
+
+
+class LCOWMappedVPMemDevice(HcsModel):
+    """Guest request object ``LCOWMappedVPMemDevice`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    device_number: UInt32 | None = Field(default=None, alias="DeviceNumber")
+    mount_path: str | None = Field(default=None, alias="MountPath")
+    mapping_info: LCOWVPMemMappingInfo | None = Field(default=None, alias="MappingInfo")
+    verity_info: DeviceVerityInfo | None = Field(default=None, alias="VerityInfo")
+
+
+class LCOWMappedVPCIDevice(HcsModel):
+    """Guest request object ``LCOWMappedVPCIDevice`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    vm_bus_guid: str | None = Field(default=None, alias="VMBusGUID")
+
+
+class LCOWIPConfig(HcsModel):
+    """Guest request object ``LCOWIPConfig`` (hcsshim; HCS forwards it to the guest unchanged)."""
+
+    ip_address: str | None = Field(default=None, alias="IPAddress")
+    prefix_length: UInt8 | None = Field(default=None, alias="PrefixLength")
+
+
+class LCOWRoute(HcsModel):
+    """Guest request object ``LCOWRoute`` (hcsshim; HCS forwards it to the guest unchanged)."""
+
+    next_hop: str | None = Field(default=None, alias="NextHop")
+    destination_prefix: str | None = Field(default=None, alias="DestinationPrefix")
+    metric: UInt16 | None = Field(default=None, alias="Metric")
+
+
+class LCOWNetworkAdapter(HcsModel):
+    """Guest request object ``LCOWNetworkAdapter`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    namespace_id: str | None = Field(default=None, alias="NamespaceID")
+    id: str | None = Field(default=None, alias="ID")
+    mac_address: str | None = Field(default=None, alias="MacAddress")
+    dns_suffix: str | None = Field(default=None, alias="DNSSuffix")
+    dns_server_list: str | None = Field(default=None, alias="DNSServerList")
+    encap_overhead: UInt16 | None = Field(default=None, alias="EncapOverhead")
+    vpci_assigned: bool | None = Field(default=None, alias="VPCIAssigned")
+    ip_configs: list[LCOWIPConfig] | None = Field(default=None, alias="IPConfigs")
+    routes: list[LCOWRoute] | None = Field(default=None, alias="Routes")
+    policy_based_routing: bool | None = Field(default=None, alias="PolicyBasedRouting")
+    enable_low_metric: bool | None = Field(default=None, alias="EnableLowMetric")
+
+
+class NetworkModifyRequest(HcsModel):
+    """Guest request object ``NetworkModifyRequest`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    adapter_id: str | None = Field(default=None, alias="AdapterId")
+    request_type: OpenEnum[RequestType] | None = Field(default=None, alias="RequestType")
+    settings: Any = Field(default=None, alias="Settings")
+
+
+class LCOWContainerConstraints(HcsModel):
+    """Guest request object ``LCOWContainerConstraints`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    windows: Any = Field(default=None, alias="Windows")
+    linux: Any = Field(default=None, alias="Linux")
+
+
+class ConfidentialOptions(HcsModel):
+    """Guest request object ``ConfidentialOptions`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    enforcer_type: str | None = Field(default=None, alias="EnforcerType")
+    encoded_security_policy: str | None = Field(default=None, alias="EncodedSecurityPolicy")
+    encoded_uvm_reference: str | None = Field(default=None, alias="EncodedUVMReference")
+    encoded_uvm_hash_envelope_reference: str | None = Field(
+        default=None, alias="EncodedUVMHashEnvelopeReference"
+    )
+
+
+class SecurityPolicyFragment(HcsModel):
+    """Guest request object ``SecurityPolicyFragment`` (hcsshim; HCS forwards it to the guest
+    unchanged).
+    """
+
+    fragment: str | None = Field(default=None, alias="Fragment")
+    media_type: str | None = Field(default=None, alias="MediaType")
+
+
+# ------------------------------ payloads typed by a sibling member
+
+register_payload(
+    ModifySettingRequest,
+    "Settings",
+    key="ResourcePath",
+    match="path",
+    table={
+        "VirtualMachine/ComputeTopology/Memory/SizeInMB": ("uint64",),
+        "VirtualMachine/ComputeTopology/Processor/CpuGroup": (CpuGroup,),
+        "VirtualMachine/ComputeTopology/Processor/IdledProcessors": (IdleProcessorsRequest,),
+        "VirtualMachine/ComputeTopology/Processor/CpuFrequencyPowerCap": None,
+        "VirtualMachine/ComputeTopology/Processor/Limits": (ProcessorLimits,),
+        "VirtualMachine/ComputeTopology/Gpu": (GpuConfiguration,),
+        "VirtualMachine/Devices/Scsi/*/Attachments/*": (Attachment,),
+        "VirtualMachine/Devices/NetworkAdapters/*": (NetworkAdapter,),
+        "VirtualMachine/Devices/Plan9/Shares": (Plan9Share,),
+        "VirtualMachine/Devices/VirtualSmb/Shares": (VirtualSmbShare,),
+        "VirtualMachine/Devices/VirtualPMem/Devices/*": (VirtualPMemDevice,),
+        "VirtualMachine/Devices/VirtualPMem/Devices/*/Mappings/*": (VirtualPMemMapping,),
+        "VirtualMachine/Devices/ComPorts/*": (ComPort,),
+        "VirtualMachine/Devices/SharedMemory/Regions": (SharedMemoryRegion,),
+        "VirtualMachine/Devices/FlexibleIov/*": (FlexibleIoDevice,),
+        "VirtualMachine/Devices/VirtualPci/*": (VirtualPciDevice,),
+        "VirtualMachine/Devices/MappedPipes/*": ("none",),
+        "VirtualMachine/Devices/Licensing": None,
+        "VirtualMachine/Devices/HvSocket/HvSocketConfig/ServiceTable/*": (HvSocketServiceConfig,),
+        "hcs:/VirtualMachine/LiveMigrationSocket": None,
+        "Container/MappedDirectories": (MappedDirectory,),
+        "Container/MappedPipes": (MappedPipe,),
+        "Container/Memory/SizeInMB": ("uint64",),
+        "Container/Processor": (Processor,),
+        "Container/RegistryFlushState": (RegistryFlushState,),
+        "Container/Devices/Generic": None,
+    },
+)
+register_payload(ModifySettingRequest, "GuestRequest", fixed=(GuestModifySettingRequest,))
+register_payload(
+    GuestModifySettingRequest,
+    "Settings",
+    key="ResourceType",
+    match="exact",
+    table={
+        "MappedDirectory": (LCOWMappedDirectory, MappedDirectory),
+        "MappedVirtualDisk": (LCOWMappedVirtualDisk, WCOWMappedVirtualDisk),
+        "MappedVirtualDiskForContainerScratch": (WCOWMappedVirtualDisk,),
+        "CombinedLayers": (LCOWCombinedLayers, WCOWCombinedLayers),
+        "CWCOWCombinedLayers": (CWCOWCombinedLayers,),
+        "SCSIDevice": (SCSIDevice,),
+        "VPMemDevice": (LCOWMappedVPMemDevice,),
+        "VPCIDevice": (LCOWMappedVPCIDevice,),
+        "Network": (LCOWNetworkAdapter, NetworkModifyRequest),
+        "ContainerConstraints": (LCOWContainerConstraints,),
+        "SecurityPolicy": (ConfidentialOptions,),
+        "SecurityPolicyFragment": (SecurityPolicyFragment,),
+        "Memory": None,
+        "MappedPipe": None,
+        "NetworkNamespace": None,
+        "CimMount": None,
+        "WCOWBlockCims": None,
+        "HvSocket": None,
+        "PodCgroupMemoryLimit": None,
+    },
+)
+register_payload(
+    ModificationRequest,
+    "Settings",
+    key="PropertyType",
+    match="exact",
+    table={
+        "CpuGroup": (HostProcessorModificationRequest,),
+        "ContainerCredentialGuard": (ContainerCredentialGuardOperationRequest,),
+    },
+)
+register_payload(
+    HostProcessorModificationRequest,
+    "OperationDetails",
+    key="Operation",
+    match="exact",
+    table={
+        "CreateGroup": (CreateGroupOperation,),
+        "DeleteGroup": (DeleteGroupOperation,),
+        "SetProperty": (SetPropertyOperation,),
+    },
+)
+register_payload(
+    ContainerCredentialGuardOperationRequest,
+    "OperationDetails",
+    key="Operation",
+    match="exact",
+    table={
+        "AddInstance": (ContainerCredentialGuardAddInstanceRequest,),
+        "RemoveInstance": (ContainerCredentialGuardRemoveInstanceRequest,),
+    },
+)
 
 
 # ------------------------------ docs names and tables
@@ -5261,6 +5613,8 @@ MODEL_CLASSES: Final[tuple[type[HcsModel], ...]] = (
     AttributionRecord,
     ResultError,
     PropertyResponse,
+    GuestMemoryInfo,
+    IntegrationComponentStatus,
     Properties,
     PropertyQuery,
     SaveOptions,
@@ -5284,7 +5638,6 @@ MODEL_CLASSES: Final[tuple[type[HcsModel], ...]] = (
     GpuConfiguration,
     GuestModifySettingRequest,
     IdleProcessorsRequest,
-    IntegrationComponentStatus,
     KvpQuery,
     MappedVirtualDisk,
     OperationFailureInfo,
@@ -5302,6 +5655,24 @@ MODEL_CLASSES: Final[tuple[type[HcsModel], ...]] = (
     SystemProcessorModificationRequest,
     SystemQuery,
     VmProcessorRequirements,
+    LCOWMappedDirectory,
+    DeviceVerityInfo,
+    LCOWMappedVirtualDisk,
+    WCOWMappedVirtualDisk,
+    LCOWCombinedLayers,
+    WCOWCombinedLayers,
+    CWCOWCombinedLayers,
+    SCSIDevice,
+    LCOWVPMemMappingInfo,
+    LCOWMappedVPMemDevice,
+    LCOWMappedVPCIDevice,
+    LCOWIPConfig,
+    LCOWRoute,
+    LCOWNetworkAdapter,
+    NetworkModifyRequest,
+    LCOWContainerConstraints,
+    ConfidentialOptions,
+    SecurityPolicyFragment,
 )
 #: Every enum class (string and integer enums).
 ENUM_CLASSES: Final[tuple[type[Enum], ...]] = (
@@ -5675,6 +6046,25 @@ TYPES_BY_NAME: Final[dict[str, type[HcsModel] | type[Enum]]] = {
     "VmProcessorRequirements": VmProcessorRequirements,
     "WindowsCrashReport": WindowsCrashReport,
     "WorkerExit": WorkerExit,
+    "LCOWMappedDirectory": LCOWMappedDirectory,
+    "LCOWMappedVirtualDisk": LCOWMappedVirtualDisk,
+    "WCOWMappedVirtualDisk": WCOWMappedVirtualDisk,
+    "DeviceVerityInfo": DeviceVerityInfo,
+    "LCOWCombinedLayers": LCOWCombinedLayers,
+    "WCOWCombinedLayers": WCOWCombinedLayers,
+    "CWCOWCombinedLayers": CWCOWCombinedLayers,
+    "SCSIDevice": SCSIDevice,
+    "LCOWVPMemMappingInfo": LCOWVPMemMappingInfo,
+    "LCOWMappedVPMemDevice": LCOWMappedVPMemDevice,
+    "LCOWMappedVPCIDevice": LCOWMappedVPCIDevice,
+    "LCOWIPConfig": LCOWIPConfig,
+    "LCOWRoute": LCOWRoute,
+    "LCOWNetworkAdapter": LCOWNetworkAdapter,
+    "NetworkModifyRequest": NetworkModifyRequest,
+    "LCOWContainerConstraints": LCOWContainerConstraints,
+    "ConfidentialOptions": ConfidentialOptions,
+    "SecurityPolicyFragment": SecurityPolicyFragment,
+    "GuestMemoryInfo": GuestMemoryInfo,
 }
 #: Docs name -> schema type name, where the two sources differ.
 DOCS_NAMES: Final[dict[str, str]] = {

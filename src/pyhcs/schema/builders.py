@@ -48,22 +48,30 @@ from pyhcs.schema._models import (
     AttachmentType,
     Chipset,
     CloseHandle,
+    ComPort,
     ComputeSystem,
     ConsoleSize,
     Container,
     CrashOptions,
     CrashType,
+    Device,
     Devices,
+    DeviceType,
     GetPropertyType,
+    GuestModifySettingRequest,
     GuestOs,
     HostedSystem,
     HvSocket2,
+    HvSocketServiceConfig,
     HvSocketSystemConfig,
     Layer,
     LayerData,
+    LCOWMappedDirectory,
     LinuxKernelDirect,
     MappedDirectory,
+    MappedPipe,
     Memory,
+    ModifyResourceType,
     ModifySettingRequest,
     NetworkAdapter,
     Networking,
@@ -82,6 +90,8 @@ from pyhcs.schema._models import (
     ProcessSignal,
     PropertyQuery,
     PropertyType,
+    RegistryChanges,
+    RegistryValue,
     RequestType,
     SaveOptions,
     SaveType,
@@ -93,6 +103,7 @@ from pyhcs.schema._models import (
     SignalProcessOptions,
     STDIOHandle,
     Storage,
+    StorageQoS,
     Topology,
     Uefi,
     UefiBootDevice,
@@ -101,6 +112,8 @@ from pyhcs.schema._models import (
     VirtualMachine,
     VirtualMachineMemory,
     VirtualMachineProcessor,
+    VirtualPMemController,
+    VirtualPMemDevice,
     VirtualSmb,
     VirtualSmbShare,
     VirtualSmbShareOptions,
@@ -110,12 +123,18 @@ __all__ = [
     "DEFAULT_HVSOCKET_SDDL",
     "DEFAULT_SCHEMA_VERSION",
     "DEFAULT_SCSI_CONTROLLER",
+    "PLAN9_PORT",
+    "SCSI_CONTROLLER_GUIDS",
     "LayerLike",
+    "add_hvsocket_service",
     "add_mapped_directory",
+    "add_mapped_pipe",
     "add_network_adapter",
     "add_plan9_share",
     "add_scsi_disk",
+    "add_vpmem_device",
     "add_vsmb_share",
+    "assigned_device",
     "close_handle",
     "console_size",
     "crash_options",
@@ -125,6 +144,7 @@ __all__ = [
     "layer_data",
     "linux_utility_vm",
     "mapped_directory",
+    "mapped_pipe",
     "modify_request",
     "pause_options",
     "process_isolated_container",
@@ -137,13 +157,25 @@ __all__ = [
     "shutdown_options",
     "signal_options",
     "update_memory_size",
+    "vsmb_options",
     "windows_utility_vm",
 ]
 
 #: The version hcsshim declares for containers and utility VMs from Windows Server 2019 on.
 DEFAULT_SCHEMA_VERSION = (2, 1)
-#: The name hcsshim gives the first SCSI controller of a utility VM (any unique string works).
-DEFAULT_SCSI_CONTROLLER = "df6d0690-79e5-55b6-a5ec-c1e2f77f580a"
+#: The names hcsshim gives the SCSI controllers of a utility VM, by index: version-5 GUIDs of
+#: "0", "1", "2", "3" in the namespace d422512d-2bf2-4752-809d-7b82b5fcb1b4 (any unique
+#: string works for HCS; these are what hcsshim's clients and guests expect).
+SCSI_CONTROLLER_GUIDS: tuple[str, ...] = (
+    "df6d0690-79e5-55b6-a5ec-c1e2f77f580a",
+    "0110f83b-de10-5172-a266-78bca56bf50a",
+    "b5d2d8d4-3a75-51bf-945b-3444dc6b8579",
+    "305891a9-b251-5dfe-91a2-c25d9212275b",
+)
+#: The name hcsshim gives the first SCSI controller of a utility VM.
+DEFAULT_SCSI_CONTROLLER = SCSI_CONTROLLER_GUIDS[0]
+#: The vsock port of the Plan9 file server in a Linux utility VM, as hcsshim uses it.
+PLAN9_PORT = 564
 #: hv_socket binding allowed for SYSTEM and Administrators only, as hcsshim sets it up.
 DEFAULT_HVSOCKET_SDDL = "D:P(A;;FA;;;SY)(A;;FA;;;BA)"
 
@@ -182,6 +214,27 @@ def mapped_directory(
     )
 
 
+def mapped_pipe(host_path: str, container_pipe_name: str) -> MappedPipe:
+    """A host named pipe (``\\\\.\\pipe\\name``) mapped into a container as
+    ``\\\\.\\pipe\\<container_pipe_name>``."""
+    return MappedPipe(HostPath=host_path, ContainerPipeName=container_pipe_name)
+
+
+def assigned_device(
+    interface_class_guid: str | None = None,
+    *,
+    location_path: str | None = None,
+    device_type: DeviceType | str | None = None,
+) -> Device:
+    """A host device assigned to a process-isolated container: a device interface class
+    (``ClassGuid``, the default) or one device instance by its location path
+    (``DeviceInstance``)."""
+    if device_type is None:
+        device_type = DeviceType.DEVICE_INSTANCE if location_path else DeviceType.CLASS_GUID
+    return Device(Type=device_type, InterfaceClassGuid=interface_class_guid,
+                  LocationPath=location_path)
+
+
 def _container(
     *,
     layers: Iterable[LayerLike],
@@ -191,15 +244,50 @@ def _container(
     network_namespace: str | None,
     processor_count: int | None,
     memory_mb: int | None,
+    processor_maximum: int | None = None,
+    processor_weight: int | None = None,
+    storage_iops_maximum: int | None = None,
+    storage_bandwidth_maximum: int | None = None,
+    dns_search_list: Sequence[str] = (),
+    allow_unqualified_dns_query: bool = False,
+    network_shared_container_name: str | None = None,
+    mapped_pipes: Iterable[MappedPipe] = (),
+    assigned_devices: Iterable[Device] = (),
+    registry_values: Iterable[RegistryValue] = (),
 ) -> Container:
     mapped = list(mapped_directories)
+    pipes = list(mapped_pipes)
+    devices = list(assigned_devices)
+    values = list(registry_values)
+    qos = None
+    if storage_iops_maximum or storage_bandwidth_maximum:
+        qos = StorageQoS(IopsMaximum=storage_iops_maximum or None,
+                         BandwidthMaximum=storage_bandwidth_maximum or None)
+    networking = None
+    if network_namespace or dns_search_list or allow_unqualified_dns_query \
+            or network_shared_container_name:
+        networking = Networking(
+            Namespace=network_namespace,
+            # hcsshim joins the OCI spec's DNS search domains with commas.
+            DnsSearchList=",".join(dns_search_list) or None,
+            AllowUnqualifiedDnsQuery=_true_or_none(allow_unqualified_dns_query),
+            NetworkSharedContainerName=network_shared_container_name,
+        )
+    processor = None
+    if processor_count or processor_maximum or processor_weight:
+        processor = Processor(Count=processor_count or None,
+                              Maximum=processor_maximum or None,
+                              Weight=processor_weight or None)
     return Container(
         GuestOs=GuestOs(HostName=hostname) if hostname else None,
-        Storage=Storage(Layers=_layers(layers), Path=scratch_path),
+        Storage=Storage(Layers=_layers(layers), Path=scratch_path, QoS=qos),
         MappedDirectories=mapped or None,
-        Networking=Networking(Namespace=network_namespace) if network_namespace else None,
-        Processor=Processor(Count=processor_count) if processor_count else None,
+        MappedPipes=pipes or None,
+        Networking=networking,
+        Processor=processor,
         Memory=Memory(SizeInMB=memory_mb) if memory_mb else None,
+        AssignedDevices=devices or None,
+        RegistryChanges=RegistryChanges(AddValues=values) if values else None,
     )
 
 
@@ -213,6 +301,16 @@ def process_isolated_container(
     network_namespace: str | None = None,
     processor_count: int | None = None,
     memory_mb: int | None = None,
+    processor_maximum: int | None = None,
+    processor_weight: int | None = None,
+    storage_iops_maximum: int | None = None,
+    storage_bandwidth_maximum: int | None = None,
+    dns_search_list: Sequence[str] = (),
+    allow_unqualified_dns_query: bool = False,
+    network_shared_container_name: str | None = None,
+    mapped_pipes: Iterable[MappedPipe] = (),
+    assigned_devices: Iterable[Device] = (),
+    registry_values: Iterable[RegistryValue] = (),
     version: VersionLike = DEFAULT_SCHEMA_VERSION,
     terminate_on_last_handle_closed: bool = True,
 ) -> ComputeSystem:
@@ -226,13 +324,22 @@ def process_isolated_container(
         mapped_directories: host folders to map (see :func:`mapped_directory`).
         network_namespace: the HNS namespace GUID.
         processor_count, memory_mb: resource limits.
+        processor_maximum: CPU cap in hundredths of a percent of the host (1-10000), as
+            hcsshim converts the OCI CPU maximum (``Container.Processor.Maximum``).
+        processor_weight: relative CPU weight (1-10000, ``Container.Processor.Weight``).
+        storage_iops_maximum, storage_bandwidth_maximum: ``Storage.QoS`` limits (bytes/s).
+        dns_search_list: DNS search suffixes (sent comma-separated, as hcsshim does).
+        allow_unqualified_dns_query: ``Networking.AllowUnqualifiedDnsQuery``.
+        network_shared_container_name: share another container's network compartment.
+        mapped_pipes: host named pipes to map (see :func:`mapped_pipe`).
+        assigned_devices: host devices to assign (see :func:`assigned_device`).
+        registry_values: registry values to add in the container (``RegistryChanges``).
         version: the declared ``SchemaVersion``.
-        terminate_on_last_handle_closed: terminate it when the last handle is closed.
+        terminate_on_last_handle_closed: ``ShouldTerminateOnLastHandleClosed``.
     """
     return ComputeSystem(
         Owner=owner,
         SchemaVersion=schema_version(version),
-        ShouldTerminateOnLastHandleClosed=_true_or_none(terminate_on_last_handle_closed),
         Container=_container(
             layers=layers,
             scratch_path=scratch_path,
@@ -241,8 +348,34 @@ def process_isolated_container(
             network_namespace=network_namespace,
             processor_count=processor_count,
             memory_mb=memory_mb,
+            processor_maximum=processor_maximum,
+            processor_weight=processor_weight,
+            storage_iops_maximum=storage_iops_maximum,
+            storage_bandwidth_maximum=storage_bandwidth_maximum,
+            dns_search_list=dns_search_list,
+            allow_unqualified_dns_query=allow_unqualified_dns_query,
+            network_shared_container_name=network_shared_container_name,
+            mapped_pipes=mapped_pipes,
+            assigned_devices=assigned_devices,
+            registry_values=registry_values,
         ),
+        ShouldTerminateOnLastHandleClosed=_true_or_none(terminate_on_last_handle_closed),
     )
+
+
+def _hvsocket(
+    sddl: str, services: Mapping[str, HvSocketServiceConfig] | None
+) -> HvSocket2:
+    return HvSocket2(
+        HvSocketConfig=HvSocketSystemConfig(
+            DefaultBindSecurityDescriptor=sddl,
+            ServiceTable=dict(services) if services else None,
+        )
+    )
+
+
+def _vm_processor(count: int, limit: int | None, weight: int | None) -> VirtualMachineProcessor:
+    return VirtualMachineProcessor(Count=count, Limit=limit or None, Weight=weight or None)
 
 
 def windows_utility_vm(
@@ -252,10 +385,18 @@ def windows_utility_vm(
     owner: str | None = None,
     memory_mb: int = 1024,
     processor_count: int = 2,
+    processor_limit: int | None = None,
+    processor_weight: int | None = None,
     allow_overcommit: bool = True,
+    deferred_commit: bool = False,
     scsi_controller: str = DEFAULT_SCSI_CONTROLLER,
     hvsocket_sddl: str = DEFAULT_HVSOCKET_SDDL,
+    hvsocket_services: Mapping[str, HvSocketServiceConfig] | None = None,
     vsmb_direct_file_mapping_mb: int | None = 1024,
+    storage_iops_maximum: int | None = None,
+    storage_bandwidth_maximum: int | None = None,
+    registry_values: Iterable[RegistryValue] = (),
+    console_pipe: str | None = None,
     version: VersionLike = DEFAULT_SCHEMA_VERSION,
     terminate_on_last_handle_closed: bool = True,
 ) -> ComputeSystem:
@@ -264,7 +405,22 @@ def windows_utility_vm(
     It boots UEFI from a VSMB share named ``os`` (``os_files_path``: the base OS layer's
     ``UtilityVM\\Files`` folder) and gets its scratch VHDX as LUN 0 of one SCSI controller.
     Layers are exposed later by hot-adding VSMB shares (:func:`add_vsmb_share`).
+
+    Args:
+        allow_overcommit: back memory by the host's virtual memory (``AllowOvercommit`` and
+            ``EnableHotHint``, which physical backing does not take).
+        deferred_commit: ``EnableDeferredCommit``, only when asked for (as hcsshim does).
+        processor_limit, processor_weight: ``Processor.Limit`` (1-100000) and ``Weight``.
+        hvsocket_services: extra hv_socket service table entries, by service GUID.
+        storage_iops_maximum, storage_bandwidth_maximum: ``VirtualMachine.StorageQoS``.
+        registry_values: registry values to add in the guest (``RegistryChanges``).
+        console_pipe: a named pipe for COM1 (``ComPorts["0"]``).
     """
+    values = list(registry_values)
+    qos = None
+    if storage_iops_maximum or storage_bandwidth_maximum:
+        qos = StorageQoS(IopsMaximum=storage_iops_maximum or None,
+                         BandwidthMaximum=storage_bandwidth_maximum or None)
     return ComputeSystem(
         Owner=owner,
         SchemaVersion=schema_version(version),
@@ -284,9 +440,9 @@ def windows_utility_vm(
                     SizeInMB=memory_mb,
                     AllowOvercommit=_true_or_none(allow_overcommit),
                     EnableHotHint=_true_or_none(allow_overcommit),
-                    EnableDeferredCommit=_true_or_none(allow_overcommit),
+                    EnableDeferredCommit=_true_or_none(deferred_commit),
                 ),
-                Processor=VirtualMachineProcessor(Count=processor_count),
+                Processor=_vm_processor(processor_count, processor_limit, processor_weight),
             ),
             Devices=Devices(
                 Scsi={
@@ -296,28 +452,37 @@ def windows_utility_vm(
                         }
                     )
                 },
-                HvSocket=HvSocket2(
-                    HvSocketConfig=HvSocketSystemConfig(
-                        DefaultBindSecurityDescriptor=hvsocket_sddl
-                    )
-                ),
+                ComPorts={"0": ComPort(NamedPipe=console_pipe)} if console_pipe else None,
+                HvSocket=_hvsocket(hvsocket_sddl, hvsocket_services),
                 VirtualSmb=VirtualSmb(
                     DirectFileMappingInMB=vsmb_direct_file_mapping_mb,
                     Shares=[
                         VirtualSmbShare(
-                            Name="os", Path=os_files_path, Options=_read_only_vsmb_options()
+                            Name="os", Path=os_files_path,
+                            Options=vsmb_options(read_only=True, backup_privilege=True),
                         )
                     ],
                 ),
             ),
+            StorageQoS=qos,
+            RegistryChanges=RegistryChanges(AddValues=values) if values else None,
         ),
     )
 
 
-def _read_only_vsmb_options() -> VirtualSmbShareOptions:
+def vsmb_options(*, read_only: bool = True, backup_privilege: bool = False,
+                 no_direct_map: bool = False) -> VirtualSmbShareOptions:
+    """VSMB share options as hcsshim sets them: a read-only share is ``ReadOnly``,
+    ``ShareRead``, ``CacheIo`` and ``PseudoOplocks``; ``backup_privilege`` adds
+    ``TakeBackupPrivilege``, which hcsshim gives the OS share and layer shares only (the guest
+    must read every file of a layer whatever its ACL)."""
     return VirtualSmbShareOptions(
-        ReadOnly=True, ShareRead=True, CacheIo=True, PseudoOplocks=True,
-        TakeBackupPrivilege=True,
+        ReadOnly=_true_or_none(read_only),
+        ShareRead=_true_or_none(read_only),
+        CacheIo=_true_or_none(read_only),
+        PseudoOplocks=_true_or_none(read_only),
+        TakeBackupPrivilege=_true_or_none(backup_privilege),
+        NoDirectmap=_true_or_none(no_direct_map),
     )
 
 
@@ -332,13 +497,22 @@ def hosted_container(
     network_namespace: str | None = None,
     processor_count: int | None = None,
     memory_mb: int | None = None,
+    processor_maximum: int | None = None,
+    processor_weight: int | None = None,
+    storage_iops_maximum: int | None = None,
+    storage_bandwidth_maximum: int | None = None,
+    dns_search_list: Sequence[str] = (),
+    allow_unqualified_dns_query: bool = False,
+    mapped_pipes: Iterable[MappedPipe] = (),
+    registry_values: Iterable[RegistryValue] = (),
     version: VersionLike = DEFAULT_SCHEMA_VERSION,
     terminate_on_last_handle_closed: bool = True,
 ) -> ComputeSystem:
     """A container inside an existing utility VM (``HostingSystemId`` + ``HostedSystem``).
 
     ``layers``, ``scratch_path`` and mapped host paths are paths *as seen in the utility VM*,
-    e.g. the VSMB share paths (``\\\\?\\VMSMB\\VSMB-{...}\\s1``) of the hot-added layers.
+    e.g. the VSMB share paths (``\\\\?\\VMSMB\\VSMB-{...}\\s1``) of the hot-added layers. The
+    resource parameters are those of :func:`process_isolated_container`.
     """
     return ComputeSystem(
         Owner=owner,
@@ -355,6 +529,14 @@ def hosted_container(
                 network_namespace=network_namespace,
                 processor_count=processor_count,
                 memory_mb=memory_mb,
+                processor_maximum=processor_maximum,
+                processor_weight=processor_weight,
+                storage_iops_maximum=storage_iops_maximum,
+                storage_bandwidth_maximum=storage_bandwidth_maximum,
+                dns_search_list=dns_search_list,
+                allow_unqualified_dns_query=allow_unqualified_dns_query,
+                mapped_pipes=mapped_pipes,
+                registry_values=registry_values,
             ),
         ),
     )
@@ -402,16 +584,25 @@ def linux_utility_vm(
     *,
     boot_files_path: str,
     kernel_file: str = "vmlinux",
-    initrd_file: str = "initrd.img",
+    initrd_file: str | None = "initrd.img",
     kernel_cmdline: str = "",
     kernel_direct: bool = True,
     owner: str | None = None,
     memory_mb: int = 1024,
     processor_count: int = 2,
+    processor_limit: int | None = None,
+    processor_weight: int | None = None,
     allow_overcommit: bool = True,
-    scsi_controllers: Sequence[str] = ("0",),
+    deferred_commit: bool = False,
+    scsi_controllers: int | Sequence[str] = 1,
     plan9: bool = True,
+    vpmem_count: int = 0,
+    vpmem_size_bytes: int | None = None,
     hvsocket_sddl: str = DEFAULT_HVSOCKET_SDDL,
+    hvsocket_services: Mapping[str, HvSocketServiceConfig] | None = None,
+    storage_iops_maximum: int | None = None,
+    storage_bandwidth_maximum: int | None = None,
+    console_pipe: str | None = None,
     version: VersionLike = DEFAULT_SCHEMA_VERSION,
     terminate_on_last_handle_closed: bool = True,
 ) -> ComputeSystem:
@@ -419,33 +610,60 @@ def linux_utility_vm(
 
     Args:
         boot_files_path: the host folder with the kernel and initrd.
-        kernel_file, initrd_file: their file names in that folder.
+        kernel_file, initrd_file: their file names in that folder; ``initrd_file=None``
+            boots without an initrd (a root file system on a disk).
         kernel_cmdline: the kernel command line.
         kernel_direct: boot the kernel directly (``Chipset.LinuxKernelDirect``, schema 2.2,
             which hcsshim sends with ``SchemaVersion`` 2.1); ``False`` boots UEFI from a
-            VMBFS share of ``boot_files_path`` instead.
-        scsi_controllers: names of empty SCSI controllers, for disks hot-added later.
+            VMBFS share of ``boot_files_path`` instead, the initrd then being named in
+            ``OptionalData`` (``initrd=/initrd.img <kernel_cmdline>``).
+        processor_limit, processor_weight: ``Processor.Limit`` and ``Weight``.
+        allow_overcommit: back memory by the host's virtual memory (``AllowOvercommit``).
+        deferred_commit: ``EnableDeferredCommit``, only when asked for (as hcsshim does).
+        scsi_controllers: how many empty SCSI controllers (1-4) to add for disks hot-added
+            later, named by :data:`SCSI_CONTROLLER_GUIDS` as hcsshim names them; or the names.
         plan9: add an empty Plan9 device, for shares hot-added later.
+        vpmem_count, vpmem_size_bytes: a VPMem controller for up to ``vpmem_count`` read-only
+            layer devices of at most ``vpmem_size_bytes`` each (``Devices.VirtualPMem``).
+        hvsocket_services: extra hv_socket service table entries, by service GUID.
+        storage_iops_maximum, storage_bandwidth_maximum: ``VirtualMachine.StorageQoS``.
+        console_pipe: a named pipe for COM1 (``ComPorts["0"]``).
+
+    Raises:
+        ValueError: for more SCSI controllers than hcsshim names (4).
     """
+    if isinstance(scsi_controllers, int):
+        if not 0 <= scsi_controllers <= len(SCSI_CONTROLLER_GUIDS):
+            raise ValueError(f"scsi_controllers must be 0-{len(SCSI_CONTROLLER_GUIDS)}")
+        controllers: Sequence[str] = SCSI_CONTROLLER_GUIDS[:scsi_controllers]
+    else:
+        controllers = scsi_controllers
     if kernel_direct:
         chipset = Chipset(
             LinuxKernelDirect=LinuxKernelDirect(
                 KernelFilePath=ntpath.join(boot_files_path, kernel_file),
-                InitRdPath=ntpath.join(boot_files_path, initrd_file),
+                InitRdPath=ntpath.join(boot_files_path, initrd_file) if initrd_file else None,
                 KernelCmdLine=kernel_cmdline or None,
             )
         )
     else:
+        words = [f"initrd=/{initrd_file}"] if initrd_file else []
+        if kernel_cmdline:
+            words.append(kernel_cmdline)
         chipset = Chipset(
             Uefi=Uefi(
                 BootThis=UefiBootEntry(
                     DeviceType=UefiBootDevice.VMB_FS,
                     DevicePath="\\" + kernel_file,
                     VmbFsRootPath=boot_files_path,
-                    OptionalData=kernel_cmdline or None,
+                    OptionalData=" ".join(words) or None,
                 )
             )
         )
+    qos = None
+    if storage_iops_maximum or storage_bandwidth_maximum:
+        qos = StorageQoS(IopsMaximum=storage_iops_maximum or None,
+                         BandwidthMaximum=storage_bandwidth_maximum or None)
     return ComputeSystem(
         Owner=owner,
         SchemaVersion=schema_version(version),
@@ -455,19 +673,22 @@ def linux_utility_vm(
             Chipset=chipset,
             ComputeTopology=Topology(
                 Memory=VirtualMachineMemory(
-                    SizeInMB=memory_mb, AllowOvercommit=_true_or_none(allow_overcommit)
+                    SizeInMB=memory_mb,
+                    AllowOvercommit=_true_or_none(allow_overcommit),
+                    EnableDeferredCommit=_true_or_none(deferred_commit),
                 ),
-                Processor=VirtualMachineProcessor(Count=processor_count),
+                Processor=_vm_processor(processor_count, processor_limit, processor_weight),
             ),
             Devices=Devices(
-                Scsi={name: Scsi() for name in scsi_controllers} or None,
-                HvSocket=HvSocket2(
-                    HvSocketConfig=HvSocketSystemConfig(
-                        DefaultBindSecurityDescriptor=hvsocket_sddl
-                    )
-                ),
+                Scsi={name: Scsi() for name in controllers} or None,
+                ComPorts={"0": ComPort(NamedPipe=console_pipe)} if console_pipe else None,
+                HvSocket=_hvsocket(hvsocket_sddl, hvsocket_services),
                 Plan9=Plan9() if plan9 else None,
+                VirtualPMem=VirtualPMemController(
+                    MaximumCount=vpmem_count, MaximumSizeBytes=vpmem_size_bytes
+                ) if vpmem_count else None,
             ),
+            StorageQoS=qos,
         ),
     )
 
@@ -575,27 +796,46 @@ def modify_request(
     )
 
 
+def _controller(controller: int | str) -> str:
+    if isinstance(controller, int):
+        if not 0 <= controller < len(SCSI_CONTROLLER_GUIDS):
+            raise ValueError(f"controller index must be 0-{len(SCSI_CONTROLLER_GUIDS) - 1}")
+        return SCSI_CONTROLLER_GUIDS[controller]
+    return controller
+
+
 def add_scsi_disk(
     path: str,
     *,
     lun: int,
-    controller: str = DEFAULT_SCSI_CONTROLLER,
+    controller: int | str = 0,
     read_only: bool = False,
     attachment_type: AttachmentType | str = AttachmentType.VIRTUAL_DISK,
+    extensible_virtual_disk_type: str | None = None,
 ) -> ModifySettingRequest:
-    """Hot-add a disk to a VM's SCSI controller at ``lun``."""
+    """Hot-add a disk to a VM's SCSI controller at ``lun``.
+
+    Args:
+        controller: the controller's index (named as hcsshim names it, see
+            :data:`SCSI_CONTROLLER_GUIDS`) or its name.
+        attachment_type: ``VirtualDisk``, ``Iso``, ``PassThru`` or ``ExtensibleVirtualDisk``
+            (then ``path`` is e.g. ``evd://space/myvolume`` and
+            ``extensible_virtual_disk_type`` names the provider, e.g. ``space``).
+    """
     return modify_request(
-        f"VirtualMachine/Devices/Scsi/{controller}/Attachments/{lun}",
+        f"VirtualMachine/Devices/Scsi/{_controller(controller)}/Attachments/{lun}",
         RequestType.ADD,
-        Attachment(Type=attachment_type, Path=path, ReadOnly=read_only),
+        Attachment(Type=attachment_type, Path=path, ReadOnly=read_only,
+                   ExtensibleVirtualDiskType=extensible_virtual_disk_type),
     )
 
 
-def remove_scsi_disk(*, lun: int, controller: str = DEFAULT_SCSI_CONTROLLER
-                     ) -> ModifySettingRequest:
-    """Hot-remove the disk at ``lun``."""
+def remove_scsi_disk(*, lun: int, controller: int | str = 0) -> ModifySettingRequest:
+    """Hot-remove the disk at ``lun`` (``controller``: index or name, as for
+    :func:`add_scsi_disk`)."""
     return modify_request(
-        f"VirtualMachine/Devices/Scsi/{controller}/Attachments/{lun}", RequestType.REMOVE
+        f"VirtualMachine/Devices/Scsi/{_controller(controller)}/Attachments/{lun}",
+        RequestType.REMOVE,
     )
 
 
@@ -616,6 +856,13 @@ def add_mapped_directory(
     )
 
 
+def add_mapped_pipe(host_path: str, container_pipe_name: str) -> ModifySettingRequest:
+    """Map a host named pipe into a running process-isolated container."""
+    return modify_request(
+        "Container/MappedPipes", RequestType.ADD, mapped_pipe(host_path, container_pipe_name)
+    )
+
+
 def add_network_adapter(
     adapter_id: str, endpoint_id: str, *, mac_address: str | None = None
 ) -> ModifySettingRequest:
@@ -628,29 +875,107 @@ def add_network_adapter(
 
 
 def add_plan9_share(
-    name: str, host_path: str, *, port: int, read_only: bool = False,
+    name: str,
+    host_path: str,
+    *,
+    guest_path: str | None = None,
+    port: int = PLAN9_PORT,
+    read_only: bool = False,
+    restrict_to: Sequence[str] | None = None,
     access_name: str | None = None,
 ) -> ModifySettingRequest:
-    """Hot-add a Plan9 share to a Linux utility VM (``read_only`` sets flag 0x1)."""
+    """Hot-add a Plan9 share to a Linux utility VM, as hcsshim does.
+
+    ``Flags`` is ``LinuxMetadata`` (0x4), plus ``ReadOnly`` (0x1) for a read-only share
+    (5 in all) and ``RestrictFileAccess`` (0x80) when ``restrict_to`` lists the only files
+    (names in ``host_path``) the share exposes. With ``guest_path``, the request also carries
+    the guest request that mounts the share there (``GuestRequest``: ``MappedDirectory``,
+    ``LCOWMappedDirectory``), which the guest compute service executes.
+    """
+    flags = Plan9ShareFlags.LINUX_METADATA
+    if read_only:
+        flags |= Plan9ShareFlags.READ_ONLY
+    if restrict_to is not None:
+        flags |= Plan9ShareFlags.RESTRICT_FILE_ACCESS
+    share_name = access_name or name
+    guest = None
+    if guest_path is not None:
+        guest = GuestModifySettingRequest(
+            ResourceType=ModifyResourceType.MAPPED_DIRECTORY,
+            RequestType=RequestType.ADD,
+            Settings=LCOWMappedDirectory(
+                MountPath=guest_path, ShareName=share_name, Port=port,
+                ReadOnly=_true_or_none(read_only),
+            ),
+        )
     return modify_request(
         "VirtualMachine/Devices/Plan9/Shares",
         RequestType.ADD,
-        Plan9Share(Name=name, AccessName=access_name or name, Path=host_path, Port=port,
-                   Flags=Plan9ShareFlags.READ_ONLY if read_only else None),
+        Plan9Share(Name=name, AccessName=share_name, Path=host_path, Port=port,
+                   Flags=int(flags),
+                   AllowedFiles=list(restrict_to) if restrict_to is not None else None),
+        guest_request=guest,
     )
 
 
 def add_vsmb_share(
-    name: str, host_path: str, *, read_only: bool = True,
+    name: str,
+    host_path: str,
+    *,
+    read_only: bool = True,
+    backup_privilege: bool = False,
+    restrict_to: Sequence[str] | None = None,
     options: VirtualSmbShareOptions | None = None,
 ) -> ModifySettingRequest:
-    """Hot-add a VSMB share (how layers reach a Windows utility VM)."""
-    if options is None and read_only:
-        options = _read_only_vsmb_options()
+    """Hot-add a VSMB share (how layers and mapped folders reach a Windows utility VM).
+
+    Args:
+        read_only: a read-only share (the options of :func:`vsmb_options`).
+        backup_privilege: add ``TakeBackupPrivilege``: for layer (and OS) shares only, as
+            hcsshim does; a mapped folder does not get it.
+        restrict_to: expose only these files of ``host_path`` (``AllowedFiles``).
+        options: explicit options instead (then ``read_only``/``backup_privilege`` are
+            ignored).
+    """
+    if options is None:
+        options = vsmb_options(read_only=read_only, backup_privilege=backup_privilege)
     return modify_request(
         "VirtualMachine/Devices/VirtualSmb/Shares",
         RequestType.ADD,
-        VirtualSmbShare(Name=name, Path=host_path, Options=options),
+        VirtualSmbShare(Name=name, Path=host_path, Options=options,
+                        AllowedFiles=list(restrict_to) if restrict_to is not None else None),
+    )
+
+
+def add_vpmem_device(
+    device: int, host_path: str, *, image_format: str = "Vhd1", read_only: bool = True
+) -> ModifySettingRequest:
+    """Hot-add a read-only layer as VPMem device ``device`` of a Linux utility VM (whose
+    document has a VPMem controller, see ``vpmem_count`` of :func:`linux_utility_vm`)."""
+    return modify_request(
+        f"VirtualMachine/Devices/VirtualPMem/Devices/{device}",
+        RequestType.ADD,
+        VirtualPMemDevice(HostPath=host_path, ReadOnly=_true_or_none(read_only),
+                          ImageFormat=image_format),
+    )
+
+
+def add_hvsocket_service(
+    service_id: str,
+    *,
+    bind_security_descriptor: str | None = None,
+    connect_security_descriptor: str | None = None,
+    allow_wildcard_binds: bool = False,
+) -> ModifySettingRequest:
+    """Add (or replace) an entry of a running VM's hv_socket service table."""
+    return modify_request(
+        f"VirtualMachine/Devices/HvSocket/HvSocketConfig/ServiceTable/{service_id}",
+        RequestType.UPDATE,
+        HvSocketServiceConfig(
+            BindSecurityDescriptor=bind_security_descriptor,
+            ConnectSecurityDescriptor=connect_security_descriptor,
+            AllowWildcardBinds=_true_or_none(allow_wildcard_binds),
+        ),
     )
 
 

@@ -25,9 +25,10 @@ from typing import Any, TypeAlias, TypeVar, Union, overload
 
 from pydantic import BaseModel, TypeAdapter
 
-from pyhcs.schema._base import HcsModel, check_strict
+from pyhcs.schema._base import HcsModel, SchemaVersion, as_version, check_strict
 from pyhcs.schema._models import (
     BasicInformation,
+    ComputeSystem,
     ContainerCredentialGuardSystemInfo,
     CpuGroupConfigurations,
     GetPropertyType,
@@ -36,12 +37,15 @@ from pyhcs.schema._models import (
     Service_PropertyQuery,
     ServiceProperties,
 )
+from pyhcs.schema._models_v1 import ContainerConfig
 
 __all__ = [
     "SERVICE_PROPERTY_MODELS",
     "Document",
     "coerce",
+    "config_version",
     "parse",
+    "parse_config",
     "parse_list",
     "parse_optional",
     "service_property_payloads",
@@ -71,13 +75,16 @@ def to_json(
         doc: a model, a ``dict`` (JSON or Python names), a JSON string, or ``None`` (an
             optional document left out: returns ``None``, which the backends pass as NULL).
         model: the schema type expected here, e.g. ``ComputeSystem``. Required to validate a
-            ``dict`` or a string; a model instance must be an instance of it.
+            ``dict`` or a string; a model instance must be an instance of it. For
+            ``ComputeSystem``, a legacy schema 1.0 configuration (see :func:`config_version`)
+            is validated as a ``v1.ContainerConfig`` instead.
         strict: reject unknown keys and enum values. Default: ``True`` for models and
             dicts, ``False`` for strings (a string is sent verbatim either way; ``True``
             only validates it first).
 
     Returns:
-        Compact JSON: JSON names, ``None`` fields left out, empty sub-objects kept as ``{}``.
+        Compact JSON: JSON names, unset members left out (explicit ``null``s of a parsed or
+        dict document kept), empty sub-objects kept as ``{}``.
 
     Raises:
         pydantic.ValidationError: the document does not fit ``model`` (or is not strict).
@@ -97,29 +104,97 @@ def to_json(
         text = doc if isinstance(doc, str) else bytes(doc).decode("utf-8")
         if strict:
             if model is not None:
-                model.from_json(text, strict=True)
+                _legacy_aware(model, text).from_json(text, strict=True)
             else:
                 json.loads(text)
         return text
     if isinstance(doc, BaseModel):
+        if model is ComputeSystem and isinstance(doc, ContainerConfig):
+            model = ContainerConfig
         if model is not None and not isinstance(doc, model):
             raise TypeError(f"expected a {model.__name__} document, got {type(doc).__name__}")
         if strict is not False:
             check_strict(doc)
-        return doc.model_dump_json(by_alias=True, exclude_none=True)
+        return doc.model_dump_json(by_alias=True, exclude_unset=True)
     if isinstance(doc, Mapping):
         if model is not None:
-            return model.from_dict(doc, strict=strict is not False).to_json()
+            chosen = _legacy_aware(model, doc)
+            return chosen.from_dict(doc, strict=strict is not False).to_json()
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
     raise TypeError(f"not a document: {type(doc).__name__}")
 
 
 def _jsonable(value: object) -> object:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if isinstance(value, Enum):
         return value.value
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _legacy_aware(model: type[HcsModel], doc: Mapping[str, Any] | str) -> type[HcsModel]:
+    if model is ComputeSystem and config_version(doc) == (1, 0):
+        return ContainerConfig
+    return model
+
+
+def config_version(doc: Mapping[str, Any] | str | bytes | BaseModel) -> SchemaVersion | None:
+    """The schema a compute system configuration is written in: ``(1, 0)`` for a legacy
+    ``ContainerConfig``, ``(2, minor)`` for a ``ComputeSystem``, ``None`` when it cannot tell.
+
+    A declared ``SchemaVersion`` decides (an empty one, ``{}``, says nothing). Without one,
+    the members only a 1.0 ``ContainerConfig`` has (``SystemType``, ``LayerFolderPath``,
+    ``HvPartition``, ``VolumePath``...) make it 1.0, the 2.x roots (``Container``,
+    ``VirtualMachine``, ``HostedSystem``) make it 2.x (minor unknown: ``(2, 0)``).
+
+    >>> config_version('{"SystemType": "Container", "Name": "c1", "Layers": []}')
+    (1, 0)
+    >>> config_version({"SchemaVersion": {"Major": 2, "Minor": 1}, "Container": {}})
+    (2, 1)
+    """
+    if isinstance(doc, ContainerConfig):
+        return (1, 0)
+    if isinstance(doc, BaseModel):
+        doc = doc.model_dump(by_alias=True, exclude_none=True)
+    elif isinstance(doc, (str, bytes, bytearray)):
+        try:
+            doc = json.loads(doc)
+        except ValueError:
+            return None
+    if not isinstance(doc, Mapping):
+        return None
+    declared = doc.get("SchemaVersion")
+    if isinstance(declared, Mapping) and declared:
+        try:
+            return as_version(declared)
+        except ValueError:
+            return None
+    if any(k in doc for k in _V1_ONLY):
+        return (1, 0)
+    if any(k in doc for k in ("Container", "VirtualMachine", "HostedSystem")):
+        return (2, 0)
+    return None
+
+
+# Members of a 1.0 ContainerConfig that no 2.x ComputeSystem has at its root.
+_V1_ONLY = frozenset(
+    {str(f.alias) for f in ContainerConfig.model_fields.values()}
+    - {str(f.alias) for f in ComputeSystem.model_fields.values()}
+)
+
+
+def parse_config(
+    text: str | bytes, *, strict: bool = False
+) -> ComputeSystem | ContainerConfig:
+    """Parse a compute system configuration of either major version: a legacy schema 1.0
+    document gives a ``v1.ContainerConfig``, anything else a ``ComputeSystem``.
+
+    Raises:
+        pydantic.ValidationError: as :meth:`HcsModel.from_json`.
+    """
+    if config_version(text) == (1, 0):
+        return ContainerConfig.from_json(text, strict=strict)
+    return ComputeSystem.from_json(text, strict=strict)
 
 
 def coerce(model: type[_M], doc: _M | Mapping[str, Any] | str | bytes, *,
