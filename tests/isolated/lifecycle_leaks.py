@@ -30,7 +30,7 @@ def children() -> list[int]:
             except OSError:
                 continue
             # a private emulator service (HCSEMU_SERVICE=private) is this process's child by design
-            if int(text[text.rindex(")") + 2 :].split()[1]) == me and "(hcsemud)" not in text:
+            if int(text[text.rindex(")") + 2 :].split()[1]) == me and "(hcsemud" not in text:
                 out.append(int(name))
     return out
 
