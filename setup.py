@@ -63,16 +63,17 @@ class BuildExt(build_ext):
             args.append("SANITIZE=1")
         print("pyhcs: building the HCS emulator:", " ".join(args))
         subprocess.check_call(args)
-        built = EMU_DIR / "libhcsemu.so"
         targets = [Path(self.build_lib) / "pyhcs" / "_emulator"]
         if self.inplace:
             targets = [HERE / "src" / "pyhcs" / "_emulator"]
         for target in targets:
             target.mkdir(parents=True, exist_ok=True)
-            # copy then rename, never overwrite in place: a running process may have it mapped
-            tmp = target / "libhcsemu.so.tmp"
-            shutil.copy2(built, tmp)
-            os.replace(tmp, target / "libhcsemu.so")
+            # the library and its service process (hcsemud), side by side
+            for name in ("libhcsemu.so", "hcsemud"):
+                # copy then rename, never overwrite in place: a running process may have it mapped
+                tmp = target / (name + ".tmp")
+                shutil.copy2(EMU_DIR / name, tmp)
+                os.replace(tmp, target / name)
 
 
 def extensions() -> list[Extension]:

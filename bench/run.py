@@ -41,6 +41,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The binding's own cost, with the emulator's service in this process; bench_service.py
+# measures the service process (HCSEMU_SERVICE=private, the library's default).
+os.environ.setdefault("HCSEMU_SERVICE", "direct")
+
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SRC = ROOT / "src"

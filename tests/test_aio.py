@@ -316,10 +316,11 @@ def test_creation_timeouts_hand_over_the_objects() -> None:
                 proc.wait_started(10)
                 p = await system.open_process(proc.pid, stdio=True)
                 async with p:
-                    assert p.stdout is not None and p.pid == proc.pid
+                    # the creating handle was handed over with the process's one stdout reader
+                    assert p.stdout is None and p.pid == proc.pid and proc.stdout is not None
                     assert await p.kill() is True
                     assert await p.wait(10) == 137
-                    assert await p.stdout.read(10) == b""
+                    assert proc.stdout.read(10) == b""
 
     run(main())
 

@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -359,6 +360,27 @@ def test_hang_of_a_function_without_operation_raw(hcs: ModuleType, raw_faults: F
         t.join(10)
         assert not t.is_alive()
         assert isinstance(outcome[0], expected)
+
+
+def test_hang_of_a_storage_call_ends_on_reset_raw(hcs: ModuleType, raw_faults: Faults, tmp_path: Path) -> None:
+    """Storage calls share the fault helper of every synchronous call: a reset releases a hang."""
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            hcs.hcs_destroy_layer(str(tmp_path / "missing-layer"))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    raw_faults.hang("HcsDestroyLayer", count=1)
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not outcome  # hung
+    raw_faults.clear()
+    t.join(10)
+    assert not t.is_alive() and len(outcome) == 1
 
 
 @both

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "transport.h"
 
 /* The handle whose callback this thread is running, so a callback that closes its own handle
  * does not wait for itself (real HCS would deadlock there: see settings). */
@@ -15,7 +16,7 @@ static __thread chandle *tls_in_callback;
 
 static void chandle_destroy(hobj *b) {
     chandle *h = (chandle *)b;
-    if (h->sys) svc_unref(h->sys);
+    if (h->sys) tp_unref(h->sys);
     free(h->early_doc);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
@@ -29,7 +30,7 @@ static chandle *chandle_new(htype t, svc_system *sys, uint32_t pid) {
     pthread_mutex_init(&h->mu, NULL);
     emu_cond_init(&h->cv);
     h->sys = sys;
-    if (sys) svc_ref(sys);
+    if (sys) tp_ref(sys);
     h->pid = pid;
     return h;
 }
@@ -41,13 +42,29 @@ static chandle *get_process(HCS_PROCESS p) { return (chandle *)handle_get((uintp
 static svc_system *handle_sys(chandle *h) {
     pthread_mutex_lock(&h->mu);
     svc_system *s = h->sys;
-    if (s) svc_ref(s);
+    if (s) tp_ref(s);
     pthread_mutex_unlock(&h->mu);
     return s;
 }
 
+static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay);
+
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
+    deliver(h, type, data, op, false);
+}
+
+/* replay: the exit kept for the first callback (DeliverEarlyEvents), already counted. */
+static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay) {
     pthread_mutex_lock(&h->mu);
+    if (!replay && (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+        /* One exit per handle: the early check after a create (or a service process's event
+         * arriving after it) may report the same exit twice. */
+        if (h->exit_seen) {
+            pthread_mutex_unlock(&h->mu);
+            return;
+        }
+        h->exit_seen = true;
+    }
     if (!h->closed && !h->cb && !h->cb_ever_set && !h->has_early && g_settings.deliver_early_events &&
         (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
         /* no callback yet on a fresh handle: kept for the first one (DeliverEarlyEvents) */
@@ -111,12 +128,22 @@ static void fan_one(hobj *o, void *arg) {
     chandle_deliver(h, f->type, f->data, NULL);
 }
 
+const emu_event_sink *emu_event_hook;
+
 void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
+    if (emu_event_hook) {
+        emu_event_hook->system_event(s, type, data);
+        return;
+    }
     fanout f = {type, data, s, 0, false};
     handle_foreach(H_SYSTEM, fan_one, &f);
 }
 
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
+    if (emu_event_hook) {
+        emu_event_hook->process_event(s, pid, type, data);
+        return;
+    }
     fanout f = {type, data, s, pid, false};
     handle_foreach(H_PROCESS, fan_one, &f);
 }
@@ -149,7 +176,7 @@ typedef struct call_arg {
 static void call_free(void *p) {
     call_arg *a = p;
     if (a->h) hobj_unref(&a->h->base);
-    if (a->sys) svc_unref(a->sys);
+    if (a->sys) tp_unref(a->sys);
     free(a->text);
     free(a->text2);
     json_free(a->doc);
@@ -171,19 +198,19 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         a->parse_err = NULL;
         return a->parse_hr;
     }
-    if (a->kind == K_ENUMERATE) return svc_enumerate(a->doc, doc);
+    if (a->kind == K_ENUMERATE) return tp_enumerate(a->doc, doc);
     if (a->kind == K_CREATE) {
         svc_system *s = NULL;
-        HRESULT hr = svc_create(a->text, a->text2, &s, doc);
+        HRESULT hr = tp_create(a->text, a->text2, &s, doc);
         if (FAILED(hr)) return hr;
         pthread_mutex_lock(&a->h->mu);
         bool closed = a->h->closed;
         if (!closed) a->h->sys = s; /* the handle takes this reference */
         pthread_mutex_unlock(&a->h->mu);
-        svc_handle_opened(s);
+        tp_handle_opened(s);
         if (closed) { /* closed before the create finished: behave as a last-handle close */
-            svc_handle_closed(s);
-            svc_unref(s);
+            tp_handle_closed(s);
+            tp_unref(s);
         }
         return hr;
     }
@@ -193,19 +220,19 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
     }
     uint32_t pid = a->h ? handle_pid(a->h) : 0;
     switch (a->kind) {
-    case K_START: return svc_start(a->sys, a->doc, doc);
-    case K_SHUTDOWN: return svc_shutdown(a->sys, a->doc, doc);
-    case K_TERMINATE: return svc_terminate(a->sys, a->doc, doc);
-    case K_CRASH: return svc_crash(a->sys, a->doc, doc);
-    case K_PAUSE: return svc_pause(a->sys, a->doc, doc);
-    case K_RESUME: return svc_resume(a->sys, a->doc, doc);
-    case K_SAVE: return svc_save(a->sys, a->doc, doc);
-    case K_PROPERTIES: return svc_properties(a->sys, a->doc, doc);
-    case K_MODIFY: return svc_modify(a->sys, a->doc, doc);
+    case K_START: return emu_tp()->sys_call(CALL_START, a->sys, a->doc, doc);
+    case K_SHUTDOWN: return emu_tp()->sys_call(CALL_SHUTDOWN, a->sys, a->doc, doc);
+    case K_TERMINATE: return emu_tp()->sys_call(CALL_TERMINATE, a->sys, a->doc, doc);
+    case K_CRASH: return emu_tp()->sys_call(CALL_CRASH, a->sys, a->doc, doc);
+    case K_PAUSE: return emu_tp()->sys_call(CALL_PAUSE, a->sys, a->doc, doc);
+    case K_RESUME: return emu_tp()->sys_call(CALL_RESUME, a->sys, a->doc, doc);
+    case K_SAVE: return emu_tp()->sys_call(CALL_SAVE, a->sys, a->doc, doc);
+    case K_PROPERTIES: return emu_tp()->sys_call(CALL_PROPERTIES, a->sys, a->doc, doc);
+    case K_MODIFY: return emu_tp()->sys_call(CALL_MODIFY, a->sys, a->doc, doc);
     case K_CREATE_PROCESS: {
         svc_stdio io = {-1, -1, -1};
         uint32_t newpid = 0;
-        HRESULT hr = svc_create_process(a->sys, a->text, &newpid, &io, doc);
+        HRESULT hr = tp_create_process(a->sys, a->text, &newpid, &io, doc);
         if (FAILED(hr)) return hr;
         pthread_mutex_lock(&a->h->mu);
         bool closed = a->h->closed;
@@ -215,12 +242,13 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
             /* an exit reported to the handles before this one had its pid missed it: keep it
              * for the first callback, as chandle_deliver does for a later one */
             char *st = NULL;
-            if (svc_process_wait(a->sys, newpid, 0, &st) == S_OK && st) {
+            if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) {
                 pthread_mutex_lock(&a->h->mu);
-                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed) {
+                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed && !a->h->exit_seen) {
                     a->h->early_type = HcsEventProcessExited;
                     a->h->early_doc = st;
                     a->h->has_early = true;
+                    a->h->exit_seen = true;
                     st = NULL;
                 }
                 pthread_mutex_unlock(&a->h->mu);
@@ -229,7 +257,7 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         }
         /* The record already counts the creating handle; if that handle was closed before the
          * process existed, HcsCloseProcess could not release it, so release it here. */
-        if (closed) svc_process_handle(a->sys, newpid, -1);
+        if (closed) tp_process_handle(a->sys, newpid, -1);
         if (g_settings.create_process_sync_quirk) {
             /* WS2022 quirk: the process exists, but the wait reports a spurious failure and
              * the pipe handles are lost; the caller recovers them with HcsGetProcessInfo. */
@@ -249,7 +277,7 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
     }
     case K_P_INFO: {
         svc_stdio io = {-1, -1, -1};
-        HRESULT hr = svc_process_info(a->sys, pid, &io, doc);
+        HRESULT hr = tp_process_info(a->sys, pid, &io, doc);
         if (FAILED(hr)) return hr;
         pi->ProcessId = pid;
         pi->StdInput = io.in >= 0 ? (HANDLE)(intptr_t)io.in : NULL;
@@ -258,10 +286,10 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         *has_pi = true;
         return hr;
     }
-    case K_P_TERMINATE: return svc_process_terminate(a->sys, pid, doc);
-    case K_P_SIGNAL: return svc_process_signal(a->sys, pid, a->doc, doc);
-    case K_P_PROPERTIES: return svc_process_properties(a->sys, pid, a->doc, doc);
-    case K_P_MODIFY: return svc_process_modify(a->sys, pid, a->doc, doc);
+    case K_P_TERMINATE: return emu_tp()->process_call(CALL_PROCESS_TERMINATE, a->sys, pid, NULL, doc);
+    case K_P_SIGNAL: return emu_tp()->process_call(CALL_PROCESS_SIGNAL, a->sys, pid, a->doc, doc);
+    case K_P_PROPERTIES: return emu_tp()->process_call(CALL_PROCESS_PROPERTIES, a->sys, pid, a->doc, doc);
+    case K_P_MODIFY: return emu_tp()->process_call(CALL_PROCESS_MODIFY, a->sys, pid, a->doc, doc);
     default: return E_UNEXPECTED;
     }
 }
@@ -402,14 +430,14 @@ EMU_EXPORT HRESULT HcsOpenComputeSystem(PCWSTR id, DWORD requestedAccess, HCS_SY
         return E_INVALIDARG;
     }
     svc_system *s = NULL;
-    HRESULT hr = svc_open(id8, &s);
+    HRESULT hr = tp_open(id8, &s);
     free(id8);
     if (FAILED(hr)) return emu_public_hr(hr);
     chandle *h = chandle_new(H_SYSTEM, s, 0);
-    svc_unref(s);
+    tp_unref(s);
     if (!h) return E_OUTOFMEMORY;
     uintptr_t v = handle_register(&h->base);
-    if (v) svc_handle_opened(s);
+    if (v) tp_handle_opened(s);
     hobj_unref(&h->base);
     if (!v) return E_OUTOFMEMORY;
     *computeSystem = (HCS_SYSTEM)v;
@@ -422,12 +450,12 @@ EMU_EXPORT void HcsCloseComputeSystem(HCS_SYSTEM computeSystem) {
     chandle *h = (chandle *)handle_unregister((uintptr_t)computeSystem, H_SYSTEM);
     if (!h) return;
     atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
-    svc_wake_waiters();
+    tp_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     if (s) {
-        svc_handle_closed(s); /* may terminate the system (ShouldTerminateOnLastHandleClosed) */
-        svc_unref(s);
+        tp_handle_closed(s); /* may terminate the system (ShouldTerminateOnLastHandleClosed) */
+        tp_unref(s);
     }
     hobj_unref(&h->base);
 }
@@ -476,9 +504,9 @@ EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD t
     }
     char *doc = NULL;
     /* h stays referenced during the wait: closing it (another thread) wakes this wait */
-    HRESULT hr = svc_wait_exit_or_abandon(s, timeoutMs, &h->abandon_waits, &doc);
+    HRESULT hr = tp_wait_exit(s, timeoutMs, &h->abandon_waits, &doc);
     hobj_unref(&h->base);
-    svc_unref(s);
+    tp_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);
     return emu_public_hr(hr);
@@ -493,7 +521,7 @@ typedef struct early_event {
 
 static void early_job(void *arg) {
     early_event *ev = arg;
-    chandle_deliver(ev->h, ev->type, ev->doc, NULL);
+    deliver(ev->h, ev->type, ev->doc, NULL, true);
     hobj_unref(&ev->h->base);
     free(ev->doc);
     free(ev);
@@ -563,7 +591,7 @@ EMU_EXPORT HRESULT HcsCreateProcess(HCS_SYSTEM computeSystem, PCWSTR processPara
     if (!sh) return E_HANDLE;
     svc_system *s = handle_sys(sh);
     chandle *ph = chandle_new(H_PROCESS, s, 0);
-    if (s) svc_unref(s);
+    if (s) tp_unref(s);
     if (!ph) {
         hobj_unref(&sh->base);
         return E_OUTOFMEMORY;
@@ -608,15 +636,15 @@ EMU_EXPORT HRESULT HcsOpenProcess(HCS_SYSTEM computeSystem, DWORD processId, DWO
     svc_system *s = handle_sys(sh);
     hobj_unref(&sh->base);
     if (!s) return emu_public_hr(HCS_E_SYSTEM_NOT_FOUND);
-    HRESULT hr = svc_process_open(s, processId);
+    HRESULT hr = tp_process_open(s, processId);
     if (FAILED(hr)) {
-        svc_unref(s);
+        tp_unref(s);
         return emu_public_hr(hr);
     }
     chandle *ph = chandle_new(H_PROCESS, s, processId);
     uintptr_t v = ph ? handle_register(&ph->base) : 0;
-    if (v) svc_process_handle(s, processId, +1);
-    svc_unref(s);
+    if (v) tp_process_handle(s, processId, +1);
+    tp_unref(s);
     if (ph) hobj_unref(&ph->base);
     if (!v) return E_OUTOFMEMORY;
     *process = (HCS_PROCESS)v;
@@ -629,7 +657,7 @@ EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
     chandle *h = (chandle *)handle_unregister((uintptr_t)process, H_PROCESS);
     if (!h) return;
     atomic_store_explicit(&h->abandon_waits, true, memory_order_release);
-    svc_wake_waiters();
+    tp_wake_waiters();
     chandle_quiesce(h, true);
     svc_system *s = handle_sys(h);
     /* Take the pid so that exactly one of close and a still-running create releases it. */
@@ -637,8 +665,8 @@ EMU_EXPORT void HcsCloseProcess(HCS_PROCESS process) {
     uint32_t pid = h->pid;
     h->pid = 0;
     pthread_mutex_unlock(&h->mu);
-    if (s && pid) svc_process_handle(s, pid, -1);
-    if (s) svc_unref(s);
+    if (s && pid) tp_process_handle(s, pid, -1);
+    if (s) tp_unref(s);
     hobj_unref(&h->base);
 }
 
@@ -682,14 +710,14 @@ EMU_EXPORT HRESULT HcsWaitForProcessExit(HCS_PROCESS process, DWORD timeoutMs, P
     uint32_t pid = handle_pid(h);
     if (!s || !pid) {
         hobj_unref(&h->base);
-        if (s) svc_unref(s);
+        if (s) tp_unref(s);
         return emu_public_hr(!s ? HCS_E_SYSTEM_NOT_FOUND : HCS_E_PROCESS_INFO_NOT_AVAILABLE);
     }
     char *doc = NULL;
     /* h stays referenced during the wait: closing it (another thread) wakes this wait */
-    HRESULT hr = svc_process_wait_or_abandon(s, pid, timeoutMs, &h->abandon_waits, &doc);
+    HRESULT hr = tp_process_wait(s, pid, timeoutMs, &h->abandon_waits, &doc);
     hobj_unref(&h->base);
-    svc_unref(s);
+    tp_unref(s);
     if (result && doc) *result = emu_doc(doc);
     free(doc);
     return emu_public_hr(hr);
@@ -738,11 +766,11 @@ static HRESULT sync_doc_call(emu_fn fn, PCWSTR in, bool in_required, PWSTR *out,
 }
 
 EMU_EXPORT HRESULT HcsGetServiceProperties(PCWSTR propertyQuery, PWSTR *result) {
-    return sync_doc_call(FN_HcsGetServiceProperties, propertyQuery, false, result, true, svc_service_properties);
+    return sync_doc_call(FN_HcsGetServiceProperties, propertyQuery, false, result, true, tp_service_properties_fn);
 }
 EMU_EXPORT HRESULT HcsModifyServiceSettings(PCWSTR settings, PWSTR *result) {
-    return sync_doc_call(FN_HcsModifyServiceSettings, settings, true, result, false, svc_modify_service);
+    return sync_doc_call(FN_HcsModifyServiceSettings, settings, true, result, false, tp_modify_service_fn);
 }
 EMU_EXPORT HRESULT HcsSubmitWerReport(PCWSTR settings) {
-    return sync_doc_call(FN_HcsSubmitWerReport, settings, true, NULL, false, svc_submit_wer);
+    return sync_doc_call(FN_HcsSubmitWerReport, settings, true, NULL, false, tp_submit_wer_fn);
 }

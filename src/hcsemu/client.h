@@ -24,6 +24,7 @@ typedef struct chandle {
     HCS_EVENT_TYPE early_type; /* an exit that came before the first callback (DeliverEarlyEvents) */
     char *early_doc;
     bool has_early;
+    bool exit_seen;            /* an exit reached this handle (kept or delivered): never twice */
     uintptr_t late_op;         /* the create operation whose completion may still be routed here */
 } chandle;
 

@@ -183,6 +183,10 @@ typedef struct svc_stdio {
     int in, out, err; /* host-side pipe ends for the caller (owned by the caller), -1 if absent */
 } svc_stdio;
 HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid, svc_stdio *io, char **doc);
+/* The calling client's environment and working directory, when it is another process (set
+ * by the service process around svc_create_process); NULL: this process's. */
+extern __thread char *const *svc_caller_environ;
+extern __thread const char *svc_caller_cwd;
 HRESULT svc_process_open(svc_system *s, uint32_t pid);
 void svc_process_handle(svc_system *s, uint32_t pid, int delta);
 HRESULT svc_process_info(svc_system *s, uint32_t pid, svc_stdio *io, char **doc);
@@ -202,6 +206,14 @@ HRESULT svc_submit_wer(const json *report, char **doc);
 void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data);
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data);
 void emu_sink_service_disconnect(void);
+/* In the service process the events go to the connected clients instead (server.c). */
+typedef struct emu_event_sink {
+    void (*system_event)(svc_system *s, HCS_EVENT_TYPE type, const char *data);
+    void (*process_event)(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data);
+} emu_event_sink;
+extern const emu_event_sink *emu_event_hook;
+/* A number naming a system for the life of the service process (never reused). */
+uint64_t svc_serial(const svc_system *s);
 
 /* ---- processes (proc.c): real children, reaped through pidfds ---- */
 typedef struct proc_stat proc_stat;
@@ -212,6 +224,19 @@ typedef void (*proc_exit_fn)(void *ctx, int pid, int wait_status, const proc_sta
  * owner calls proc_reap. */
 bool proc_watch(int pid, bool keep_zombie, proc_exit_fn fn, void *ctx);
 void proc_reap(int pid);
+/* The service process is a child subreaper: descendants whose parent exited become its
+ * children. Spawns happen under proc_known_lock and add their pid, so proc_reap_orphans (run on
+ * SIGCHLD) reaps only the zombies nobody watches. */
+void proc_known_lock(void);
+void proc_known_unlock(void);
+void proc_known_add_locked(int pid);
+void proc_reap_orphans(void);
+/* Reaps pid if it is an exited child nobody watches (an orphan); cheap, for one SIGCHLD. */
+void proc_reap_if_orphan(int pid);
+/* Signals every process whose environment holds the entry `marker` (or, with prefix, an entry
+ * starting with it); through pidfds, so a recycled pid is never hit. Only pids >= min_pid are
+ * looked at, unless pids wrapped. Returns how many. */
+size_t proc_kill_marked(const char *marker, bool prefix, int sig, int min_pid);
 /* Process statistics from /proc. */
 struct proc_stat {
     int pid, pgrp;

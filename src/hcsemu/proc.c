@@ -48,6 +48,8 @@ static int pidfd_open_(int pid) {
 #endif
 }
 
+static void known_remove(int pid);
+
 static void reap_one(watch *w) {
     int status = 0;
     proc_stat last;
@@ -71,6 +73,7 @@ static void reap_one(watch *w) {
         r = waitpid(w->pid, &status, 0);
     } while (r < 0 && errno == EINTR);
     if (r < 0) status = 0; /* reaped by someone else (SIGCHLD=SIG_IGN): exit code unknown */
+    known_remove(w->pid);
     w->fn(w->ctx, w->pid, status, have_last ? &last : NULL);
 }
 
@@ -101,6 +104,121 @@ static void *reaper_main(void *unused) {
             pthread_mutex_unlock(&reap_mu);
         }
     }
+}
+
+/* Pids this process spawned and has not reaped yet (so the orphan reaper leaves them alone). */
+static pthread_mutex_t known_mu = PTHREAD_MUTEX_INITIALIZER;
+static int *known;
+static size_t n_known, cap_known;
+
+void proc_known_lock(void) { pthread_mutex_lock(&known_mu); }
+void proc_known_unlock(void) { pthread_mutex_unlock(&known_mu); }
+void proc_known_add_locked(int pid) {
+    if (n_known == cap_known) {
+        size_t nc = cap_known ? cap_known * 2 : 64;
+        int *nk = realloc(known, nc * sizeof *nk);
+        if (!nk) return;
+        known = nk;
+        cap_known = nc;
+    }
+    known[n_known++] = pid;
+}
+static void known_remove(int pid) {
+    pthread_mutex_lock(&known_mu);
+    for (size_t i = 0; i < n_known; i++) {
+        if (known[i] == pid) {
+            known[i] = known[--n_known];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&known_mu);
+}
+
+void proc_reap_if_orphan(int pid) {
+    pthread_mutex_lock(&known_mu); /* a spawn registers its pid under it: never one in flight */
+    bool found = false;
+    for (size_t i = 0; i < n_known && !found; i++) found = known[i] == pid;
+    if (!found && pid > 0) waitpid((pid_t)pid, NULL, WNOHANG); /* a running or foreign pid: no-op */
+    pthread_mutex_unlock(&known_mu);
+}
+
+void proc_reap_orphans(void) {
+    /* The scan runs without known_mu (it reads all of /proc): a zombie child found here was
+     * spawned before the scan, so its spawn has registered it by the time the lock is taken. */
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    int self = (int)getpid();
+    int zombies[256];
+    size_t nz = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && nz < sizeof zombies / sizeof zombies[0]) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = '\0';
+        char *rp = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == self && state == 'Z') zombies[nz++] = (int)pid;
+    }
+    closedir(d);
+    pthread_mutex_lock(&known_mu);
+    for (size_t z = 0; z < nz; z++) {
+        bool is_known = false;
+        for (size_t i = 0; i < n_known && !is_known; i++) is_known = known[i] == zombies[z];
+        if (!is_known) waitpid((pid_t)zombies[z], NULL, WNOHANG);
+    }
+    pthread_mutex_unlock(&known_mu);
+}
+
+size_t proc_kill_marked(const char *marker, bool prefix, int sig, int min_pid) {
+    /* Descendants are younger than their system's first process, so unless pids wrapped
+     * since (the last pid handed out is below min_pid) older pids need no look. */
+    FILE *lp = fopen("/proc/sys/kernel/ns_last_pid", "re");
+    int last = 0;
+    if (!lp || fscanf(lp, "%d", &last) != 1 || last < min_pid) min_pid = 0;
+    if (lp) fclose(lp);
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    size_t ml = strlen(marker), hits = 0;
+    int self = (int)getpid();
+    char *buf = malloc(1 << 16);
+    struct dirent *e;
+    while (buf && (e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 1 || pid == self || pid < min_pid) continue;
+        int pfd = pidfd_open_((int)pid);
+        if (pfd < 0) continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, (1 << 16) - 1) : -1;
+        if (fd >= 0) close(fd);
+        bool match = false;
+        for (ssize_t off = 0; n > 0 && off < n && !match;) {
+            size_t len = strnlen(buf + off, (size_t)(n - off));
+            match = prefix ? len >= ml && memcmp(buf + off, marker, ml) == 0
+                           : len == ml && memcmp(buf + off, marker, ml) == 0;
+            off += (ssize_t)len + 1;
+        }
+#ifdef SYS_pidfd_send_signal
+        if (match && syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) == 0) hits++;
+#else
+        if (match && kill((pid_t)pid, sig) == 0) hits++;
+#endif
+        close(pfd);
+    }
+    free(buf);
+    closedir(d);
+    return hits;
 }
 
 static void *waiter_main(void *arg) {
@@ -173,6 +291,7 @@ void proc_reap(int pid) {
     do {
         r = waitpid(pid, NULL, 0);
     } while (r < 0 && errno == EINTR);
+    known_remove(pid);
 }
 
 /* ------------------------------------------------------------------ /proc */

@@ -31,13 +31,16 @@
 
 extern char **environ;
 
+__thread char *const *svc_caller_environ;
+__thread const char *svc_caller_cwd;
+
 enum { ST_CREATED, ST_RUNNING, ST_PAUSED, ST_STOPPED, ST_SAVED_AS_TEMPLATE };
 static const char *const state_names[] = {"Created", "Running", "Paused", "Stopped", "SavedAsTemplate"};
 enum { T_CONTAINER, T_VM, T_HOSTED };
 
 typedef struct sproc {
     uint32_t pid;
-    int in_w, out_r, err_r; /* the service's own copies of the host-side pipe ends */
+    int in_w, out_r, err_r; /* the service's pipe ends: stdin's (or the console), outputs only while withheld */
     bool console;
     bool exited, exit_delivered;
     int exit_code;
@@ -63,6 +66,8 @@ struct svc_system {
     char *exit_doc;
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
+    uint64_t serial;
+    char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
     struct svc_system *next;
 };
 
@@ -167,6 +172,7 @@ void svc_unref(svc_system *s) {
 }
 
 const char *svc_id(const svc_system *s) { return s->id; }
+uint64_t svc_serial(const svc_system *s) { return s->serial; }
 
 size_t svc_live_systems(void) {
     pthread_mutex_lock(&svc_mu);
@@ -349,6 +355,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     json_bool(json_get(cfg, "ShouldTerminateOnLastHandleClosed"), &term);
     s->terminate_on_close = term;
     make_guid(s->runtime_id);
+    snprintf(s->marker, sizeof s->marker, "HCSEMU_SYSTEM=%d:%s", (int)getpid(), s->runtime_id);
     s->state = ST_CREATED;
     if (type == T_CONTAINER) {
         /* A container whose writable layer has the storage filter attached runs in the
@@ -388,6 +395,8 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
         svc_unref(s);
         return fail(doc, HCS_E_SYSTEM_ALREADY_EXISTS, "A compute system with the id '%s' already exists", id);
     }
+    static uint64_t next_serial;
+    s->serial = ++next_serial;
     s->registered = true;
     s->next = systems;
     systems = s;
@@ -423,6 +432,27 @@ void svc_handle_opened(svc_system *s) {
 }
 
 static void stop_job(void *arg);
+
+typedef struct sweep {
+    int min_pid;
+    char marker[96];
+} sweep;
+
+static void sweep_job(void *arg) {
+    sweep *w = arg;
+    proc_kill_marked(w->marker, false, SIGKILL, w->min_pid);
+    free(w);
+}
+
+/* Processes of the system that left its group (setsid) are found by their environment marker;
+ * a scan of /proc, so it runs off the stop's critical path (the group itself is already dead). */
+static void sweep_marked(const char *marker, int first_pid) {
+    sweep *w = malloc(sizeof *w);
+    if (!w) return;
+    w->min_pid = first_pid;
+    snprintf(w->marker, sizeof w->marker, "%s", marker);
+    if (!emu_submit(sweep_job, w)) sweep_job(w);
+}
 
 void svc_handle_closed(svc_system *s) {
     pthread_mutex_lock(&svc_mu);
@@ -515,8 +545,10 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         pthread_mutex_unlock(&svc_mu);
     }
     if (pg > 0) {
-        /* SIGKILL also ends stopped (paused) processes. */
+        /* SIGKILL also ends stopped (paused) processes; processes that left the group
+         * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
+        sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
         while (!all_exits_delivered_locked(s) && emu_now_ms() < deadline) {
@@ -1307,28 +1339,32 @@ static bool make_pipe(int fds[2]) {
     return fds[0] >= 0 && fds[1] >= 0;
 }
 
-static char **build_env(const json *envobj) {
+/* marker: the system's HCSEMU_SYSTEM entry, which every descendant inherits (unless it clears
+ * its environment), so terminate finds processes that left the group (setsid). */
+static char **build_env(const json *envobj, const char *marker) {
+    char *const *from = svc_caller_environ ? svc_caller_environ : environ;
     size_t base = 0;
     if (g_settings.inherit_environment)
-        while (environ[base]) base++;
+        while (from[base]) base++;
     size_t extra = json_len(envobj);
-    char **env = calloc(base + extra + 1, sizeof *env);
+    char **env = calloc(base + extra + 2, sizeof *env);
     if (!env) return NULL;
     size_t n = 0;
+    env[n++] = strdup(marker);
     for (size_t i = 0; i < extra; i++) {
         const char *k = json_key_at(envobj, i), *v = json_str(json_at(envobj, i));
         if (!k || !v) continue;
         env[n++] = emu_printf("%s=%s", k, v);
     }
     for (size_t i = 0; i < base; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t kl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        const char *eq = strchr(from[i], '=');
+        size_t kl = eq ? (size_t)(eq - from[i]) : strlen(from[i]);
         bool overridden = false;
         for (size_t j = 0; j < extra && !overridden; j++) {
             const char *k = json_key_at(envobj, j);
-            overridden = k && strlen(k) == kl && strncmp(k, environ[i], kl) == 0;
+            overridden = k && strlen(k) == kl && strncmp(k, from[i], kl) == 0;
         }
-        if (!overridden) env[n++] = strdup(environ[i]);
+        if (!overridden && strncmp(from[i], "HCSEMU_SYSTEM=", 14) != 0) env[n++] = strdup(from[i]);
     }
     return env;
 }
@@ -1450,7 +1486,7 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         goto done;
     }
     if (!cwd || !*cwd) {
-        cwd = workdir;
+        cwd = workdir ? workdir : svc_caller_cwd;
     }
     struct stat sb;
     if (cwd && (stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
@@ -1458,7 +1494,7 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         free(workdir);
         goto done;
     }
-    env = build_env(envobj);
+    env = build_env(envobj, s->marker);
     posix_spawn_file_actions_init(&fa);
     fa_init = true;
     posix_spawnattr_init(&attr);
@@ -1519,7 +1555,10 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     /* The first process leads a new group; later ones join it (svc_mu keeps this atomic). */
     bool leader = s->pgid <= 0;
     posix_spawnattr_setpgroup(&attr, leader ? 0 : s->pgid);
+    proc_known_lock();
     int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    if (rc == 0) proc_known_add_locked(pid);
+    proc_known_unlock();
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
         free(workdir);
@@ -1535,31 +1574,36 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     p->image = strdup(argv[0]);
     p->in_w = p->out_r = p->err_r = -1;
     io->in = io->out = io->err = -1;
+    /* The caller owns its pipe ends and the service keeps no copy of the output ones, so a
+     * reader that closes stdout gives the writer SIGPIPE/EPIPE. The service keeps stdin's write
+     * end (HcsModifyProcess CloseHandle closes it, GetProcessInfo duplicates it). With the
+     * CreateProcess quirk the caller loses its pipes: the service keeps them for GetProcessInfo. */
+    bool withhold = g_settings.create_process_sync_quirk;
     if (console) {
-        if (want_in) io->in = dup_cloexec(pty);
-        if (want_out) io->out = dup_cloexec(pty);
+        if (want_in && !withhold) io->in = dup_cloexec(pty);
+        if (want_out && !withhold) io->out = dup_cloexec(pty);
         p->in_w = pty; /* kept: the console stays usable for GetProcessInfo and resize */
         pty = -1;
     } else {
         if (want_in) {
             close(in[0]);
             in[0] = -1;
-            io->in = in[1];
-            p->in_w = dup_cloexec(in[1]);
+            p->in_w = in[1];
+            if (!withhold) io->in = dup_cloexec(in[1]);
             in[1] = -1;
         }
         if (want_out) {
             close(out[1]);
             out[1] = -1;
-            io->out = out[0];
-            p->out_r = dup_cloexec(out[0]);
+            if (withhold) p->out_r = out[0];
+            else io->out = out[0];
             out[0] = -1;
         }
         if (want_err) {
             close(errp[1]);
             errp[1] = -1;
-            io->err = errp[0];
-            p->err_r = dup_cloexec(errp[0]);
+            if (withhold) p->err_r = errp[0];
+            else io->err = errp[0];
             errp[0] = -1;
         }
     }
@@ -1626,14 +1670,16 @@ HRESULT svc_process_info(svc_system *s, uint32_t pid, svc_stdio *io, char **doc)
     sproc *p;
     HRESULT hr = with_proc(s, pid, &p, doc);
     if (!FAILED(hr)) {
-        /* Each call hands out new handles, which the caller must close. */
+        /* Each call hands out new handles, which the caller must close; output pipes only
+         * while the service still holds them (the creator never received them). */
         if (p->console) {
             io->in = dup_cloexec(p->in_w);
             io->out = dup_cloexec(p->in_w);
         } else {
             io->in = dup_cloexec(p->in_w);
-            io->out = dup_cloexec(p->out_r);
-            io->err = dup_cloexec(p->err_r);
+            io->out = p->out_r;
+            io->err = p->err_r;
+            p->out_r = p->err_r = -1;
         }
     }
     pthread_mutex_unlock(&svc_mu);

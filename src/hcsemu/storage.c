@@ -3163,24 +3163,11 @@ HRESULT svc_storage_vhd_mount_path(int fd, char **mount_path) {
 
 /* ------------------------------------------------------------------ the exported functions */
 
-/* Fault injection, delays and service disconnect; storage calls are synchronous, so an
- * injected result failure fails the call itself and a hang lasts until a disconnect. */
+/* Fault injection, delays and service disconnect, through the one fault helper of every
+ * synchronous function (so a Reset releases a Hang here too). */
 static HRESULT storage_enter(emu_fn fn) {
-    fault_action fa = {0};
-    emu_fault_check(fn, &fa);
-    if (fa.call_hr) return fa.call_hr;
-    if (fa.delay_ms) {
-        struct timespec ts = {.tv_sec = fa.delay_ms / 1000, .tv_nsec = (long)(fa.delay_ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
-    if (fa.hang) {
-        while (!emu_service_disconnected()) {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-    }
-    if (fa.result_hr) return fa.result_hr;
+    HRESULT hr = emu_fault_sync(fn);
+    if (hr) return hr;
     if (emu_service_disconnected()) return HCS_E_SERVICE_DISCONNECT;
     return S_OK;
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "emu.h"
+#include "transport.h"
 
 #define ACL_XATTR "user.hcs.acl"
 #define ACL_SIDECAR ".hcs-acl"
@@ -117,7 +118,7 @@ static void vm_sid(const char *vm_id, char *out, size_t n) {
     char runtime[37];
     /* A VM's account is NT VIRTUAL MACHINE\<its GUID>: for a compute system that exists, its
      * RuntimeId; otherwise the id itself when it is a GUID, else a hash of it. */
-    bool known = svc_runtime_id(vm_id, runtime) && parse_guid(runtime, g);
+    bool known = tp_runtime_id(vm_id, runtime) && parse_guid(runtime, g);
     if (!known && !parse_guid(vm_id, g)) {
         /* FNV-1a over the id, spread over 16 bytes */
         uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;

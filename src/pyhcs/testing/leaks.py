@@ -26,6 +26,7 @@ when nothing leaked it returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -200,7 +201,10 @@ def _children() -> dict[int, str] | None:
         fields = _stat_fields(pid)
         if fields is None or fields[0] in ("Z", "X"):
             continue  # gone, or exited and about to be reaped
-        out[pid] = _cmdline(pid)
+        cmd = _cmdline(pid)
+        if "hcsemud" in cmd and cmd.endswith("--private"):
+            continue  # the emulator's private service (HCSEMU_SERVICE=private) lives as long as we do
+        out[pid] = cmd
     return out
 
 
@@ -210,6 +214,11 @@ def snapshot(backend: ModuleType | None = None, *, fds: bool = True, children: b
     raw = _raw(backend)
     counters: dict[str, int] = {}
     emulated = _emulator_counters(raw)
+    if emulated is None and fds:
+        # The emulator connects to its service process on first use (HCSEMU_SERVICE): make that
+        # connection part of "before" (on real HCS this is a harmless Basic query).
+        with contextlib.suppress(Exception):
+            raw.hcs_get_service_properties(None)
     if emulated is not None:
         counters.update(emulated)
     counters.update(_pyhcs_counters())

@@ -25,6 +25,11 @@ Fixtures
     ``quirks(...)``, ``call_counts()``, ``call_budget(...)``. Skips on real HCS.
 ``pyhcs_backend``
     The name of the backend the test runs on (see the ``pyhcs_backends`` marker).
+``hcs_shared_service``
+    A separate emulator service process for tests of multi-process tooling: yields its socket
+    path (clients connect with ``HCSEMU_SERVICE=<path>``); stopped at teardown. The session
+    itself runs on a private service (``HCSEMU_SERVICE=private`` unless set), so it stays
+    hermetic.
 
 Markers
 -------
@@ -350,6 +355,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     global _sessions
     _sessions += 1
+    _hermetic_service()
     config.addinivalue_line(
         "markers",
         "pyhcs_backends(*names): run the test once per pyhcs backend (default: cython and ctypes), "
@@ -361,6 +367,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "(only with --pyhcs-real-hcs)",
     )
     config.addinivalue_line("markers", "pyhcs_no_leak_check: do not run the pyhcs leak check after this test")
+
+
+def _hermetic_service() -> None:
+    """Each test session gets an emulator service of its own: private (a service process of
+    this session's, over a socketpair) unless HCSEMU_SERVICE says otherwise; subprocesses of
+    the tests inherit the choice and find the service executable through HCSEMU_DAEMON."""
+    os.environ.setdefault("HCSEMU_SERVICE", "private")
+    with contextlib.suppress(Exception):
+        from pyhcs import emulator
+
+        daemon = emulator.hcsemud_path()
+        if os.path.exists(daemon):
+            os.environ.setdefault("HCSEMU_DAEMON", daemon)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -595,6 +614,25 @@ def hcs_emulator(request: pytest.FixtureRequest, pyhcs_backend: str) -> Iterator
             f"pyhcs leak check: {request.node.nodeid} left behind:\n  " + "\n  ".join(problems) + f"\n{_LEAK_HINT}",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def hcs_shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A separate emulator service process (hcsemud) for tests of multi-process tooling; yields
+    its socket path. Point clients at it with ``HCSEMU_SERVICE=<path>`` (the mode is chosen once
+    per process, so those clients are usually subprocesses). Stopped (its systems terminated)
+    at teardown."""
+    from pyhcs import emulator
+
+    folder = tmp_path_factory.mktemp("hcsemud")
+    folder.chmod(0o700)  # the service refuses a folder other users can reach
+    path = str(folder / "hcsemu.sock")
+    if emulator.serve(path, foreground=False) != 0:
+        pytest.fail(f"hcsemud could not start on {path}")
+    try:
+        yield path
+    finally:
+        emulator.stop_service(path, timeout=20)
 
 
 @pytest.fixture
