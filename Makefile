@@ -40,11 +40,12 @@ bench: build
 # The library the suite loads is the ASan build; the interpreter is not instrumented, so the
 # ASan runtime is preloaded and leak detection (which would report the interpreter's) is off.
 asan: build
-	$(MAKE) -s -C src/hcsemu SANITIZE=1 OUT=libhcsemu-asan.so
+	$(MAKE) -s -C src/hcsemu SANITIZE=1 OUT=libhcsemu-asan.so DAEMON=hcsemud-asan
 	LD_PRELOAD="$$($${CC:-gcc} -print-file-name=libasan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allow_user_segv_handler=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PYHCS_LIBRARY="$(CURDIR)/src/hcsemu/libhcsemu-asan.so" \
+	HCSEMU_DAEMON="$(CURDIR)/src/hcsemu/hcsemud-asan" \
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 windows:
