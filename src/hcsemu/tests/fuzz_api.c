@@ -218,6 +218,8 @@ static void init_root(void) {
     mkdir(p, 0700);
     setenv("HCSEMU_RUNTIME_DIR", p, 1);
     setenv("HCSEMU_STORAGE_MODE", "copy", 1);
+    /* the service half in this process, so that the sanitizers and the fuzzer's coverage see it */
+    setenv("HCSEMU_SERVICE", "direct", 1);
     snprintf(p, sizeof p, "%s/src/Files/d", root);
     char q[256];
     snprintf(q, sizeof q, "%s/src", root);
