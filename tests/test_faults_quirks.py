@@ -692,7 +692,7 @@ def test_create_process_sync_quirk_raw(hcs: ModuleType, raw_faults: Faults) -> N
     raw_faults.quirks(create_process_sync_quirk=True)
     with running_system(hcs) as h, operation(hcs) as op:
         p = hcs.hcs_create_process(
-            h, json.dumps({"CommandLine": "sleep 0.2; echo recovered", "CreateStdOutPipe": True}), op
+            h, json.dumps({"CommandLine": 'sh -c "sleep 0.2; echo recovered"', "CreateStdOutPipe": True}), op
         )
         try:
             with pytest.raises(errors.InvalidArgumentError):

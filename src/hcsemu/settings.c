@@ -42,12 +42,9 @@ static void defaults(emu_settings *s) {
     s->schema_major = 2;
     s->schema_minor = 6;
     s->terminate_timeout_ms = 10000;
-    /* A Container is a Windows guest (CommandLine split by the Windows rules, CommandArgs
-       refused): meant to be the default (0, 0) once every test sends a Container Windows-quoted
-       CommandLines; the previous behaviour stays the default until then. */
+    /* container_cmdline/container_cmdargs stay 0 (Windows/Refuse): a Container is a Windows
+       guest, as in HCS */
     s->deliver_early_events = true;
-    s->container_cmdline = CMDLINE_SHELL;
-    s->container_cmdargs = CMDARGS_ACCEPT;
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */

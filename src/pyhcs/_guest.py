@@ -19,18 +19,14 @@ else Windows. A system opened by id is asked for its ``RuntimeOsType`` (its host
 has a ``HostingSystemId``); without an answer it is taken as Windows, whose ``CommandLine``
 every guest accepts.
 
-On the emulator the host's programs run, and how it reads a Container's process document is
-a switch (docs/emulator.md): when it accepts ``CommandArgs`` from a Windows guest (its
-``ContainerCommandArgs`` switch, or an emulator older than that switch, which ran every
-``CommandLine`` through ``/bin/sh -c``), argument lists go as ``CommandArgs``, the one form it
-then runs exactly (:func:`list_form`). In its HCS-faithful mode (``Refuse``) they go as the
-Windows-quoted ``CommandLine``, which it splits by the Windows rules, as Windows would.
+The emulator reads a Container's process document as Windows does (it splits ``CommandLine``
+by the Windows rules and refuses ``CommandArgs``: docs/emulator.md), so the same documents go
+to both and quoting bugs show on Linux too.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -43,7 +39,6 @@ __all__ = [
     "command_fields",
     "guest_of_config",
     "guest_of_properties",
-    "list_form",
     "signal_value",
     "windows_command_line",
 ]
@@ -98,22 +93,6 @@ def guest_of_properties(properties: Mapping[str, Any]) -> GuestOs | None:
     if isinstance(value, str) and value.lower() in ("windows", "linux"):
         return "windows" if value.lower() == "windows" else "linux"
     return None
-
-
-def list_form(guest: GuestOs) -> GuestOs:
-    """The guest whose form an argument list takes here: ``guest`` itself, except on an
-    emulator that accepts ``CommandArgs`` from Windows guests (see the module docstring)."""
-    if guest == "linux" or sys.platform == "win32":
-        return guest
-    from . import emulator
-
-    try:
-        if not emulator.active():
-            return guest
-        accepts = emulator.settings().get("ContainerCommandArgs", "Accept") == "Accept"
-    except (HcsError, ValueError, LookupError, TypeError):
-        return guest  # no answer: send what HCS takes
-    return "linux" if accepts else guest
 
 
 def _invalid(message: str, member: str) -> HcsError:

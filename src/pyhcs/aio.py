@@ -42,7 +42,7 @@ from . import _stdio
 from . import process as _process
 from . import system as _system
 from ._docs import Document, check_document, to_json
-from ._guest import GuestOs, list_form, signal_value
+from ._guest import GuestOs, signal_value
 from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, Stdio, pipe_flag, plan_run
 from ._stdio import PipeIO
@@ -887,7 +887,7 @@ class ComputeSystem:
             await self.wait_created(deadline.remaining())
             guest: GuestOs = "windows"
             if command is not None and not isinstance(command, str):
-                guest = list_form(await _guest_os(self.sync, deadline))
+                guest = await _guest_os(self.sync, deadline)
             text = process_parameters(
                 command, params=params, cwd=cwd, env=env, user=user, stdin=pipe_flag(stdin, "stdin"),
                 stdout=pipe_flag(stdout, "stdout"), stderr=pipe_flag(stderr, "stderr"), console=console,

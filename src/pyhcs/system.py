@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from . import _backend as B
 from . import _log
 from ._docs import Document, check_document, compute_system_config, loads, to_json
-from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties, list_form
+from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, RunPlan, Stdio, pipe_flag, plan_run
 from .errors import (
@@ -641,7 +641,7 @@ class ComputeSystem(Handle):
         with reports_timeout(deadline):
             guest: GuestOs = "windows"
             if command is not None and not isinstance(command, str):
-                guest = list_form(self._guest_os(deadline.remaining()))
+                guest = self._guest_os(deadline.remaining())
             text = process_parameters(
                 command,
                 params=params,
