@@ -60,6 +60,7 @@ struct svc_system {
     int pgid; /* the process group (= its leader's pid), 0 until the first process */
     uint64_t start_ms_epoch, start_mono_ms;
     uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
+    uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
     char *exit_doc;
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
@@ -442,7 +443,18 @@ static bool all_exits_delivered_locked(svc_system *s) {
     return true;
 }
 
-static char *exit_status_doc(HRESULT status, const char *exit_type, const char *detail, const char *initiator) {
+/* The bug check a requested guest crash reports: MANUALLY_INITIATED_CRASH and four zeros. */
+static json *crash_parameters(void) {
+    json *params = json_new_array();
+    json_append(params, json_new_uint(0xE2));
+    for (int i = 0; i < 4; i++) json_append(params, json_new_uint(0));
+    return params;
+}
+
+/* A guest crash is attributed by a GuestCrash record (SystemExitDetail has no crash value),
+ * next to the SystemExit record saying the guest ended unexpectedly. */
+static char *exit_status_doc(HRESULT status, const char *exit_type, const char *detail, const char *initiator,
+                             bool guest_crash) {
     json *d = json_new_object();
     json_set(d, "Status", json_new_int((int32_t)emu_public_hr(status)));
     json_set(d, "ExitType", json_new_string(exit_type));
@@ -453,6 +465,13 @@ static char *exit_status_doc(HRESULT status, const char *exit_type, const char *
     json_set(se, "Initiator", json_new_string(initiator));
     json_set(a, "SystemExit", se);
     json_append(attr, a);
+    if (guest_crash) {
+        json *c = json_new_object();
+        json *gc = json_new_object();
+        json_set(gc, "CrashParameters", crash_parameters());
+        json_set(c, "GuestCrash", gc);
+        json_append(attr, c);
+    }
     json_set(d, "Attribution", attr);
     char *out = json_dump(d);
     json_free(d);
@@ -548,14 +567,14 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     } else if (kind == STOP_CRASH) {
         status = HCS_E_UNEXPECTED_EXIT;
         exit_type = "UnexpectedExit";
-        detail = "GuestCrash";
+        detail = "UnexpectedExit";
         initiator = "GuestOS";
     } else if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done) {
         status = HCS_E_TERMINATED;
         exit_type = "ForcedExit";
         detail = "Terminate";
     }
-    char *exit_doc = exit_status_doc(status, exit_type, detail, initiator);
+    char *exit_doc = exit_status_doc(status, exit_type, detail, initiator, kind == STOP_CRASH);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
@@ -612,10 +631,7 @@ HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
     char guid[37];
     make_guid(guid);
     json_set(rep, "ActivityId", json_new_string(guid));
-    json *params = json_new_array();
-    json_append(params, json_new_uint(0xE2)); /* MANUALLY_INITIATED_CRASH */
-    for (int i = 0; i < 4; i++) json_append(params, json_new_uint(0));
-    json_set(rep, "CrashParameters", params);
+    json_set(rep, "CrashParameters", crash_parameters());
     json_set(rep, "CrashLog", json_new_string("The guest was crashed on request (HcsCrashComputeSystem)"));
     json_set(rep, "Status", json_new_int(0));
     json_set(rep, "PreOSId", json_new_int(0));
@@ -914,7 +930,37 @@ static json *memory_locked(svc_system *s) {
     return m;
 }
 
-json *emu_host_processor_topology(void);
+/* GuestMemoryInfo: memory as the guest sees it. Its size is the configured SizeInMB (the
+ * host's physical memory when none is configured); its use is that of the system's processes. */
+static json *guest_memory_locked(svc_system *s) {
+    int64_t mb = 0;
+    const json *vm = json_get(s->config, "VirtualMachine");
+    if (vm) json_int64(json_get(json_get(json_get(vm, "ComputeTopology"), "Memory"), "SizeInMB"), &mb);
+    else json_int64(json_get(json_get(json_get(s->config, "Container"), "Memory"), "SizeInMB"), &mb);
+    uint64_t total = mb > 0 ? (uint64_t)mb << 20
+                            : (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t rss = 0, shared = 0, vsz = 0;
+    if (s->pgid > 0) {
+        proc_stat *ps = malloc(sizeof *ps * 4096);
+        size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+        for (size_t i = 0; i < n; i++) {
+            rss += ps[i].rss_bytes;
+            shared += ps[i].shared_bytes;
+            vsz += ps[i].vsize_bytes;
+        }
+        free(ps);
+    }
+    if (vsz > s->peak_commit_bytes) s->peak_commit_bytes = vsz;
+    json *m = json_new_object();
+    json_set(m, "TotalPhysicalBytes", json_new_uint(total));
+    json_set(m, "TotalUsage", json_new_uint(rss));
+    json_set(m, "CommittedBytes", json_new_uint(vsz));
+    json_set(m, "SharedCommittedBytes", json_new_uint(shared));
+    json_set(m, "CommitLimitBytes", json_new_uint(total > vsz ? total : vsz));
+    json_set(m, "PeakCommitmentBytes", json_new_uint(s->peak_commit_bytes));
+    return m;
+}
+
 
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
@@ -932,7 +978,6 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
         json_set(p, "TerminateOnLastHandleClosed", json_new_bool(s->terminate_on_close));
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
-    else if (strcmp(name, "ProcessorTopology") == 0) json_set(p, "ProcessorTopology", emu_host_processor_topology());
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
@@ -948,9 +993,14 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
             json_set(p, "GuestConnectionInfo", g);
         }
     } else if (strcmp(name, "ICHeartbeatStatus") == 0) {
-        json_set(p, "ICHeartbeatStatus", json_new_string(s->state == ST_RUNNING ? "Ok" : "NoContact"));
+        bool running = s->state == ST_RUNNING;
+        json *hb = json_new_object();
+        json_set(hb, "IsEnabled", json_new_bool(true));
+        json_set(hb, "State", json_new_string(running ? "Ok" : "NoContact"));
+        json_set(hb, "Reason", json_new_string(running ? "HealthyApps" : "Unknown"));
+        json_set(p, "ICHeartbeatStatus", hb);
     } else if (strcmp(name, "GuestMemory") == 0) {
-        json_set(p, "GuestMemoryInfo", memory_locked(s));
+        json_set(p, "GuestMemoryInfo", guest_memory_locked(s));
     } else {
         return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
                     "The property type '%s' is not supported by the emulator", name);
