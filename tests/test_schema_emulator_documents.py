@@ -21,6 +21,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from images import make_vhdx
 
 from pyhcs import errors
 from pyhcs.schema import (
@@ -50,8 +51,20 @@ _SYSTEM_EXITED, _CRASH_INITIATED, _CRASH_REPORT, _PROCESS_EXITED = 0x1, 0x2, 0x3
 _KINDS = {
     "container": lambda: builders.process_isolated_container(layers=[], scratch_path="scratch"),
     "lcow": lambda: builders.linux_utility_vm(boot_files_path="/tmp"),
-    "wcow": lambda: builders.windows_utility_vm(os_files_path="C:\\os", scratch_vhdx="C:\\s.vhdx"),
+    "wcow": lambda: builders.windows_utility_vm(os_files_path=_WCOW_FILES[0],
+                                            scratch_vhdx=_WCOW_FILES[1]),
 }
+# The Windows utility VM's OS share (a directory) and scratch disk (a real VHDX): the
+# emulator checks a VM's devices.
+_WCOW_FILES: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _wcow_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    base = tmp_path_factory.mktemp("wcow")
+    _WCOW_FILES[:] = [str(base), str(make_vhdx(base / "s.vhdx"))]
+    yield
+    _WCOW_FILES.clear()
 
 # Property types the emulator documents as not supported (it answers ERROR_NOT_SUPPORTED).
 # ProcessorTopology is the host's topology, a service property (HcsGetServiceProperties): a

@@ -220,6 +220,156 @@ static HRESULT check_path_exists(const char *p, const char *what, bool regular, 
     return S_OK;
 }
 
+/* ------------------------------------------------------------------ VM devices */
+
+/* What a VM's disk attachments must be, as the VM worker opens them: a VHD ("conectix" in
+ * the footer of the last 512 bytes, and in the copy at offset 0 of a dynamic disk), a VHDX
+ * ("vhdxfile" at offset 0), or the emulator's own image (HcsFormatWritableLayerVhd:
+ * "HCSEMUVD" at offset 0); an Iso attachment an ISO 9660 image ("CD001" at 0x8001). */
+typedef enum { IMG_DISK, IMG_ISO } image_kind;
+
+static bool read_at(int fd, off_t off, char *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, off + (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+static HRESULT check_image(const char *p, image_kind kind, const char *ctx, char **doc) {
+    if (!p || !*p) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    struct stat st;
+    if (stat(p, &st) != 0)
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: the file '%s' was not found", ctx, p);
+    if (!S_ISREG(st.st_mode))
+        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not a regular file", ctx, p);
+    int fd = emu_open_regular(p, O_RDONLY, 0);
+    if (fd < 0) return fail(doc, E_ACCESSDENIED, "%s: '%s' could not be opened", ctx, p);
+    char head[8], foot[8], iso[5];
+    bool ok;
+    if (kind == IMG_ISO) {
+        ok = read_at(fd, 0x8001, iso, 5) && memcmp(iso, "CD001", 5) == 0;
+    } else {
+        bool h = read_at(fd, 0, head, 8);
+        ok = h && (memcmp(head, "vhdxfile", 8) == 0 || memcmp(head, "conectix", 8) == 0 ||
+                   memcmp(head, "HCSEMUVD", 8) == 0);
+        if (!ok && st.st_size >= 512) ok = read_at(fd, st.st_size - 512, foot, 8) && memcmp(foot, "conectix", 8) == 0;
+    }
+    close(fd);
+    if (!ok)
+        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not %s", ctx, p,
+                    kind == IMG_ISO ? "an ISO image" : "a virtual disk (VHD or VHDX)");
+    return S_OK;
+}
+
+/* One Scsi attachment. ExtensibleVirtualDisk paths (evd://) name a provider's volume, not a
+ * file; PassThru names a host disk: neither is a file to look at. */
+static HRESULT check_attachment(const json *a, const char *ctx, char **doc) {
+    if (json_typeof(a) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *type = "VirtualDisk", *path = NULL;
+    WANT(str, a, ctx, "Type", &type);
+    WANT(str, a, ctx, "Path", &path);
+    if (!type) type = "VirtualDisk";
+    if (strcmp(type, "ExtensibleVirtualDisk") == 0 || strcmp(type, "PassThru") == 0) return S_OK;
+    if (strcmp(type, "VirtualDisk") != 0 && strcmp(type, "Iso") != 0)
+        return fail(doc, HCS_E_INVALID_JSON, "%s.Type '%s' is not an attachment type", ctx, type);
+    return check_image(path, strcmp(type, "Iso") == 0 ? IMG_ISO : IMG_DISK, ctx, doc);
+}
+
+static HRESULT check_scsi_controller(const json *c, const char *ctx, char **doc) {
+    if (json_typeof(c) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const json *atts = NULL;
+    WANT(obj, c, ctx, "Attachments", &atts);
+    HRESULT hr = S_OK;
+    for (size_t i = 0; i < json_len(atts) && !FAILED(hr); i++) {
+        char sub[160];
+        snprintf(sub, sizeof sub, "%s.Attachments.%.40s", ctx, json_key_at(atts, i));
+        hr = check_attachment(json_at(atts, i), sub, doc);
+    }
+    return hr;
+}
+
+static HRESULT check_pmem_device(const json *d, const char *ctx, char **doc) {
+    if (json_typeof(d) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *path = NULL;
+    WANT(str, d, ctx, "HostPath", &path);
+    return check_image(path, IMG_DISK, ctx, doc);
+}
+
+/* A share (VirtualSmb, Plan9) exports a host directory, or for a single-file share a file. */
+static HRESULT check_share(const json *sh, const char *ctx, char **doc) {
+    if (json_typeof(sh) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *path = NULL;
+    WANT(str, sh, ctx, "Path", &path);
+    if (!path || !*path) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: '%s' was not found", ctx, path);
+    return S_OK;
+}
+
+static HRESULT check_shares(const json *shares, const char *ctx, char **doc) {
+    if (json_typeof(shares) == JSON_OBJECT) return check_share(shares, ctx, doc);
+    if (json_typeof(shares) != JSON_ARRAY) return fail(doc, HCS_E_INVALID_JSON, "%s must be an array", ctx);
+    HRESULT hr = S_OK;
+    for (size_t i = 0; i < json_len(shares) && !FAILED(hr); i++) {
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s[%zu]", ctx, i);
+        hr = check_share(json_at(shares, i), sub, doc);
+    }
+    return hr;
+}
+
+/* The devices of a VM configuration whose files the VM worker opens at start. */
+static HRESULT check_vm_devices(const json *vm, char **doc) {
+    const json *dev = json_get(vm, "Devices");
+    if (!dev) return S_OK;
+    if (json_typeof(dev) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "VirtualMachine.Devices must be a JSON object");
+    const json *scsi = NULL, *pmem = NULL, *smb = NULL, *p9 = NULL;
+    WANT(obj, dev, "VirtualMachine.Devices", "Scsi", &scsi);
+    WANT(obj, dev, "VirtualMachine.Devices", "VirtualPMem.Devices", &pmem);
+    WANT(arr, dev, "VirtualMachine.Devices", "VirtualSmb.Shares", &smb);
+    WANT(arr, dev, "VirtualMachine.Devices", "Plan9.Shares", &p9);
+    HRESULT hr = S_OK;
+    char ctx[160];
+    for (size_t i = 0; i < json_len(scsi) && !FAILED(hr); i++) {
+        snprintf(ctx, sizeof ctx, "VirtualMachine.Devices.Scsi.%.40s", json_key_at(scsi, i));
+        hr = check_scsi_controller(json_at(scsi, i), ctx, doc);
+    }
+    for (size_t i = 0; i < json_len(pmem) && !FAILED(hr); i++) {
+        snprintf(ctx, sizeof ctx, "VirtualMachine.Devices.VirtualPMem.Devices.%.40s", json_key_at(pmem, i));
+        hr = check_pmem_device(json_at(pmem, i), ctx, doc);
+    }
+    if (!FAILED(hr) && smb) hr = check_shares(smb, "VirtualMachine.Devices.VirtualSmb.Shares", doc);
+    if (!FAILED(hr) && p9) hr = check_shares(p9, "VirtualMachine.Devices.Plan9.Shares", doc);
+    return hr;
+}
+
+/* A hot-add (modify Add/Update) of a device: the same checks as at create, on the settings of
+ * the resource path. Paths of other resources are not devices with files. */
+static HRESULT check_device_modify(const char *path, const json *settings, char **doc) {
+    static const char scsi[] = "VirtualMachine/Devices/Scsi/";
+    static const char pmem[] = "VirtualMachine/Devices/VirtualPMem/Devices/";
+    if (!path || !settings) return S_OK;
+    if (strncmp(path, scsi, sizeof scsi - 1) == 0) {
+        const char *rest = path + sizeof scsi - 1;
+        const char *slash = strchr(rest, '/');
+        if (!slash) return check_scsi_controller(settings, path, doc);
+        if (strncmp(slash, "/Attachments/", 13) == 0 && slash[13] && !strchr(slash + 13, '/'))
+            return check_attachment(settings, path, doc);
+        return S_OK;
+    }
+    if (strncmp(path, pmem, sizeof pmem - 1) == 0 && !strchr(path + sizeof pmem - 1, '/'))
+        return check_pmem_device(settings, path, doc);
+    if (strcmp(path, "VirtualMachine/Devices/VirtualSmb/Shares") == 0 ||
+        strcmp(path, "VirtualMachine/Devices/Plan9/Shares") == 0)
+        return check_shares(settings, path, doc);
+    return S_OK;
+}
+
 #define VMRS_MAGIC "HCSEMU-VMRS 1\n"
 
 /* Whether path is a runtime state file that Save wrote (not an empty one). */
@@ -297,6 +447,7 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
         if (!FAILED(hr)) hr = check_path_exists(ssf, "Saved state file", true, doc);
         if (ssf && *ssf && !FAILED(hr) && !is_saved_state(ssf))
             hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
+        if (!FAILED(hr)) hr = check_vm_devices(vm, doc);
     }
     if (c) {
         const json *layers = NULL, *dirs = NULL;
@@ -1079,6 +1230,10 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
     if (!rtype) rtype = "Add";
+    if (s->type == T_VM && strcmp(rtype, "Remove") != 0) {
+        HRESULT dhr = check_device_modify(path, settings, doc);
+        if (FAILED(dhr)) return dhr;
+    }
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
     if (st == ST_STOPPED || st == ST_SAVED_AS_TEMPLATE || s->stopping) {

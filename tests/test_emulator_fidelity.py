@@ -1,0 +1,145 @@
+"""What the emulator refuses where HCS does: a VM's devices are checked at create and on
+hot-add (the files exist, disks are VHD/VHDX by their signature, an Iso attachment is an ISO
+image). Raw API, both backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from images import make_iso, make_vhd, make_vhdx
+
+from pyhcs import errors
+
+from rawutil import new_id, operation, wait
+
+_NOT_VIRTUAL_DISK = 0xC03A0015  # ERROR_VIRTDISK_NOT_VIRTUAL_DISK, already an HRESULT
+
+
+def _vm(devices: dict[str, Any] | None = None) -> str:
+    vm: dict[str, Any] = {"ComputeTopology": {"Memory": {"SizeInMB": 256}}}
+    if devices is not None:
+        vm["Devices"] = devices
+    return json.dumps({"SchemaVersion": {"Major": 2, "Minor": 1}, "VirtualMachine": vm})
+
+
+def _scsi(attachment: dict[str, Any]) -> dict[str, Any]:
+    return {"Scsi": {"0": {"Attachments": {"0": attachment}}}}
+
+
+def _create(hcs: ModuleType, config: str) -> None:
+    """Creates, starts and terminates a VM: raises what the create raises."""
+    with operation(hcs) as op:
+        handle = hcs.hcs_create_compute_system(new_id("fid"), config, op)
+        try:
+            wait(hcs, op)
+            hcs.hcs_start_compute_system(handle, op)
+            wait(hcs, op)
+            hcs.hcs_terminate_compute_system(handle, op)
+            wait(hcs, op)
+        finally:
+            hcs.hcs_close_compute_system(handle)
+
+
+_GOOD: dict[str, Callable[[Path], tuple[str, Path]]] = {
+    "vhdx": lambda d: ("VirtualDisk", make_vhdx(d / "a.vhdx")),
+    "fixed-vhd": lambda d: ("VirtualDisk", make_vhd(d / "a.vhd")),
+    "dynamic-vhd": lambda d: ("VirtualDisk", make_vhd(d / "b.vhd", dynamic=True)),
+    "no-type-vhdx": lambda d: ("", make_vhdx(d / "c.vhdx")),
+    "iso": lambda d: ("Iso", make_iso(d / "a.iso")),
+}
+
+
+@pytest.mark.parametrize("kind", list(_GOOD))
+def test_real_images_are_attached(hcs: ModuleType, tmp_path: Path, kind: str) -> None:
+    att_type, path = _GOOD[kind](tmp_path)
+    attachment: dict[str, Any] = {"Path": str(path)}
+    if att_type:
+        attachment["Type"] = att_type
+    _create(hcs, _vm(_scsi(attachment)))
+
+
+def test_an_extensible_virtual_disk_is_no_file(hcs: ModuleType) -> None:
+    _create(hcs, _vm(_scsi({"Type": "ExtensibleVirtualDisk", "Path": "evd://space/myvolume",
+                            "ExtensibleVirtualDiskType": "space"})))
+
+
+def test_a_missing_disk_is_file_not_found(hcs: ModuleType, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.vhdx"
+    with pytest.raises(errors.Win32FileNotFoundError) as err:
+        _create(hcs, _vm(_scsi({"Type": "VirtualDisk", "Path": str(missing)})))
+    assert str(missing) in str(err.value) and "Scsi" in str(err.value)
+
+
+def _not_a_disk(tmp_path: Path) -> dict[str, Path]:
+    text = tmp_path / "notes.vhdx"
+    text.write_bytes(b"not a disk" * 100)
+    empty = tmp_path / "empty.vhd"
+    empty.write_bytes(b"")
+    return {"text": text, "empty": empty, "directory": tmp_path,
+            "iso-as-disk": make_iso(tmp_path / "x.iso")}
+
+
+@pytest.mark.parametrize("which", ["text", "empty", "directory", "iso-as-disk"])
+def test_what_is_not_a_virtual_disk_is_refused(hcs: ModuleType, tmp_path: Path, which: str) -> None:
+    path = _not_a_disk(tmp_path)[which]
+    with pytest.raises(errors.NotVirtualDiskError) as err:
+        _create(hcs, _vm(_scsi({"Type": "VirtualDisk", "Path": str(path)})))
+    assert err.value.hresult == _NOT_VIRTUAL_DISK
+
+
+def test_an_iso_attachment_must_be_an_iso(hcs: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(errors.NotVirtualDiskError):
+        _create(hcs, _vm(_scsi({"Type": "Iso", "Path": str(make_vhdx(tmp_path / "a.vhdx"))})))
+
+
+def test_vpmem_and_shares_are_checked(hcs: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(errors.Win32FileNotFoundError):
+        _create(hcs, _vm({"VirtualSmb": {"Shares": [{"Name": "os", "Path": str(tmp_path / "no")}]}}))
+    with pytest.raises(errors.NotVirtualDiskError):
+        bad = tmp_path / "layer.vhd"
+        bad.write_bytes(b"x" * 4096)
+        _create(hcs, _vm({"VirtualPMem": {"Devices": {"0": {"HostPath": str(bad)}}}}))
+    _create(hcs, _vm({"VirtualSmb": {"Shares": [{"Name": "os", "Path": str(tmp_path)}]},
+                      "VirtualPMem": {"Devices": {"0": {"HostPath": str(make_vhd(tmp_path / "l.vhd"))}}}}))
+
+
+def test_hot_add_is_checked_and_a_refused_one_changes_nothing(hcs: ModuleType, tmp_path: Path) -> None:
+    good = make_vhdx(tmp_path / "d.vhdx")
+    junk = tmp_path / "junk.vhdx"
+    junk.write_bytes(b"junk" * 200)
+    with operation(hcs) as op:
+        handle = hcs.hcs_create_compute_system(new_id("fid-hot"), _vm(), op)
+        try:
+            wait(hcs, op)
+            hcs.hcs_start_compute_system(handle, op)
+            wait(hcs, op)
+
+            def modify(resource: str, settings: Any, request: str = "Add") -> None:
+                hcs.hcs_modify_compute_system(handle, op, json.dumps(
+                    {"ResourcePath": resource, "RequestType": request, "Settings": settings}))
+                wait(hcs, op)
+
+            lun = "VirtualMachine/Devices/Scsi/0/Attachments/0"
+            with pytest.raises(errors.Win32FileNotFoundError):
+                modify(lun, {"Type": "VirtualDisk", "Path": str(tmp_path / "none.vhdx")})
+            with pytest.raises(errors.NotVirtualDiskError):
+                modify(lun, {"Type": "VirtualDisk", "Path": str(junk)})
+            with pytest.raises(errors.NotVirtualDiskError):
+                modify("VirtualMachine/Devices/Scsi/1", {"Attachments": {"0": {"Path": str(junk)}}})
+            with pytest.raises(errors.Win32FileNotFoundError):
+                modify("VirtualMachine/Devices/VirtualSmb/Shares", {"Name": "x", "Path": str(tmp_path / "no")})
+            hcs.hcs_get_compute_system_properties(handle, op, json.dumps(
+                {"PropertyTypes": ["EmulatorConfiguration"]}))
+            config = json.loads(wait(hcs, op) or "{}")["EmulatorConfiguration"]
+            assert "Devices" not in config["VirtualMachine"]  # nothing refused was recorded
+            modify(lun, {"Type": "VirtualDisk", "Path": str(good)})
+            modify(lun, {"Type": "VirtualDisk", "Path": str(junk)}, "Remove")  # a removal opens no file
+            hcs.hcs_terminate_compute_system(handle, op)
+            wait(hcs, op)
+        finally:
+            hcs.hcs_close_compute_system(handle)
