@@ -143,3 +143,64 @@ def test_hot_add_is_checked_and_a_refused_one_changes_nothing(hcs: ModuleType, t
             wait(hcs, op)
         finally:
             hcs.hcs_close_compute_system(handle)
+
+
+# ------------------------------------------------------------------ GUID-typed members
+
+_GUID = "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9"
+_NOT_GUIDS = ["GUID", "{" + _GUID + "}", _GUID[:-1], _GUID.replace("-", ""), _GUID + "0",
+              _GUID.replace("1f", "zz")]
+
+
+def _with_adapter(endpoint: str) -> str:
+    return _vm({"NetworkAdapters": {"nic0": {"EndpointId": endpoint, "MacAddress": "00-15-5D-00-00-01"}}})
+
+
+def _with_cpu_group(group: str) -> str:
+    config = json.loads(_vm())
+    config["VirtualMachine"]["ComputeTopology"]["Processor"] = {"Count": 1, "CpuGroup": {"Id": group}}
+    return json.dumps(config)
+
+
+def _container_layer(layer_id: str, path: Path) -> str:
+    return json.dumps({"SchemaVersion": {"Major": 2, "Minor": 1},
+                       "Container": {"Storage": {"Layers": [{"Id": layer_id, "Path": str(path)}]}}})
+
+
+@pytest.mark.parametrize("text", _NOT_GUIDS)
+def test_guid_members_refuse_what_is_no_guid(hcs: ModuleType, tmp_path: Path, text: str) -> None:
+    for config, member in ((_with_adapter(text), "EndpointId"),
+                           (_container_layer(text, tmp_path), "Layers[0].Id"),
+                           (_with_cpu_group(text), "CpuGroup.Id")):
+        with pytest.raises(errors.InvalidJsonError) as err:
+            _create(hcs, config)
+        assert member in str(err.value)
+
+
+def test_guid_members_take_guids_of_either_case(hcs: ModuleType, tmp_path: Path) -> None:
+    _create(hcs, _with_adapter(_GUID.upper()))
+    _create(hcs, _container_layer(_GUID, tmp_path))
+
+
+def test_a_modify_checks_the_guid_members_of_its_settings(hcs: ModuleType) -> None:
+    with operation(hcs) as op:
+        handle = hcs.hcs_create_compute_system(new_id("fid-guid"), _vm(), op)
+        try:
+            wait(hcs, op)
+            hcs.hcs_start_compute_system(handle, op)
+            wait(hcs, op)
+
+            def add(resource: str, settings: Any) -> None:
+                hcs.hcs_modify_compute_system(handle, op, json.dumps(
+                    {"ResourcePath": resource, "RequestType": "Add", "Settings": settings}))
+                wait(hcs, op)
+
+            with pytest.raises(errors.InvalidJsonError, match="EndpointId"):
+                add("VirtualMachine/Devices/NetworkAdapters/nic0", {"EndpointId": "{" + _GUID + "}"})
+            with pytest.raises(errors.InvalidJsonError, match="InstanceId"):
+                add("VirtualMachine/Devices/NetworkAdapters", {"nic1": {"InstanceId": "x"}})
+            add("VirtualMachine/Devices/NetworkAdapters/nic0", {"EndpointId": _GUID})
+            hcs.hcs_terminate_compute_system(handle, op)
+            wait(hcs, op)
+        finally:
+            hcs.hcs_close_compute_system(handle)

@@ -12,6 +12,7 @@
  * and terminate are one killpg each, and statistics are the sum over the group in /proc.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -217,6 +218,102 @@ static HRESULT check_path_exists(const char *p, const char *what, bool regular, 
         return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s '%s' was not found", what, p);
     if (regular && !S_ISREG(st.st_mode))
         return fail(doc, E_INVALIDARG, "%s '%s' is not a regular file", what, p);
+    return S_OK;
+}
+
+/* ------------------------------------------------------------------ GUID members */
+
+/* The members of a ComputeSystem document that the schema types as Guid (found by walking
+ * pyhcs.schema's ComputeSystem model for StrFormat("guid")): HCS's typed parser refuses any
+ * other text there, so a made-up id fails the create or modify instead of being kept.
+ * '*' stands for any key of a map or index of an array. */
+static const char *const guid_members[] = {
+    "Container.Storage.Layers.*.Id",
+    "Container.AssignedDevices.*.InterfaceClassGuid",
+    "HostedSystem.Container.Storage.Layers.*.Id",
+    "HostedSystem.Container.AssignedDevices.*.InterfaceClassGuid",
+    "VirtualMachine.Chipset.Uefi.SecureBootTemplateId",
+    "VirtualMachine.ComputeTopology.Processor.CpuGroup.Id",
+    "VirtualMachine.Devices.FlexibleIov.*.EmulatorId",
+    "VirtualMachine.Devices.NetworkAdapters.*.EndpointId",
+    "VirtualMachine.Devices.NetworkAdapters.*.InstanceId",
+    NULL};
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" in hex digits of any case; braces are refused. */
+static bool guid_text(const char *s) {
+    if (strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
+    }
+    return true;
+}
+
+/* Checks the members that pattern (dot-separated, from *pattern on) names under node;
+ * where names the node for the message. */
+static HRESULT check_guid_pattern(const json *node, const char *pattern, const char *where, char **doc) {
+    if (!node) return S_OK;
+    if (!*pattern) {
+        if (json_typeof(node) == JSON_NULL) return S_OK;
+        const char *text = json_str(node);
+        if (!text || !guid_text(text))
+            return fail(doc, HCS_E_INVALID_JSON, "%s must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, no braces), "
+                        "got %.60s", where, text ? text : "a non-string");
+        return S_OK;
+    }
+    const char *dot = strchr(pattern, '.');
+    size_t len = dot ? (size_t)(dot - pattern) : strlen(pattern);
+    const char *rest = dot ? dot + 1 : pattern + len;
+    char sub[256];
+    if (len == 1 && *pattern == '*') {
+        int t = json_typeof(node);
+        if (t != JSON_OBJECT && t != JSON_ARRAY) return S_OK; /* the shape is checked elsewhere */
+        for (size_t i = 0; i < json_len(node); i++) {
+            if (t == JSON_OBJECT) snprintf(sub, sizeof sub, "%s.%.60s", where, json_key_at(node, i));
+            else snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+            HRESULT hr = check_guid_pattern(json_at(node, i), rest, sub, doc);
+            if (FAILED(hr)) return hr;
+        }
+        return S_OK;
+    }
+    if (json_typeof(node) != JSON_OBJECT) return S_OK;
+    char key[64];
+    if (len >= sizeof key) return S_OK;
+    memcpy(key, pattern, len);
+    key[len] = 0;
+    snprintf(sub, sizeof sub, "%s%s%s", where, *where ? "." : "", key);
+    return check_guid_pattern(json_get(node, key), rest, sub, doc);
+}
+
+static HRESULT check_guid_members(const json *cfg, char **doc) {
+    for (size_t i = 0; guid_members[i]; i++) {
+        HRESULT hr = check_guid_pattern(cfg, guid_members[i], "", doc);
+        if (FAILED(hr)) return hr;
+    }
+    return S_OK;
+}
+
+/* The same check on a modify's Settings: the resource path (segments separated by '/')
+ * places the settings in the document, and each pattern it is a prefix of goes on inside. */
+static HRESULT check_guid_members_at(const char *path, const json *settings, char **doc) {
+    if (!path || !settings) return S_OK;
+    for (size_t i = 0; guid_members[i]; i++) {
+        const char *pat = guid_members[i], *seg = path;
+        bool match = true;
+        while (*seg && match) {
+            const char *slash = strchr(seg, '/');
+            size_t sl = slash ? (size_t)(slash - seg) : strlen(seg);
+            const char *dot = strchr(pat, '.');
+            size_t pl = dot ? (size_t)(dot - pat) : strlen(pat);
+            if (!*pat) match = false; /* the path goes below the member */
+            else if (!(pl == 1 && *pat == '*') && (pl != sl || strncmp(pat, seg, sl) != 0)) match = false;
+            pat = dot ? dot + 1 : pat + pl;
+            seg = slash ? slash + 1 : seg + sl;
+        }
+        if (!match) continue;
+        HRESULT hr = check_guid_pattern(settings, pat, path, doc);
+        if (FAILED(hr)) return hr;
+    }
     return S_OK;
 }
 
@@ -433,6 +530,8 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     WANT(str, cfg, NULL, "Owner", &str);
     WANT(str, cfg, NULL, "HostingSystemId", &str);
     WANT(bool, cfg, NULL, "ShouldTerminateOnLastHandleClosed", &b);
+    hr = check_guid_members(cfg, doc);
+    if (FAILED(hr)) return hr;
     if (vm) {
         const char *gsf = NULL, *rsf = NULL, *ssf = NULL;
         WANT(str, vm, "VirtualMachine", "GuestState.GuestStateFilePath", &gsf);
@@ -1230,8 +1329,9 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
     if (!rtype) rtype = "Add";
-    if (s->type == T_VM && strcmp(rtype, "Remove") != 0) {
-        HRESULT dhr = check_device_modify(path, settings, doc);
+    if (strcmp(rtype, "Remove") != 0) {
+        HRESULT dhr = check_guid_members_at(path, settings, doc);
+        if (!FAILED(dhr) && s->type == T_VM) dhr = check_device_modify(path, settings, doc);
         if (FAILED(dhr)) return dhr;
     }
     pthread_mutex_lock(&svc_mu);
