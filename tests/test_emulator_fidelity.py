@@ -5,6 +5,9 @@ image). Raw API, both backends."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -204,3 +207,58 @@ def test_a_modify_checks_the_guid_members_of_its_settings(hcs: ModuleType) -> No
             wait(hcs, op)
         finally:
             hcs.hcs_close_compute_system(handle)
+
+
+# ------------------------------------------------------------------ malformed fault variables
+
+_MALFORMED_SCRIPT = r"""
+import importlib, json, sys
+from pyhcs import errors
+hcs = importlib.import_module(sys.argv[2])
+def faults():
+    doc = json.loads(hcs.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorFaults"]})))
+    return doc["Properties"][0]
+failures = []
+for call in (lambda: hcs.hcs_enumerate_compute_systems(None, 0),
+             lambda: hcs.hcs_get_service_properties(None)):
+    try:
+        call()
+        failures.append("ran")
+    except errors.HcsError as e:
+        failures.append(hex(e.hresult))
+try:  # it returns a handle, not an HRESULT: NULL, which the binding reports
+    hcs.hcs_create_operation()
+    failures.append("ran")
+except errors.HcsError:
+    pass
+reported = faults()
+hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": json.loads(sys.argv[1])}))
+op = hcs.hcs_create_operation()
+hcs.hcs_close_operation(op)
+print(json.dumps({"failures": failures, "reported": reported, "after": faults()}))
+"""
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("HCSEMU_FAULTS", "{not json"),
+    ("HCSEMU_FAULTS", '{"Faults": [{"Function": "HcsNoSuchFunction"}]}'),
+    ("HCSEMU_SETTINGS", '{"ShutdownGraceMs": "soon"}'),
+])
+@pytest.mark.parametrize("fix", ["reset", "set"])
+def test_a_malformed_fault_variable_fails_every_call(hcs: ModuleType, variable: str, value: str,
+                                                      fix: str) -> None:
+    backend = "cython" if hcs.__name__ == "pyhcs._core" else "ctypes"
+    env = {k: v for k, v in os.environ.items() if k not in ("HCSEMU_FAULTS", "HCSEMU_SETTINGS")}
+    env.update({"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYHCS_BACKEND": backend,
+                variable: value})
+    settings: Any = {"Reset": True} if fix == "reset" else {"Faults": []}
+    out = subprocess.run([sys.executable, "-c", _MALFORMED_SCRIPT, json.dumps(settings), hcs.__name__], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["failures"] == [hex(0x8037010D)] * 2  # HCS_E_INVALID_JSON, at once
+    [entry] = result["reported"]
+    assert entry["Variable"] == variable and variable in entry["Error"]
+    assert entry["HResult"] == 0x8037010D and entry["Function"] == "*"
+    assert result["after"] == []
+    assert variable in out.stderr
