@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from images import make_vhdx
 
 from pyhcs import errors
 from pyhcs._types import EventType
@@ -228,7 +229,8 @@ def test_statistics_count_cpu_of_exited_processes(hcs: ModuleType) -> None:
         assert cpu > 0
 
 
-def test_modify_is_recorded_and_reflected(hcs: ModuleType) -> None:
+def test_modify_is_recorded_and_reflected(hcs: ModuleType, tmp_path: Path) -> None:
+    image = make_vhdx(tmp_path / "d.vhdx")
     vm = {"SchemaVersion": {"Major": 2, "Minor": 1}, "VirtualMachine": {"ComputeTopology": {"Memory": {"SizeInMB": 512}}}}
     with operation(hcs) as op:
         h = hcs.hcs_create_compute_system(new_id("vm"), json.dumps(vm), op)
@@ -240,7 +242,7 @@ def test_modify_is_recorded_and_reflected(hcs: ModuleType) -> None:
             call(hcs, hcs.hcs_modify_compute_system, h, json.dumps(req))
             assert props(hcs, h, "Memory")["Memory"]["VirtualMachineMemory"]["AssignedMemory"] == 1024
             disk = {"ResourcePath": "VirtualMachine/Devices/Scsi/0/Attachments/1", "RequestType": "Add",
-                    "Settings": {"Type": "VirtualDisk", "Path": "/tmp/d.vhdx"}}
+                    "Settings": {"Type": "VirtualDisk", "Path": str(image)}}
             call(hcs, hcs.hcs_modify_compute_system, h, json.dumps(disk))
             cfg = props(hcs, h, "EmulatorConfiguration")["EmulatorConfiguration"]
             assert cfg["VirtualMachine"]["Devices"]["Scsi"]["0"]["Attachments"]["1"]["Type"] == "VirtualDisk"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from images import make_vhdx
 
 from pyhcs.schema import (
     BasicInformation,
@@ -149,8 +150,10 @@ def test_generated_systems_are_accepted(hcs: ModuleType) -> None:
     check()
 
 
-def test_generated_hosted_systems_are_accepted(hcs: ModuleType) -> None:
-    uvm_doc = builders.windows_utility_vm(os_files_path="C:\\os", scratch_vhdx="C:\\s.vhdx")
+def test_generated_hosted_systems_are_accepted(hcs: ModuleType, tmp_path: Path) -> None:
+    # the utility VM's OS share and scratch disk must exist: the emulator checks VM devices
+    scratch = make_vhdx(tmp_path / "s.vhdx")
+    uvm_doc = builders.windows_utility_vm(os_files_path=str(tmp_path), scratch_vhdx=str(scratch))
     with _system(hcs, uvm_doc) as (_, _, uvm_id):
 
         @_SETTINGS

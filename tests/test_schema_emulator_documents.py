@@ -21,6 +21,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from images import make_vhdx
 
 from pyhcs import errors
 from pyhcs.schema import (
@@ -50,34 +51,30 @@ _SYSTEM_EXITED, _CRASH_INITIATED, _CRASH_REPORT, _PROCESS_EXITED = 0x1, 0x2, 0x3
 _KINDS = {
     "container": lambda: builders.process_isolated_container(layers=[], scratch_path="scratch"),
     "lcow": lambda: builders.linux_utility_vm(boot_files_path="/tmp"),
-    "wcow": lambda: builders.windows_utility_vm(os_files_path="C:\\os", scratch_vhdx="C:\\s.vhdx"),
+    "wcow": lambda: builders.windows_utility_vm(os_files_path=_WCOW_FILES[0],
+                                            scratch_vhdx=_WCOW_FILES[1]),
 }
+# The Windows utility VM's OS share (a directory) and scratch disk (a real VHDX): the
+# emulator checks a VM's devices.
+_WCOW_FILES: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _wcow_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    base = tmp_path_factory.mktemp("wcow")
+    _WCOW_FILES[:] = [str(base), str(make_vhdx(base / "s.vhdx"))]
+    yield
+    _WCOW_FILES.clear()
 
 # Property types the emulator documents as not supported (it answers ERROR_NOT_SUPPORTED).
-_UNSUPPORTED = {PropertyType.CPU_GROUP, PropertyType.CONTAINER_CREDENTIAL_GUARD}
+# ProcessorTopology is the host's topology, a service property (HcsGetServiceProperties): a
+# system's Properties has no member for it.
+_UNSUPPORTED = {PropertyType.CPU_GROUP, PropertyType.CONTAINER_CREDENTIAL_GUARD,
+                PropertyType.PROCESSOR_TOPOLOGY}
 
-# Emulator documents that do not fit the schema, with the fix each needs (src/hcsemu).
-_EMULATOR_MISMATCH = {
-    PropertyType.GUEST_MEMORY: (
-        "src/hcsemu/service.c add_property_locked: 'GuestMemory' answers GuestMemoryInfo with "
-        "the MemoryInformationForVm shape (VirtualNodeCount, VirtualMachineMemory, "
-        "VirtualNodes); Properties.GuestMemoryInfo is a GuestMemoryInfo: TotalPhysicalBytes, "
-        "TotalUsage, CommittedBytes, SharedCommittedBytes, CommitLimitBytes, "
-        "PeakCommitmentBytes (uint64, memory as the guest sees it)"
-    ),
-    PropertyType.IC_HEARTBEAT_STATUS: (
-        "src/hcsemu/service.c add_property_locked: 'ICHeartbeatStatus' is the string \"Ok\"/"
-        "\"NoContact\"; Properties.ICHeartbeatStatus is an IntegrationComponentStatus object, "
-        "e.g. {\"IsEnabled\": true, \"State\": \"Ok\", \"Reason\": \"HealthyApps\"} "
-        "(State \"NoContact\" when not running)"
-    ),
-    PropertyType.PROCESSOR_TOPOLOGY: (
-        "src/hcsemu/service.c add_property_locked: a system query for 'ProcessorTopology' "
-        "adds a Properties member 'ProcessorTopology' that neither the docs nor hcsshim's "
-        "Properties have (host topology is the service property of HcsGetServiceProperties); "
-        "answer it as not supported, like CpuGroup"
-    ),
-}
+# Emulator documents that do not fit the schema, with the fix each needs (src/hcsemu): none
+# today; an entry here marks its cases xfail(strict=True) until the emulator is fixed.
+_EMULATOR_MISMATCH: dict[PropertyType, str] = {}
 
 
 def _new_id(kind: str) -> str:
@@ -293,19 +290,41 @@ def test_crash_event_documents_parse_strictly(hcs: ModuleType) -> None:
             assert isinstance(report, CrashReport) and report.crash_parameters
 
 
-@pytest.mark.xfail(strict=True, raises=pydantic.ValidationError, reason=(
-    "src/hcsemu/service.c (stop kind STOP_CRASH): the SystemExited document after a guest "
-    "crash has Attribution [{\"SystemExit\": {\"Detail\": \"GuestCrash\"}}], and 'GuestCrash' "
-    "is no SystemExitDetail (Invalid, HcsApiFatalError, ServiceStop, Shutdown, Terminate, "
-    "UnexpectedExit); report the crash as an AttributionRecord {\"GuestCrash\": "
-    "{\"CrashParameters\": [...]}} (with Detail \"UnexpectedExit\", Initiator \"GuestOS\" if a "
-    "SystemExit record is kept)"))
 def test_exit_after_a_crash_parses_strictly(hcs: ModuleType) -> None:
     events = _Events()
     with _system(hcs, "lcow", events) as (handle, op):
         hcs.hcs_crash_compute_system(handle, op, builders.crash_options().to_json())
         hcs.hcs_wait_for_operation_result(op, _TIMEOUT_MS)
-        _strict(SystemExitStatus, hcs.hcs_wait_for_compute_system_exit(handle, _TIMEOUT_MS))
+        status = _strict(SystemExitStatus,
+                         hcs.hcs_wait_for_compute_system_exit(handle, _TIMEOUT_MS))
+        assert isinstance(status, SystemExitStatus) and status.attribution
+        records = status.attribution
+        crash = [r.guest_crash for r in records if r.guest_crash is not None]
+        assert crash and crash[0].crash_parameters and crash[0].crash_parameters[0] == 0xE2
+        exits = [r.system_exit for r in records if r.system_exit is not None]
+        assert all(e.detail == "UnexpectedExit" and e.initiator == "GuestOS" for e in exits)
+
+
+def test_guest_memory_and_heartbeat_report_the_system(hcs: ModuleType) -> None:
+    with _system(hcs, "lcow") as (handle, op):
+        props = _strict(Properties, _query(hcs, handle, op, ["GuestMemory", "ICHeartbeatStatus"]))
+        assert isinstance(props, Properties)
+        memory, heartbeat = props.guest_memory_info, props.ic_heartbeat_status
+        assert memory is not None and heartbeat is not None
+        # linux_utility_vm's default memory size, in bytes.
+        expected_mb = builders.linux_utility_vm(boot_files_path="/tmp").virtual_machine \
+            .compute_topology.memory.size_in_mb  # type: ignore[union-attr]
+        assert memory.total_physical_bytes == expected_mb << 20
+        assert memory.commit_limit_bytes is not None and memory.commit_limit_bytes >= (
+            memory.committed_bytes or 0)
+        assert (memory.peak_commitment_bytes or 0) >= (memory.committed_bytes or 0)
+        assert heartbeat.is_enabled is True and heartbeat.state == "Ok"
+        assert heartbeat.reason == "HealthyApps"
+        hcs.hcs_pause_compute_system(handle, op, None)
+        hcs.hcs_wait_for_operation_result(op, _TIMEOUT_MS)
+        paused = _strict(Properties, _query(hcs, handle, op, ["ICHeartbeatStatus"]))
+        assert isinstance(paused, Properties) and paused.ic_heartbeat_status is not None
+        assert paused.ic_heartbeat_status.state == "NoContact"
 
 
 # --------------------------------------------------------------------------- saved state

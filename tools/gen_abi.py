@@ -546,6 +546,9 @@ def render_hresults_h(rows: Sequence[object]) -> str:
     winerror.h spells them. Each is guarded: on Windows the SDK's own definitions win."""
     hresults: list[tuple[str, int]] = []
     win32: list[tuple[str, int]] = []
+    # Win32 codes whose value already carries the severity bits (virtdisk's 0xC03Axxxx):
+    # HRESULT_FROM_WIN32 leaves them unchanged, so they are defined as that (negative) value.
+    win32_full: list[tuple[str, int]] = []
     for row in rows:
         symbol: str = getattr(row, "symbol")  # noqa: B009 - gen_errors.Row, loaded by path
         value: int = getattr(row, "hresult")  # noqa: B009
@@ -553,6 +556,8 @@ def render_hresults_h(rows: Sequence[object]) -> str:
             hresults.append((symbol, value))
         elif value & 0xFFFF0000 == 0x80070000:
             win32.append((symbol, value & 0xFFFF))
+        elif symbol.startswith("ERROR_") and value & 0xC0000000 == 0xC0000000:
+            win32_full.append((symbol, value))
         else:
             raise AbiError(f"errors.toml {symbol}: neither an HRESULT name nor a Win32 (0x8007xxxx) code")
     out = [
@@ -576,6 +581,8 @@ def render_hresults_h(rows: Sequence[object]) -> str:
     out += ["", "/* Win32 error codes */"]
     for symbol, value in win32:
         out += [f"#ifndef {symbol}", f"#define {symbol} {value}", "#endif"]
+    for symbol, value in win32_full:
+        out += [f"#ifndef {symbol}", f"#define {symbol} ((HRESULT)0x{value:08X})", "#endif"]
     out += [
         "",
         "/* Every row as X(name, HRESULT as an unsigned value), for checks against other definitions. */",
@@ -585,6 +592,8 @@ def render_hresults_h(rows: Sequence[object]) -> str:
         out.append(f"    X({symbol}, 0x{value:08X}u) \\")
     for symbol, value in win32:
         out.append(f"    X(HRESULT_FROM_WIN32({symbol}), 0x{0x80070000 | value:08X}u) \\")
+    for symbol, value in win32_full:
+        out.append(f"    X(HRESULT_FROM_WIN32({symbol}), 0x{value:08X}u) \\")
     out[-1] = out[-1].removesuffix(" \\")
     out += ["", "#endif /* HCSEMU_HRESULTS_H */", ""]
     return "\n".join(out)

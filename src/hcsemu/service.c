@@ -12,6 +12,7 @@
  * and terminate are one killpg each, and statistics are the sum over the group in /proc.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -63,6 +64,7 @@ struct svc_system {
     int pgid; /* the process group (= its leader's pid), 0 until the first process */
     uint64_t start_ms_epoch, start_mono_ms;
     uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
+    uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
     char *exit_doc;
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
@@ -225,6 +227,252 @@ static HRESULT check_path_exists(const char *p, const char *what, bool regular, 
     return S_OK;
 }
 
+/* ------------------------------------------------------------------ GUID members */
+
+/* The members of a ComputeSystem document that the schema types as Guid (found by walking
+ * pyhcs.schema's ComputeSystem model for StrFormat("guid")): HCS's typed parser refuses any
+ * other text there, so a made-up id fails the create or modify instead of being kept.
+ * '*' stands for any key of a map or index of an array. */
+static const char *const guid_members[] = {
+    "Container.Storage.Layers.*.Id",
+    "Container.AssignedDevices.*.InterfaceClassGuid",
+    "HostedSystem.Container.Storage.Layers.*.Id",
+    "HostedSystem.Container.AssignedDevices.*.InterfaceClassGuid",
+    "VirtualMachine.Chipset.Uefi.SecureBootTemplateId",
+    "VirtualMachine.ComputeTopology.Processor.CpuGroup.Id",
+    "VirtualMachine.Devices.FlexibleIov.*.EmulatorId",
+    "VirtualMachine.Devices.NetworkAdapters.*.EndpointId",
+    "VirtualMachine.Devices.NetworkAdapters.*.InstanceId",
+    NULL};
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" in hex digits of any case; braces are refused. */
+static bool guid_text(const char *s) {
+    if (strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
+    }
+    return true;
+}
+
+/* Checks the members that pattern (dot-separated, from *pattern on) names under node;
+ * where names the node for the message. */
+static HRESULT check_guid_pattern(const json *node, const char *pattern, const char *where, char **doc) {
+    if (!node) return S_OK;
+    if (!*pattern) {
+        if (json_typeof(node) == JSON_NULL) return S_OK;
+        const char *text = json_str(node);
+        if (!text || !guid_text(text))
+            return fail(doc, HCS_E_INVALID_JSON, "%s must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, no braces), "
+                        "got %.60s", where, text ? text : "a non-string");
+        return S_OK;
+    }
+    const char *dot = strchr(pattern, '.');
+    size_t len = dot ? (size_t)(dot - pattern) : strlen(pattern);
+    const char *rest = dot ? dot + 1 : pattern + len;
+    char sub[256];
+    if (len == 1 && *pattern == '*') {
+        int t = json_typeof(node);
+        if (t != JSON_OBJECT && t != JSON_ARRAY) return S_OK; /* the shape is checked elsewhere */
+        for (size_t i = 0; i < json_len(node); i++) {
+            if (t == JSON_OBJECT) snprintf(sub, sizeof sub, "%s.%.60s", where, json_key_at(node, i));
+            else snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+            HRESULT hr = check_guid_pattern(json_at(node, i), rest, sub, doc);
+            if (FAILED(hr)) return hr;
+        }
+        return S_OK;
+    }
+    if (json_typeof(node) != JSON_OBJECT) return S_OK;
+    char key[64];
+    if (len >= sizeof key) return S_OK;
+    memcpy(key, pattern, len);
+    key[len] = 0;
+    snprintf(sub, sizeof sub, "%s%s%s", where, *where ? "." : "", key);
+    return check_guid_pattern(json_get(node, key), rest, sub, doc);
+}
+
+static HRESULT check_guid_members(const json *cfg, char **doc) {
+    for (size_t i = 0; guid_members[i]; i++) {
+        HRESULT hr = check_guid_pattern(cfg, guid_members[i], "", doc);
+        if (FAILED(hr)) return hr;
+    }
+    return S_OK;
+}
+
+/* The same check on a modify's Settings: the resource path (segments separated by '/')
+ * places the settings in the document, and each pattern it is a prefix of goes on inside. */
+static HRESULT check_guid_members_at(const char *path, const json *settings, char **doc) {
+    if (!path || !settings) return S_OK;
+    for (size_t i = 0; guid_members[i]; i++) {
+        const char *pat = guid_members[i], *seg = path;
+        bool match = true;
+        while (*seg && match) {
+            const char *slash = strchr(seg, '/');
+            size_t sl = slash ? (size_t)(slash - seg) : strlen(seg);
+            const char *dot = strchr(pat, '.');
+            size_t pl = dot ? (size_t)(dot - pat) : strlen(pat);
+            if (!*pat) match = false; /* the path goes below the member */
+            else if (!(pl == 1 && *pat == '*') && (pl != sl || strncmp(pat, seg, sl) != 0)) match = false;
+            pat = dot ? dot + 1 : pat + pl;
+            seg = slash ? slash + 1 : seg + sl;
+        }
+        if (!match) continue;
+        HRESULT hr = check_guid_pattern(settings, pat, path, doc);
+        if (FAILED(hr)) return hr;
+    }
+    return S_OK;
+}
+
+/* ------------------------------------------------------------------ VM devices */
+
+/* What a VM's disk attachments must be, as the VM worker opens them: a VHD ("conectix" in
+ * the footer of the last 512 bytes, and in the copy at offset 0 of a dynamic disk), a VHDX
+ * ("vhdxfile" at offset 0), or the emulator's own image (HcsFormatWritableLayerVhd:
+ * "HCSEMUVD" at offset 0); an Iso attachment an ISO 9660 image ("CD001" at 0x8001). */
+typedef enum { IMG_DISK, IMG_ISO } image_kind;
+
+static bool read_at(int fd, off_t off, char *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, off + (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+static HRESULT check_image(const char *p, image_kind kind, const char *ctx, char **doc) {
+    if (!p || !*p) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    struct stat st;
+    if (stat(p, &st) != 0)
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: the file '%s' was not found", ctx, p);
+    if (!S_ISREG(st.st_mode))
+        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not a regular file", ctx, p);
+    int fd = emu_open_regular(p, O_RDONLY, 0);
+    if (fd < 0) return fail(doc, E_ACCESSDENIED, "%s: '%s' could not be opened", ctx, p);
+    char head[8], foot[8], iso[5];
+    bool ok;
+    if (kind == IMG_ISO) {
+        ok = read_at(fd, 0x8001, iso, 5) && memcmp(iso, "CD001", 5) == 0;
+    } else {
+        bool h = read_at(fd, 0, head, 8);
+        ok = h && (memcmp(head, "vhdxfile", 8) == 0 || memcmp(head, "conectix", 8) == 0 ||
+                   memcmp(head, "HCSEMUVD", 8) == 0);
+        if (!ok && st.st_size >= 512) ok = read_at(fd, st.st_size - 512, foot, 8) && memcmp(foot, "conectix", 8) == 0;
+    }
+    close(fd);
+    if (!ok)
+        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not %s", ctx, p,
+                    kind == IMG_ISO ? "an ISO image" : "a virtual disk (VHD or VHDX)");
+    return S_OK;
+}
+
+/* One Scsi attachment. ExtensibleVirtualDisk paths (evd://) name a provider's volume, not a
+ * file; PassThru names a host disk: neither is a file to look at. */
+static HRESULT check_attachment(const json *a, const char *ctx, char **doc) {
+    if (json_typeof(a) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *type = "VirtualDisk", *path = NULL;
+    WANT(str, a, ctx, "Type", &type);
+    WANT(str, a, ctx, "Path", &path);
+    if (!type) type = "VirtualDisk";
+    if (strcmp(type, "ExtensibleVirtualDisk") == 0 || strcmp(type, "PassThru") == 0) return S_OK;
+    if (strcmp(type, "VirtualDisk") != 0 && strcmp(type, "Iso") != 0)
+        return fail(doc, HCS_E_INVALID_JSON, "%s.Type '%s' is not an attachment type", ctx, type);
+    return check_image(path, strcmp(type, "Iso") == 0 ? IMG_ISO : IMG_DISK, ctx, doc);
+}
+
+static HRESULT check_scsi_controller(const json *c, const char *ctx, char **doc) {
+    if (json_typeof(c) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const json *atts = NULL;
+    WANT(obj, c, ctx, "Attachments", &atts);
+    HRESULT hr = S_OK;
+    for (size_t i = 0; i < json_len(atts) && !FAILED(hr); i++) {
+        char sub[160];
+        snprintf(sub, sizeof sub, "%s.Attachments.%.40s", ctx, json_key_at(atts, i));
+        hr = check_attachment(json_at(atts, i), sub, doc);
+    }
+    return hr;
+}
+
+static HRESULT check_pmem_device(const json *d, const char *ctx, char **doc) {
+    if (json_typeof(d) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *path = NULL;
+    WANT(str, d, ctx, "HostPath", &path);
+    return check_image(path, IMG_DISK, ctx, doc);
+}
+
+/* A share (VirtualSmb, Plan9) exports a host directory, or for a single-file share a file. */
+static HRESULT check_share(const json *sh, const char *ctx, char **doc) {
+    if (json_typeof(sh) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    const char *path = NULL;
+    WANT(str, sh, ctx, "Path", &path);
+    if (!path || !*path) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: '%s' was not found", ctx, path);
+    return S_OK;
+}
+
+static HRESULT check_shares(const json *shares, const char *ctx, char **doc) {
+    if (json_typeof(shares) == JSON_OBJECT) return check_share(shares, ctx, doc);
+    if (json_typeof(shares) != JSON_ARRAY) return fail(doc, HCS_E_INVALID_JSON, "%s must be an array", ctx);
+    HRESULT hr = S_OK;
+    for (size_t i = 0; i < json_len(shares) && !FAILED(hr); i++) {
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s[%zu]", ctx, i);
+        hr = check_share(json_at(shares, i), sub, doc);
+    }
+    return hr;
+}
+
+/* The devices of a VM configuration whose files the VM worker opens at start. */
+static HRESULT check_vm_devices(const json *vm, char **doc) {
+    const json *dev = json_get(vm, "Devices");
+    if (!dev) return S_OK;
+    if (json_typeof(dev) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "VirtualMachine.Devices must be a JSON object");
+    const json *scsi = NULL, *pmem = NULL, *smb = NULL, *p9 = NULL;
+    WANT(obj, dev, "VirtualMachine.Devices", "Scsi", &scsi);
+    WANT(obj, dev, "VirtualMachine.Devices", "VirtualPMem.Devices", &pmem);
+    WANT(arr, dev, "VirtualMachine.Devices", "VirtualSmb.Shares", &smb);
+    WANT(arr, dev, "VirtualMachine.Devices", "Plan9.Shares", &p9);
+    HRESULT hr = S_OK;
+    char ctx[160];
+    for (size_t i = 0; i < json_len(scsi) && !FAILED(hr); i++) {
+        snprintf(ctx, sizeof ctx, "VirtualMachine.Devices.Scsi.%.40s", json_key_at(scsi, i));
+        hr = check_scsi_controller(json_at(scsi, i), ctx, doc);
+    }
+    for (size_t i = 0; i < json_len(pmem) && !FAILED(hr); i++) {
+        snprintf(ctx, sizeof ctx, "VirtualMachine.Devices.VirtualPMem.Devices.%.40s", json_key_at(pmem, i));
+        hr = check_pmem_device(json_at(pmem, i), ctx, doc);
+    }
+    if (!FAILED(hr) && smb) hr = check_shares(smb, "VirtualMachine.Devices.VirtualSmb.Shares", doc);
+    if (!FAILED(hr) && p9) hr = check_shares(p9, "VirtualMachine.Devices.Plan9.Shares", doc);
+    return hr;
+}
+
+/* A hot-add (modify Add/Update) of a device: the same checks as at create, on the settings of
+ * the resource path. Paths of other resources are not devices with files. */
+static HRESULT check_device_modify(const char *path, const json *settings, char **doc) {
+    static const char scsi[] = "VirtualMachine/Devices/Scsi/";
+    static const char pmem[] = "VirtualMachine/Devices/VirtualPMem/Devices/";
+    if (!path || !settings) return S_OK;
+    if (strncmp(path, scsi, sizeof scsi - 1) == 0) {
+        const char *rest = path + sizeof scsi - 1;
+        const char *slash = strchr(rest, '/');
+        if (!slash) return check_scsi_controller(settings, path, doc);
+        if (strncmp(slash, "/Attachments/", 13) == 0 && slash[13] && !strchr(slash + 13, '/'))
+            return check_attachment(settings, path, doc);
+        return S_OK;
+    }
+    if (strncmp(path, pmem, sizeof pmem - 1) == 0 && !strchr(path + sizeof pmem - 1, '/'))
+        return check_pmem_device(settings, path, doc);
+    if (strcmp(path, "VirtualMachine/Devices/VirtualSmb/Shares") == 0 ||
+        strcmp(path, "VirtualMachine/Devices/Plan9/Shares") == 0)
+        return check_shares(settings, path, doc);
+    return S_OK;
+}
+
 #define VMRS_MAGIC "HCSEMU-VMRS 1\n"
 
 /* Whether path is a runtime state file that Save wrote (not an empty one). */
@@ -288,6 +536,8 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     WANT(str, cfg, NULL, "Owner", &str);
     WANT(str, cfg, NULL, "HostingSystemId", &str);
     WANT(bool, cfg, NULL, "ShouldTerminateOnLastHandleClosed", &b);
+    hr = check_guid_members(cfg, doc);
+    if (FAILED(hr)) return hr;
     if (vm) {
         const char *gsf = NULL, *rsf = NULL, *ssf = NULL;
         WANT(str, vm, "VirtualMachine", "GuestState.GuestStateFilePath", &gsf);
@@ -302,6 +552,7 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
         if (!FAILED(hr)) hr = check_path_exists(ssf, "Saved state file", true, doc);
         if (ssf && *ssf && !FAILED(hr) && !is_saved_state(ssf))
             hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
+        if (!FAILED(hr)) hr = check_vm_devices(vm, doc);
     }
     if (c) {
         const json *layers = NULL, *dirs = NULL;
@@ -472,7 +723,18 @@ static bool all_exits_delivered_locked(svc_system *s) {
     return true;
 }
 
-static char *exit_status_doc(HRESULT status, const char *exit_type, const char *detail, const char *initiator) {
+/* The bug check a requested guest crash reports: MANUALLY_INITIATED_CRASH and four zeros. */
+static json *crash_parameters(void) {
+    json *params = json_new_array();
+    json_append(params, json_new_uint(0xE2));
+    for (int i = 0; i < 4; i++) json_append(params, json_new_uint(0));
+    return params;
+}
+
+/* A guest crash is attributed by a GuestCrash record (SystemExitDetail has no crash value),
+ * next to the SystemExit record saying the guest ended unexpectedly. */
+static char *exit_status_doc(HRESULT status, const char *exit_type, const char *detail, const char *initiator,
+                             bool guest_crash) {
     json *d = json_new_object();
     json_set(d, "Status", json_new_int((int32_t)emu_public_hr(status)));
     json_set(d, "ExitType", json_new_string(exit_type));
@@ -483,6 +745,13 @@ static char *exit_status_doc(HRESULT status, const char *exit_type, const char *
     json_set(se, "Initiator", json_new_string(initiator));
     json_set(a, "SystemExit", se);
     json_append(attr, a);
+    if (guest_crash) {
+        json *c = json_new_object();
+        json *gc = json_new_object();
+        json_set(gc, "CrashParameters", crash_parameters());
+        json_set(c, "GuestCrash", gc);
+        json_append(attr, c);
+    }
     json_set(d, "Attribution", attr);
     char *out = json_dump(d);
     json_free(d);
@@ -580,14 +849,14 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     } else if (kind == STOP_CRASH) {
         status = HCS_E_UNEXPECTED_EXIT;
         exit_type = "UnexpectedExit";
-        detail = "GuestCrash";
+        detail = "UnexpectedExit";
         initiator = "GuestOS";
     } else if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done) {
         status = HCS_E_TERMINATED;
         exit_type = "ForcedExit";
         detail = "Terminate";
     }
-    char *exit_doc = exit_status_doc(status, exit_type, detail, initiator);
+    char *exit_doc = exit_status_doc(status, exit_type, detail, initiator, kind == STOP_CRASH);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
@@ -644,10 +913,7 @@ HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
     char guid[37];
     make_guid(guid);
     json_set(rep, "ActivityId", json_new_string(guid));
-    json *params = json_new_array();
-    json_append(params, json_new_uint(0xE2)); /* MANUALLY_INITIATED_CRASH */
-    for (int i = 0; i < 4; i++) json_append(params, json_new_uint(0));
-    json_set(rep, "CrashParameters", params);
+    json_set(rep, "CrashParameters", crash_parameters());
     json_set(rep, "CrashLog", json_new_string("The guest was crashed on request (HcsCrashComputeSystem)"));
     json_set(rep, "Status", json_new_int(0));
     json_set(rep, "PreOSId", json_new_int(0));
@@ -946,7 +1212,37 @@ static json *memory_locked(svc_system *s) {
     return m;
 }
 
-json *emu_host_processor_topology(void);
+/* GuestMemoryInfo: memory as the guest sees it. Its size is the configured SizeInMB (the
+ * host's physical memory when none is configured); its use is that of the system's processes. */
+static json *guest_memory_locked(svc_system *s) {
+    int64_t mb = 0;
+    const json *vm = json_get(s->config, "VirtualMachine");
+    if (vm) json_int64(json_get(json_get(json_get(vm, "ComputeTopology"), "Memory"), "SizeInMB"), &mb);
+    else json_int64(json_get(json_get(json_get(s->config, "Container"), "Memory"), "SizeInMB"), &mb);
+    uint64_t total = mb > 0 ? (uint64_t)mb << 20
+                            : (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t rss = 0, shared = 0, vsz = 0;
+    if (s->pgid > 0) {
+        proc_stat *ps = malloc(sizeof *ps * 4096);
+        size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+        for (size_t i = 0; i < n; i++) {
+            rss += ps[i].rss_bytes;
+            shared += ps[i].shared_bytes;
+            vsz += ps[i].vsize_bytes;
+        }
+        free(ps);
+    }
+    if (vsz > s->peak_commit_bytes) s->peak_commit_bytes = vsz;
+    json *m = json_new_object();
+    json_set(m, "TotalPhysicalBytes", json_new_uint(total));
+    json_set(m, "TotalUsage", json_new_uint(rss));
+    json_set(m, "CommittedBytes", json_new_uint(vsz));
+    json_set(m, "SharedCommittedBytes", json_new_uint(shared));
+    json_set(m, "CommitLimitBytes", json_new_uint(total > vsz ? total : vsz));
+    json_set(m, "PeakCommitmentBytes", json_new_uint(s->peak_commit_bytes));
+    return m;
+}
+
 
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
@@ -964,7 +1260,6 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
         json_set(p, "TerminateOnLastHandleClosed", json_new_bool(s->terminate_on_close));
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
-    else if (strcmp(name, "ProcessorTopology") == 0) json_set(p, "ProcessorTopology", emu_host_processor_topology());
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
@@ -980,9 +1275,14 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
             json_set(p, "GuestConnectionInfo", g);
         }
     } else if (strcmp(name, "ICHeartbeatStatus") == 0) {
-        json_set(p, "ICHeartbeatStatus", json_new_string(s->state == ST_RUNNING ? "Ok" : "NoContact"));
+        bool running = s->state == ST_RUNNING;
+        json *hb = json_new_object();
+        json_set(hb, "IsEnabled", json_new_bool(true));
+        json_set(hb, "State", json_new_string(running ? "Ok" : "NoContact"));
+        json_set(hb, "Reason", json_new_string(running ? "HealthyApps" : "Unknown"));
+        json_set(p, "ICHeartbeatStatus", hb);
     } else if (strcmp(name, "GuestMemory") == 0) {
-        json_set(p, "GuestMemoryInfo", memory_locked(s));
+        json_set(p, "GuestMemoryInfo", guest_memory_locked(s));
     } else {
         return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
                     "The property type '%s' is not supported by the emulator", name);
@@ -1061,6 +1361,11 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
         return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
     if (!rtype) rtype = "Add";
+    if (strcmp(rtype, "Remove") != 0) {
+        HRESULT dhr = check_guid_members_at(path, settings, doc);
+        if (!FAILED(dhr) && s->type == T_VM) dhr = check_device_modify(path, settings, doc);
+        if (FAILED(dhr)) return dhr;
+    }
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
     if (st == ST_STOPPED || st == ST_SAVED_AS_TEMPLATE || s->stopping) {

@@ -236,6 +236,34 @@ static atomic_uint_fast64_t call_counts[FN__COUNT];
 static atomic_bool disconnected;
 static atomic_uint fault_generation; /* bumped when the faults are reset: ends synchronous hangs */
 
+/* A malformed HCSEMU_FAULTS or HCSEMU_SETTINGS: every counted call fails with
+ * HCS_E_INVALID_JSON until a Reset or a successful EmulatorFaults modify, so that a test run
+ * meant to inject faults cannot pass with none injected. The message (which variable, what is
+ * wrong) is in the EmulatorFaults property and on stderr. Guarded by set_mu. */
+static atomic_bool env_failed;
+static bool applying_env; /* set while HCSEMU_FAULTS is applied, before any other call */
+static char *env_error, *env_error_var;
+
+static void env_error_set(const char *var, const char *detail) {
+    pthread_mutex_lock(&set_mu);
+    free(env_error);
+    free(env_error_var);
+    env_error = emu_printf("%s is malformed (%s): every call fails with HCS_E_INVALID_JSON until the emulator's "
+                           "faults are reset or set", var, detail);
+    env_error_var = strdup(var);
+    atomic_store(&env_failed, true);
+    pthread_mutex_unlock(&set_mu);
+    fprintf(stderr, "hcsemu: %s\n", env_error ? env_error : var);
+}
+
+/* Called with set_mu held. */
+static void env_error_clear_locked(void) {
+    atomic_store(&env_failed, false);
+    free(env_error);
+    free(env_error_var);
+    env_error = env_error_var = NULL;
+}
+
 static double next_random(fault *f) {
     uint64_t x = f->rng;
     x ^= x << 13;
@@ -250,6 +278,10 @@ void emu_fault_check(emu_fn fn, fault_action *out) {
     if (fn >= FN__COUNT) return;
     emu_settings_init();
     atomic_fetch_add_explicit(&call_counts[fn], 1, memory_order_relaxed);
+    if (atomic_load_explicit(&env_failed, memory_order_acquire)) {
+        out->call_hr = HCS_E_INVALID_JSON;
+        return;
+    }
     if (!atomic_load_explicit(&any_fault, memory_order_acquire)) return;
     pthread_mutex_lock(&set_mu);
     for (size_t i = 0; i < n_faults; i++) {
@@ -400,6 +432,7 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
     memcpy(&faults[n_faults], parsed, n * sizeof *parsed);
     n_faults += n;
     atomic_store(&any_fault, n_faults > 0);
+    if (!applying_env) env_error_clear_locked(); /* HCSEMU_FAULTS must not hide a bad HCSEMU_SETTINGS */
     pthread_mutex_unlock(&set_mu);
     return S_OK;
 }
@@ -409,12 +442,22 @@ void emu_faults_reset(void) {
     n_faults = 0;
     atomic_fetch_add(&fault_generation, 1);
     atomic_store(&any_fault, false);
+    env_error_clear_locked();
     pthread_mutex_unlock(&set_mu);
 }
 
 json *emu_faults_to_json(void) {
     json *arr = json_new_array();
     pthread_mutex_lock(&set_mu);
+    if (atomic_load(&env_failed)) {
+        json *o = json_new_object();
+        json_set(o, "Function", json_new_string("*"));
+        json_set(o, "Where", json_new_string("Call"));
+        json_set(o, "HResult", json_new_uint((uint32_t)HCS_E_INVALID_JSON));
+        json_set(o, "Variable", json_new_string(env_error_var ? env_error_var : ""));
+        json_set(o, "Error", json_new_string(env_error ? env_error : ""));
+        json_append(arr, o);
+    }
     for (size_t i = 0; i < n_faults; i++) {
         const fault *f = &faults[i];
         json *o = json_new_object();
@@ -453,8 +496,8 @@ static void load_env(void) {
     if (s && *s) {
         json *v = json_parse(s, strlen(s), msg, sizeof msg);
         char *err = NULL;
-        if (!v) fprintf(stderr, "hcsemu: HCSEMU_SETTINGS is not valid JSON: %s\n", msg);
-        else if (FAILED(apply_into(&g_settings, v, &err))) fprintf(stderr, "hcsemu: HCSEMU_SETTINGS: %s\n", err);
+        if (!v) env_error_set("HCSEMU_SETTINGS", msg);
+        else if (FAILED(apply_into(&g_settings, v, &err))) env_error_set("HCSEMU_SETTINGS", err ? err : "invalid");
         free(err);
         json_free(v);
     }
@@ -468,8 +511,10 @@ static void load_env_faults(void) {
     char msg[256];
     json *v = json_parse(f, strlen(f), msg, sizeof msg);
     char *err = NULL;
-    if (!v) fprintf(stderr, "hcsemu: HCSEMU_FAULTS is not valid JSON: %s\n", msg);
-    else if (FAILED(emu_faults_apply(v, &err))) fprintf(stderr, "hcsemu: HCSEMU_FAULTS: %s\n", err);
+    applying_env = true;
+    if (!v) env_error_set("HCSEMU_FAULTS", msg);
+    else if (FAILED(emu_faults_apply(v, &err))) env_error_set("HCSEMU_FAULTS", err ? err : "invalid");
+    applying_env = false;
     free(err);
     json_free(v);
 }

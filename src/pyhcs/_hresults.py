@@ -68,6 +68,7 @@ ERROR_INVALID_NAME                           0x8007007B  InvalidNameError
 ERROR_BUSY                                   0x800700AA  ResourceBusyError
 ERROR_DISK_FULL                              0x80070070  DiskFullError
 ERROR_DIRECTORY                              0x8007010B  InvalidDirectoryError
+ERROR_VIRTDISK_NOT_VIRTUAL_DISK              0xC03A0015  NotVirtualDiskError
 HCS_E_OPERATION_PENDING_LEGACY               0xC0370103  OperationPendingError (legacy)
 """
 
@@ -106,6 +107,7 @@ __all__: list[str] = [
     "ERROR_PATH_NOT_FOUND",
     "ERROR_PROC_NOT_FOUND",
     "ERROR_SHARING_VIOLATION",
+    "ERROR_VIRTDISK_NOT_VIRTUAL_DISK",
     "E_ACCESSDENIED",
     "E_FAIL",
     "E_HANDLE",
@@ -178,6 +180,7 @@ __all__: list[str] = [
     "InvalidPointerError",
     "InvalidStateError",
     "NotSupportedError",
+    "NotVirtualDiskError",
     "OperationAbortedError",
     "OperationAlreadyCancelledError",
     "OperationAlreadyStartedError",
@@ -282,6 +285,7 @@ ERROR_INVALID_NAME: Final = 0x8007007B
 ERROR_BUSY: Final = 0x800700AA
 ERROR_DISK_FULL: Final = 0x80070070
 ERROR_DIRECTORY: Final = 0x8007010B
+ERROR_VIRTDISK_NOT_VIRTUAL_DISK: Final = 0xC03A0015
 HCS_E_OPERATION_PENDING_LEGACY: Final = 0xC0370103
 
 CODES: Final[tuple[HResultInfo, ...]] = (
@@ -916,6 +920,17 @@ CODES: Final[tuple[HResultInfo, ...]] = (
         tags=frozenset(),
     ),
     HResultInfo(
+        symbol="ERROR_VIRTDISK_NOT_VIRTUAL_DISK",
+        hresult=ERROR_VIRTDISK_NOT_VIRTUAL_DISK,
+        meaning="The specified disk is not a virtual disk",
+        suggestion=(
+            "Attach a VHD or VHDX file (an ISO only as an Iso attachment); check the "
+            "attachment's Path"
+        ),
+        class_name="NotVirtualDiskError",
+        tags=frozenset(),
+    ),
+    HResultInfo(
         symbol="HCS_E_OPERATION_PENDING_LEGACY",
         hresult=HCS_E_OPERATION_PENDING_LEGACY,
         meaning=(
@@ -1452,3 +1467,12 @@ class InvalidDirectoryError(HcsError):
     """ERROR_DIRECTORY (0x8007010B): The directory name is invalid."""
 
     hresult = ERROR_DIRECTORY
+
+
+class NotVirtualDiskError(HcsError):
+    """ERROR_VIRTDISK_NOT_VIRTUAL_DISK (0xC03A0015).
+
+    The specified disk is not a virtual disk.
+    """
+
+    hresult = ERROR_VIRTDISK_NOT_VIRTUAL_DISK

@@ -142,7 +142,10 @@ def _check_emulator_environment() -> None:
         rules = wanted if _is_list(wanted) else _obj(wanted).get("Faults")  # an object, or a bare array
         if not _is_list(rules):
             raise CliError(f"{FAULTS_ENV} must be a JSON object with a Faults array (docs/emulator.md)")
-        if len(emulator.faults()) < len(cast("list[object]", rules)):
+        reported = emulator.faults()
+        # a rejected variable is reported as a rule naming it (every call then fails)
+        refused = any(isinstance(r, dict) and r.get("Variable") == FAULTS_ENV for r in reported)
+        if refused or len(reported) < len(cast("list[object]", rules)):
             raise CliError(
                 f"{FAULTS_ENV} was rejected by the emulator (its message is above), so no fault would be "
                 "injected; fix the variable (docs/emulator.md lists the rule fields)"
