@@ -224,7 +224,7 @@ def test_generated_processes_run(hcs: ModuleType) -> None:
                 status = _exit_status(hcs, process)
                 if status is not None:
                     assert status.exited is True
-                    expected = 3 if params.command_line == "exit 3" else 0
+                    expected = 3 if params.command_line == 'sh -c "exit 3"' else 0
                     # the output pipes were closed unread: a command that writes to one gets
                     # SIGPIPE, as under subprocess (the service keeps no copy of them)
                     closed = not params.emulate_console and (params.create_std_out_pipe or params.create_std_err_pipe)

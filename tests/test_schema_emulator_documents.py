@@ -199,7 +199,7 @@ def test_process_documents_and_exit_event_parse_strictly(hcs: ModuleType) -> Non
     with _system(hcs, "container") as (handle, op):
         # The process outlives the callback registration: this test is about the documents,
         # not about an exit that happens before a callback is set.
-        params = builders.process_parameters("sleep 0.3; exit 3", stdout=False, stderr=False)
+        params = builders.process_parameters('sh -c "sleep 0.3; exit 3"', stdout=False, stderr=False)
         process = hcs.hcs_create_process(handle, params.to_json(), op)
         try:
             hcs.hcs_set_process_callback(process, 0, 0, events)

@@ -44,7 +44,7 @@ HCS_E_UNSUPPORTED_PROTOCOL_VERSION = 0x8037010C
 
 # The prelude of every client script: the raw API of one backend and small helpers.
 PRELUDE = """
-import json, os, sys, threading, time
+import json, os, subprocess, sys, threading, time
 from pyhcs import _backend, errors
 B = _backend.load(sys.argv[1])
 def cfg(owner, terminate_on_close):
@@ -62,7 +62,8 @@ def create(sid, owner="svc-test", terminate_on_close=False):
     return h
 def spawn(h, cmd, **kw):
     op = B.hcs_create_operation()
-    p = B.hcs_create_process(h, json.dumps({"CommandLine": cmd, **kw}), op)
+    # a Container is a Windows guest: the shell command goes quoted by the Windows rules
+    p = B.hcs_create_process(h, json.dumps({"CommandLine": subprocess.list2cmdline(["sh", "-c", cmd]), **kw}), op)
     info, _ = B.hcs_wait_for_operation_result_and_process_info(op, 20_000)
     B.hcs_close_operation(op)
     return p, info

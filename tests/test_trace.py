@@ -97,7 +97,7 @@ def test_a_lifecycle_recorded(traced: tuple[str, Path]) -> None:
     plain = _backend.hcs_create_operation()
     _backend.hcs_start_compute_system(system, plain)
     _backend.hcs_wait_for_operation_result(plain, 10_000)
-    process = _backend.hcs_create_process(system, json.dumps({"CommandLine": "sleep 0.1; exit 5", "CreateStdOutPipe": True}), plain)
+    process = _backend.hcs_create_process(system, json.dumps({"CommandLine": 'sh -c "sleep 0.1; exit 5"', "CreateStdOutPipe": True}), plain)
     exited = threading.Event()
 
     def on_process_event(event: Any, _context: int) -> None:
@@ -146,7 +146,7 @@ def test_a_lifecycle_recorded(traced: tuple[str, Path]) -> None:
     assert all(c["start"] < c["seq"] and c["dur"] >= 0 and c["thread"] == "T1" for c in calls)
     create = next(c for c in calls if c["fn"] == "HcsCreateProcess")
     assert create["args"]["compute_system"] == "system#1" and create["result"] == "process#1"
-    assert create["args"]["process_parameters"] == {"CommandLine": "sleep 0.1; exit 5", "CreateStdOutPipe": True}
+    assert create["args"]["process_parameters"] == {"CommandLine": 'sh -c "sleep 0.1; exit 5"', "CreateStdOutPipe": True}
     pi = next(c for c in calls if c["fn"] == "HcsWaitForOperationResultAndProcessInfo")
     assert pi["process_info"]["StdOutput"] == "pipe#1" and pi["process_info"]["StdInput"] is None
     exit_wait = next(c for c in calls if c["fn"] == "HcsWaitForProcessExit")

@@ -68,12 +68,13 @@ _M = TypeVar("_M", bound=HcsModel)
 #: The schema 2.x versions the docs list.
 SCHEMA_VERSIONS: tuple[SchemaVersion, ...] = tuple((2, minor) for minor in range(7))
 
-#: Command lines that are harmless under ``cmd /c`` and ``/bin/sh -c`` alike.
+#: Command lines the emulator runs in a Container (a Windows guest: split by the Windows rules,
+#: no shell), all harmless.
 SAFE_COMMAND_LINES: tuple[str, ...] = (
     "echo hello",
     "echo pyhcs",
-    "exit 0",
-    "exit 3",
+    'sh -c "exit 0"',
+    'sh -c "exit 3"',
 )
 
 _Kind = Literal["container", "virtual_machine", "hosted"]
