@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._backend import backend, backend_features
     from .events import Event, ExitStatus, SystemExitStatus
     from .operation import Operation
+    from .pool import ComputeSystemPool
     from .process import CompletedProcess, Process
     from .system import ComputeSystem
 
@@ -41,6 +42,7 @@ _LAZY = {
     "CompletedProcess": ".process",
     "Process": ".process",
     "ComputeSystem": ".system",
+    "ComputeSystemPool": ".pool",
     "aio": None,
     "service": None,
     "vm": None,
@@ -53,6 +55,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "CompletedProcess",
     "ComputeSystem",
+    "ComputeSystemPool",
     "Event",
     "EventType",
     "ExitStatus",
