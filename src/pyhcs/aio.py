@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from . import process as _process
 from . import system as _system
+from ._aio_pool import ComputeSystemPool
 from ._docs import Document, to_json
 from ._handle import Deadline, resolve_timeout, timeout_error
 from .errors import HcsError, OperationTimeoutError, is_already_stopped
@@ -51,6 +52,7 @@ __all__ = [
     "AsyncReader",
     "AsyncWriter",
     "ComputeSystem",
+    "ComputeSystemPool",
     "Process",
     "enumerate",
     "events",
