@@ -792,7 +792,7 @@ class Faults(Emulator):
         **emulator_switches: Any,
     ) -> Quirks:
         """Switches behaviours that differ between Windows builds or that the documentation
-        leaves open (spec hcs-api.md §9, §10). Defaults follow current documented Windows.
+        leaves open. Defaults follow current documented Windows.
 
         legacy_error_forms
             HCS_E_* codes in the old NTSTATUS-shaped 0xC037xxxx form (old vmcompute).
