@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,3 +248,23 @@ def test_sigterm_leaves_no_process_behind(pyhcs_backend: str, tmp_path: Path) ->
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _processes_with(marker) == []
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "pool.md"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_the_doc_examples_run(pyhcs_backend: str, tmp_path: Path, index: int) -> None:
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) == 2
+    script = tmp_path / "example.py"
+    script.write_text(blocks[index], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HCSEMU_")}
+    env.update(PYTHONPATH=str(Path(pyhcs.__file__).resolve().parent.parent), PYHCS_BACKEND=pyhcs_backend)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    if index == 0:
+        assert lines[:20] == [f"0 b'{n}\\n'" for n in range(20)] and lines[20] == "b'1\\n'"
+    else:
+        assert lines == [f"b'{n}\\n'" for n in range(20)] + ["0"]
