@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._docs import Document
 from ._handle import Deadline
-from .pool import DEFAULT, Command, _close_attached, _Default, _seconds
+from .pool import DEFAULT, Command, DefaultType, close_attached, positive_int, seconds
 
 if TYPE_CHECKING:
     from .aio import ComputeSystem
@@ -59,17 +59,12 @@ class ComputeSystemPool:
         teardown_timeout: float = 30.0,
         prefix: str = "pyhcs-aio-pool",
     ) -> None:
-        if max_workers is None:
-            max_workers = min(4, os.cpu_count() or 1)
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
-        if isinstance(tasks_per_system, bool) or not isinstance(tasks_per_system, int) or tasks_per_system < 1:
-            raise ValueError(f"tasks_per_system must be an int >= 1, not {tasks_per_system!r}")
         self.config = config
-        self.max_workers = max_workers
-        self.tasks_per_system = tasks_per_system
-        self.timeout = _seconds(timeout, "timeout")
-        self.teardown_timeout = _seconds(teardown_timeout, "teardown_timeout")
+        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
+                                        "max_workers")
+        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
+        self.timeout = seconds(timeout, "timeout")
+        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
         self.prefix = prefix
         self._ids = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]
@@ -85,7 +80,7 @@ class ComputeSystemPool:
         self,
         command: Command,
         *,
-        timeout: float | _Default | None = DEFAULT,
+        timeout: float | DefaultType | None = DEFAULT,
         input: bytes | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
@@ -96,7 +91,7 @@ class ComputeSystemPool:
         :class:`pyhcs.CompletedProcess`. Options as :meth:`pyhcs.ComputeSystemPool.submit`."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new tasks after shutdown")
-        limit = self.timeout if isinstance(timeout, _Default) else _seconds(timeout, "timeout")
+        limit = self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
         options: dict[str, Any] = {"input": input, "env": env, "cwd": cwd,
                                    "capture_output": capture_output, "check": check}
         task = asyncio.get_running_loop().create_task(self._run(command, limit, options))
@@ -109,13 +104,13 @@ class ComputeSystemPool:
         commands: Iterable[Command],
         *,
         timeout: float | None = None,
-        task_timeout: float | _Default | None = DEFAULT,
+        task_timeout: float | DefaultType | None = DEFAULT,
         check: bool = False,
     ) -> AsyncIterator[CompletedProcess]:
         """Submits every command now; ``async for`` yields the results in order. ``timeout``
         bounds the whole iteration (TimeoutError); the tasks not finished are cancelled when
         the iteration stops early."""
-        deadline = Deadline(_seconds(timeout, "timeout"))
+        deadline = Deadline(seconds(timeout, "timeout"))
         tasks = [self.submit(c, timeout=task_timeout, check=check) for c in commands]
 
         async def results() -> AsyncIterator[CompletedProcess]:
@@ -155,7 +150,7 @@ class ComputeSystemPool:
                 keep = True  # the command failed, not its system
                 raise
             except BaseException as err:
-                _close_attached(err)
+                close_attached(err)
                 raise
             finally:
                 uses += 1
@@ -171,12 +166,12 @@ class ComputeSystemPool:
         try:
             system = await ComputeSystem.create(system_id, self.config, timeout=deadline.remaining())
         except BaseException as err:
-            _close_attached(err)
+            close_attached(err)
             raise
         try:
             await system.start(timeout=deadline.remaining())
         except BaseException as err:
-            _close_attached(err)
+            close_attached(err)
             await self._retire(system)
             raise
         return system
@@ -194,7 +189,7 @@ class ComputeSystemPool:
             if not system.closed and system.exit_status is None:
                 await system.terminate(timeout=self.teardown_timeout)
         except Exception as err:
-            _close_attached(err)
+            close_attached(err)
             log.debug("pyhcs.pool: terminating %r: %s", system, err)
         finally:
             system.close()

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .process import CompletedProcess
     from .system import ComputeSystem
 
-__all__ = ["DEFAULT", "Command", "ComputeSystemPool", "TaskAborted"]
+__all__ = ["DEFAULT", "Command", "ComputeSystemPool", "DefaultType", "TaskAborted"]
 
 log = logging.getLogger("pyhcs.pool")
 
@@ -57,7 +57,7 @@ log = logging.getLogger("pyhcs.pool")
 Command = str | Sequence[str]
 
 
-class _Default:
+class DefaultType:
     """The type of :data:`DEFAULT`."""
 
     def __repr__(self) -> str:
@@ -65,7 +65,7 @@ class _Default:
 
 
 #: ``timeout=DEFAULT``: the pool's own per-task timeout.
-DEFAULT: Final = _Default()
+DEFAULT: Final = DefaultType()
 
 
 class TaskAborted(Exception):
@@ -73,7 +73,14 @@ class TaskAborted(Exception):
     its compute system was terminated."""
 
 
-def _seconds(value: float | None, what: str) -> float:
+def positive_int(value: object, what: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an int >= 1, not {value!r}")
+    return value
+
+
+def seconds(value: float | None, what: str) -> float:
     """``None`` -> no limit (``math.inf``); else a number of seconds >= 0."""
     if value is None:
         return math.inf
@@ -135,17 +142,12 @@ class ComputeSystemPool:
         prefix: str = "pyhcs-pool",
         handle_sigterm: bool = True,
     ) -> None:
-        if max_workers is None:
-            max_workers = min(4, os.cpu_count() or 1)
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
-        if isinstance(tasks_per_system, bool) or not isinstance(tasks_per_system, int) or tasks_per_system < 1:
-            raise ValueError(f"tasks_per_system must be an int >= 1, not {tasks_per_system!r}")
         self.config = config
-        self.max_workers = max_workers
-        self.tasks_per_system = tasks_per_system
-        self.timeout = _seconds(timeout, "timeout")
-        self.teardown_timeout = _seconds(teardown_timeout, "teardown_timeout")
+        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
+                                        "max_workers")
+        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
+        self.timeout = seconds(timeout, "timeout")
+        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
         self.prefix = prefix
         self._ids = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]
@@ -163,7 +165,7 @@ class ComputeSystemPool:
         self,
         command: Command,
         *,
-        timeout: float | _Default | None = DEFAULT,
+        timeout: float | DefaultType | None = DEFAULT,
         input: bytes | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
@@ -176,7 +178,7 @@ class ComputeSystemPool:
         ``input``, ``env``, ``cwd``, ``capture_output``, ``check``: as for
         :meth:`pyhcs.ComputeSystem.run`. RuntimeError after :meth:`shutdown`.
         """
-        limit = self.timeout if isinstance(timeout, _Default) else _seconds(timeout, "timeout")
+        limit = self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
         options: dict[str, Any] = {"input": input, "env": env, "cwd": cwd,
                                    "capture_output": capture_output, "check": check}
         future: Future[CompletedProcess] = Future()
@@ -193,7 +195,7 @@ class ComputeSystemPool:
         commands: Iterable[Command],
         *,
         timeout: float | None = None,
-        task_timeout: float | _Default | None = DEFAULT,
+        task_timeout: float | DefaultType | None = DEFAULT,
         check: bool = False,
     ) -> Iterator[CompletedProcess]:
         """Runs every command; yields the results in the order of ``commands``.
@@ -203,7 +205,7 @@ class ComputeSystemPool:
         tasks not yet started are cancelled when the iteration stops early.
         ``task_timeout`` is each task's own limit (default: the pool's).
         """
-        deadline = Deadline(_seconds(timeout, "timeout"))
+        deadline = Deadline(seconds(timeout, "timeout"))
         futures = [self.submit(c, timeout=task_timeout, check=check) for c in commands]
 
         def results() -> Iterator[CompletedProcess]:
@@ -262,12 +264,12 @@ class ComputeSystemPool:
         except HcsError as err:
             # A create that timed out hands over the half-made system: closing it ends it
             # (ShouldTerminateOnLastHandleClosed) and closes its pending creation.
-            _close_attached(err)
+            close_attached(err)
             raise
         try:
             system.start(timeout=deadline.remaining())
         except BaseException as err:
-            _close_attached(err)
+            close_attached(err)
             self._teardown(system)
             raise
         return system
@@ -294,7 +296,7 @@ class ComputeSystemPool:
                 raise TaskAborted("the pool was aborted: the task's compute system was terminated")
             ok = True
         except BaseException as err:
-            _close_attached(err)
+            close_attached(err)
             if slot.aborted and not isinstance(err, TaskAborted):
                 aborted = TaskAborted("the pool was aborted: the task's compute system was terminated")
                 aborted.__cause__ = err
@@ -327,7 +329,7 @@ class ComputeSystemPool:
             if not system.closed and system.exit_status is None:
                 system.terminate(timeout=self.teardown_timeout)
         except Exception as err:
-            _close_attached(err)
+            close_attached(err)
             log.debug("pyhcs.pool: terminating %r: %s", system, err)
         finally:
             try:
@@ -368,7 +370,7 @@ class ComputeSystemPool:
                 try:
                     system.terminate(timeout=self.teardown_timeout)
                 except Exception as err:
-                    _close_attached(err)
+                    close_attached(err)
                     log.debug("pyhcs.pool: aborting %r: %s", system, err)
         self.shutdown(wait=wait)
 
@@ -405,7 +407,7 @@ class ComputeSystemPool:
         return f"<pyhcs.ComputeSystemPool {self.prefix!r} {state}, {len(self._slots)}/{self.max_workers} workers>"
 
 
-def _close_attached(err: BaseException) -> None:
+def close_attached(err: BaseException) -> None:
     """Closes what an error hands over (a timed-out create's system, a run's process, an
     operation HCS may still complete): the pool owns them, and nothing else will close them."""
     for name in ("process", "system", "operation"):

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 from types import ModuleType, TracebackType
+from typing import Any, cast
 
 from . import leaks
 from .faults import Faults
@@ -43,7 +44,8 @@ def system_ids(raw: ModuleType) -> set[str] | None:
             doc = raw.hcs_wait_for_operation_result(op, 10_000)
         finally:
             raw.hcs_close_operation(op)
-        return {str(item.get("Id")) for item in json.loads(doc or "[]") if isinstance(item, dict)}
+        items: list[object] = json.loads(doc or "[]")
+        return {str(cast("dict[str, Any]", item).get("Id")) for item in items if isinstance(item, dict)}
     except Exception:
         log.debug("pyhcs.testing: enumerating compute systems failed", exc_info=True)
         return None

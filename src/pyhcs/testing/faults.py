@@ -169,7 +169,7 @@ def _parse_hresult_text(text: str) -> int:
     raise ValueError(f"unknown HRESULT {text!r}: use a number, an HCS_E_/E_/ERROR_ symbol or an error class name")
 
 
-def _function_name(function: str) -> str:
+def check_function_name(function: str) -> str:
     if function != "*" and function not in HCS_FUNCTIONS:
         close = sorted(f for f in HCS_FUNCTIONS if f.lower() == function.lower().replace("_", ""))
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -607,7 +607,7 @@ class Faults(Emulator):
         delay: float | None = None,
         hang: bool = False,
     ) -> FaultRule:
-        spec: dict[str, Any] = {"Function": _function_name(function)}
+        spec: dict[str, Any] = {"Function": check_function_name(function)}
         place: Literal["call", "result"] | None = None
         if where is not None:
             lowered = where.lower()
@@ -879,7 +879,7 @@ class Faults(Emulator):
         if not limits:
             raise TypeError("call_budget needs at least one budget")
         for name, limit in limits.items():
-            _function_name(name)
+            check_function_name(name)
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"the budget of {name} must be an int >= 0, not {limit!r}")
         return CallBudget(self, limits)

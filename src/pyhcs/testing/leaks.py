@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TextIO, cast
@@ -213,13 +213,13 @@ def _emulator_counters(raw: ModuleType) -> dict[str, int] | None:
 def _pyhcs_counters() -> dict[str, int]:
     out: dict[str, int] = {}
     events = sys.modules.get("pyhcs.events")
-    hubs = getattr(events, "_hubs", None)
+    hubs: object = getattr(events, "_hubs", None)
     if isinstance(hubs, dict):
-        out["event hubs"] = len(hubs)
+        out["event hubs"] = len(cast("dict[object, object]", hubs))
     operation = sys.modules.get("pyhcs.operation")
-    pending = getattr(operation, "pending_count", None)
+    pending: object = getattr(operation, "pending_count", None)
     if callable(pending):
-        out["pending operations"] = int(pending())
+        out["pending operations"] = int(cast("Callable[[], int]", pending)())
     return out
 
 
@@ -443,7 +443,9 @@ def check(
 
 
 @contextlib.contextmanager
-def watch(*, timeout: float = 10.0, backend: ModuleType | None = None, hint: str = "") -> Iterator[Snapshot]:
+def watch(
+    *, timeout: float = 10.0, backend: ModuleType | None = None, hint: str = ""
+) -> Generator[Snapshot, None, None]:
     """``with leaks.watch(): ...`` checks at the end of the block that it left nothing behind
     (:class:`LeakError` otherwise). A block that raises is not checked: its error wins."""
     before = snapshot(backend)

@@ -67,7 +67,7 @@ from pyhcs.testing.faults import (
     FaultSchedule,
     FaultSpec,
     HResultLike,
-    _function_name,
+    check_function_name,
     hresult_of,
 )
 
@@ -535,7 +535,7 @@ def faults(
             from the first call, every time).
         probabilities: also draw rules that fire with a seeded probability.
     """
-    names = sorted(HCS_FUNCTIONS) if functions is None else [_function_name(f) for f in functions]
+    names = sorted(HCS_FUNCTIONS) if functions is None else [check_function_name(f) for f in functions]
     kinds = list(actions)
     codes = list(FAULT_ERRORS) if errors is None else [hresult_of(e) for e in errors]
     places = list(where)
