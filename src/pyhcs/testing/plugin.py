@@ -71,7 +71,7 @@ import re
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,8 @@ from .clean import CleanEmulator, sweep, system_ids
 from .faults import Emulator, EmulatorRequired, Faults
 
 if TYPE_CHECKING:
+    import pluggy
+
     from ..system import ComputeSystem
 
 __all__ = [
@@ -154,7 +156,7 @@ def available_backends() -> dict[str, str | None]:
 
 
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[ModuleType]:
+def use_backend(name: str) -> Generator[ModuleType, None, None]:
     """Switches the whole of pyhcs (the Pythonic layer, ``pyhcs.raw``, ``pyhcs.emulator``)
     to backend ``name`` for the block, and back afterwards. Yields the backend module.
 
@@ -172,7 +174,7 @@ def use_backend(name: str) -> Iterator[ModuleType]:
     pkg = sys.modules.get("pyhcs")
     saved: list[tuple[ModuleType, dict[str, Any]]] = []
     names = (*B.PUBLIC_API, "backend", "backend_features")
-    features = frozenset(getattr(module, "FEATURES", frozenset()))
+    features: frozenset[str] = frozenset(getattr(module, "FEATURES", frozenset[str]()))
     for target in [*targets, *([pkg] if pkg is not None else [])]:
         saved.append((target, {n: target.__dict__[n] for n in names if n in target.__dict__}))
     saved_module = B.__dict__.get("_module")
@@ -393,7 +395,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if forced in BACKENDS:
         names = [n for n in names if n == forced]
     availability = available_backends()
-    params = []
+    params: list[Any] = []
     for name in names:
         reason = availability.get(name)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
@@ -410,8 +412,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome: Any = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.stash[_call_failed_key] = True
