@@ -342,6 +342,9 @@ class ComputeSystemPool:
         """As :meth:`concurrent.futures.Executor.shutdown`: no new tasks; ``cancel_futures``
         cancels those not started; ``wait`` waits for the running ones, then every system is
         torn down (without ``wait`` each worker tears its system down when it finishes)."""
+        self._stop(cancel_futures, wait, None)
+
+    def _stop(self, cancel_futures: bool, wait: bool, bound: float | None) -> None:
         with self._lock:
             self._shutdown = True
             if cancel_futures:
@@ -350,9 +353,15 @@ class ComputeSystemPool:
                 self._queue.put(None)
             slots = list(self._slots)
         if wait:
+            deadline = Deadline(math.inf if bound is None else bound)
             for slot in slots:
                 if slot.thread is not None:
-                    slot.thread.join()
+                    remaining = deadline.remaining()
+                    slot.thread.join(None if math.isinf(remaining) else remaining)
+            busy = [slot.thread.name for slot in slots if slot.thread is not None and slot.thread.is_alive()]
+            if busy:
+                # Only a call HCS never completes, in a pool without a task timeout, gets here.
+                log.warning("pyhcs.pool: %s still inside an HCS call after the abort", ", ".join(busy))
         self._release_sigterm()
 
     def abort(self, *, wait: bool = True) -> None:
@@ -372,7 +381,8 @@ class ComputeSystemPool:
                 except Exception as err:
                     close_attached(err)
                     log.debug("pyhcs.pool: aborting %r: %s", system, err)
-        self.shutdown(wait=wait)
+        # Bounded: each worker needs at most its teardown (a terminate, then a close) from here.
+        self._stop(True, wait, 2 * self.teardown_timeout + 5.0)
 
     def _cancel_pending(self) -> None:
         while True:

@@ -11,6 +11,16 @@ tests.
 >>> @given(compute_systems(kind="container", version="2.1"))
 ... def test_create_accepts(doc): ...
 
+Fault rules for the emulator, to combine with :func:`pyhcs.testing.clean_emulator`:
+
+>>> from pyhcs.testing.strategies import fault_schedules
+>>>
+>>> @given(schedule=fault_schedules(functions=["HcsStartComputeSystem", "HcsCreateProcess"]))
+... def test_runner_survives(clean_emulator, schedule):
+...     with clean_emulator() as faults:
+...         schedule.apply(faults)
+...         ...
+
 What "valid" means here: every generated document passes the strict schema check (no unknown
 members, only known enum values), integers stay within the docs' widths, formatted strings
 (GUIDs, RFC 3339 timestamps, base64, MAC addresses) are well formed, and with ``version=`` no
