@@ -16,9 +16,9 @@ so ``concurrent.futures.wait``/``as_completed`` work on them.
 Nothing is left behind: a system whose task failed (timeout, HCS error) is torn down rather
 than reused; ``shutdown()`` and the end of a ``with`` block tear down every system; leaving the
 block by an exception also cancels the tasks not started, and leaving it by KeyboardInterrupt
-or SystemExit (Ctrl-C, or SIGTERM, which the pool turns into SystemExit while it is open in the
-main thread) terminates the systems of the running tasks too, whose futures then raise
-:class:`TaskAborted`. A pool still open at interpreter exit is aborted the same way.
+or SystemExit (Ctrl-C) terminates the systems of the running tasks too, whose futures then
+raise :class:`TaskAborted`. A pool still open at interpreter exit is aborted the same way, and
+so is every open pool on SIGTERM, after which the process dies of the signal as it would have.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class _Slot:
     uses: int = 0
     task: _Task | None = None
     aborted: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class ComputeSystemPool:
@@ -124,9 +124,10 @@ class ComputeSystemPool:
             over time fails with ``errors.OperationTimeoutError`` and its process is killed.
         teardown_timeout: seconds each terminate at teardown may take.
         prefix: the system ids are ``<prefix>-<n>-<random>``.
-        handle_sigterm: while the pool is open, SIGTERM raises SystemExit in the main thread
-            (so that a ``with`` block unwinds and tears everything down). Only when the pool
-            is made in the main thread and SIGTERM has its default disposition.
+        handle_sigterm: while the pool is open, SIGTERM first aborts the open pools (their
+            systems are terminated, within the teardown bounds), then kills the process as
+            the default disposition would. Only when the pool is made in the main thread and
+            SIGTERM has its default disposition.
 
     Thread-safe: tasks may be submitted from several threads.
     """
@@ -152,7 +153,8 @@ class ComputeSystemPool:
         self._ids = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # Reentrant: the SIGTERM handler runs on the main thread, maybe inside submit().
+        self._lock = threading.RLock()
         self._slots: list[_Slot] = []
         self._idle = threading.Semaphore(0)
         self._futures: weakref.WeakSet[Future[CompletedProcess]] = weakref.WeakSet()
@@ -436,7 +438,13 @@ _sigterm_users = 0
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    # Not an exception: code under the signal (a test framework, an `except BaseException`)
+    # could swallow it. Tear the pools down here, then die of the signal as if unhandled.
+    for pool in list(_live_pools):
+        with contextlib.suppress(Exception):
+            pool.abort(wait=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _install_sigterm() -> bool:
