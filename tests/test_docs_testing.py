@@ -1,6 +1,7 @@
 """docs/testing.md's examples are real code: every ```python block that starts with
-``# file: test_*.py`` is run as a pytest file with the plugin, every block that starts with
-``# script`` as a Python script, and they must pass."""
+``# file: test_*.py`` is run as a pytest file with the plugin (blocks naming the same file are
+its consecutive steps, joined in order), every block that starts with ``# script`` as a Python
+script, and they must pass."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_files() -> dict[str, str]:
         first, _, _ = block.partition("\n")
         m = re.fullmatch(r"# file: (test_\w+\.py)", first.strip())
         if m:
-            out[m.group(1)] = block
+            out[m.group(1)] = out.get(m.group(1), "") + block
     return out
 
 
@@ -50,24 +51,34 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_the_doc_has_both_worked_examples() -> None:
+#: worked example -> how many tests it has at least
+EXAMPLES = {"test_retry_policy.py": 4, "test_stop_policy.py": 4, "test_job_runner.py": 2}
+
+
+def test_the_doc_has_the_worked_examples() -> None:
     files = test_files()
-    assert set(files) == {"test_retry_policy.py", "test_stop_policy.py"}
+    assert set(files) == set(EXAMPLES)
     assert "ConnectionTimeoutError" in files["test_retry_policy.py"]
     assert 'faults.hang("HcsShutDownComputeSystem")' in files["test_stop_policy.py"]
+    runner = files["test_job_runner.py"]
+    assert runner.count("# file: test_job_runner.py") == 4  # built in four steps
+    assert "@given" in runner and "clean_emulator" in runner and "fault_schedules" in runner
     assert len(scripts()) == 1
 
 
-@pytest.mark.parametrize("name", ["test_retry_policy.py", "test_stop_policy.py"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_worked_example_passes(name: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in _env().items():
         monkeypatch.setenv(key, value)
     for key in ("HCSEMU_SETTINGS", "HCSEMU_FAULTS"):
         monkeypatch.delenv(key, raising=False)
     pytester.makepyfile(**{name[:-3]: test_files()[name]})
-    result = pytester.runpytest_subprocess("-p", "pyhcs.testing.plugin", "-p", "no:cacheprovider", "-v", timeout=120)
+    # hypothesis' own plugin too: its health checks (function-scoped fixtures under @given) apply
+    result = pytester.runpytest_subprocess(
+        "-p", "pyhcs.testing.plugin", "-p", "_hypothesis_pytestplugin", "-p", "no:cacheprovider", "-v", timeout=300
+    )
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) >= 4, result.stdout.str()
+    assert outcomes.get("passed", 0) >= EXAMPLES[name], result.stdout.str()
     result.assert_outcomes(passed=outcomes["passed"])  # and nothing failed, errored or skipped
 
 

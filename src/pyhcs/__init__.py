@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._backend import backend, backend_features
     from .events import Event, ExitStatus, SystemExitStatus
     from .operation import Operation
+    from .pool import ComputeSystemPool
     from .process import CompletedProcess, Process
     from .system import ComputeSystem
 
@@ -43,6 +44,7 @@ _LAZY = {
     "CompletedProcess": ".process",
     "Process": ".process",
     "ComputeSystem": ".system",
+    "ComputeSystemPool": ".pool",
     "aio": None,
     "emulator": None,
     "service": None,
@@ -61,6 +63,7 @@ __all__ = [
     "STDOUT",
     "CompletedProcess",
     "ComputeSystem",
+    "ComputeSystemPool",
     "Event",
     "EventType",
     "ExitStatus",

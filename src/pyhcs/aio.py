@@ -41,6 +41,7 @@ from typing import IO, Any, TypeVar
 from . import _stdio
 from . import process as _process
 from . import system as _system
+from ._aio_pool import ComputeSystemPool
 from ._docs import Document, check_document, to_json
 from ._guest import GuestOs, signal_value
 from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
@@ -56,6 +57,7 @@ __all__ = [
     "AsyncReader",
     "AsyncWriter",
     "ComputeSystem",
+    "ComputeSystemPool",
     "Process",
     "enumerate",
     "events",

@@ -6,6 +6,8 @@
 * :mod:`pyhcs.testing.faults`: fault injection, quirk switches and call budgets on the
   emulator, usable without pytest (:class:`Faults`).
 * :mod:`pyhcs.testing.leaks`: snapshots of what is alive, and their comparison.
+* :func:`clean_emulator` (:mod:`pyhcs.testing.clean`): a clean emulator and a leak check for a
+  block, a call or a hypothesis example.
 * :mod:`pyhcs.testing.strategies`: hypothesis strategies that generate valid HCS documents
   (imported explicitly, so that hypothesis is only needed by those who use it).
 
@@ -19,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .clean import CleanEmulator, clean_emulator
     from .faults import (
         CallBudget,
         CallBudgetExceeded,
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
         EmulatorRequired,
         FaultRule,
         Faults,
+        FaultSchedule,
+        FaultSpec,
         Quirks,
         hresult_of,
     )
@@ -34,13 +39,17 @@ if TYPE_CHECKING:
 __all__ = [
     "CallBudget",
     "CallBudgetExceeded",
+    "CleanEmulator",
     "Emulator",
     "EmulatorRequired",
     "FaultRule",
+    "FaultSchedule",
+    "FaultSpec",
     "Faults",
     "LeakError",
     "Quirks",
     "Snapshot",
+    "clean_emulator",
     "hresult_of",
 ]
 
@@ -50,7 +59,11 @@ _HOMES = {
     "Emulator": "faults",
     "EmulatorRequired": "faults",
     "FaultRule": "faults",
+    "FaultSchedule": "faults",
+    "FaultSpec": "faults",
     "Faults": "faults",
+    "CleanEmulator": "clean",
+    "clean_emulator": "clean",
     "Quirks": "faults",
     "hresult_of": "faults",
     "LeakError": "leaks",

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +64,8 @@ __all__ = [
     "Emulator",
     "EmulatorRequired",
     "FaultRule",
+    "FaultSchedule",
+    "FaultSpec",
     "Faults",
     "HResultLike",
     "Quirks",
@@ -144,7 +146,7 @@ def _parse_hresult_text(text: str) -> int:
     raise ValueError(f"unknown HRESULT {text!r}: use a number, an HCS_E_/E_/ERROR_ symbol or an error class name")
 
 
-def _function_name(function: str) -> str:
+def check_function_name(function: str) -> str:
     if function != "*" and function not in HCS_FUNCTIONS:
         close = sorted(f for f in HCS_FUNCTIONS if f.lower() == function.lower().replace("_", ""))
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -292,6 +294,73 @@ class FaultRule:
     def fired(self) -> int:
         """Calls the rule acted on."""
         return int(self._state().get("Fired", 0))
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault rule as a value, before it is added: what the hypothesis strategy
+    :func:`pyhcs.testing.strategies.faults` draws. :meth:`apply` adds it to the emulator through
+    :meth:`Faults.fail`, :meth:`Faults.delay` or :meth:`Faults.hang`."""
+
+    function: str
+    action: Literal["fail", "delay", "hang"]
+    error: int | None = None
+    """The HRESULT of a ``fail`` (unsigned)."""
+    where: Literal["call", "result"] = "result"
+    on_call: int | None = None
+    count: int | None = None
+    probability: float | None = None
+    seed: int | None = None
+    delay: float | None = None
+    """Seconds of a ``delay`` (or how late a ``fail`` completes)."""
+
+    def apply(self, faults: Faults) -> FaultRule:
+        """Adds the rule; returns the :class:`FaultRule`."""
+        common: dict[str, Any] = {"on_call": self.on_call, "count": self.count,
+                                  "probability": self.probability, "seed": self.seed}
+        if self.action == "fail":
+            if self.error is None:
+                raise ValueError("a fail fault needs an error")
+            return faults.fail(self.function, self.error, where=self.where, delay=self.delay, **common)
+        if self.action == "delay":
+            return faults.delay(self.function, self.delay or 0.0, **common)
+        if self.action == "hang":
+            return faults.hang(self.function, **common)
+        raise ValueError(f"unknown fault action {self.action!r}")
+
+    def __str__(self) -> str:
+        parts = [f"{self.action} {self.function}"]
+        if self.action == "fail" and self.error is not None:
+            parts.append(f"with 0x{self.error:08X} ({errors.hresult_name(self.error)}) at the {self.where}")
+        if self.delay:
+            parts.append(f"after {self.delay:g} s")
+        if self.on_call is not None:
+            parts.append(f"from call {self.on_call}")
+        parts.append("every time" if self.count is None else f"{self.count} time(s)")
+        if self.probability is not None:
+            parts.append(f"with probability {self.probability:g} (seed {self.seed})")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class FaultSchedule:
+    """Several :class:`FaultSpec` s, applied together (what
+    :func:`pyhcs.testing.strategies.fault_schedules` draws)."""
+
+    rules: tuple[FaultSpec, ...] = ()
+
+    def apply(self, faults: Faults) -> list[FaultRule]:
+        """Adds every rule, in order; returns their :class:`FaultRule` s."""
+        return [rule.apply(faults) for rule in self.rules]
+
+    def __iter__(self) -> Iterator[FaultSpec]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __str__(self) -> str:
+        return "; ".join(map(str, self.rules)) or "no faults"
 
 
 # ------------------------------------------------------------------------------------ budgets
@@ -515,7 +584,7 @@ class Faults(Emulator):
         delay: float | None = None,
         hang: bool = False,
     ) -> FaultRule:
-        spec: dict[str, Any] = {"Function": _function_name(function)}
+        spec: dict[str, Any] = {"Function": check_function_name(function)}
         place: Literal["call", "result"] | None = None
         if where is not None:
             lowered = where.lower()
@@ -787,7 +856,7 @@ class Faults(Emulator):
         if not limits:
             raise TypeError("call_budget needs at least one budget")
         for name, limit in limits.items():
-            _function_name(name)
+            check_function_name(name)
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"the budget of {name} must be an int >= 0, not {limit!r}")
         return CallBudget(self, limits)

@@ -19,6 +19,11 @@ What a snapshot holds:
 * its child processes that have not exited (Linux), with their command lines: the emulator runs
   every compute system and process as a real child.
 
+A snapshot also starts recording the pyhcs objects the garbage collector closes (objects
+dropped without ``close()``: pyhcs closes them in their finalizer, with a ResourceWarning that
+is otherwise hidden by default); :func:`check` reports those too, as the pytest plugin does.
+:func:`watch` pairs the two in a ``with`` block.
+
 Things wind down asynchronously (callbacks are delivered on a dispatcher thread, exited
 children are reaped by the emulator), so :func:`check` polls for a while before it reports;
 when nothing leaked it returns at once.
@@ -30,14 +35,27 @@ import contextlib
 import gc
 import json
 import os
+import re
 import sys
+import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO, cast
 
-__all__ = ["EMULATOR_COUNTERS", "LeakError", "Snapshot", "check", "compare", "open_objects", "snapshot"]
+__all__ = [
+    "EMULATOR_COUNTERS",
+    "LeakError",
+    "Snapshot",
+    "check",
+    "compare",
+    "open_objects",
+    "release",
+    "snapshot",
+    "watch",
+]
 
 #: The EmulatorStatistics counters a test must give back (WorkerThreads is left out: idle
 #: threads end on their own after a while).
@@ -82,6 +100,93 @@ class Snapshot:
     children: Mapping[int, str] | None = None
     """Live child process id -> command line; None where the platform cannot tell."""
     emulated: bool = field(default=True)
+    gc_closed: int = 0
+    """How many pyhcs objects the garbage collector had closed (while recording) when taken."""
+    token: object | None = field(default=None, compare=False, repr=False)
+    """Keeps the recording of garbage-collected objects going until :func:`check` or
+    :func:`release` (None: not recording)."""
+
+
+# ------------------------------------------------------------------------------------ finalizers
+
+_UNCLOSED = re.compile(r"unclosed <pyhcs\.")
+
+
+class _GcClosedRecorder:
+    """Records the "unclosed <pyhcs...>" ResourceWarnings pyhcs' finalizers give, while at
+    least one snapshot is being compared; other warnings go where they would have gone."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[str] = []
+        self._tokens: set[int] = set()
+        self._previous: Any = None
+
+    def start(self) -> tuple[object, int]:
+        token = object()
+        with self.lock:
+            if not self._tokens:
+                self.messages = []
+                self._install()
+            self._tokens.add(id(token))
+            return token, len(self.messages)
+
+    def stop(self, token: object | None) -> None:
+        with self.lock:
+            if token is None or id(token) not in self._tokens:
+                return
+            self._tokens.discard(id(token))
+            if not self._tokens:
+                self._uninstall()
+
+    def since(self, index: int) -> list[str]:
+        with self.lock:
+            return self.messages[index:]
+
+    def _install(self) -> None:
+        warnings.filterwarnings("always", category=ResourceWarning, message=_UNCLOSED.pattern)
+        self._previous = warnings.showwarning
+        warnings.showwarning = self._show
+
+    def _uninstall(self) -> None:
+        if warnings.showwarning == self._show:
+            warnings.showwarning = self._previous
+        self._previous = None
+        # A test runner may have put back its own filter list meanwhile: remove ours if there.
+        for entry in list(warnings.filters):
+            pattern = entry[1]
+            if entry[0] == "always" and entry[2] is ResourceWarning and pattern is not None \
+                    and getattr(pattern, "pattern", None) == _UNCLOSED.pattern:
+                cast("list[Any]", warnings.filters).remove(entry)
+                mutated = getattr(warnings, "_filters_mutated", None)
+                if callable(mutated):
+                    mutated()
+                break
+
+    def _show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, ResourceWarning) and _UNCLOSED.match(str(message)):
+            with self.lock:
+                self.messages.append(str(message))
+            return
+        previous = self._previous or getattr(warnings, "_showwarning_orig", None)
+        impl = getattr(warnings, "_showwarnmsg_impl", None)
+        if previous is getattr(warnings, "_showwarning_orig", None) and callable(impl):
+            # What warnings itself does when showwarning was not replaced (a runner's
+            # catch_warnings(record=True) collects through this).
+            impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
+        elif callable(previous):
+            previous(message, category, filename, lineno, file, line)
+
+
+_recorder = _GcClosedRecorder()
 
 
 # ------------------------------------------------------------------------------------ probes
@@ -108,13 +213,13 @@ def _emulator_counters(raw: ModuleType) -> dict[str, int] | None:
 def _pyhcs_counters() -> dict[str, int]:
     out: dict[str, int] = {}
     events = sys.modules.get("pyhcs.events")
-    hubs = getattr(events, "_hubs", None)
+    hubs: object = getattr(events, "_hubs", None)
     if isinstance(hubs, dict):
-        out["event hubs"] = len(hubs)
+        out["event hubs"] = len(cast("dict[object, object]", hubs))
     operation = sys.modules.get("pyhcs.operation")
-    pending = getattr(operation, "pending_count", None)
+    pending: object = getattr(operation, "pending_count", None)
     if callable(pending):
-        out["pending operations"] = int(pending())
+        out["pending operations"] = int(cast("Callable[[], int]", pending)())
     return out
 
 
@@ -208,10 +313,8 @@ def _children() -> dict[int, str] | None:
     return out
 
 
-def snapshot(backend: ModuleType | None = None, *, fds: bool = True, children: bool = True) -> Snapshot:
-    """What is alive now. ``backend``: the raw module to ask the emulator through (default
-    ``pyhcs._backend``). Off the emulator only pyhcs' registries, fds and children count."""
-    raw = _raw(backend)
+def _probe(raw: ModuleType, *, fds: bool, children: bool) -> Snapshot:
+    """What is alive now, without starting a recording (for comparisons)."""
     counters: dict[str, int] = {}
     emulated = _emulator_counters(raw)
     if emulated is None and fds:
@@ -228,6 +331,29 @@ def snapshot(backend: ModuleType | None = None, *, fds: bool = True, children: b
         children=_children() if children else None,
         emulated=emulated is not None,
     )
+
+
+def snapshot(backend: ModuleType | None = None, *, fds: bool = True, children: bool = True) -> Snapshot:
+    """What is alive now. ``backend``: the raw module to ask the emulator through (default
+    ``pyhcs._backend``). Off the emulator only pyhcs' registries, fds and children count.
+
+    Starts recording the pyhcs objects the garbage collector closes, until :func:`check` (or
+    :func:`release`) with this snapshot."""
+    now = _probe(_raw(backend), fds=fds, children=children)
+    token, gc_closed = _recorder.start()
+    return Snapshot(
+        counters=now.counters,
+        fds=now.fds,
+        children=now.children,
+        emulated=now.emulated,
+        gc_closed=gc_closed,
+        token=token,
+    )
+
+
+def release(before: Snapshot) -> None:
+    """Stops recording for ``before`` without checking (e.g. the code under test failed)."""
+    _recorder.stop(before.token)
 
 
 # ------------------------------------------------------------------------------------ comparing
@@ -295,19 +421,45 @@ def check(
     """Raises :class:`LeakError` if, within ``timeout`` seconds, the process does not get back
     to ``before`` (only counts that grew matter). Returns at once when nothing leaked."""
     raw = _raw(backend)
-    deadline = time.monotonic() + max(0.0, timeout)
-    delay = 0.01
-    while True:
-        _settle(raw)
-        after = snapshot(raw, fds=before.fds is not None, children=before.children is not None)
-        problems = compare(before, after)
-        if not problems:
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    try:
+        gc.collect()  # finalizers of dropped objects run now, while recording
+        dropped = _recorder.since(before.gc_closed) if before.token is not None else []
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.01
+        while True:
+            _settle(raw)
+            after = _probe(raw, fds=before.fds is not None, children=before.children is not None)
+            problems = compare(before, after)
+            if not problems and not dropped:
+                return
+            if time.monotonic() >= deadline or not problems:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    finally:
+        _recorder.stop(before.token)
+    if dropped:
+        problems.insert(
+            0,
+            "pyhcs objects dropped without close() (the garbage collector closed them): "
+            + ", ".join(dropped[:10]),
+        )
     objects = open_objects()
     if objects:
         problems.append("pyhcs objects open now: " + ", ".join(objects[:10]))
     raise LeakError(problems, hint)
+
+
+@contextlib.contextmanager
+def watch(
+    *, timeout: float = 10.0, backend: ModuleType | None = None, hint: str = ""
+) -> Generator[Snapshot, None, None]:
+    """``with leaks.watch(): ...`` checks at the end of the block that it left nothing behind
+    (:class:`LeakError` otherwise). A block that raises is not checked: its error wins."""
+    before = snapshot(backend)
+    try:
+        yield before
+    except BaseException:
+        release(before)
+        raise
+    check(before, timeout=timeout, backend=backend, hint=hint)

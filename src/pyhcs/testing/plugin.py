@@ -30,6 +30,11 @@ Fixtures
     path (clients connect with ``HCSEMU_SERVICE=<path>``); stopped at teardown. The session
     itself runs on a private service (``HCSEMU_SERVICE=private`` unless set), so it stays
     hermetic.
+``clean_emulator`` (session-scoped, for hypothesis)
+    :func:`pyhcs.testing.clean_emulator` with the session's leak options:
+    ``with clean_emulator() as faults:`` inside a ``@given`` test gives every example a clean
+    emulator and a leak check. Session-scoped, so it passes hypothesis' health checks (which
+    reject function-scoped fixtures under ``@given``, since they are not reset per example).
 
 Markers
 -------
@@ -65,29 +70,32 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import logging
 import os
 import re
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import leaks
+from .clean import CleanEmulator, sweep, system_ids
 from .faults import Emulator, EmulatorRequired, Faults
 
 if TYPE_CHECKING:
+    import pluggy
+
     from ..system import ComputeSystem
 
 __all__ = [
     "BACKENDS",
     "ComputeSystemFactory",
     "available_backends",
+    "clean_emulator",
     "compute_system_factory",
     "faults",
     "hcs_emulator",
@@ -153,7 +161,7 @@ def available_backends() -> dict[str, str | None]:
 
 
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[ModuleType]:
+def use_backend(name: str) -> Generator[ModuleType, None, None]:
     """Switches the whole of pyhcs (the Pythonic layer, ``pyhcs.raw``, ``pyhcs.emulator``)
     to backend ``name`` for the block, and back afterwards. Yields the backend module.
 
@@ -171,7 +179,7 @@ def use_backend(name: str) -> Iterator[ModuleType]:
     pkg = sys.modules.get("pyhcs")
     saved: list[tuple[ModuleType, dict[str, Any]]] = []
     names = (*B.PUBLIC_API, "backend", "backend_features")
-    features = frozenset(getattr(module, "FEATURES", frozenset()))
+    features: frozenset[str] = frozenset(getattr(module, "FEATURES", frozenset[str]()))
     for target in [*targets, *([pkg] if pkg is not None else [])]:
         saved.append((target, {n: target.__dict__[n] for n in names if n in target.__dict__}))
     saved_module = B.__dict__.get("_module")
@@ -406,7 +414,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if forced in BACKENDS:
         names = [n for n in names if n == forced]
     availability = available_backends()
-    params = []
+    params: list[Any] = []
     for name in names:
         reason = availability.get(name)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
@@ -423,8 +431,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome: Any = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.stash[_call_failed_key] = True
@@ -500,44 +510,9 @@ class _UnclosedWarnings:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
-def _system_ids(raw: ModuleType) -> set[str] | None:
-    """Ids of every compute system the emulator holds, or None if it cannot say."""
-    try:
-        op = raw.hcs_create_operation()
-        try:
-            raw.hcs_enumerate_compute_systems(None, op)
-            doc = raw.hcs_wait_for_operation_result(op, 10_000)
-        finally:
-            raw.hcs_close_operation(op)
-        return {str(item.get("Id")) for item in json.loads(doc or "[]") if isinstance(item, dict)}
-    except Exception:
-        log.debug("pyhcs.testing: enumerating compute systems failed", exc_info=True)
-        return None
-
-
-def _sweep(raw: ModuleType, keep: set[str]) -> list[str]:
-    """Terminates every system not in ``keep`` (what a test left behind); returns their ids."""
-    now = _system_ids(raw)
-    if now is None:
-        return []
-    swept = sorted(now - keep)
-    for system_id in swept:
-        try:
-            handle = raw.hcs_open_compute_system(system_id)
-        except Exception:
-            continue
-        try:
-            op = raw.hcs_create_operation()
-            try:
-                raw.hcs_terminate_compute_system(handle, op, None)
-                raw.hcs_wait_for_operation_result(op, 30_000)
-            except Exception:
-                log.debug("pyhcs.testing: sweeping %r", system_id, exc_info=True)
-            finally:
-                raw.hcs_close_operation(op)
-        finally:
-            raw.hcs_close_compute_system(handle)
-    return swept
+# Shared with pyhcs.testing.clean_emulator (which must work without pytest).
+_system_ids = system_ids
+_sweep = sweep
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -614,6 +589,28 @@ def hcs_emulator(request: pytest.FixtureRequest, pyhcs_backend: str) -> Iterator
             f"pyhcs leak check: {request.node.nodeid} left behind:\n  " + "\n  ".join(problems) + f"\n{_LEAK_HINT}",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="session")
+def clean_emulator(request: pytest.FixtureRequest) -> Callable[..., CleanEmulator]:
+    """``clean_emulator(**options)`` -> a context manager giving a clean emulator and a leak
+    check per block (see :func:`pyhcs.testing.clean_emulator`), with the session's leak
+    options as defaults. Made for ``@given`` tests: one block per example."""
+    _import_pyhcs()
+    try:
+        active = Emulator().active
+    except Exception as exc:  # pragma: no cover - a library that loads but cannot answer
+        pytest.skip(f"pyhcs cannot talk to its library ({type(exc).__name__}: {exc})")
+    if not active:
+        pytest.skip("clean_emulator needs the HCS emulator (fault injection and its controls)")
+    config = request.config
+    check = not config.getoption("pyhcs_no_leak_check", default=False) and bool(config.getini("pyhcs_leak_check"))
+    timeout = _leak_timeout(config)
+
+    def make(*, leak_check: bool = check, leak_timeout: float = timeout) -> CleanEmulator:
+        return CleanEmulator(leak_check=leak_check, leak_timeout=leak_timeout)
+
+    return make
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Hypothesis strategies that generate valid HCS documents, for property-based tests.
+"""Hypothesis strategies that generate valid HCS documents and fault rules, for property-based
+tests.
 
 >>> from hypothesis import given
 >>> from pyhcs.schema import ComputeSystem, Properties
@@ -9,6 +10,16 @@
 >>>
 >>> @given(compute_systems(kind="container", version="2.1"))
 ... def test_create_accepts(doc): ...
+
+Fault rules for the emulator, to combine with :func:`pyhcs.testing.clean_emulator`:
+
+>>> from pyhcs.testing.strategies import fault_schedules
+>>>
+>>> @given(schedule=fault_schedules(functions=["HcsStartComputeSystem", "HcsCreateProcess"]))
+... def test_runner_survives(clean_emulator, schedule):
+...     with clean_emulator() as faults:
+...         schedule.apply(faults)
+...         ...
 
 What "valid" means here: every generated document passes the strict schema check (no unknown
 members, only known enum values), integers stay within the docs' widths, formatted strings
@@ -22,8 +33,10 @@ documents, which HCS (or the emulator) can act on.
 from __future__ import annotations
 
 import base64
+import json
+import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from types import NoneType, UnionType
@@ -32,6 +45,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_
 from annotated_types import Ge, Le, MaxLen, MinLen
 from hypothesis import strategies as st
 
+from pyhcs import errors as _errors
 from pyhcs.schema import (
     ComputeSystem,
     Container,
@@ -49,12 +63,31 @@ from pyhcs.schema import (
     enum_value_since,
     field_since,
 )
-from pyhcs.schema._base import SchemaVersion, StrFormat, VersionLike, as_version
+from pyhcs.schema._base import (
+    _PAYLOADS,
+    PayloadType,
+    SchemaVersion,
+    StrFormat,
+    VersionLike,
+    _PayloadRule,
+    as_version,
+)
+from pyhcs.testing.faults import (
+    HCS_FUNCTIONS,
+    FaultSchedule,
+    FaultSpec,
+    HResultLike,
+    check_function_name,
+    hresult_of,
+)
 
 __all__ = [
+    "FAULT_ERRORS",
     "SAFE_COMMAND_LINES",
     "SCHEMA_VERSIONS",
     "compute_systems",
+    "fault_schedules",
+    "faults",
     "from_model",
     "json_values",
     "process_parameters",
@@ -183,16 +216,99 @@ def _fields_strategy(
         raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
+    rules = [r for r in _PAYLOADS.get(model, ()) if r.name not in fixed_by_name]
+    payloads = {r.name for r in rules}
     for name, info in model.model_fields.items():
         if name in fixed_by_name:
             required[name] = fixed_by_name[name]
             continue
-        if not ctx.new_enough(field_since(model, name)):
+        if name in payloads or not ctx.new_enough(field_since(model, name)):
             continue
         strategy = _type_strategy(info.annotation, list(info.metadata), ctx, depth)
         if strategy is not None:
-            optional[name] = strategy
-    return st.fixed_dictionaries(required, optional=optional).map(model.model_validate)
+            optional[name] = _key_strategy(model, name, rules, strategy)
+    base = st.fixed_dictionaries(required, optional=optional).map(model.model_validate)
+    if not rules:
+        return base
+    return base.flatmap(lambda doc: _with_payloads(doc, rules, ctx, depth))
+
+
+# --------------------------------------------------------------------------- payloads
+#
+# Some ``Any`` members take the type their sibling chooses (``ModifySettingRequest.Settings``
+# by its ``ResourcePath``: pyhcs.schema.payload_types). They are drawn after the rest of the
+# document, from the types the table gives for the drawn key, as JSON values (what a round
+# trip through JSON gives back); a key the table does not know leaves them unset.
+
+_SCALARS: dict[str, st.SearchStrategy[Any]] = {
+    **{f"int{bits}": st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"uint{bits}": st.integers(0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+    "string": _TEXT,
+    "bool": st.booleans(),
+    "float": st.floats(allow_nan=False, allow_infinity=False),
+    "none": st.none(),
+}
+
+
+def _key_strategy(
+    model: type[HcsModel], name: str, rules: list[_PayloadRule], base: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
+    """For a free-text member that chooses a payload's type (a ResourcePath), draw the keys
+    the table lists (and paths matching its patterns) as well as arbitrary text."""
+    for rule in rules:
+        if rule.key_name != name or _mentions_enum(model.model_fields[name].annotation):
+            continue  # enum-typed keys: the enum strategy draws the table's keys already
+        keys: list[st.SearchStrategy[Any]] = []
+        if rule.exact:
+            keys.append(st.sampled_from(sorted(rule.exact)))
+        for pattern, _types in rule.patterns:
+            keys.append(_path_strategy(pattern.pattern))
+        return st.one_of(*keys, base)
+    return base
+
+
+def _mentions_enum(tp: Any) -> bool:
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return True
+    return any(_mentions_enum(a) for a in get_args(tp))
+
+
+def _path_strategy(regex: str) -> st.SearchStrategy[str]:
+    """Paths matching a table pattern (segments are literal text or ``[^/]+``)."""
+    parts: list[st.SearchStrategy[str]] = []
+    for segment in regex.split("/"):
+        if segment == "[^/]+":
+            parts.append(st.integers(0, 63).map(str))
+        else:
+            parts.append(st.just(re.sub(r"\\(.)", r"\1", segment)))
+    return st.tuples(*parts).map("/".join)
+
+
+def _payload_value(t: PayloadType, ctx: _Ctx, depth: int) -> st.SearchStrategy[Any] | None:
+    if isinstance(t, str):
+        return _SCALARS.get(t)
+    if depth >= ctx.max_depth or not issubclass(t, HcsModel):
+        return None
+    return _model_strategy(t, ctx, depth + 1).map(lambda m: json.loads(m.to_json()))
+
+
+def _with_payloads(doc: _M, rules: list[_PayloadRule], ctx: _Ctx, depth: int) -> st.SearchStrategy[_M]:
+    update: dict[str, st.SearchStrategy[Any]] = {}
+    for rule in rules:
+        known, types, _key = rule.lookup(doc)
+        if not known:
+            continue  # a key no table lists: the payload stays unset
+        if types is None:
+            update[rule.name] = st.none() | json_values()
+            continue
+        choices = [v for v in (_payload_value(t, ctx, depth) for t in types) if v is not None]
+        if choices:
+            update[rule.name] = st.none() | st.one_of(*choices)
+    if not update:
+        return st.just(doc)
+    fields = _set_fields(doc)
+    model = type(doc)
+    return st.fixed_dictionaries(update).map(lambda values: model.model_validate({**fields, **values}))
 
 
 def _type_strategy(
@@ -392,3 +508,83 @@ def register_type_strategies() -> None:
 
     for cls in MODEL_CLASSES:
         st.register_type_strategy(cls, from_model(cls))
+
+
+# --------------------------------------------------------------------------- faults
+
+#: The HRESULTs :func:`faults` fails with by default: every failure code pyhcs knows.
+FAULT_ERRORS: tuple[int, ...] = tuple(
+    info.hresult for info in _errors.CODES if not _errors.is_success(info.hresult)
+)
+
+_FaultAction = Literal["fail", "delay", "hang"]
+
+
+def faults(
+    *,
+    functions: Iterable[str] | None = None,
+    actions: Iterable[_FaultAction] = ("fail", "delay", "hang"),
+    errors: Iterable[HResultLike] | None = None,
+    where: Iterable[Literal["call", "result"]] = ("result", "call"),
+    max_delay: float = 0.25,
+    max_on_call: int = 4,
+    max_count: int = 3,
+    probabilities: bool = True,
+) -> st.SearchStrategy[FaultSpec]:
+    """Valid fault rules (:class:`~pyhcs.testing.FaultSpec`), to apply with
+    ``spec.apply(faults)``.
+
+    Args:
+        functions: the HCS functions to pick from (default: every function of
+            computecore.dll and computestorage.dll; ``"*"`` only if you list it).
+        actions: ``"fail"``, ``"delay"``, ``"hang"``.
+        errors: the HRESULTs a ``fail`` uses (numbers, symbols or error classes; default
+            :data:`FAULT_ERRORS`).
+        where: where a ``fail`` strikes: the operation's result, or the call itself.
+        max_delay: the longest ``delay`` in seconds (the shortest is 1 ms).
+        max_on_call, max_count: bounds of ``on_call`` and ``count`` (each may be None too:
+            from the first call, every time).
+        probabilities: also draw rules that fire with a seeded probability.
+    """
+    names = sorted(HCS_FUNCTIONS) if functions is None else [check_function_name(f) for f in functions]
+    kinds = list(actions)
+    codes = list(FAULT_ERRORS) if errors is None else [hresult_of(e) for e in errors]
+    places = list(where)
+    if not names or not kinds or not codes or not places:
+        raise ValueError("faults() needs at least one function, action, error and place")
+    for kind in kinds:
+        if kind not in ("fail", "delay", "hang"):
+            raise ValueError(f"unknown fault action {kind!r}")
+    if not max_delay >= 0.001 or max_on_call < 1 or max_count < 1:
+        raise ValueError("faults() needs max_delay >= 0.001 s, max_on_call >= 1 and max_count >= 1")
+    # A delay of 0 does nothing, which the emulator refuses: from 1 ms.
+    delays = st.integers(1, round(max_delay * 1000)).map(lambda ms: ms / 1000)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> FaultSpec:
+        action = draw(st.sampled_from(kinds))
+        probability = draw(st.none() | st.sampled_from((0.25, 0.5, 0.75))) if probabilities else None
+        return FaultSpec(
+            function=draw(st.sampled_from(names)),
+            action=action,
+            error=draw(st.sampled_from(codes)) if action == "fail" else None,
+            where=draw(st.sampled_from(places)) if action == "fail" else "result",
+            on_call=draw(st.none() | st.integers(1, max_on_call)),
+            count=draw(st.none() | st.integers(1, max_count)),
+            probability=probability,
+            seed=draw(st.integers(0, 2**31 - 1)) if probability is not None else None,
+            delay=draw(delays) if action == "delay" else None,
+        )
+
+    return build()
+
+
+def fault_schedules(
+    *, min_size: int = 0, max_size: int = 3, **options: Any
+) -> st.SearchStrategy[FaultSchedule]:
+    """Several fault rules at once (:class:`~pyhcs.testing.FaultSchedule`), applied with
+    ``schedule.apply(faults)``; ``options`` are those of :func:`faults`. Hypothesis shrinks a
+    failing schedule to the fewest, simplest rules."""
+    return st.lists(faults(**options), min_size=min_size, max_size=max_size).map(
+        lambda rules: FaultSchedule(tuple(rules))
+    )

@@ -1,0 +1,246 @@
+"""``pyhcs.aio.ComputeSystemPool``: the asyncio twin of :class:`pyhcs.ComputeSystemPool`.
+
+::
+
+    async with aio.ComputeSystemPool(config, max_workers=4, timeout=60) as pool:
+        async for result in pool.map([["echo", str(n)] for n in range(20)]):
+            print(result.stdout)
+
+Tasks are :class:`asyncio.Task` s whose results are :class:`pyhcs.CompletedProcess` objects;
+at most ``max_workers`` run at once, each in a compute system of its own, made from ``config``
+(reused for up to ``tasks_per_system`` tasks). Cancelling a task kills its process and tears
+its system down. Leaving the ``async with`` block normally waits for the tasks; by an
+exception cancels those not started; by cancellation (``asyncio.run`` cancels the main task
+on Ctrl-C), KeyboardInterrupt or SystemExit cancels them all. Every system is torn down
+before the block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._docs import Document
+from ._handle import Deadline
+from .pool import DEFAULT, Command, DefaultType, close_attached, positive_int, seconds
+
+if TYPE_CHECKING:
+    from .aio import ComputeSystem
+    from .process import CompletedProcess
+
+__all__ = ["ComputeSystemPool"]
+
+log = logging.getLogger("pyhcs.pool")
+
+
+class ComputeSystemPool:
+    """Runs commands in compute systems made from ``config``, at most ``max_workers`` at once.
+
+    The arguments are those of :class:`pyhcs.ComputeSystemPool` (``handle_sigterm`` aside:
+    SIGTERM is the event loop's business). Use it from one event loop.
+    """
+
+    def __init__(
+        self,
+        config: Document,
+        *,
+        max_workers: int | None = None,
+        tasks_per_system: int = 1,
+        timeout: float | None = None,
+        teardown_timeout: float = 30.0,
+        prefix: str = "pyhcs-aio-pool",
+    ) -> None:
+        self.config = config
+        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
+                                        "max_workers")
+        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
+        self.timeout = seconds(timeout, "timeout")
+        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
+        self.prefix = prefix
+        self._ids = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:8]
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: list[tuple[ComputeSystem, int]] = []
+        self._tasks: set[asyncio.Task[CompletedProcess]] = set()
+        self._started: set[asyncio.Task[Any]] = set()
+        self._teardowns: set[asyncio.Task[None]] = set()
+        self._shutdown = False
+
+    # -- submitting --------------------------------------------------------------------------------
+    def submit(
+        self,
+        command: Command,
+        *,
+        timeout: float | DefaultType | None = DEFAULT,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        capture_output: bool = True,
+        check: bool = False,
+    ) -> asyncio.Task[CompletedProcess]:
+        """Schedules ``command`` on the running loop; the task's result is a
+        :class:`pyhcs.CompletedProcess`. Options as :meth:`pyhcs.ComputeSystemPool.submit`."""
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new tasks after shutdown")
+        limit = self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
+        options: dict[str, Any] = {"input": input, "env": env, "cwd": cwd,
+                                   "capture_output": capture_output, "check": check}
+        task = asyncio.get_running_loop().create_task(self._run(command, limit, options))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def map(
+        self,
+        commands: Iterable[Command],
+        *,
+        timeout: float | None = None,
+        task_timeout: float | DefaultType | None = DEFAULT,
+        check: bool = False,
+    ) -> AsyncIterator[CompletedProcess]:
+        """Submits every command now; ``async for`` yields the results in order. ``timeout``
+        bounds the whole iteration (TimeoutError); the tasks not finished are cancelled when
+        the iteration stops early."""
+        deadline = Deadline(seconds(timeout, "timeout"))
+        tasks = [self.submit(c, timeout=task_timeout, check=check) for c in commands]
+
+        async def results() -> AsyncIterator[CompletedProcess]:
+            try:
+                for task in tasks:
+                    remaining = deadline.remaining()
+                    yield await asyncio.wait_for(asyncio.shield(task), None if math.isinf(remaining) else remaining)
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+        return results()
+
+    def as_completed(
+        self, tasks: Iterable[asyncio.Task[CompletedProcess]] | None = None, timeout: float | None = None
+    ) -> Iterator[asyncio.Future[CompletedProcess]]:
+        """:func:`asyncio.as_completed` over ``tasks`` (default: every task not yet done)."""
+        chosen = list(self._tasks) if tasks is None else list(tasks)
+        return asyncio.as_completed(chosen, timeout=timeout)
+
+    # -- running -----------------------------------------------------------------------------------
+    async def _run(self, command: Command, limit: float, options: dict[str, Any]) -> CompletedProcess:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_workers)
+        async with self._slots:
+            me = asyncio.current_task()
+            assert me is not None
+            self._started.add(me)
+            deadline = Deadline(limit)
+            system, uses = self._idle.pop() if self._idle else (await self._new_system(deadline), 0)
+            keep = False
+            try:
+                result = await system.run(command, timeout=deadline.remaining(), **options)
+                keep = True
+                return result
+            except subprocess.CalledProcessError:
+                keep = True  # the command failed, not its system
+                raise
+            except BaseException as err:
+                close_attached(err)
+                raise
+            finally:
+                uses += 1
+                if keep and uses < self.tasks_per_system and not self._shutdown and system.exit_status is None:
+                    self._idle.append((system, uses))
+                else:
+                    await self._retire(system)
+
+    async def _new_system(self, deadline: Deadline) -> ComputeSystem:
+        from .aio import ComputeSystem
+
+        system_id = f"{self.prefix}-{next(self._ids)}-{self._tag}"
+        try:
+            system = await ComputeSystem.create(system_id, self.config, timeout=deadline.remaining())
+        except BaseException as err:
+            close_attached(err)
+            raise
+        try:
+            await system.start(timeout=deadline.remaining())
+        except BaseException as err:
+            close_attached(err)
+            await self._retire(system)
+            raise
+        return system
+
+    async def _retire(self, system: ComputeSystem) -> None:
+        """Tears ``system`` down in a task of its own, which a cancellation of the caller does
+        not stop; :meth:`shutdown` waits for it."""
+        teardown = asyncio.get_running_loop().create_task(self._teardown(system))
+        self._teardowns.add(teardown)
+        teardown.add_done_callback(self._teardowns.discard)
+        await asyncio.shield(teardown)
+
+    async def _teardown(self, system: ComputeSystem) -> None:
+        try:
+            if not system.closed and system.exit_status is None:
+                await system.terminate(timeout=self.teardown_timeout)
+        except Exception as err:
+            close_attached(err)
+            log.debug("pyhcs.pool: terminating %r: %s", system, err)
+        finally:
+            system.close()
+
+    # -- ending ------------------------------------------------------------------------------------
+    async def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new tasks; ``cancel_futures`` cancels those not started; ``wait`` waits for the
+        others. The idle systems, and with ``wait`` every system, are torn down on return."""
+        self._shutdown = True
+        if cancel_futures:
+            for task in list(self._tasks):
+                if task not in self._started:
+                    task.cancel()
+        if wait:
+            await self._drain()
+        else:
+            await self._retire_idle()
+
+    async def abort(self) -> None:
+        """Cancels every task (running ones kill their process) and tears everything down."""
+        self._shutdown = True
+        for task in list(self._tasks):
+            task.cancel()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        while self._tasks or self._teardowns:
+            await asyncio.gather(*self._tasks, *self._teardowns, return_exceptions=True)
+        await self._retire_idle()
+
+    async def _retire_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._retire(system) for system, _ in idle), return_exceptions=True)
+
+    async def __aenter__(self) -> ComputeSystemPool:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.shutdown(wait=True)
+        elif isinstance(exc, Exception):
+            await self.shutdown(wait=True, cancel_futures=True)
+        else:  # CancelledError (Ctrl-C under asyncio.run), KeyboardInterrupt, SystemExit
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._abort_task())
+
+    def _abort_task(self) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self.abort())
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "open"
+        return f"<pyhcs.aio.ComputeSystemPool {self.prefix!r} {state}>"
