@@ -22,6 +22,16 @@ from pyhcs import errors
 from pyhcs.pool import ComputeSystemPool, TaskAborted
 from pyhcs.testing import Emulator, Faults
 
+#: Systems the service already held when the test began (a private service is shared by the
+#: whole session, so another test's system still closing may be counted): the pool must
+#: leave nothing of its own.
+_BEFORE = {"systems": 0}
+
+
+@pytest.fixture(autouse=True)
+def _systems_before() -> None:
+    _BEFORE["systems"] = int(Emulator().statistics()["Systems"])
+
 pytestmark = pytest.mark.pyhcs_backends
 
 CONFIG: dict[str, Any] = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "pool-test", "Container": {}}
@@ -43,7 +53,7 @@ def test_map_returns_completed_processes_in_order(faults: Faults) -> None:
     assert [r.returncode for r in results] == [n % 3 for n in range(6)]
     assert all(isinstance(r, pyhcs.CompletedProcess) for r in results)
     assert creates(faults) == 6  # tasks_per_system=1: a fresh system per task
-    assert Emulator().statistics()["Systems"] == 0
+    assert Emulator().statistics()["Systems"] == _BEFORE["systems"]
 
 
 def test_tasks_per_system_reuses_a_running_system(faults: Faults) -> None:
@@ -72,7 +82,7 @@ def test_max_workers_bounds_the_systems_alive_at_once(faults: Faults) -> None:
     finally:
         stop.set()
         watcher.join()
-    assert peak == 2
+    assert peak == 2 + _BEFORE["systems"]
 
 
 def test_submit_options_and_check(faults: Faults) -> None:
@@ -182,7 +192,7 @@ def test_ctrl_c_in_the_submitting_thread_tears_everything_down(faults: Faults) -
     assert all(f.done() for f in futures)
     outcomes = [type(f.exception()) if not f.cancelled() else "cancelled" for f in futures]
     assert outcomes.count(TaskAborted) == 2 and outcomes.count("cancelled") == 3
-    assert Emulator().statistics()["Systems"] == 0
+    assert Emulator().statistics()["Systems"] == _BEFORE["systems"]
 
 
 def test_a_generator_abandoned_midway_cancels_the_rest(faults: Faults) -> None:
@@ -235,6 +245,9 @@ def test_sigterm_leaves_no_process_behind(pyhcs_backend: str, tmp_path: Path) ->
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"running\n"
+        started = time.monotonic() + 20  # the two commands are Python interpreters: let them start
+        while len(_processes_with(marker)) < 2 and time.monotonic() < started:
+            time.sleep(0.05)
         assert len(_processes_with(marker)) == 2
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
