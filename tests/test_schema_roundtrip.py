@@ -6,7 +6,7 @@ import json
 import warnings
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pyhcs.schema import (
@@ -60,5 +60,8 @@ def test_versioned_documents_fit_their_version(
 ) -> None:
     version = data.draw(st.sampled_from(SCHEMA_VERSIONS))
     doc = data.draw(from_model(model, version=version))
+    # a nested SchemaVersion drawn as 1.x marks a legacy 1.0 document, which check_version
+    # rightly reports against 2.x (the strategies should not draw it: a known gap)
+    assume('"SchemaVersion":{"Major":1' not in doc.to_json().replace(" ", ""))
     assert check_version(doc, version, include_unknown=True) == []
     assert model.model_validate_json(doc.to_json()) == doc
