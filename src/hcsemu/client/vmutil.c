@@ -23,8 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "transport.h"
+#include "wstr.h"
 
 #define ACL_XATTR "user.hcs.acl"
 #define ACL_SIDECAR ".hcs-acl"

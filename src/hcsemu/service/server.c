@@ -21,8 +21,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "protocol.h"
+#include "svc.h"
 
 typedef struct held {
     uint64_t serial;
@@ -234,7 +235,7 @@ static void on_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data
 static void on_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
     send_event(s, pid, type, data);
 }
-static const emu_event_sink event_sink = {on_system_event, on_process_event};
+static const svc_event_sink event_sink = {on_system_event, on_process_event};
 
 /* ------------------------------------------------------------------ requests */
 
@@ -629,7 +630,7 @@ static void *conn_main(void *arg) {
 
 void server_init(const server_config *config) {
     cfg = *config;
-    emu_event_hook = &event_sink;
+    svc_events = &event_sink;
 }
 
 bool server_serve(int fd) {

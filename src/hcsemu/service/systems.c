@@ -27,10 +27,24 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
+#include "proc.h"
 #include "storage.h"
+#include "svc.h"
 
 extern char **environ;
+
+const svc_event_sink *svc_events;
+
+void svc_emit_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
+    const svc_event_sink *sink = svc_events;
+    if (sink) sink->system_event(s, type, data);
+}
+
+void svc_emit_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
+    const svc_event_sink *sink = svc_events;
+    if (sink) sink->process_event(s, pid, type, data);
+}
 
 __thread char *const *svc_caller_environ;
 __thread const char *svc_caller_cwd;
@@ -866,7 +880,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     if (s->handles == 0) unregister_locked(s);
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    emu_sink_system_event(s, HcsEventSystemExited, exit_doc);
+    svc_emit_system_event(s, HcsEventSystemExited, exit_doc);
     free(exit_doc);
     if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done)
         return fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
@@ -920,8 +934,8 @@ HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
     json_set(rep, "CrashStackUnavailable", json_new_bool(true));
     char *text = json_dump(rep);
     json_free(rep);
-    emu_sink_system_event(s, HcsEventSystemCrashInitiated, text);
-    emu_sink_system_event(s, HcsEventSystemCrashReport, text);
+    svc_emit_system_event(s, HcsEventSystemCrashInitiated, text);
+    svc_emit_system_event(s, HcsEventSystemCrashReport, text);
     free(text);
     return do_stop(s, STOP_CRASH, doc);
 }
@@ -1023,7 +1037,6 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
 
 /* The .vmrs format of the emulator: VMRS_MAGIC, then one JSON object. */
 
-json *emu_host_processor_requirements(void);
 
 HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
     const char *type = NULL, *path = NULL;
@@ -1616,7 +1629,7 @@ static void on_process_exit(void *ctx, int pid, int status, const proc_stat *las
     }
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (doc) emu_sink_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
+    if (doc) svc_emit_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
     free(doc);
     pthread_mutex_lock(&svc_mu);
     p = find_proc_locked(s, (uint32_t)pid);
