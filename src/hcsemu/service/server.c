@@ -279,6 +279,55 @@ static json *status_json(void) {
     return o;
 }
 
+/* A wait for a system's or a process's exit (pid 0: the system's), registered so that the
+ * client's death or a cancel ends it (abandon_waits). */
+static HRESULT serve_wait(sconn *c, frame *f, svc_system *s, uint32_t pid, uint32_t timeout, char **doc) {
+    inflight w = {.id = f->id};
+    atomic_init(&w.abandon, false);
+    pthread_mutex_lock(&c->mu);
+    w.next = c->waits;
+    c->waits = &w;
+    if (c->dead) atomic_store(&w.abandon, true);
+    pthread_mutex_unlock(&c->mu);
+    HRESULT hr = f->call == CALL_WAIT_EXIT ? svc_wait_exit_or_abandon(s, timeout, &w.abandon, doc)
+                                           : svc_process_wait_or_abandon(s, pid, timeout, &w.abandon, doc);
+    pthread_mutex_lock(&c->mu);
+    for (inflight **pp = &c->waits; *pp; pp = &(*pp)->next) {
+        if (*pp == &w) {
+            *pp = w.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return hr;
+}
+
+/* A process created with the client's environment and working directory (the request's
+ * Environment and Cwd). */
+static HRESULT serve_create_process(frame *f, json *meta, svc_system *s, uint32_t *pid, svc_stdio *io, char **doc) {
+    const char *params = frame_doc(f);
+    if (!params) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "CreateProcess needs process parameters");
+        return HCS_E_INVALID_JSON;
+    }
+    const json *envs = json_get(meta, "Environment");
+    char **env = NULL;
+    if (json_typeof(envs) == JSON_ARRAY && (env = calloc(json_len(envs) + 1, sizeof *env))) {
+        size_t k = 0;
+        for (size_t i = 0; i < json_len(envs); i++) {
+            const char *e = json_str(json_at(envs, i));
+            if (e && strchr(e, '=')) env[k++] = (char *)e;
+        }
+    }
+    svc_caller_environ = env;
+    svc_caller_cwd = json_str(json_get(meta, "Cwd"));
+    HRESULT hr = svc_create_process(s, params, pid, io, doc);
+    svc_caller_environ = NULL;
+    svc_caller_cwd = NULL;
+    free(env);
+    return hr;
+}
+
 static void handle_request(sconn *c, frame *f, json *meta) {
     char *doc = NULL;
     HRESULT hr = S_OK;
@@ -356,26 +405,7 @@ static void handle_request(sconn *c, frame *f, json *meta) {
         case CALL_PROPERTIES: hr = svc_properties(s, opts, &doc); break;
         case CALL_MODIFY: hr = svc_modify(s, opts, &doc); break;
         case CALL_WAIT_EXIT:
-        case CALL_PROCESS_WAIT: {
-            inflight w = {.id = f->id};
-            atomic_init(&w.abandon, false);
-            pthread_mutex_lock(&c->mu);
-            w.next = c->waits;
-            c->waits = &w;
-            if (c->dead) atomic_store(&w.abandon, true);
-            pthread_mutex_unlock(&c->mu);
-            if (call == CALL_WAIT_EXIT) hr = svc_wait_exit_or_abandon(s, (uint32_t)timeout, &w.abandon, &doc);
-            else hr = svc_process_wait_or_abandon(s, pid, (uint32_t)timeout, &w.abandon, &doc);
-            pthread_mutex_lock(&c->mu);
-            for (inflight **pp = &c->waits; *pp; pp = &(*pp)->next) {
-                if (*pp == &w) {
-                    *pp = w.next;
-                    break;
-                }
-            }
-            pthread_mutex_unlock(&c->mu);
-            break;
-        }
+        case CALL_PROCESS_WAIT: hr = serve_wait(c, f, s, pid, (uint32_t)timeout, &doc); break;
         case CALL_PROCESS_OPEN: hr = svc_process_open(s, pid); break;
         case CALL_PROCESS_SIGNAL: hr = svc_process_signal(s, pid, opts, &doc); break;
         case CALL_PROCESS_TERMINATE: hr = svc_process_terminate(s, pid, &doc); break;
@@ -386,28 +416,8 @@ static void handle_request(sconn *c, frame *f, json *meta) {
             if (!FAILED(hr)) stdio_meta(out, &io, fds, &nfds);
             break;
         case CALL_CREATE_PROCESS: {
-            const char *params = frame_doc(f);
-            const json *envs = json_get(meta, "Environment");
-            char **env = NULL;
-            if (json_typeof(envs) == JSON_ARRAY && (env = calloc(json_len(envs) + 1, sizeof *env))) {
-                size_t k = 0;
-                for (size_t i = 0; i < json_len(envs); i++) {
-                    const char *e = json_str(json_at(envs, i));
-                    if (e && strchr(e, '=')) env[k++] = (char *)e;
-                }
-            }
-            svc_caller_environ = env;
-            svc_caller_cwd = json_str(json_get(meta, "Cwd"));
             uint32_t newpid = 0;
-            if (!params) {
-                hr = HCS_E_INVALID_JSON;
-                doc = emu_error_doc(hr, "CreateProcess needs process parameters");
-            } else {
-                hr = svc_create_process(s, params, &newpid, &io, &doc);
-            }
-            svc_caller_environ = NULL;
-            svc_caller_cwd = NULL;
-            free(env);
+            hr = serve_create_process(f, meta, s, &newpid, &io, &doc);
             if (!FAILED(hr)) {
                 count_process_handle(c, serial, newpid, +1); /* the creating handle */
                 json_set(out, "Pid", json_new_uint(newpid));
