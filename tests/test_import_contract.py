@@ -44,7 +44,6 @@ LAYERS: dict[str, str] = {
     "pyhcs._virtdisk": "native",
     "pyhcs.raw": "native",
     "pyhcs.trace": "native",
-    "pyhcs._native": "native",
     "pyhcs.schema": "schema",
     "pyhcs.emulator": "emulator",
     "pyhcs._emucontrol": "emulator",
@@ -69,7 +68,6 @@ ALLOWED: dict[str, set[str]] = {
 #: Single edges allowed against the layer rules, with the reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("pyhcs._library", "pyhcs._emuformats"): "hands the emulator's stdlib-only format readers to the Pythonic layer",
-    ("pyhcs._native._library", "pyhcs.emulator._formats"): "the same after the relayout",
 }
 
 #: Imports that close a cycle and are not removed yet (importer, imported), with why and
