@@ -27,7 +27,7 @@ from . import errors
 from ._emucontrol import EmulatorControl
 from ._library import emulator_path
 
-_control = EmulatorControl()  # through pyhcs._backend, looked up at each call
+_controls = EmulatorControl()  # through pyhcs._backend, looked up at each call
 
 
 def library_path() -> str:
@@ -37,49 +37,49 @@ def library_path() -> str:
 
 def active() -> bool:
     """Whether pyhcs is talking to an emulator (rather than Windows' computecore.dll)."""
-    return _control.active
+    return _controls.active
 
 
 def settings() -> dict[str, Any]:
     """The current quirk switches and tunables (see docs/emulator.md)."""
-    return _control.settings()
+    return _controls.settings()
 
 
 def configure(**switches: Any) -> None:
     """Changes quirk switches, e.g. ``configure(CancelOperation="Implemented")``. All or nothing."""
-    _control.configure(**switches)
+    _controls.configure(**switches)
 
 
 def add_faults(*faults: dict[str, Any], reset: bool = False) -> None:
     """Adds fault rules (see docs/emulator.md), e.g.
     ``add_faults({"Function": "HcsStartComputeSystem", "Where": "Result", "HResult": "0x80370109"})``."""
-    _control.add_faults(*faults, reset=reset)
+    _controls.add_faults(*faults, reset=reset)
 
 
 def faults() -> list[dict[str, Any]]:
     """The configured faults with how often each was seen and fired."""
-    return _control.faults()
+    return _controls.faults()
 
 
 def call_counts() -> dict[str, int]:
     """How often each native function has been called in this process."""
-    return _control.call_counts()
+    return _controls.call_counts()
 
 
 def statistics() -> dict[str, Any]:
     """Live objects inside the emulator: handles, systems, processes, documents, threads."""
-    return _control.statistics()
+    return _controls.statistics()
 
 
 def action(name: str, **args: Any) -> None:
     """Emulator actions: ``ServiceDisconnect``, ``Reconnect``, ``Reset``,
     ``UnexpectedExit`` (SystemId=…), ``ProcessExit`` (SystemId=…, ProcessId=…)."""
-    _control.action(name, **args)
+    _controls.action(name, **args)
 
 
 def reset() -> None:
     """Back to the documented defaults: no faults, default switches, service connected."""
-    _control.reset()
+    _controls.reset()
 
 
 # ----------------------------------------------------------------------------- the service process

@@ -130,4 +130,5 @@ def access_entries(path: PathLike) -> list[dict[str, Any]]:
     formats = host_formats(B.library_path())
     if formats is None:
         raise NotImplementedError("read the ACL with icacls on Windows")
-    return formats.access_entries(_absolute_path(path))
+    entries: list[dict[str, Any]] = formats.access_entries(_absolute_path(path))
+    return entries
