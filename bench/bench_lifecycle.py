@@ -93,7 +93,7 @@ def _measure(iterations: int, repeat: int, concurrent: int) -> dict[str, Any]:
         R.hcs_wait_for_operation_result(op, 60_000)
         R.hcs_close_operation(op)
         op = R.hcs_create_operation()
-        p = R.hcs_create_process(h, '{"CommandArgs":["true"],"CreateStdOutPipe":true}', op)
+        p = R.hcs_create_process(h, '{"CommandLine":"true","CreateStdOutPipe":true}', op)
         info, _ = R.hcs_wait_for_operation_result_and_process_info(op, 60_000)
         R.hcs_close_operation(op)
         assert info.std_output is not None
