@@ -132,3 +132,29 @@ def test_a_wrapped_public_function_turns_the_fused_path_off(monkeypatch: pytest.
         assert operation._fusable("HcsGetComputeSystemProperties") == -1
         assert system.properties()["State"] == "Running"
         assert calls == ["props"]
+
+
+def test_aio_queries_answered_at_once_and_later() -> None:
+    import asyncio
+
+    from pyhcs import aio
+
+    async def scenario() -> None:
+        config = json.loads(container_config())
+        async with await aio.ComputeSystem.create(new_id(), config) as system:
+            await system.start()
+            before = _live_operations()
+            quick = await asyncio.gather(*(system.properties() for _ in range(50)))
+            assert {p["State"] for p in quick} == {"Running"}
+            emulator.add_faults({"Function": "HcsGetComputeSystemProperties", "DelayMs": 200})
+            slow = await system.properties()  # pending after the initiating call: awaited via the callback
+            assert slow["State"] == "Running"
+            emulator.add_faults({"Function": "HcsGetComputeSystemProperties", "DelayMs": 2000}, reset=True)
+            with pytest.raises(OperationTimeoutError):
+                await system.properties(timeout=0.2)
+            emulator.reset()
+            assert (await system.properties())["State"] == "Running"
+            await system.terminate()
+            assert _live_operations() <= before + 1  # the timed-out one closes itself once HCS completes it
+
+    asyncio.run(scenario())

@@ -629,6 +629,59 @@ def run(
     return complete(op, deadline)
 
 
+#: Queries: answered from what the service knows, so an emulator completes them during the
+#: initiating call when no callback is set. Everything else is started with a callback.
+_QUERIES = frozenset({"HcsGetComputeSystemProperties", "HcsGetProcessProperties"})
+
+
+def begin(
+    subject: Handle,
+    call: str,
+    fn: Callable[..., Any],
+    document: str | None,
+    *,
+    system_id: str | None = None,
+    process_id: int | None = None,
+    default_timeout: Timeout = DEFAULT,
+) -> tuple[Operation | None, str | None]:
+    """Starts a call whose completion is awaited (pyhcs.aio): ``(None, document)`` when it
+    already succeeded, else ``(operation, None)`` with a completion callback set, for the
+    caller to await (and close).
+
+    A query goes through the fused round trip without waiting: when the library completed it
+    during the initiating call (the emulator does that for calls without a callback), the
+    result costs no callback, no dispatcher hop and no future. Any other outcome sets the
+    callback on the open operation (which then checks once more whether it completed).
+    """
+    index = _fusable(call) if call in _QUERIES else -1
+    if index < 0:
+        op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject, callback=True,
+                       default_timeout=default_timeout)  # fmt: skip
+        try:
+            initiate(subject, op, call, fn, document)
+        except BaseException:
+            op.close()
+            raise
+        return op, None
+    handle = subject._acquire(call)
+    try:
+        op_handle, doc = _log.timed(call, subject._detail, B._module._run_call, index, handle, document, 0)
+    except HcsError as err:
+        raise subject._annotate(err, call) from None
+    finally:
+        subject._release()
+    if not op_handle:
+        return None, doc
+    op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject,
+                   default_timeout=default_timeout, _adopt=op_handle)  # fmt: skip
+    try:
+        op._ensure_callback()
+    except BaseException:
+        op.close()
+        raise
+    return op, None
+
+
 def complete(op: Operation, timeout: Timeout | Deadline) -> str | None:
     """Waits for an internal operation and closes it; returns its result document.
 

@@ -51,7 +51,7 @@ from .errors import (
     make_error,
 )
 from .events import END_CLOSED, END_DISCONNECTED, Event, EventHub, EventStream, SystemExitStatus, dispatch_event
-from .operation import Operation, complete, initiate, run
+from .operation import Operation, begin, complete, initiate, run
 from .process import CompletedProcess, Process, process_parameters
 
 if TYPE_CHECKING:
@@ -366,6 +366,16 @@ class ComputeSystem(Handle):
             op.close()
             raise
         return op
+
+    def _begin(self, action: str, document: Document | None) -> tuple[Operation | None, str | None]:
+        """Starts ``action`` for pyhcs.aio: see :func:`pyhcs.operation.begin`."""
+        self._ensure_created(DEFAULT)
+        try:
+            call, fn = _ACTIONS[action]
+        except KeyError:
+            raise ValueError(f"unknown action {action!r}; one of {', '.join(_ACTIONS)}") from None
+        text = to_json(document, f"{action} document")
+        return begin(self, call, fn, text, system_id=self.id, default_timeout=self.default_timeout)
 
     def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
