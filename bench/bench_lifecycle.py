@@ -29,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -115,6 +116,23 @@ def _measure(iterations: int, repeat: int, concurrent: int) -> dict[str, Any]:
     results["lifecycle_ratio"] = results["lifecycle_s"] / results["floor_s"]
     results["raw_ratio"] = results["raw_lifecycle_s"] / results["floor_s"]
     results["layer_overhead_ratio"] = results["lifecycle_s"] / results["raw_lifecycle_s"]
+
+    # The same lifecycle on a thread other than the main one, where the synchronous calls that
+    # pyhcs._blocking hands to a helper on the main thread (so that Ctrl-C interrupts them) are
+    # made directly: the difference is the price of that guarantee (bench/README.md).
+    off_main: list[float] = []
+
+    def off_main_thread() -> None:
+        lifecycle(-1000)
+        for i in range(iterations * repeat):
+            start = time.perf_counter()
+            lifecycle(100_000 + i)
+            off_main.append(time.perf_counter() - start)
+
+    thread = threading.Thread(target=off_main_thread)
+    thread.start()
+    thread.join()
+    results["lifecycle_off_main_s"] = statistics.median(off_main)
 
     async def many(system: aio.ComputeSystem) -> float:
         start = time.perf_counter()

@@ -312,7 +312,7 @@ def pythonic(scale: float, system_handle: int | None = None) -> dict[str, float]
         figures = {"properties_s": _best_time(properties), "loads_s": _best_time(parse)}
         system.terminate()
     life = bench_lifecycle._measure(max(10, int(100 * scale)), 3, max(1000, int(10_000 * scale)))
-    for key in ("floor_s", "lifecycle_s", "raw_lifecycle_s", "concurrent_s", "sequential_s"):
+    for key in ("floor_s", "lifecycle_s", "raw_lifecycle_s", "lifecycle_off_main_s", "concurrent_s", "sequential_s"):
         figures[f"lifecycle.{key}"] = life[key]
     return figures
 
@@ -387,6 +387,9 @@ def _pythonic_ratios(r: dict[str, float], prefix: str, name: str, f: dict[str, f
         r[f"properties{suffix}.{name}_over_c_plus_loads"] = f["properties_s"] / (c_roundtrip_s + f["loads_s"])
     if "lifecycle.lifecycle_s" in f:
         r[f"lifecycle{suffix}.{name}_over_raw"] = f["lifecycle.lifecycle_s"] / f["lifecycle.raw_lifecycle_s"]
+        r[f"lifecycle{suffix}.{name}_off_main_over_raw"] = (
+            f["lifecycle.lifecycle_off_main_s"] / f["lifecycle.raw_lifecycle_s"]
+        )
         r[f"lifecycle{suffix}.{name}_over_subprocess"] = f["lifecycle.lifecycle_s"] / f["lifecycle.floor_s"]
         r[f"lifecycle{suffix}.raw_{name}_over_subprocess"] = f["lifecycle.raw_lifecycle_s"] / f["lifecycle.floor_s"]
         r[f"aio{suffix}.{name}_concurrent_over_sequential"] = f["lifecycle.concurrent_s"] / f["lifecycle.sequential_s"]
@@ -528,6 +531,7 @@ def table(result: dict[str, Any]) -> str:
         ("(5) ComputeSystem.properties()", "properties_s", _fmt_time),
         ("(5) json.loads of its document", "loads_s", _fmt_time),
         ("(6) lifecycle, ComputeSystem", "lifecycle.lifecycle_s", _fmt_time),
+        ("(6) the same, off the main thread", "lifecycle.lifecycle_off_main_s", _fmt_time),
         ("(6) lifecycle, pyhcs.raw", "lifecycle.raw_lifecycle_s", _fmt_time),
         ("(6) lifecycle, subprocess.run", "lifecycle.floor_s", _fmt_time),
         ("(7) 10,000 awaited operations", "lifecycle.concurrent_s", _fmt_time),

@@ -772,7 +772,8 @@ class ComputeSystem:
 
     async def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
         deadline = self._deadline(timeout)
-        await self.wait_created(deadline.remaining())
+        if self.sync._creation is not None:  # no coroutine to await in the common case
+            await self.wait_created(deadline.remaining())
         op, doc = self.sync._begin(action, document)
         if op is None:
             return doc  # completed already (a query the library answered at once)
