@@ -480,7 +480,9 @@ def machine() -> dict[str, Any]:
 
 
 def _fmt_time(s: float) -> str:
-    return f"{s * 1e9:,.0f} ns" if s < 1e-6 else f"{s * 1e6:,.2f} us"
+    if s < 1e-6:
+        return f"{s * 1e9:,.0f} ns"
+    return f"{s * 1e6:,.2f} us" if s < 1e-3 else f"{s * 1e3:,.3f} ms"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -549,11 +551,16 @@ def table(result: dict[str, Any]) -> str:
                            ("(6p) lifecycle, pyhcs.raw, private", "lifecycle.raw_lifecycle_s"),
                            ("(6p) lifecycle, subprocess.run", "lifecycle.floor_s")):  # fmt: skip
             rows.append((label, "", *[_fmt_time(private[n][key]) if n in private else "" for n in names]))
+    scale_backend = names[0] if names else ""
     for mode, f in result.get("scale", {}).items():
         for n in (10, 100, 1000):
             if f"lifecycle_s.{n}" in f:
-                rows.append((f"(8) {mode}, N={n}: lifecycle / properties",
-                             "", _fmt_time(f[f"lifecycle_s.{n}"]), _fmt_time(f[f"properties_s.{n}"])))  # fmt: skip
+                for what, key in (("lifecycle", "lifecycle_s"), ("properties()", "properties_s")):
+                    cells = [_fmt_time(f[f"{key}.{n}"]) if b == scale_backend else "" for b in names]
+                    rows.append((f"(8) {mode}, N={n}: {what}", "", *cells))
+        if "memory_per_system_kib" in f:
+            cells = [f"{f['memory_per_system_kib']:.1f} KiB" if b == scale_backend else "" for b in names]
+            rows.append((f"(9) {mode}: memory per idle system", "", *cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
