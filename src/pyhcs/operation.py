@@ -218,18 +218,13 @@ class Operation(Handle):
             if self._process_info:
                 if wait_ms is None:
                     pi, doc = _log.timed(
-                        "HcsGetOperationResultAndProcessInfo",
-                        self.call,
-                        B.hcs_get_operation_result_and_process_info,
-                        handle,
+                        "HcsGetOperationResultAndProcessInfo", self.call,
+                        B.hcs_get_operation_result_and_process_info, handle,
                     )
                 else:
                     pi, doc = _log.timed(
-                        "HcsWaitForOperationResultAndProcessInfo",
-                        self.call,
-                        B.hcs_wait_for_operation_result_and_process_info,
-                        handle,
-                        wait_ms,
+                        "HcsWaitForOperationResultAndProcessInfo", self.call,
+                        B.hcs_wait_for_operation_result_and_process_info, handle, wait_ms,
                     )
             elif wait_ms is None:
                 doc = _log.timed("HcsGetOperationResult", self.call, B.hcs_get_operation_result, handle)
@@ -489,7 +484,8 @@ class Operation(Handle):
         except HcsError as err:
             if err.hresult == 0x80004001:
                 err.strerror = (
-                    "HcsCancelOperation is not implemented by this host (as documented); the operation keeps running"
+                    "HcsCancelOperation is not implemented by this host (as documented); "
+                    "the operation keeps running"
                 )
             raise
         return True
