@@ -329,7 +329,9 @@ def scale_worker(scale: float) -> dict[str, float]:
     sys.path.insert(0, str(HERE))
     import bench_scale
 
-    result = bench_scale.measure(lifecycles=max(10, int(60 * scale)), queries=max(500, int(2000 * scale)))
+    # A quick look (--scale below 0.5, as CI runs it) keeps 100 systems at most.
+    sizes = bench_scale.SIZES if scale >= 0.5 else (10, 30, 100)
+    result = bench_scale.measure(sizes, lifecycles=max(10, int(60 * scale)), queries=max(500, int(2000 * scale)))
     return {k: v for k, v in result.items() if isinstance(v, float)}
 
 
