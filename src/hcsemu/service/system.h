@@ -47,6 +47,8 @@ struct svc_system {
     uint64_t serial;
     char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
     struct svc_system *next;
+    struct svc_system *prev;    /* the registered list is doubly linked: an unregister is O(1) */
+    struct svc_system *id_next; /* the chain of its bucket in the index by id (systems.c) */
 };
 
 /* One lock guards every system and process record; one condition variable announces every

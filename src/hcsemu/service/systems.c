@@ -103,17 +103,43 @@ static void make_guid(char out[37]) {
              b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
+/* The registered systems by id (a chained hash table under svc_mu), so that create and open
+ * cost the same with a thousand systems as with ten. */
+#define ID_BUCKETS 1024
+static svc_system *by_id[ID_BUCKETS];
+
+static size_t id_bucket(const char *id) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h % ID_BUCKETS);
+}
+
 svc_system *find_locked(const char *id) {
-    for (svc_system *s = systems; s; s = s->next)
+    for (svc_system *s = by_id[id_bucket(id)]; s; s = s->id_next)
         if (s->registered && strcmp(s->id, id) == 0) return s;
     return NULL;
 }
 
+static void register_locked(svc_system *s) {
+    s->registered = true;
+    s->prev = NULL;
+    s->next = systems;
+    if (systems) systems->prev = s;
+    systems = s;
+    svc_system **bucket = &by_id[id_bucket(s->id)];
+    s->id_next = *bucket;
+    *bucket = s;
+}
+
 static void unregister_locked(svc_system *s) {
     if (!s->registered) return;
-    for (svc_system **pp = &systems; *pp; pp = &(*pp)->next) {
+    if (s->prev) s->prev->next = s->next;
+    else systems = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    for (svc_system **pp = &by_id[id_bucket(s->id)]; *pp; pp = &(*pp)->id_next) {
         if (*pp == s) {
-            *pp = s->next;
+            *pp = s->id_next;
             break;
         }
     }
@@ -618,9 +644,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     }
     static uint64_t next_serial;
     s->serial = ++next_serial;
-    s->registered = true;
-    s->next = systems;
-    systems = s;
+    register_locked(s);
     n_systems++;
     pthread_mutex_unlock(&svc_mu);
     *out = s;
