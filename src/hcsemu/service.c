@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "emu.h"
 #include "storage.h"
 
@@ -70,6 +71,9 @@ struct svc_system {
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;
     char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
+    cg_sys *cg;      /* the system's cgroup while it runs (cgroup.h) */
+    json *cg_report; /* after it stopped: what was in effect */
+    cg_stat cg_final; /* after it stopped: its last figures */
     struct svc_system *next;
 };
 
@@ -170,6 +174,9 @@ void svc_unref(svc_system *s) {
     free(s->exit_doc);
     free(s->workdir);
     json_free(s->config);
+    if (s->cg) cg_kill(s->cg, 1000);
+    cg_destroy(s->cg);
+    json_free(s->cg_report);
     free(s);
 }
 
@@ -817,6 +824,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
+        cg_kill(s->cg, g_settings.terminate_timeout_ms); /* everything in it, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
@@ -857,6 +865,17 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         detail = "Terminate";
     }
     char *exit_doc = exit_status_doc(status, exit_type, detail, initiator, kind == STOP_CRASH);
+    pthread_mutex_lock(&svc_mu);
+    cg_sys *cg = s->cg;
+    s->cg = NULL;
+    if (cg) {
+        cg_read_stats(cg, &s->cg_final);
+        json_free(s->cg_report);
+        s->cg_report = cg_isolation_json(cg);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    if (cg && pg <= 0) cg_kill(cg, g_settings.terminate_timeout_ms);
+    cg_destroy(cg);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
@@ -953,12 +972,20 @@ static HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) 
 
 HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     (void)opts;
+    cg_limits lim;
     pthread_mutex_lock(&svc_mu);
-    if (s->state != ST_CREATED || s->stopping) {
+    cg_limits_from_config(s->config, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+    pthread_mutex_unlock(&svc_mu);
+    cg_sys *cg = s->state == ST_CREATED ? cg_create(s->runtime_id, g_settings.cgroups, &lim) : NULL;
+    cg_warn_once(cg);
+    pthread_mutex_lock(&svc_mu);
+    if (s->state != ST_CREATED || s->stopping || s->cg) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
+        cg_destroy(cg);
         return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
+    s->cg = cg;
     /* Nothing to boot: the system's process group comes into being with its first process. */
     s->state = ST_RUNNING;
     s->start_ms_epoch = now_ms_epoch();
@@ -994,13 +1021,14 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "pause");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGSTOP);
+    bool frozen = cg_freeze(s->cg, true, 2000); /* atomic, and no signal the processes could see */
+    if (pg > 0 && !frozen) killpg(pg, SIGSTOP);
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
     /* Pause completes once the stop has reached every process, as a VM pause completes once
      * the virtual processors are halted. */
-    if (pg > 0) proc_group_wait_stopped(pg, 2000);
+    if (pg > 0 && !frozen) proc_group_wait_stopped(pg, 2000);
     return S_OK;
 }
 
@@ -1013,11 +1041,12 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "resume");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGCONT);
+    bool thawed = cg_freeze(s->cg, false, 2000);
+    if (pg > 0 && !thawed) killpg(pg, SIGCONT);
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (pg > 0) proc_group_wait_state(pg, false, 2000);
+    if (pg > 0 && !thawed) proc_group_wait_state(pg, false, 2000);
     return S_OK;
 }
 
@@ -1145,6 +1174,18 @@ static json *statistics_locked(svc_system *s) {
         }
         free(ps);
     }
+    /* The cgroup counts every process that ran in the system (setsid'ed ones included). */
+    cg_stat cs = s->cg_final;
+    if (s->cg) cg_read_stats(s->cg, &cs);
+    if (cs.have_cpu) {
+        user = cs.user_100ns;
+        kern = cs.kernel_100ns;
+    }
+    if (cs.have_memory) {
+        vsz = cs.mem_usage;
+        rss = cs.mem_anon;
+        shared = 0;
+    }
     json *proc = json_new_object();
     json_set(proc, "TotalRuntime100ns", json_new_uint(user + kern));
     json_set(proc, "RuntimeUser100ns", json_new_uint(user));
@@ -1152,7 +1193,7 @@ static json *statistics_locked(svc_system *s) {
     json_set(st, "Processor", proc);
     json *mem = json_new_object();
     json_set(mem, "MemoryUsageCommitBytes", json_new_uint(vsz));
-    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(vsz));
+    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(cs.have_memory ? cs.mem_peak : vsz));
     json_set(mem, "MemoryUsagePrivateWorkingSetBytes", json_new_uint(rss > shared ? rss - shared : 0));
     json_set(st, "Memory", mem);
     json *sto = json_new_object();
@@ -1244,10 +1285,18 @@ static json *guest_memory_locked(svc_system *s) {
 }
 
 
+/* The emulator-only Isolation property: what of the isolation is in effect for the system. */
+static json *isolation_locked(svc_system *s) {
+    json *iso = json_new_object();
+    json_set(iso, "Cgroup", s->cg ? cg_isolation_json(s->cg)
+                            : s->cg_report ? json_clone(s->cg_report) : cg_host_json(g_settings.cgroups));
+    return iso;
+}
+
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
     "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
-    "EmulatorConfiguration", NULL};
+    "EmulatorConfiguration", "Isolation", NULL};
 
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
@@ -1261,6 +1310,7 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
+    else if (strcmp(name, "Isolation") == 0) json_set(p, "Isolation", isolation_locked(s));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
             json *g = json_new_object();
@@ -1448,6 +1498,12 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
         hr = fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    if (!FAILED(hr) && s->cg) { /* memory and processor changes apply live */
+        cg_limits lim;
+        char cerr[256];
+        cg_limits_from_config(work, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+        if (!cg_set_limits(s->cg, &lim, cerr, sizeof cerr)) hr = fail(doc, E_FAIL, "%s: %s", path ? path : "modify", cerr);
+    }
     if (!FAILED(hr)) {
         json_free(s->config);
         s->config = work;
@@ -1589,10 +1645,13 @@ typedef struct exit_ctx {
     uint32_t pid;
 } exit_ctx;
 
+static bool guest_is_windows(svc_system *s);
+
 static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
     exit_ctx *x = ctx;
     svc_system *s = x->s;
     free(x);
+    bool windows = guest_is_windows(s);
     pthread_mutex_lock(&svc_mu);
     sproc *p = find_proc_locked(s, (uint32_t)pid);
     char *doc = NULL;
@@ -1600,6 +1659,10 @@ static void on_process_exit(void *ctx, int pid, int status, const proc_stat *las
         p->exited = true;
         /* Windows has no signals; a signalled Linux child reports 128+signal, as shells do. */
         p->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        /* Killed by the memory limit: a Windows guest reports OutOfMemoryExitCode (a Linux
+         * guest's 128+SIGKILL is what its own OOM kill gives). */
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !s->stopping && cg_take_oom_kill(s->cg) && windows)
+            p->exit_code = (int)g_settings.oom_exit_code;
         if (p->in_w >= 0) {
             close(p->in_w);
             p->in_w = -1;
@@ -1861,8 +1924,11 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     bool leader = s->pgid <= 0;
     posix_spawnattr_setpgroup(&attr, leader ? 0 : s->pgid);
     proc_known_lock();
+    cg_spawn_enter(s->cg); /* the child is born in the system's cgroup (cgroup.h) */
     int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    cg_spawn_leave(s->cg);
     if (rc == 0) proc_known_add_locked(pid);
+    if (rc == 0) cg_adopt(s->cg, pid);
     proc_known_unlock();
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "client.h"
 #include "emu.h"
 
@@ -45,6 +46,8 @@ static void defaults(emu_settings *s) {
     /* container_cmdline/container_cmdargs stay 0 (Windows/Refuse): a Container is a Windows
        guest, as in HCS */
     s->deliver_early_events = true;
+    s->cgroup_pids_max = 16384;
+    s->oom_exit_code = (HRESULT)0xC0000017u; /* STATUS_NO_MEMORY */
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */
@@ -59,6 +62,7 @@ typedef struct setting {
 #define C(name, field, list) {name, K_CHOICE, offsetof(emu_settings, field), list}
 static const char *const cmdline_modes[] = {"Windows", "Shell", NULL};
 static const char *const cmdargs_modes[] = {"Refuse", "Accept", NULL};
+static const char *const cgroup_modes[] = {"Auto", "Off", "V1", "V2", NULL}; /* CGM_* in cgroup.h */
 static const setting table[] = {
     S("CancelOperation", K_CANCEL, cancel),
     S("LegacyErrorForms", K_BOOL, legacy_error_forms),
@@ -77,6 +81,9 @@ static const setting table[] = {
     S("DeliverEarlyEvents", K_BOOL, deliver_early_events),
     C("ContainerCommandLine", container_cmdline, cmdline_modes),
     C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
+    C("Cgroups", cgroups, cgroup_modes),
+    S("CgroupPidsMax", K_U32, cgroup_pids_max),
+    S("OutOfMemoryExitCode", K_HR, oom_exit_code),
 };
 #undef S
 #define N_SETTINGS (sizeof table / sizeof table[0])
@@ -718,6 +725,10 @@ HRESULT svc_service_properties(const json *query, char **doc) {
             json_append(props, emu_call_counts_to_json());
         } else if (strcmp(t, "EmulatorStatistics") == 0) {
             json_append(props, emulator_statistics());
+        } else if (strcmp(t, "EmulatorIsolation") == 0) {
+            json *o = json_new_object(); /* what a system started now would get */
+            json_set(o, "Cgroup", cg_host_json(g_settings.cgroups));
+            json_append(props, o);
         } else if (strcmp(t, "EmulatorWerReports") == 0) {
             json_append(props, wer_reports ? json_clone(wer_reports) : json_new_array());
         } else {
