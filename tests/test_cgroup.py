@@ -482,3 +482,24 @@ def run_as_nobody(interpreter: str, src: Path, site: list[str], tmp_path: Path) 
     assert all("not writable" in why or "not found" in why or "not mounted" in why for why in cg["Fallbacks"].values())
     warnings = [line for line in run.stderr.decode().splitlines() if "hcsemu: warning: no cgroup" in line]
     assert len(warnings) == 1, run.stderr.decode()
+
+
+# ----------------------------------------------------------------------------- pyhcs info
+
+
+@pytest.mark.parametrize("switch", ["Auto", "Off"])
+def test_pyhcs_info_says_what_is_in_effect(switch: str) -> None:
+    env = dict(os.environ, HCSEMU_SERVICE="private", HCSEMU_SETTINGS=json.dumps({"Cgroups": switch}),
+               PYTHONPATH=str(Path(pyhcs.__file__).resolve().parents[1]))
+    run = subprocess.run([sys.executable, "-m", "pyhcs", "info", "--json"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    cg = json.loads(run.stdout)["Isolation"]["Cgroup"]
+    text = subprocess.run([sys.executable, "-m", "pyhcs", "info"], env=env, capture_output=True, text=True,
+                          timeout=60).stdout
+    line = next(x for x in text.splitlines() if x.startswith("cgroups:"))
+    assert f"v{cg['Version']} " in line
+    if switch == "Off":
+        assert cg["Version"] == 0 and "falling back: cpu, cpuacct, freezer, io, memory, pids" in line
+    else:
+        assert all(c in line for c in cg["Controllers"])
