@@ -66,6 +66,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "events.ctypes_over_cython": (">=", 3.0),
     "two_threads.cython_scaling": (">=", 1.5),
     "stdout.cython_over_subprocess": (">=", 0.8),
+    "isolation.lifecycle_over_unshare": ("<=", 1.5),  # bench_isolation.py
 }
 
 
@@ -452,6 +453,10 @@ def main() -> None:
             backends[name] = figures
     sub = run_subprocess_stdout()
     r = ratios(c, backends, sub)
+    from bench_isolation import measure as measure_isolation  # a contained lifecycle vs unshare(1)
+
+    r.update({k.replace("lifecycle.isolated_", "isolation.lifecycle_"): v
+              for k, v in measure_isolation("cython" if "cython" in backends else "ctypes", args.scale)["ratios"].items()})
     result = {
         "machine": machine(),
         "c": c,
