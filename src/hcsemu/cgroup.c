@@ -9,11 +9,12 @@
  * hierarchy's root; then, as root, the parent goes below the root. A parent left behind by a
  * service that died is removed by the next service that uses the same place.
  *
- * Placement is atomic on v1: the spawning thread moves itself into the system's cgroups
- * (v1 moves single threads) around posix_spawn, so the child is born inside. On v2 a thread
- * cannot leave its process's cgroup and glibc before 2.41 has no posix_spawnattr_setcgroup_np,
- * so the child is moved right after the spawn (cg_adopt); terminate also sweeps by the
- * environment marker (service.c), which catches a process forked in that first instant.
+ * Placement is atomic: a child is born inside (moving it after the spawn is too late: a shell
+ * forks within microseconds of its start). On v1 the spawning thread moves itself into the
+ * system's cgroups around posix_spawn (v1 moves single threads). On v2 a thread cannot leave
+ * its process's cgroup and glibc before 2.41 has no posix_spawnattr_setcgroup_np, so the whole
+ * service moves in for the spawn and back home after it. cg_adopt moves a child only where
+ * that move failed.
  */
 #define _GNU_SOURCE
 #include "cgroup.h"
@@ -50,7 +51,7 @@ typedef struct cg_host {
     int version;                 /* 0: none usable */
     bool have[CGF__N];
     bool v2_kill;                /* cgroup.kill (Linux 5.14) */
-    char own[CGF__N][PATH_MAX];  /* v1: the service's own cgroup of the feature's hierarchy */
+    char own[CGF__N][PATH_MAX];  /* the service's own cgroup of the feature's hierarchy (its home) */
     char parent[CGF__N][PATH_MAX];
     char why[CGF__N][200];
 } cg_host;
@@ -407,6 +408,8 @@ static void detect_v2(cg_host *h) {
     read_file(m.point, "cgroup.controllers", avail_root, sizeof avail_root);
     for (int f = 0; f < CGF__N; f++)
         if (v2_controllers[f] && has_word(avail_root, v2_controllers[f]) && !has_word(on, v2_controllers[f])) want_more = true;
+    char home[PATH_MAX];
+    snprintf(home, sizeof home, "%s", base);
     if (want_more && strcmp(base, m.point) != 0 && access(m.point, W_OK) == 0) snprintf(base, sizeof base, "%s", m.point);
     char parent[PATH_MAX], pwhy[200] = "";
     if (!make_parent(base, parent, sizeof parent, pwhy, sizeof pwhy)) {
@@ -421,7 +424,7 @@ static void detect_v2(cg_host *h) {
     h->v2_kill = file_exists(probe, "cgroup.kill") || (dry_run && strcmp(base, m.point) == 0);
     for (int f = 0; f < CGF__N; f++) {
         snprintf(h->parent[f], sizeof h->parent[f], "%s", parent);
-        snprintf(h->own[f], sizeof h->own[f], "%s", base);
+        snprintf(h->own[f], sizeof h->own[f], "%s", home);
         if (f == CGF_FREEZER) h->have[f] = file_exists(probe, "cgroup.freeze") || (dry_run && strcmp(base, m.point) == 0);
         else if (f == CGF_CPUACCT) h->have[f] = file_exists(probe, "cpu.stat");
         else h->have[f] = has_word(on, v2_controllers[f]);
@@ -654,7 +657,17 @@ void cg_destroy(cg_sys *cg) {
 /* ------------------------------------------------------------------ placement */
 
 void cg_spawn_enter(cg_sys *cg) {
-    if (!cg || cg->version != 1) return;
+    if (!cg_active(cg)) return;
+    if (cg->version == 2) {
+        /* A v2 thread cannot leave its process's cgroup: the whole service goes in for the
+         * spawn and back out after (the callers hold the lock that keeps this system's
+         * freeze and kill away meanwhile). */
+        char pid[24];
+        const char *d[CGF__N];
+        snprintf(pid, sizeof pid, "%d", (int)getpid());
+        cg->entered[0] = dirs(cg, d) && write_file(d[0], "cgroup.procs", pid);
+        return;
+    }
     char tid[24];
     snprintf(tid, sizeof tid, "%ld", (long)syscall(SYS_gettid));
     for (int f = 0; f < CGF__N; f++) {
@@ -670,7 +683,14 @@ void cg_spawn_enter(cg_sys *cg) {
 }
 
 void cg_spawn_leave(cg_sys *cg) {
-    if (!cg || cg->version != 1) return;
+    if (!cg_active(cg)) return;
+    if (cg->version == 2) {
+        char pid[24];
+        snprintf(pid, sizeof pid, "%d", (int)getpid());
+        if (cg->entered[0] && !write_file(cg->host->own[0], "cgroup.procs", pid))
+            fprintf(stderr, "hcsemu: warning: cannot return to %s: %s\n", cg->host->own[0], strerror(errno));
+        return;
+    }
     char tid[24];
     snprintf(tid, sizeof tid, "%ld", (long)syscall(SYS_gettid));
     for (int f = 0; f < CGF__N; f++)
@@ -683,7 +703,7 @@ void cg_adopt(cg_sys *cg, int pid) {
     snprintf(p, sizeof p, "%d", pid);
     for (int f = 0; f < CGF__N; f++) {
         if (!cg->have[f] || dup_dir(cg, f)) continue;
-        if (cg->version == 1 && cg->entered[f]) continue; /* born inside */
+        if (cg->entered[cg->version == 2 ? 0 : f]) continue; /* born inside */
         write_file(cg->path[f], "cgroup.procs", p);
         if (cg->version == 2) return;
     }
@@ -887,12 +907,14 @@ static json *report(int version, const bool have[CGF__N], const char (*paths)[PA
                                         : have[CGF_FREEZER]        ? "freeze, SIGKILL each process, thaw"
                                                                    : "SIGKILL each process until empty"));
     if (lim) {
-        json *l = json_new_object();
-        json_set(l, "MemoryBytes", json_new_uint(lim->memory_bytes));
-        json_set(l, "CpuQuotaUs", json_new_uint(lim->cpu_quota_us));
-        json_set(l, "CpuPeriodUs", json_new_uint(lim->cpu_period_us));
-        json_set(l, "CpuWeight", json_new_uint(lim->cpu_weight ? lim->cpu_weight : 100));
-        json_set(l, "PidsMax", json_new_uint(lim->pids_max));
+        json *l = json_new_object(); /* only what is enforced (0: no limit) */
+        if (have[CGF_MEMORY]) json_set(l, "MemoryBytes", json_new_uint(lim->memory_bytes));
+        if (have[CGF_CPU]) {
+            json_set(l, "CpuQuotaUs", json_new_uint(lim->cpu_quota_us));
+            json_set(l, "CpuPeriodUs", json_new_uint(lim->cpu_period_us));
+            json_set(l, "CpuWeight", json_new_uint(lim->cpu_weight ? lim->cpu_weight : 100));
+        }
+        if (have[CGF_PIDS]) json_set(l, "PidsMax", json_new_uint(lim->pids_max));
         json_set(o, "Limits", l);
     }
     json *fb = json_new_object();

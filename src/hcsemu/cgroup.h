@@ -57,11 +57,12 @@ bool cg_has(const cg_sys *cg, int feature);
 /* Whether any process placement is possible (the system has a cgroup at all). */
 bool cg_active(const cg_sys *cg);
 
-/* Spawning: cg_spawn_enter moves the calling thread into the system's v1 cgroups, so that the
- * child of a posix_spawn made before cg_spawn_leave is born there (nothing runs outside, not
- * even for a moment); cg_adopt(pid) after the spawn moves the child where the thread could
- * not be moved (a v2 hierarchy: a thread cannot leave its process there) and is a no-op where
- * the child was born inside. */
+/* Spawning: cg_spawn_enter moves the calling thread (v1) or this whole process (v2, where a
+ * thread cannot leave its process's cgroup) into the system's cgroups, so that the child of a
+ * posix_spawn made before cg_spawn_leave is born there (nothing runs outside, not even for a
+ * moment); cg_spawn_leave moves it back. The caller must keep the system's freeze and kill
+ * away in between. cg_adopt(pid) after the spawn moves the child where the move failed, and is
+ * a no-op where the child was born inside. */
 void cg_spawn_enter(cg_sys *cg);
 void cg_spawn_leave(cg_sys *cg);
 void cg_adopt(cg_sys *cg, int pid);

@@ -114,8 +114,10 @@ static void test_life(int mode) {
     cg_adopt(cg, pid);
     int pids[16];
     size_t n = 0;
-    for (int i = 0; i < 200 && (n = cg_pids(cg, pids, 16)) < 2; i++) sleep_ms(5);
-    CHECK(n == 2);
+    /* the shell and its setsid'ed child (a busy machine may take a while to start them) */
+    for (int i = 0; i < 1000 && (n = cg_pids(cg, pids, 16)) < 2; i++) sleep_ms(5);
+    if (n < 2) fprintf(stderr, "test_cgroup: mode %d: %zu processes in the cgroup\n", mode, n);
+    CHECK(n >= 2);
     bool found = false;
     for (size_t i = 0; i < n; i++) found = found || pids[i] == pid;
     CHECK(found);
