@@ -381,6 +381,23 @@ def test_pause_freezes_without_a_signal_and_resume_continues(hcs: ModuleType, mo
         assert s.stats()["Processor"]["TotalRuntime100ns"] > cpu_paused + 500_000  # busy again
 
 
+def test_a_process_of_a_paused_system_can_be_terminated(hcs: ModuleType, mode: str) -> None:
+    # TerminateProcess works on a suspended process on Windows; a v1-frozen task acts on
+    # SIGKILL only once thawed, so the emulator lets it out of the frozen cgroup to die.
+    if mode != "fallback":
+        needs(hcs, "freezer")
+    for s in system(hcs, config()):
+        victim, _ = s.start(["sleep", "300"])
+        other, _ = s.start(["sleep", "300"])
+        s.pause()
+        hcs.hcs_terminate_process(victim, s.op, None)
+        wait(hcs, s.op)
+        assert s.exit_code(victim, 10_000) == 128 + 9
+        s.resume()
+        s.hcs.hcs_get_process_properties(other, s.op, None)
+        assert json.loads(wait(hcs, s.op) or "{}")["Exited"] is False  # the rest was only paused
+
+
 # ----------------------------------------------------------------------------- terminate
 
 ESCAPE = "setsid -f sh -c 'echo $$; exec sleep 300'; {clear}setsid -f sh -c 'echo $$; exec sleep 300'; exec sleep 300"

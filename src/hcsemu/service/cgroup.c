@@ -769,6 +769,13 @@ bool cg_empty(cg_sys *cg) {
     return cg_pids(cg, &x, 1) == 0;
 }
 
+void cg_release(cg_sys *cg, int pid) {
+    if (!cg_has(cg, CGF_FREEZER) || cg->version != 1 || pid <= 0) return;
+    char p[24];
+    snprintf(p, sizeof p, "%d", pid);
+    write_file(cg->host->parent[CGF_FREEZER], "cgroup.procs", p);
+}
+
 bool cg_kill(cg_sys *cg, uint32_t timeout_ms) {
     if (!cg_active(cg)) return false;
     uint64_t deadline = mono_ms() + timeout_ms;

@@ -74,6 +74,9 @@ bool cg_set_limits(cg_sys *cg, const cg_limits *lim, char *err, size_t errlen);
 /* Freezes (true) or thaws (false) the whole cgroup and waits up to timeout_ms until it is.
  * false: no freezer (the caller falls back to SIGSTOP/SIGCONT). */
 bool cg_freeze(cg_sys *cg, bool frozen, uint32_t timeout_ms);
+/* Lets a killed process of a frozen (paused) system die: a v1-frozen task acts on SIGKILL only
+ * once thawed, so it leaves for the (never frozen) parent; v2 delivers SIGKILL to frozen tasks. */
+void cg_release(cg_sys *cg, int pid);
 /* Kills every process in the cgroup (cgroup.kill, or freeze + SIGKILL each + thaw until
  * empty) and waits up to timeout_ms until none is left. false: no cgroup, or not empty. */
 bool cg_kill(cg_sys *cg, uint32_t timeout_ms);

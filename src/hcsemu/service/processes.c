@@ -562,6 +562,7 @@ HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc) {
     if (!FAILED(hr)) {
         kill((pid_t)pid, SIGKILL);
         if (s->state == ST_PAUSED) kill((pid_t)pid, SIGCONT);
+        if (s->state == ST_PAUSED) cg_release(s->cg, (int)pid); /* frozen: it dies once out */
     }
     pthread_mutex_unlock(&svc_mu);
     return hr;
