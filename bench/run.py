@@ -80,6 +80,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "scale_private.lifecycle_1000_over_10": ("<=", 1.2),
     "memory.kib_per_system": ("<=", 16.0),
     "memory_private.kib_per_system": ("<=", 16.0),
+    "isolation.lifecycle_over_unshare": ("<=", 1.5),  # bench_isolation.py
 }
 
 
@@ -623,6 +624,10 @@ def main() -> None:
                 scale[mode] = figures
     sub = run_subprocess_stdout()
     r = ratios(c, backends, sub, c_private, private, scale)
+    from bench_isolation import measure as measure_isolation  # a contained lifecycle vs unshare(1)
+
+    r.update({k.replace("lifecycle.isolated_", "isolation.lifecycle_"): v
+              for k, v in measure_isolation("cython" if "cython" in backends else "ctypes", args.scale)["ratios"].items()})
     result = {
         "machine": machine(),
         "c": c,

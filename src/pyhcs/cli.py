@@ -708,6 +708,11 @@ def cmd_info(ns: argparse.Namespace) -> int:
         "ServiceMode": mode,
         "Service": service,
     }
+    cgroup: dict[str, Any] = {}
+    if on_emulator:  # what a system started now gets (docs/emulator.md, "Limits and accounting")
+        isolation = json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorIsolation"]})))
+        cgroup = _obj(_objs(_obj(isolation).get("Properties"))[0]).get("Cgroup") or {}
+        doc["Isolation"] = {"Cgroup": cgroup}
     if ns.json:
         _print_json(doc)
         return EXIT_OK
@@ -720,6 +725,10 @@ def cmd_info(ns: argparse.Namespace) -> int:
     print(f"service:    {mode}")
     print(f"schema:     {', '.join(versions) or '?'}")
     print(f"processors: {cpus}")
+    if cgroup:
+        in_effect = ", ".join(cgroup.get("Controllers") or []) or "none"
+        fallback = ", ".join(sorted(_obj(cgroup.get("Fallbacks")))) or "none"
+        print(f"cgroups:    v{cgroup.get('Version')} ({in_effect}); falling back: {fallback}")
     return EXIT_OK
 
 

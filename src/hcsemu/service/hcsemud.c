@@ -37,6 +37,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "proc.h"
 #include "protocol.h"
 #include "server.h"
@@ -74,6 +75,7 @@ static void start_guardian(void) {
         /* Twice: a process forking at that moment may have a child the first pass missed. */
         proc_kill_marked(marker, true, SIGKILL, 0);
         proc_kill_marked(marker, true, SIGKILL, 0);
+        cg_cleanup_service((int)service);
         _exit(0);
     }
     close(p[0]); /* p[1] stays open (close-on-exec) for the service's whole life */
@@ -213,5 +215,6 @@ int main(int argc, char **argv) {
             unlink(socket_path);
     }
     free(default_path);
+    cg_cleanup_service((int)getpid());
     _exit(0);
 }

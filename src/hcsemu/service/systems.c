@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "control.h"
 #include "proc.h"
 #include "storage.h"
@@ -173,6 +174,9 @@ void svc_unref(svc_system *s) {
     free(s->exit_doc);
     free(s->workdir);
     json_free(s->config);
+    if (s->cg) cg_kill(s->cg, 1000);
+    cg_destroy(s->cg);
+    json_free(s->cg_report);
     free(s);
 }
 
@@ -811,6 +815,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
+        cg_kill(s->cg, g_settings.terminate_timeout_ms); /* everything in it, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
@@ -851,6 +856,17 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         detail = "Terminate";
     }
     char *exit_doc = exit_status_doc(status, exit_type, detail, initiator, kind == STOP_CRASH);
+    pthread_mutex_lock(&svc_mu);
+    cg_sys *cg = s->cg;
+    s->cg = NULL;
+    if (cg) {
+        cg_read_stats(cg, &s->cg_final);
+        json_free(s->cg_report);
+        s->cg_report = cg_isolation_json(cg);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    if (cg && pg <= 0) cg_kill(cg, g_settings.terminate_timeout_ms);
+    cg_destroy(cg);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
@@ -947,12 +963,20 @@ HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) {
 
 HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     (void)opts;
+    cg_limits lim;
     pthread_mutex_lock(&svc_mu);
-    if (s->state != ST_CREATED || s->stopping) {
+    cg_limits_from_config(s->config, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+    pthread_mutex_unlock(&svc_mu);
+    cg_sys *cg = s->state == ST_CREATED ? cg_create(s->runtime_id, g_settings.cgroups, &lim) : NULL;
+    cg_warn_once(cg);
+    pthread_mutex_lock(&svc_mu);
+    if (s->state != ST_CREATED || s->stopping || s->cg) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
+        cg_destroy(cg);
         return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
+    s->cg = cg;
     /* Nothing to boot: the system's process group comes into being with its first process. */
     s->state = ST_RUNNING;
     s->start_ms_epoch = now_ms_epoch();
@@ -988,13 +1012,14 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "pause");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGSTOP);
+    bool frozen = cg_freeze(s->cg, true, 2000); /* atomic, and no signal the processes could see */
+    if (pg > 0 && !frozen) killpg(pg, SIGSTOP);
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
     /* Pause completes once the stop has reached every process, as a VM pause completes once
      * the virtual processors are halted. */
-    if (pg > 0) proc_group_wait_stopped(pg, 2000);
+    if (pg > 0 && !frozen) proc_group_wait_stopped(pg, 2000);
     return S_OK;
 }
 
@@ -1007,11 +1032,12 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "resume");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGCONT);
+    bool thawed = cg_freeze(s->cg, false, 2000);
+    if (pg > 0 && !thawed) killpg(pg, SIGCONT);
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (pg > 0) proc_group_wait_state(pg, false, 2000);
+    if (pg > 0 && !thawed) proc_group_wait_state(pg, false, 2000);
     return S_OK;
 }
 
@@ -1138,6 +1164,18 @@ static json *statistics_locked(svc_system *s) {
         }
         free(ps);
     }
+    /* The cgroup counts every process that ran in the system (setsid'ed ones included). */
+    cg_stat cs = s->cg_final;
+    if (s->cg) cg_read_stats(s->cg, &cs);
+    if (cs.have_cpu) {
+        user = cs.user_100ns;
+        kern = cs.kernel_100ns;
+    }
+    if (cs.have_memory) {
+        vsz = cs.mem_usage;
+        rss = cs.mem_anon;
+        shared = 0;
+    }
     json *proc = json_new_object();
     json_set(proc, "TotalRuntime100ns", json_new_uint(user + kern));
     json_set(proc, "RuntimeUser100ns", json_new_uint(user));
@@ -1145,7 +1183,7 @@ static json *statistics_locked(svc_system *s) {
     json_set(st, "Processor", proc);
     json *mem = json_new_object();
     json_set(mem, "MemoryUsageCommitBytes", json_new_uint(vsz));
-    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(vsz));
+    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(cs.have_memory ? cs.mem_peak : vsz));
     json_set(mem, "MemoryUsagePrivateWorkingSetBytes", json_new_uint(rss > shared ? rss - shared : 0));
     json_set(st, "Memory", mem);
     json *sto = json_new_object();
@@ -1237,10 +1275,18 @@ static json *guest_memory_locked(svc_system *s) {
 }
 
 
+/* The emulator-only Isolation property: what of the isolation is in effect for the system. */
+static json *isolation_locked(svc_system *s) {
+    json *iso = json_new_object();
+    json_set(iso, "Cgroup", s->cg ? cg_isolation_json(s->cg)
+                            : s->cg_report ? json_clone(s->cg_report) : cg_host_json(g_settings.cgroups));
+    return iso;
+}
+
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
     "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
-    "EmulatorConfiguration", NULL};
+    "EmulatorConfiguration", "Isolation", NULL};
 
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
@@ -1254,6 +1300,7 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
+    else if (strcmp(name, "Isolation") == 0) json_set(p, "Isolation", isolation_locked(s));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
             json *g = json_new_object();
@@ -1441,6 +1488,12 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
         hr = svc_fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    if (!FAILED(hr) && s->cg) { /* memory and processor changes apply live */
+        cg_limits lim;
+        char cerr[256];
+        cg_limits_from_config(work, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+        if (!cg_set_limits(s->cg, &lim, cerr, sizeof cerr)) hr = svc_fail(doc, E_FAIL, "%s: %s", path ? path : "modify", cerr);
+    }
     if (!FAILED(hr)) {
         json_free(s->config);
         s->config = work;
