@@ -36,6 +36,20 @@ from pyutil import CONFIG, new_id
 if TYPE_CHECKING:
     from pyhcs import ComputeSystem
 
+
+def _plugin_autoloaded() -> bool:
+    """Whether pytest loads pyhcs' plugin by itself: pyhcs installed (its pytest11 entry point)."""
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "pyhcs.testing.plugin" for ep in entry_points(group="pytest11"))
+
+
+# A source checkout run with PYTHONPATH=src, pyhcs not installed, has no entry point: the
+# plugin is loaded from here then, and only then (registering it twice is an error).
+pytest_plugins = [] if _plugin_autoloaded() else ["pyhcs.testing.plugin"]
+
 hypothesis = pytest.importorskip("hypothesis")
 hypothesis.settings.register_profile("default", deadline=None, max_examples=50)
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=100, derandomize=True)
