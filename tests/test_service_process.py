@@ -372,6 +372,60 @@ def test_service_killed_mid_wait(backend: str, tmp_path_factory: pytest.TempPath
 
 
 @backends
+def test_service_killed_undoes_the_overlay_mounts_of_its_clients(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer attached through a service (an overlay mount) is detached by the service's guardian
+    when the service dies: no mount is left behind for nobody to undo."""
+    if os.geteuid() != 0:
+        pytest.skip("overlay mounts need root")
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("HCSEMU_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("HCSEMU_STORAGE_MODE", "overlay")
+    (tmp_path / "src" / "Files").mkdir(parents=True)
+    (tmp_path / "src" / "Files" / "hello.txt").write_text("hello")
+    c = client(
+        backend,
+        "private",
+        f"""
+        from pyhcs import storage
+        base = storage.Layer.import_from({str(tmp_path / "src")!r}, {str(tmp_path / "base")!r})
+        scratch = storage.WritableLayer.initialize({str(tmp_path / "scratch")!r}, parents=base)
+        try:
+            view = scratch.attach()
+        except errors.HcsError as exc:
+            say("no-overlay", exc)
+            raise SystemExit(0)
+        say("attached", view)
+        sys.stdin.readline()
+        """,
+    )
+    try:
+        words = read_line(c).split(maxsplit=1)
+        if words[0] == "no-overlay":
+            pytest.skip(f"overlayfs cannot be mounted here: {words[1]}")
+        assert words[0] == "attached"
+        view = words[1]
+        assert os.path.ismount(view) and (Path(view) / "hello.txt").read_text() == "hello"
+        entries = list((runtime / "storage" / "attached").glob("*.json"))
+        assert len(entries) == 1
+        owner = json.loads(entries[0].read_text())["Service"]  # "<service pid>:<start time>"
+        service_pid = int(owner.split(":")[0])
+        assert service_pid != c.pid and open(f"/proc/{service_pid}/comm").read().startswith("hcsemud")
+        os.kill(service_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.ismount(view) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.ismount(view)
+        assert not list((runtime / "storage" / "attached").glob("*.json"))  # the registry agrees
+        meta = json.loads((tmp_path / "scratch" / ".hcsemu" / "layer.json").read_text())
+        assert "Attached" not in meta  # detached as HcsDetachLayerStorageFilter would
+    finally:
+        c.kill()
+        c.wait(10)
+
+
+@backends
 def test_private_service_ends_with_its_client_and_takes_its_processes(backend: str) -> None:
     c = client(
         backend,

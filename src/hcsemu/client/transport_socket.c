@@ -67,6 +67,7 @@ typedef struct rsys rsys;
 typedef struct conn {
     int fd;
     int service_pidfd; /* private mode: our child, reaped once it is gone */
+    int service_pid;   /* the service's own (its WELCOME says) */
     atomic_int refs;
     pthread_mutex_t mu; /* pending, proxies, dead, events */
     pthread_mutex_t wmu; /* writes */
@@ -227,7 +228,7 @@ static int connect_path(const char *path, char *err, size_t errlen) {
 }
 
 /* HELLO / WELCOME. Returns S_OK or the refusal's HRESULT with its message in err. */
-static HRESULT handshake(int fd, char *err, size_t errlen) {
+static HRESULT handshake(int fd, int *service_pid, char *err, size_t errlen) {
     char meta[128];
     snprintf(meta, sizeof meta, "{\"Protocol\":%d,\"Pid\":%d}", HCSEMU_PROTOCOL_VERSION, (int)getpid());
     if (proto_send(fd, FR_HELLO, 0, 0, meta, NULL, NULL, 0) != PROTO_OK) {
@@ -242,6 +243,9 @@ static HRESULT handshake(int fd, char *err, size_t errlen) {
     json *m = json_parse(f.payload, strlen(f.payload), NULL, 0);
     int64_t ver = -1, hr = HCS_E_PROTOCOL_ERROR;
     json_int64(json_get(m, "Protocol"), &ver);
+    int64_t spid = 0;
+    json_int64(json_get(m, "Pid"), &spid);
+    *service_pid = (int)spid;
     HRESULT out = S_OK;
     if (f.type == FR_REFUSE) {
         json_int64(json_get(m, "HResult"), &hr);
@@ -333,7 +337,8 @@ static HRESULT connect_locked(void) {
             return HCS_E_SERVICE_NOT_AVAILABLE;
         }
     }
-    HRESULT hr = handshake(fd, err, sizeof err);
+    int service_pid = 0;
+    HRESULT hr = handshake(fd, &service_pid, err, sizeof err);
     if (FAILED(hr)) {
         set_error("%s", err);
         close(fd);
@@ -349,6 +354,7 @@ static HRESULT connect_locked(void) {
         if (pidfd >= 0) close(pidfd);
         return E_OUTOFMEMORY;
     }
+    c->service_pid = service_pid;
     if (g_conn) conn_unref(g_conn);
     g_conn = c;
     return S_OK;
@@ -965,6 +971,15 @@ static bool s_runtime_id(const char *id, char out[37]) {
     return ok;
 }
 
+static bool s_service_identity(char out[48]) {
+    HRESULT hr;
+    conn *c = conn_get(&hr);
+    if (!c) return false;
+    bool ok = c->service_pid > 0 && emu_process_identity(c->service_pid, out);
+    conn_unref(c);
+    return ok;
+}
+
 /* A new service gets this process's switches. */
 static void sync_settings(conn *c) {
     json *req = json_new_object();
@@ -1206,6 +1221,7 @@ static const emu_transport socket_transport = {
     .modify_service = s_modify_service,
     .submit_wer = s_submit_wer,
     .runtime_id = s_runtime_id,
+    .service_identity = s_service_identity,
 };
 
 const emu_transport *emu_transport_socket(const char *mode, char **err) {
