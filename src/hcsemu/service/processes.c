@@ -68,6 +68,11 @@ typedef struct exit_ctx {
     uint32_t pid;
 } exit_ctx;
 
+/* The exit this thread is delivering now (on_process_exit): a wait made from inside that
+ * ProcessExited callback sees the exit, as its event has reached it. */
+static __thread const svc_system *tls_exit_sys;
+static __thread uint32_t tls_exit_pid;
+
 static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
     exit_ctx *x = ctx;
     svc_system *s = x->s;
@@ -95,7 +100,10 @@ static void on_process_exit(void *ctx, int pid, int status, const proc_stat *las
     }
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    tls_exit_sys = s;
+    tls_exit_pid = (uint32_t)pid;
     if (doc) svc_emit_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
+    tls_exit_sys = NULL;
     free(doc);
     pthread_mutex_lock(&svc_mu);
     p = find_proc_locked(s, (uint32_t)pid);
@@ -634,6 +642,14 @@ HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char 
     return svc_process_wait_or_abandon(s, pid, timeout_ms, NULL, doc);
 }
 
+/* A process has exited, for a wait, once its ProcessExited event has been delivered (or is
+ * being delivered to the caller): a wait never reports an exit whose event a callback set on
+ * the process has yet to receive, so a caller that clears its callback after the wait never
+ * loses the event, whatever the timing (svc_mu held). */
+static bool exit_seen_locked(const svc_system *s, const sproc *p) {
+    return p->exited && (p->exit_delivered || (tls_exit_sys == s && tls_exit_pid == p->pid));
+}
+
 HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
                                     char **doc) {
     struct timespec ts;
@@ -641,7 +657,7 @@ HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeou
     pthread_mutex_lock(&svc_mu);
     sproc *p;
     HRESULT hr = with_proc(s, pid, &p, doc);
-    while (!FAILED(hr) && !(p->exited && p->exit_delivered)) {
+    while (!FAILED(hr) && !exit_seen_locked(s, p)) {
         if (abandoned_now(abandoned)) {
             hr = E_HANDLE;
             break;
@@ -653,7 +669,7 @@ HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeou
         if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
             p = find_proc_locked(s, pid);
             if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-            else if (!p->exited) hr = g_settings.wait_exit_timeout_hr;
+            else if (!exit_seen_locked(s, p)) hr = g_settings.wait_exit_timeout_hr;
             break;
         }
         p = find_proc_locked(s, pid);

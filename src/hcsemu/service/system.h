@@ -42,6 +42,7 @@ struct svc_system {
     uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
     uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
     char *exit_doc;
+    bool exit_delivered; /* its SystemExited event has been delivered: waits report the exit */
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;

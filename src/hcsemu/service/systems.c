@@ -58,6 +58,10 @@ size_t n_systems, n_procs;
 
 void svc_init(void) { emu_cond_init(&svc_cv); }
 
+/* The system whose SystemExited this thread is delivering now (do_stop): a wait from inside
+ * that callback sees the exit. */
+static __thread const svc_system *tls_exit_sys;
+
 /* ------------------------------------------------------------------ helpers */
 
 HRESULT svc_fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -836,7 +840,13 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     if (s->handles == 0) unregister_locked(s);
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    tls_exit_sys = s;
     svc_emit_system_event(s, HcsEventSystemExited, exit_doc);
+    tls_exit_sys = NULL;
+    pthread_mutex_lock(&svc_mu);
+    s->exit_delivered = true;
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
     free(exit_doc);
     if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done)
         return svc_fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
@@ -1493,12 +1503,18 @@ void svc_wake_waiters(void) {
 
 bool abandoned_now(const atomic_bool *a) { return a && atomic_load_explicit(a, memory_order_acquire); }
 
+/* A system has exited, for a wait, once its SystemExited event has been delivered (or is being
+ * delivered to the caller), as for processes (processes.c, exit_seen_locked). */
+static bool system_exit_seen_locked(const svc_system *s) {
+    return s->state == ST_STOPPED && (s->exit_delivered || tls_exit_sys == s);
+}
+
 HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc) {
     struct timespec ts;
     emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
     pthread_mutex_lock(&svc_mu);
     HRESULT hr = S_OK;
-    while (s->state != ST_STOPPED) {
+    while (!system_exit_seen_locked(s)) {
         if (abandoned_now(abandoned)) {
             hr = E_HANDLE;
             break;
@@ -1508,7 +1524,7 @@ HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomi
             break;
         }
         if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
-            if (s->state != ST_STOPPED) hr = g_settings.wait_exit_timeout_hr;
+            if (!system_exit_seen_locked(s)) hr = g_settings.wait_exit_timeout_hr;
             break;
         }
     }
