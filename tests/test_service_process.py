@@ -445,6 +445,63 @@ def test_private_service_ends_with_its_client_and_takes_its_processes(backend: s
     assert gone_within(pid, 10) and gone_within(service_pid, 10)
 
 
+# ------------------------------------------------------------------------------------ consoles
+
+
+@backends
+def test_ctrl_c_on_a_console_is_sigint_and_terminate_still_ends_its_session(backend: str) -> None:
+    """An EmulateConsole process leads a session whose controlling terminal is its console: a
+    Ctrl-C (0x03) written there is its SIGINT (it dies of it, or handles it), as on a console;
+    pause, resume and terminate still reach everything it started."""
+    out = run_client(
+        backend,
+        "private",
+        """
+        import signal
+        from pyhcs import ComputeSystem
+        config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "svc-test", "Container": {}}
+        def state(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        with ComputeSystem.create(f"console-{os.getpid()}", config) as system:
+            system.start(timeout=30)
+            # dies of the SIGINT (128 + 2, as a shell reports it)
+            with system.create_process(["sh", "-c", "echo ready; sleep 30"], console=True, stdin=True,
+                                       stdout=True) as p:
+                assert p.stdout.readline().strip() == b"ready"
+                p.stdin.write(b"\x03")
+                p.stdin.flush()
+                say("interrupted", p.wait(10))
+            # handles it
+            with system.create_process(["sh", "-c", "trap 'echo got-int; exit 7' INT; echo ready; "
+                                        "while :; do sleep 0.05; done"], console=True, stdin=True, stdout=True) as p:
+                assert p.stdout.readline().strip() == b"ready"
+                p.stdin.write(b"\x03")
+                p.stdin.flush()
+                say("handled", p.stdout.readline().strip().decode(), p.wait(10))
+            # pause, resume and terminate reach the console's session and what it started
+            p = system.create_process(["sh", "-c", "sleep 60 & echo $!; wait"], console=True, stdout=True)
+            child = int(p.stdout.readline())
+            other = system.create_process(["sleep", "60"])
+            system.pause(timeout=30)
+            say("paused", state(p.pid), state(child), state(other.pid))
+            system.resume(timeout=30)
+            say("resumed", state(p.pid) != "T", state(child) != "T")
+            system.terminate(timeout=30)
+            say("pids", p.pid, child, other.pid)
+            p.close()
+            other.close()
+        """,
+    )
+    lines = out.splitlines()
+    assert lines[0] == "interrupted 130"
+    assert lines[1] == "handled ^Cgot-int 7"  # the terminal echoes the ^C, as a console does
+    assert lines[2] == "paused T T T"
+    assert lines[3] == "resumed True True"
+    pids = [int(x) for x in lines[4].split()[1:]]
+    assert all(gone_within(pid, 10) for pid in pids)
+
+
 # ------------------------------------------------------------------------------------ hostile hosts
 
 

@@ -202,7 +202,7 @@ typedef struct cp_req {
     posix_spawnattr_t attr;
     bool fa_init, attr_init;
     pid_t pid;
-    bool leader;            /* the first process of the system: it leads the process group */
+    bool leader;            /* it leads a process group: the system's first, or a console process */
 } cp_req;
 
 /* 1. The ProcessParameters document: members of the right types, no NUL. */
@@ -291,7 +291,10 @@ static HRESULT cp_workdir(cp_req *r, char **doc) {
     return S_OK;
 }
 
-/* 4a. EmulateConsole: a pseudo-terminal of ConsoleSize on the child's stdin, stdout, stderr. */
+/* 4a. EmulateConsole: a pseudo-terminal of ConsoleSize on the child's stdin, stdout, stderr,
+ * and its controlling terminal: the child leads a session of its own (cp_stdio), and the
+ * terminal, opened there without O_NOCTTY, becomes that session's, with the child's group in
+ * the foreground, so a Ctrl-C (0x03) written to the console is its SIGINT, as on a console. */
 static HRESULT cp_console(cp_req *r, char **doc) {
     r->pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     char *name = r->pty >= 0 && grantpt(r->pty) == 0 && unlockpt(r->pty) == 0 ? ptsname(r->pty) : NULL;
@@ -345,7 +348,10 @@ static HRESULT cp_stdio(cp_req *r, char **doc) {
     sigdelset(&def, SIGSTOP);
     posix_spawnattr_setsigmask(&r->attr, &none);
     posix_spawnattr_setsigdefault(&r->attr, &def); /* Python ignores SIGPIPE: children must not */
-    posix_spawnattr_setflags(&r->attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* a console process leads a new session (its own group: the system tracks it, see
+     * console_groups); every other process joins the system's group (cp_spawn_locked) */
+    short group = r->console ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setflags(&r->attr, group | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     return S_OK;
 }
 
@@ -360,12 +366,20 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "create a process in");
     }
-    r->leader = s->pgid <= 0;
-    posix_spawnattr_setpgroup(&r->attr, r->leader ? 0 : s->pgid);
+    r->leader = r->console || s->pgid <= 0;
+    if (!r->console) posix_spawnattr_setpgroup(&r->attr, r->leader ? 0 : s->pgid);
+    if (r->console && !add_console_group_locked(s, 0)) { /* room for it, before the spawn */
+        pthread_mutex_unlock(&svc_mu);
+        return svc_fail(doc, E_OUTOFMEMORY, "Out of memory recording the console's process group");
+    }
     proc_known_lock();
     int rc = posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);
     if (rc == 0) proc_known_add_locked(r->pid);
     proc_known_unlock();
+    if (r->console) {
+        s->n_console_groups--; /* the slot reserved above: the child's now */
+        if (rc == 0) s->console_groups[s->n_console_groups++] = r->pid;
+    }
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
         DWORD e = rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER;
@@ -410,12 +424,12 @@ static void cp_record_locked(cp_req *r, svc_stdio *io) {
     p->next = s->procs;
     s->procs = p;
     n_procs++;
-    if (r->leader) s->pgid = r->pid;
+    if (r->leader && !r->console) s->pgid = r->pid;
     s->refs++; /* for the watch (cp_watch) */
 }
 
-/* 7. Watch for the exit: a group leader stays a zombie (pinning the group id) until the
- * system stops. */
+/* 7. Watch for the exit: a group leader (the system's first process, or a console process)
+ * stays a zombie (pinning the group id) until the system stops. */
 static void cp_watch(cp_req *r) {
     exit_ctx *x = malloc(sizeof *x);
     if (x) {
