@@ -66,6 +66,7 @@ typedef struct rsys rsys;
 
 typedef struct conn {
     int fd;
+    proto_reader rd; /* used by whoever holds the read token */
     int service_pidfd; /* private mode: our child, reaped once it is gone */
     int service_pid;   /* the service's own (its WELCOME says) */
     atomic_int refs;
@@ -268,6 +269,7 @@ static conn *conn_new(int fd, int pidfd) {
     conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->fd = fd;
+    proto_reader_init(&c->rd, fd);
     c->service_pidfd = pidfd;
     atomic_init(&c->refs, 2); /* g_conn's and the reader thread's */
     c->next_id = 1;
@@ -384,6 +386,7 @@ static conn *conn_get(HRESULT *hr) {
 
 static void conn_unref(conn *c) {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    proto_reader_free(&c->rd);
     if (c->fd >= 0) close(c->fd);
     if (c->service_pidfd >= 0) {
         reap_pidfd(c->service_pidfd, false);
@@ -1064,7 +1067,7 @@ static void enqueue_event(conn *c, event_item *e) {
  * Called by whoever holds the read token (c->reading). */
 static proto_status read_one(conn *c) {
     frame f;
-    proto_status st = proto_recv(c->fd, &f);
+    proto_status st = proto_read_frame(&c->rd, &f);
     if (st != PROTO_OK) return st;
     if (f.type == FR_RESPONSE) {
         pthread_mutex_lock(&c->mu);
@@ -1117,7 +1120,11 @@ static void mark_dead_locked(conn *c) {
 static void read_with_token_locked(conn *c) {
     c->reading = true;
     pthread_mutex_unlock(&c->mu);
-    proto_status st = read_one(c);
+    /* Frames that came along with this one are routed too, so the buffer is empty when the
+     * token is free: the reader thread polls the socket, which cannot see them. */
+    proto_status st;
+    do st = read_one(c);
+    while (st == PROTO_OK && proto_reader_buffered(&c->rd));
     pthread_mutex_lock(&c->mu);
     c->reading = false;
     pthread_cond_broadcast(&c->read_cv);
@@ -1134,7 +1141,7 @@ static void *reader_main(void *arg) {
         if (c->dead) break;
         pthread_mutex_unlock(&c->mu);
         struct pollfd pf = {c->fd, POLLIN, 0};
-        int r = poll(&pf, 1, -1);
+        int r = poll(&pf, 1, -1); /* the buffer is empty whenever the token is free */
         pthread_mutex_lock(&c->mu);
         if (r < 0 && errno != EINTR) mark_dead_locked(c);
         if (r <= 0 || c->dead || c->reading) continue;
