@@ -47,16 +47,11 @@ static svc_system *handle_sys(chandle *h) {
     return s;
 }
 
-static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay);
-
+/* One event to h's callback, once per exit (an exit kept for the first callback goes out
+ * through early_job instead). */
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
-    deliver(h, type, data, op, false);
-}
-
-/* replay: the exit kept for the first callback (DeliverEarlyEvents), already counted. */
-static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay) {
     pthread_mutex_lock(&h->mu);
-    if (!replay && (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+    if (type == HcsEventProcessExited || type == HcsEventSystemExited) {
         /* One exit per handle: the early check after a create (or a service process's event
          * arriving after it) may report the same exit twice. */
         if (h->exit_seen) {
