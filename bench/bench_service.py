@@ -102,7 +102,7 @@ def worker(backend: str, n: int, lifecycles: int) -> dict[str, float]:
     B.hcs_terminate_compute_system(h, op)
     B.hcs_wait_for_operation_result(op, 10_000)
     B.hcs_close_compute_system(h)
-    params = json.dumps({"CommandArgs": ["true"], "CreateStdOutPipe": True})
+    params = json.dumps({"CommandLine": "true", "CreateStdOutPipe": True})  # a Container: a Windows guest
     counter = iter(range(10**9))
 
     def lifecycle() -> None:

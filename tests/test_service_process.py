@@ -372,6 +372,63 @@ def test_service_killed_mid_wait(backend: str, tmp_path_factory: pytest.TempPath
 
 
 @backends
+def test_service_killed_undoes_the_overlay_mounts_of_its_clients(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer attached through a service (an overlay mount) is detached by the service's guardian
+    when the service dies: no mount is left behind for nobody to undo."""
+    if os.geteuid() != 0:
+        pytest.skip("overlay mounts need root")
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("HCSEMU_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("HCSEMU_STORAGE_MODE", "overlay")
+    (tmp_path / "src" / "Files").mkdir(parents=True)
+    (tmp_path / "src" / "Files" / "hello.txt").write_text("hello")
+    c = client(
+        backend,
+        "private",
+        f"""
+        from pyhcs import storage
+        base = storage.Layer.import_from({str(tmp_path / "src")!r}, {str(tmp_path / "base")!r})
+        scratch = storage.WritableLayer.initialize({str(tmp_path / "scratch")!r}, parents=base)
+        try:
+            view = scratch.attach()
+        except errors.HcsError as exc:
+            say("no-overlay", exc)
+            raise SystemExit(0)
+        say("attached", view)
+        sys.stdin.readline()
+        """,
+    )
+    try:
+        words = read_line(c).split(maxsplit=1)
+        if words[0] == "no-overlay":
+            pytest.skip(f"overlayfs cannot be mounted here: {words[1]}")
+        assert words[0] == "attached"
+        view = words[1]
+        assert os.path.ismount(view) and (Path(view) / "hello.txt").read_text() == "hello"
+        entries = list((runtime / "storage" / "attached").glob("*.json"))
+        assert len(entries) == 1
+        owner = json.loads(entries[0].read_text())["Service"]  # "<service pid>:<start time>"
+        service_pid = int(owner.split(":")[0])
+        assert service_pid != c.pid and open(f"/proc/{service_pid}/comm").read().startswith("hcsemud")
+        os.kill(service_pid, signal.SIGKILL)
+
+        def detached() -> bool:  # as HcsDetachLayerStorageFilter leaves it: no mount, no records
+            meta = json.loads((tmp_path / "scratch" / ".hcsemu" / "layer.json").read_text())
+            registered = list((runtime / "storage" / "attached").glob("*.json"))
+            return not os.path.ismount(view) and not registered and "Attached" not in meta
+
+        deadline = time.monotonic() + 10
+        while not detached() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert detached()
+    finally:
+        c.kill()
+        c.wait(10)
+
+
+@backends
 def test_private_service_ends_with_its_client_and_takes_its_processes(backend: str) -> None:
     c = client(
         backend,
@@ -389,6 +446,71 @@ def test_private_service_ends_with_its_client_and_takes_its_processes(backend: s
     c.kill()
     c.wait(10)
     assert gone_within(pid, 10) and gone_within(service_pid, 10)
+
+
+# ------------------------------------------------------------------------------------ consoles
+
+
+@backends
+def test_ctrl_c_on_a_console_is_sigint_and_terminate_still_ends_its_session(backend: str) -> None:
+    """An EmulateConsole process leads a session whose controlling terminal is its console: a
+    Ctrl-C (0x03) written there is its SIGINT (it dies of it, or handles it), as on a console;
+    pause, resume and terminate still reach everything it started."""
+    out = run_client(
+        backend,
+        "private",
+        """
+        import signal
+        from pyhcs import ComputeSystem
+        config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "svc-test", "Container": {}}
+        def state(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        with ComputeSystem.create(f"console-{os.getpid()}", config) as system:
+            system.start(timeout=30)
+            # dies of the SIGINT (128 + 2, as a shell reports it); typed again while the shell
+            # may still be between its echo and its fork (a Ctrl-C then is the shell's own race)
+            with system.create_process(["sh", "-c", "echo ready; sleep 30"], console=True, stdin=True,
+                                       stdout=True) as p:
+                assert p.stdout.readline().strip() == b"ready"
+                code = None
+                for _ in range(20):
+                    p.stdin.write(b"\x03")
+                    p.stdin.flush()
+                    try:
+                        code = p.wait(0.5)
+                        break
+                    except TimeoutError:
+                        pass
+                say("interrupted", code)
+            # handles it
+            with system.create_process(["sh", "-c", "trap 'echo got-int; exit 7' INT; echo ready; "
+                                        "while :; do sleep 0.05; done"], console=True, stdin=True, stdout=True) as p:
+                assert p.stdout.readline().strip() == b"ready"
+                p.stdin.write(b"\x03")
+                p.stdin.flush()
+                say("handled", p.stdout.readline().strip().decode(), p.wait(10))
+            # pause, resume and terminate reach the console's session and what it started
+            p = system.create_process(["sh", "-c", "sleep 60 & echo $!; wait"], console=True, stdout=True)
+            child = int(p.stdout.readline())
+            other = system.create_process(["sleep", "60"])
+            system.pause(timeout=30)
+            say("paused", state(p.pid), state(child), state(other.pid))
+            system.resume(timeout=30)
+            say("resumed", state(p.pid) != "T", state(child) != "T")
+            system.terminate(timeout=30)
+            say("pids", p.pid, child, other.pid)
+            p.close()
+            other.close()
+        """,
+    )
+    lines = out.splitlines()
+    assert lines[0] == "interrupted 130"
+    assert lines[1] == "handled ^Cgot-int 7"  # the terminal echoes the ^C, as a console does
+    assert lines[2] == "paused T T T"
+    assert lines[3] == "resumed True True"
+    pids = [int(x) for x in lines[4].split()[1:]]
+    assert all(gone_within(pid, 10) for pid in pids)
 
 
 # ------------------------------------------------------------------------------------ hostile hosts

@@ -1090,6 +1090,10 @@ cdef int _set_event_callback(bint process, str call, object handle, object callb
         with nogil:
             hr = _set_callback_raw(process, h, options, NULL, NULL)
         _check(hr, call)
+        # What the library delivered before the callback was cleared reaches it first, as a
+        # native callback already invoked runs to completion (bounded: a callback that waits
+        # for this thread cannot hold it for longer than the flush's timeout).
+        flush_callbacks()
         _dispatcher.forget(handle, KIND_EVENT)
         return 0
     if _dispatcher.entry(handle, KIND_EVENT) is not None:

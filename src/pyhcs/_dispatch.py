@@ -10,6 +10,8 @@ queue with an integer *key* and return. This module owns the other end:
 * one dispatcher thread drains the queue in batches and calls the user's callbacks in the
   order the library produced the events. An event whose key is gone (closed handle,
   replaced callback) is dropped: after close returns, no callback for that handle runs.
+  Clearing a callback (HcsSet*Callback with none) first delivers what the library produced
+  before it (the backends flush the queue), as a native callback already invoked would run.
 
 Closing from another thread waits until a delivery of that handle's callback that is already
 running has returned, like HcsCloseComputeSystem does for native callbacks; closing from

@@ -124,16 +124,11 @@ static svc_system *handle_sys(chandle *h) {
     return s;
 }
 
-static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay);
-
+/* One event to h's callback, once per exit (an exit kept for the first callback goes out
+ * through early_job instead). */
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op) {
-    deliver(h, type, data, op, false);
-}
-
-/* replay: the exit kept for the first callback (DeliverEarlyEvents), already counted. */
-static void deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op, bool replay) {
     pthread_mutex_lock(&h->mu);
-    if (!replay && (type == HcsEventProcessExited || type == HcsEventSystemExited)) {
+    if (type == HcsEventProcessExited || type == HcsEventSystemExited) {
         /* One exit per handle: the early check after a create (or a service process's event
          * arriving after it) may report the same exit twice. */
         if (h->exit_seen) {
@@ -222,6 +217,8 @@ void emu_sink_service_disconnect(void) {
     handle_foreach(H_SYSTEM, fan_one, &f);
     handle_foreach(H_PROCESS, fan_one, &f);
 }
+
+static void early_exit(chandle *h, char *doc);
 
 /* ------------------------------------------------------------------ asynchronous calls */
 
@@ -312,18 +309,8 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
             /* an exit reported to the handles before this one had its pid missed it: keep it
              * for the first callback, as chandle_deliver does for a later one */
             char *st = NULL;
-            if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) {
-                pthread_mutex_lock(&a->h->mu);
-                if (!a->h->cb_ever_set && !a->h->has_early && !a->h->closed && !a->h->exit_seen) {
-                    a->h->early_type = HcsEventProcessExited;
-                    a->h->early_doc = st;
-                    a->h->has_early = true;
-                    a->h->exit_seen = true;
-                    st = NULL;
-                }
-                pthread_mutex_unlock(&a->h->mu);
-            }
-            free(st);
+            if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) early_exit(a->h, st);
+            else free(st);
         }
         /* The record already counts the creating handle; if that handle was closed before the
          * process existed, HcsCloseProcess could not release it, so release it here. */
@@ -582,19 +569,61 @@ EMU_EXPORT HRESULT HcsWaitForComputeSystemExit(HCS_SYSTEM computeSystem, DWORD t
     return emu_public_hr(hr);
 }
 
-/* An exit that reached a fresh handle before its first callback (DeliverEarlyEvents). */
+/* An exit that reached a fresh handle before its first callback (DeliverEarlyEvents). It counts
+ * as a callback in flight from the moment that callback is set, and goes to that callback: so
+ * clearing the callback or closing the handle (which wait for callbacks in flight) never
+ * overtakes it, and a caller that saw the exit through a wait, then cleared its callback,
+ * still gets the event. */
 typedef struct early_event {
     chandle *h;
     HCS_EVENT_TYPE type;
     char *doc;
+    HCS_EVENT_CALLBACK cb;
+    void *ctx;
 } early_event;
 
 static void early_job(void *arg) {
     early_event *ev = arg;
-    deliver(ev->h, ev->type, ev->doc, NULL, true);
-    hobj_unref(&ev->h->base);
+    chandle *h = ev->h;
+    PWSTR w = ev->doc ? emu_doc(ev->doc) : NULL;
+    HCS_EVENT e = {ev->type, w, NULL};
+    chandle *outer = tls_in_callback;
+    tls_in_callback = h;
+    ev->cb(&e, ev->ctx);
+    tls_in_callback = outer;
+    LocalFree(w);
+    pthread_mutex_lock(&h->mu);
+    h->inflight--; /* reserved by set_callback */
+    if (h->inflight == 0) pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    hobj_unref(&h->base);
     free(ev->doc);
     free(ev);
+}
+
+/* The exit of a process that ended before its handle knew its pid (the service's event went by
+ * unmatched): kept for the first callback if none was set yet, else delivered to the callback
+ * set now (takes doc). */
+static void early_exit(chandle *h, char *doc) {
+    early_event *ev = NULL;
+    pthread_mutex_lock(&h->mu);
+    if (!h->closed && !h->exit_seen) {
+        h->exit_seen = true;
+        if (!h->cb_ever_set && !h->has_early) {
+            h->early_type = HcsEventProcessExited;
+            h->early_doc = doc;
+            h->has_early = true;
+            doc = NULL;
+        } else if (h->cb && (ev = malloc(sizeof *ev)) != NULL) {
+            *ev = (early_event){h, HcsEventProcessExited, doc, h->cb, h->cb_ctx};
+            doc = NULL;
+            h->inflight++;
+            hobj_ref(&h->base);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    free(doc);
+    if (ev && !emu_submit(early_job, ev)) early_job(ev);
 }
 
 static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx, HCS_EVENT_CALLBACK cb) {
@@ -625,8 +654,11 @@ static HRESULT set_callback(chandle *h, HCS_EVENT_OPTIONS opts, const void *ctx,
         ev->h = h;
         ev->type = h->early_type;
         ev->doc = h->early_doc;
+        ev->cb = cb;
+        ev->ctx = (void *)ctx;
         h->early_doc = NULL;
         h->has_early = false;
+        h->inflight++;
         hobj_ref(&h->base);
     }
     pthread_mutex_unlock(&h->mu);

@@ -13,6 +13,7 @@
 
 #include "control.h"
 #include "storage.h"
+#include "transport.h"
 #include "wstr.h"
 
 /* ------------------------------------------------------------------ the exported functions */
@@ -197,7 +198,9 @@ EMU_EXPORT HRESULT HcsAttachLayerStorageFilter(PCWSTR layerPath, PCWSTR layerDat
     char *a = NULL, *b = NULL;
     hr = arg8(layerPath, E_INVALIDARG, "layerPath", &a);
     if (hr == S_OK) hr = arg8(layerData, HCS_E_INVALID_JSON, "layerData", &b);
-    if (hr == S_OK) hr = storage_call(SC_ATTACH, a, b, NULL, NULL, -1);
+    /* the attachment belongs to our service: undone when it dies (storage_registry.c) */
+    char owner[48];
+    if (hr == S_OK) hr = storage_call(SC_ATTACH, a, b, emu_tp()->service_identity(owner) ? owner : NULL, NULL, -1);
     free(a);
     free(b);
     return pub(hr);

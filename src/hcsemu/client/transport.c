@@ -39,6 +39,10 @@ static HRESULT u_wait(svc_system *s, uint32_t t, const atomic_bool *a, char **do
     return unavailable(doc);
 }
 static void u_wake(void) {}
+static bool u_identity(char out[48]) {
+    (void)out;
+    return false;
+}
 static bool u_runtime_id(const char *id, char out[37]) {
     (void)id, (void)out;
     return false;
@@ -88,6 +92,7 @@ static const emu_transport unavailable_transport = {
     .modify_service = u_doc,
     .submit_wer = u_doc,
     .runtime_id = u_runtime_id,
+    .service_identity = u_identity,
 };
 
 static const emu_transport *chosen;

@@ -41,6 +41,10 @@ typedef struct emu_transport {
     HRESULT (*modify_service)(const json *settings, char **doc);
     HRESULT (*submit_wer)(const json *report, char **doc);
     bool (*runtime_id)(const char *id, char out[37]); /* a system's RuntimeId (VM access grants) */
+    /* The identity (emu_process_identity) of the service process this client is connected to,
+     * connecting if need be; false when the service runs in this process (direct) or there is
+     * none. Storage attachments are recorded with it (service/storage_registry.c). */
+    bool (*service_identity)(char out[48]);
 } emu_transport;
 
 extern const emu_transport emu_transport_direct;

@@ -28,6 +28,11 @@ static HRESULT d_process_call(int call, svc_system *s, uint32_t pid, const json 
     }
 }
 
+static bool d_service_identity(char out[48]) {
+    (void)out;
+    return false; /* the service is this process: what it attaches lives as long as the mounts do */
+}
+
 const emu_transport emu_transport_direct = {
     .name = "direct",
     .create = svc_create,
@@ -50,4 +55,5 @@ const emu_transport emu_transport_direct = {
     .modify_service = svc_modify_service,
     .submit_wer = svc_submit_wer,
     .runtime_id = svc_runtime_id,
+    .service_identity = d_service_identity,
 };

@@ -66,7 +66,9 @@ typedef struct rsys rsys;
 
 typedef struct conn {
     int fd;
+    proto_reader rd; /* used by whoever holds the read token */
     int service_pidfd; /* private mode: our child, reaped once it is gone */
+    int service_pid;   /* the service's own (its WELCOME says) */
     atomic_int refs;
     pthread_mutex_t mu; /* pending, proxies, dead, events */
     pthread_mutex_t wmu; /* writes */
@@ -227,7 +229,7 @@ static int connect_path(const char *path, char *err, size_t errlen) {
 }
 
 /* HELLO / WELCOME. Returns S_OK or the refusal's HRESULT with its message in err. */
-static HRESULT handshake(int fd, char *err, size_t errlen) {
+static HRESULT handshake(int fd, int *service_pid, char *err, size_t errlen) {
     char meta[128];
     snprintf(meta, sizeof meta, "{\"Protocol\":%d,\"Pid\":%d}", HCSEMU_PROTOCOL_VERSION, (int)getpid());
     if (proto_send(fd, FR_HELLO, 0, 0, meta, NULL, NULL, 0) != PROTO_OK) {
@@ -242,6 +244,9 @@ static HRESULT handshake(int fd, char *err, size_t errlen) {
     json *m = json_parse(f.payload, strlen(f.payload), NULL, 0);
     int64_t ver = -1, hr = HCS_E_PROTOCOL_ERROR;
     json_int64(json_get(m, "Protocol"), &ver);
+    int64_t spid = 0;
+    json_int64(json_get(m, "Pid"), &spid);
+    *service_pid = (int)spid;
     HRESULT out = S_OK;
     if (f.type == FR_REFUSE) {
         json_int64(json_get(m, "HResult"), &hr);
@@ -264,6 +269,7 @@ static conn *conn_new(int fd, int pidfd) {
     conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->fd = fd;
+    proto_reader_init(&c->rd, fd);
     c->service_pidfd = pidfd;
     atomic_init(&c->refs, 2); /* g_conn's and the reader thread's */
     c->next_id = 1;
@@ -333,7 +339,8 @@ static HRESULT connect_locked(void) {
             return HCS_E_SERVICE_NOT_AVAILABLE;
         }
     }
-    HRESULT hr = handshake(fd, err, sizeof err);
+    int service_pid = 0;
+    HRESULT hr = handshake(fd, &service_pid, err, sizeof err);
     if (FAILED(hr)) {
         set_error("%s", err);
         close(fd);
@@ -349,6 +356,7 @@ static HRESULT connect_locked(void) {
         if (pidfd >= 0) close(pidfd);
         return E_OUTOFMEMORY;
     }
+    c->service_pid = service_pid;
     if (g_conn) conn_unref(g_conn);
     g_conn = c;
     return S_OK;
@@ -378,6 +386,7 @@ static conn *conn_get(HRESULT *hr) {
 
 static void conn_unref(conn *c) {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    proto_reader_free(&c->rd);
     if (c->fd >= 0) close(c->fd);
     if (c->service_pidfd >= 0) {
         reap_pidfd(c->service_pidfd, false);
@@ -965,6 +974,15 @@ static bool s_runtime_id(const char *id, char out[37]) {
     return ok;
 }
 
+static bool s_service_identity(char out[48]) {
+    HRESULT hr;
+    conn *c = conn_get(&hr);
+    if (!c) return false;
+    bool ok = c->service_pid > 0 && emu_process_identity(c->service_pid, out);
+    conn_unref(c);
+    return ok;
+}
+
 /* A new service gets this process's switches. */
 static void sync_settings(conn *c) {
     json *req = json_new_object();
@@ -1049,7 +1067,7 @@ static void enqueue_event(conn *c, event_item *e) {
  * Called by whoever holds the read token (c->reading). */
 static proto_status read_one(conn *c) {
     frame f;
-    proto_status st = proto_recv(c->fd, &f);
+    proto_status st = proto_read_frame(&c->rd, &f);
     if (st != PROTO_OK) return st;
     if (f.type == FR_RESPONSE) {
         pthread_mutex_lock(&c->mu);
@@ -1102,7 +1120,11 @@ static void mark_dead_locked(conn *c) {
 static void read_with_token_locked(conn *c) {
     c->reading = true;
     pthread_mutex_unlock(&c->mu);
-    proto_status st = read_one(c);
+    /* Frames that came along with this one are routed too, so the buffer is empty when the
+     * token is free: the reader thread polls the socket, which cannot see them. */
+    proto_status st;
+    do st = read_one(c);
+    while (st == PROTO_OK && proto_reader_buffered(&c->rd));
     pthread_mutex_lock(&c->mu);
     c->reading = false;
     pthread_cond_broadcast(&c->read_cv);
@@ -1119,7 +1141,7 @@ static void *reader_main(void *arg) {
         if (c->dead) break;
         pthread_mutex_unlock(&c->mu);
         struct pollfd pf = {c->fd, POLLIN, 0};
-        int r = poll(&pf, 1, -1);
+        int r = poll(&pf, 1, -1); /* the buffer is empty whenever the token is free */
         pthread_mutex_lock(&c->mu);
         if (r < 0 && errno != EINTR) mark_dead_locked(c);
         if (r <= 0 || c->dead || c->reading) continue;
@@ -1206,6 +1228,7 @@ static const emu_transport socket_transport = {
     .modify_service = s_modify_service,
     .submit_wer = s_submit_wer,
     .runtime_id = s_runtime_id,
+    .service_identity = s_service_identity,
 };
 
 const emu_transport *emu_transport_socket(const char *mode, char **err) {

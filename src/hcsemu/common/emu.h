@@ -61,6 +61,10 @@ int emu_open_regular(const char *path, int flags, unsigned mode);
  * blank command line gives argc 0. */
 char **emu_split_windows_cmdline(const char *cmdline, size_t *argc);
 
+/* "<pid>:<start time>" (the start time in clock ticks since boot, /proc/<pid>/stat): names
+ * one process for the life of the machine, a recycled pid never matching. false if pid is gone. */
+bool emu_process_identity(int pid, char out[48]);
+
 /* ---- monotonic time ---- */
 uint64_t emu_now_ms(void);
 void emu_deadline(struct timespec *ts, uint32_t timeout_ms); /* CLOCK_MONOTONIC */

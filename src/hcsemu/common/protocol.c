@@ -156,6 +156,97 @@ proto_status proto_recv(int fd, frame *f) {
     return PROTO_OK;
 }
 
+#define READER_CAP ((size_t)64 << 10)
+
+void proto_reader_init(proto_reader *r, int fd) {
+    memset(r, 0, sizeof *r);
+    r->fd = fd;
+}
+
+void proto_reader_free(proto_reader *r) {
+    for (int i = 0; i < r->nfds; i++) close(r->fds[i]);
+    r->nfds = 0;
+    free(r->buf);
+    r->buf = NULL;
+}
+
+/* One recvmsg into the buffer's free space (at most want bytes); its descriptors are queued. */
+static proto_status reader_fill(proto_reader *r, size_t want) {
+    union {
+        struct cmsghdr c;
+        char buf[CMSG_SPACE(sizeof(int) * 16)];
+    } ctl;
+    struct iovec iov = {r->buf + r->end, want};
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    ssize_t n;
+    do n = recvmsg(r->fd, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    int cap = (int)(sizeof r->fds / sizeof r->fds[0]);
+    close_cmsg_fds(&m, r->fds, &r->nfds, cap);
+    if (n <= 0) return n == 0 && r->start == r->end ? PROTO_EOF : PROTO_IO;
+    r->end += (size_t)n;
+    return PROTO_OK;
+}
+
+proto_status proto_read_frame(proto_reader *r, frame *f) {
+    memset(f, 0, sizeof *f);
+    for (int i = 0; i < PROTO_MAX_FDS; i++) f->fds[i] = -1;
+    if (!r->buf && !(r->buf = malloc(READER_CAP))) return PROTO_IO;
+    r->cap = READER_CAP;
+    if (r->start == r->end) r->start = r->end = 0;
+    while (r->end - r->start < PROTO_HEADER) {
+        if (r->cap - r->end < PROTO_HEADER) { /* keep the partial header at the front */
+            memmove(r->buf, r->buf + r->start, r->end - r->start);
+            r->end -= r->start;
+            r->start = 0;
+        }
+        proto_status st = reader_fill(r, r->cap - r->end);
+        if (st != PROTO_OK) return st;
+    }
+    const unsigned char *h = (const unsigned char *)r->buf + r->start;
+    uint32_t len = get32(h + 4);
+    uint16_t declared = get16(h + 10);
+    if (get32(h) != PROTO_MAGIC || len > PROTO_MAX_PAYLOAD || declared > PROTO_MAX_FDS || declared > r->nfds)
+        return PROTO_GARBAGE; /* a frame's descriptors come with its first byte */
+    f->type = get16(h + 8);
+    f->nfds = declared;
+    f->call = get32(h + 12);
+    f->id = (uint64_t)get32(h + 16) | (uint64_t)get32(h + 20) << 32;
+    r->start += PROTO_HEADER;
+    f->payload = malloc((size_t)len + 1);
+    if (!f->payload) return PROTO_IO;
+    size_t have = r->end - r->start < len ? r->end - r->start : len;
+    memcpy(f->payload, r->buf + r->start, have);
+    r->start += have;
+    /* the rest of a frame longer than what came: straight into its payload, exactly */
+    while (have < len) {
+        char *keep = r->buf;
+        size_t kcap = r->cap, kstart = r->start, kend = r->end;
+        r->buf = f->payload + have;
+        r->cap = len - have;
+        r->start = r->end = 0;
+        proto_status st = reader_fill(r, len - have);
+        size_t got = r->end;
+        r->buf = keep, r->cap = kcap, r->start = kstart, r->end = kend;
+        if (st != PROTO_OK) {
+            free(f->payload);
+            f->payload = NULL;
+            return PROTO_IO;
+        }
+        have += got;
+    }
+    f->payload[len] = '\0';
+    f->len = len;
+    for (int i = 0; i < declared; i++) f->fds[i] = r->fds[i];
+    memmove(r->fds, r->fds + declared, sizeof(int) * (size_t)(r->nfds - declared));
+    r->nfds -= declared;
+    return PROTO_OK;
+}
+
 void frame_release(frame *f) {
     free(f->payload);
     f->payload = NULL;

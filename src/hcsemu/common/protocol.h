@@ -99,6 +99,23 @@ proto_status proto_send(int fd, uint16_t type, uint32_t call, uint64_t id, const
                         const int *fds, int nfds);
 /* Receives one frame (blocking). On PROTO_OK the caller frees f->payload and owns f->fds. */
 proto_status proto_recv(int fd, frame *f);
+
+/* A connection's read side: whole frames come out of one recvmsg each (a frame and the start
+ * of the next may arrive together), where proto_recv needs two reads per frame. Descriptors
+ * that came with the bytes wait in fds until their frame is complete. One reader at a time. */
+typedef struct proto_reader {
+    int fd;
+    char *buf;
+    size_t start, end, cap;
+    int fds[PROTO_MAX_FDS * 4];
+    int nfds;
+} proto_reader;
+void proto_reader_init(proto_reader *r, int fd);
+void proto_reader_free(proto_reader *r); /* closes the descriptors no frame took */
+/* Whether bytes already read wait in r (a poll of the socket would not see them). */
+static inline bool proto_reader_buffered(const proto_reader *r) { return r->end > r->start; }
+/* As proto_recv, through r. */
+proto_status proto_read_frame(proto_reader *r, frame *f);
 void frame_release(frame *f); /* frees the payload and closes unclaimed fds */
 /* The document after the JSON meta of a payload, or NULL. */
 const char *frame_doc(const frame *f);

@@ -185,3 +185,23 @@ oom:
     free(buf);
     return NULL;
 }
+
+bool emu_process_identity(int pid, char out[48]) {
+    char path[40], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    /* the fields after the command name (which may hold spaces and parentheses) */
+    char *p = strrchr(buf, ')');
+    unsigned long long start = 0;
+    /* state is field 3, starttime field 22: skip 19 fields after the state */
+    if (!p || sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+                     &start) != 1)
+        return false;
+    snprintf(out, 48, "%d:%llu", pid, start);
+    return true;
+}

@@ -14,9 +14,10 @@
  * process whose parent exits (including one that called setsid) is reparented here and reaped
  * here instead of escaping to init; every process of a system carries HCSEMU_SYSTEM=<service
  * pid>:<runtime id> in its environment, which terminate uses to find the ones that left the
- * process group (service/systems.c). A guardian process, forked before any thread, holds a pipe from the
- * service: when the service dies, however it dies, the pipe reaches EOF and the guardian kills
- * every process that carries this service's marker.
+ * process group (service/processes.c). A guardian process, forked before any thread, holds a
+ * pipe from the service: when the service dies, however it dies, the pipe reaches EOF and the
+ * guardian kills every process that carries this service's marker, then detaches the layers
+ * attached through this service (svc_storage_detach_owned: their overlay mounts undone).
  *
  * Exit codes: 0 stopped, 2 bad arguments or socket folder, 3 a service already runs there.
  */
@@ -41,6 +42,7 @@
 #include "proc.h"
 #include "protocol.h"
 #include "server.h"
+#include "storage.h"
 #include "svc.h"
 
 static int stop_efd = -1;
@@ -51,11 +53,14 @@ static void request_stop(void) {
     (void)w;
 }
 
-/* Forked before any thread exists: waits for the service's end, then ends its processes. */
+/* Forked before any thread exists: waits for the service's end, then ends its processes and
+ * detaches the layers attached through it. */
 static void start_guardian(void) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return;
     pid_t service = getpid();
+    char identity[48];
+    bool have_identity = emu_process_identity(service, identity);
     pid_t g = fork();
     if (g < 0) {
         close(p[0]);
@@ -76,6 +81,8 @@ static void start_guardian(void) {
         proc_kill_marked(marker, true, SIGKILL, 0);
         proc_kill_marked(marker, true, SIGKILL, 0);
         cg_cleanup_service((int)service);
+        /* and the layers its clients attached are detached (their overlay mounts undone) */
+        if (have_identity) svc_storage_detach_owned(identity);
         _exit(0);
     }
     close(p[0]); /* p[1] stays open (close-on-exec) for the service's whole life */

@@ -70,6 +70,11 @@ typedef struct exit_ctx {
 
 static bool guest_is_windows(svc_system *s);
 
+/* The exit this thread is delivering now (on_process_exit): a wait made from inside that
+ * ProcessExited callback sees the exit, as its event has reached it. */
+static __thread const svc_system *tls_exit_sys;
+static __thread uint32_t tls_exit_pid;
+
 static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
     exit_ctx *x = ctx;
     svc_system *s = x->s;
@@ -102,7 +107,10 @@ static void on_process_exit(void *ctx, int pid, int status, const proc_stat *las
     }
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    tls_exit_sys = s;
+    tls_exit_pid = (uint32_t)pid;
     if (doc) svc_emit_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
+    tls_exit_sys = NULL;
     free(doc);
     pthread_mutex_lock(&svc_mu);
     p = find_proc_locked(s, (uint32_t)pid);
@@ -201,7 +209,7 @@ typedef struct cp_req {
     posix_spawnattr_t attr;
     bool fa_init, attr_init;
     pid_t pid;
-    bool leader;            /* the first process of the system: it leads the process group */
+    bool leader;            /* it leads a process group: the system's first, or a console process */
 } cp_req;
 
 /* 1. The ProcessParameters document: members of the right types, no NUL. */
@@ -290,7 +298,10 @@ static HRESULT cp_workdir(cp_req *r, char **doc) {
     return S_OK;
 }
 
-/* 4a. EmulateConsole: a pseudo-terminal of ConsoleSize on the child's stdin, stdout, stderr. */
+/* 4a. EmulateConsole: a pseudo-terminal of ConsoleSize on the child's stdin, stdout, stderr,
+ * and its controlling terminal: the child leads a session of its own (cp_stdio), and the
+ * terminal, opened there without O_NOCTTY, becomes that session's, with the child's group in
+ * the foreground, so a Ctrl-C (0x03) written to the console is its SIGINT, as on a console. */
 static HRESULT cp_console(cp_req *r, char **doc) {
     r->pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     char *name = r->pty >= 0 && grantpt(r->pty) == 0 && unlockpt(r->pty) == 0 ? ptsname(r->pty) : NULL;
@@ -344,7 +355,10 @@ static HRESULT cp_stdio(cp_req *r, char **doc) {
     sigdelset(&def, SIGSTOP);
     posix_spawnattr_setsigmask(&r->attr, &none);
     posix_spawnattr_setsigdefault(&r->attr, &def); /* Python ignores SIGPIPE: children must not */
-    posix_spawnattr_setflags(&r->attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* a console process leads a new session (its own group: the system tracks it, see
+     * console_groups); every other process joins the system's group (cp_spawn_locked) */
+    short group = r->console ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
+    posix_spawnattr_setflags(&r->attr, group | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     return S_OK;
 }
 
@@ -359,8 +373,12 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "create a process in");
     }
-    r->leader = s->pgid <= 0;
-    posix_spawnattr_setpgroup(&r->attr, r->leader ? 0 : s->pgid);
+    r->leader = r->console || s->pgid <= 0;
+    if (!r->console) posix_spawnattr_setpgroup(&r->attr, r->leader ? 0 : s->pgid);
+    if (r->console && !add_console_group_locked(s, 0)) { /* room for it, before the spawn */
+        pthread_mutex_unlock(&svc_mu);
+        return svc_fail(doc, E_OUTOFMEMORY, "Out of memory recording the console's process group");
+    }
     proc_known_lock();
     cg_spawn_enter(s->cg); /* the child is born in the system's cgroup (cgroup.h) */
     int rc = posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);
@@ -368,6 +386,10 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
     if (rc == 0) proc_known_add_locked(r->pid);
     if (rc == 0) cg_adopt(s->cg, r->pid);
     proc_known_unlock();
+    if (r->console) {
+        s->n_console_groups--; /* the slot reserved above: the child's now */
+        if (rc == 0) s->console_groups[s->n_console_groups++] = r->pid;
+    }
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
         DWORD e = rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER;
@@ -412,12 +434,12 @@ static void cp_record_locked(cp_req *r, svc_stdio *io) {
     p->next = s->procs;
     s->procs = p;
     n_procs++;
-    if (r->leader) s->pgid = r->pid;
+    if (r->leader && !r->console) s->pgid = r->pid;
     s->refs++; /* for the watch (cp_watch) */
 }
 
-/* 7. Watch for the exit: a group leader stays a zombie (pinning the group id) until the
- * system stops. */
+/* 7. Watch for the exit: a group leader (the system's first process, or a console process)
+ * stays a zombie (pinning the group id) until the system stops. */
 static void cp_watch(cp_req *r) {
     exit_ctx *x = malloc(sizeof *x);
     if (x) {
@@ -645,6 +667,14 @@ HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char 
     return svc_process_wait_or_abandon(s, pid, timeout_ms, NULL, doc);
 }
 
+/* A process has exited, for a wait, once its ProcessExited event has been delivered (or is
+ * being delivered to the caller): a wait never reports an exit whose event a callback set on
+ * the process has yet to receive, so a caller that clears its callback after the wait never
+ * loses the event, whatever the timing (svc_mu held). */
+static bool exit_seen_locked(const svc_system *s, const sproc *p) {
+    return p->exited && (p->exit_delivered || (tls_exit_sys == s && tls_exit_pid == p->pid));
+}
+
 HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
                                     char **doc) {
     struct timespec ts;
@@ -652,7 +682,7 @@ HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeou
     pthread_mutex_lock(&svc_mu);
     sproc *p;
     HRESULT hr = with_proc(s, pid, &p, doc);
-    while (!FAILED(hr) && !(p->exited && p->exit_delivered)) {
+    while (!FAILED(hr) && !exit_seen_locked(s, p)) {
         if (abandoned_now(abandoned)) {
             hr = E_HANDLE;
             break;
@@ -664,7 +694,7 @@ HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeou
         if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
             p = find_proc_locked(s, pid);
             if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-            else if (!p->exited) hr = g_settings.wait_exit_timeout_hr;
+            else if (!exit_seen_locked(s, p)) hr = g_settings.wait_exit_timeout_hr;
             break;
         }
         p = find_proc_locked(s, pid);

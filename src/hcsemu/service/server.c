@@ -54,6 +54,7 @@ typedef struct inflight {
 
 typedef struct sconn {
     int fd;
+    proto_reader rd; /* the connection thread's */
     inflight *waits;
     atomic_int refs;
     pthread_mutex_t mu;  /* held, ph, dead */
@@ -74,6 +75,7 @@ static server_config cfg;
 
 static void sconn_unref(sconn *c) {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    proto_reader_free(&c->rd);
     close(c->fd);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->wmu);
@@ -601,9 +603,10 @@ static bool handshake(sconn *c) {
 static void *conn_main(void *arg) {
     sconn *c = arg;
     bool ok = handshake(c);
+    proto_reader_init(&c->rd, c->fd);
     while (ok) {
         frame f;
-        proto_status st = proto_recv(c->fd, &f);
+        proto_status st = proto_read_frame(&c->rd, &f);
         if (st == PROTO_GARBAGE) {
             frame bad = {0};
             respond_error(c, &bad, HCS_E_PROTOCOL_ERROR, "malformed frame: the connection is closed");

@@ -178,7 +178,7 @@ static void *walk_main(void *p) {
     case SC_EXPORT_LEGACY: j->hr = svc_storage_export_legacy_writable_layer(j->a, j->b, j->c, j->d); break;
     case SC_SETUP_OS: j->hr = svc_storage_setup_base_os_layer(j->a, j->fd, j->b); break;
     case SC_SETUP_VOLUME: j->hr = svc_storage_setup_base_os_volume(j->a, j->b, j->c); break;
-    case SC_ATTACH: j->hr = svc_storage_attach(j->a, j->b); break;
+    case SC_ATTACH: j->hr = svc_storage_attach(j->a, j->b, j->c); break;
     case SC_DETACH: j->hr = svc_storage_detach(j->a); break;
     }
     memcpy(j->msg, t_msg, sizeof t_msg);

@@ -31,7 +31,12 @@ HRESULT svc_storage_setup_base_os_volume(const char *layer_path, const char *vol
 HRESULT svc_storage_initialize_writable_layer(const char *layer_path, const char *layer_data, const char *options);
 HRESULT svc_storage_initialize_legacy_writable_layer(const char *mount_path, const char *folder_path,
                                                      const char *layer_data, const char *options);
-HRESULT svc_storage_attach(const char *layer_path, const char *layer_data);
+/* owner: the identity (emu_process_identity) of the service process the attaching client is
+ * connected to, or NULL (the service runs in the caller's process): when that service dies its
+ * guardian detaches what it owned (svc_storage_detach_owned). */
+HRESULT svc_storage_attach(const char *layer_path, const char *layer_data, const char *owner);
+/* Detaches every layer attached with this owner; returns how many (the service died). */
+size_t svc_storage_detach_owned(const char *owner);
 HRESULT svc_storage_detach(const char *layer_path);
 HRESULT svc_storage_format_vhd(int fd);
 /* *mount_path: malloc'd UTF-8 on success. */
@@ -54,7 +59,7 @@ typedef enum {
     SC_EXPORT_LEGACY,  /* a: mount path, b: folder, c: export folder, d: layer data */
     SC_SETUP_OS,       /* a: layer, fd: the VHD (-1: none), b: options */
     SC_SETUP_VOLUME,   /* a: layer, b: volume, c: options */
-    SC_ATTACH,         /* a: layer, b: layer data */
+    SC_ATTACH,         /* a: layer, b: layer data, c: owner (or NULL) */
     SC_DETACH          /* a: layer */
 } storage_call_kind;
 HRESULT storage_call(storage_call_kind kind, const char *a, const char *b, const char *c, const char *d, int fd);

@@ -280,7 +280,7 @@ static HRESULT detach_copy(const char *wl, int wl_fd, const strvec *parents) {
 
 /* ------------------------------------------------------------------ the attach and detach calls */
 
-HRESULT svc_storage_attach(const char *layer_path, const char *layer_data) {
+HRESULT svc_storage_attach(const char *layer_path, const char *layer_data, const char *owner) {
     char *norm = NULL, *wl = NULL;
     strvec pp = {0}, preal = {0}, rec = {0};
     json *m = NULL;
@@ -345,7 +345,7 @@ HRESULT svc_storage_attach(const char *layer_path, const char *layer_data) {
         free(view);
         json_set(m, "Attached", a);
         hr = meta_write(wl, m);
-        if (hr == S_OK) hr = index_add(wl, used, &preal);
+        if (hr == S_OK) hr = index_add(wl, used, &preal, owner);
         if (hr != S_OK) {
             /* could not record it: undo the view */
             if (strcmp(used, "overlay") == 0)
@@ -428,4 +428,24 @@ char *storage_merged_view_path(const char *writable_layer_path) {
     json_free(m);
     free(real);
     return view;
+}
+
+size_t svc_storage_detach_owned(const char *owner) {
+    strvec layers = {0};
+    index_owned(owner, &layers);
+    size_t n = 0;
+    for (size_t i = 0; i < layers.n; i++) {
+        /* the service's processes were just killed: one may still hold the view for a moment */
+        HRESULT hr = E_FAIL;
+        for (int tries = 0; tries < 100; tries++) {
+            hr = storage_call(SC_DETACH, layers.v[i], NULL, NULL, NULL, -1);
+            if (hr != HRESULT_FROM_WIN32(ERROR_BUSY)) break;
+            struct timespec ts = {0, 30 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (hr == S_OK) n++;
+        else emu_log("storage: cannot detach %s after its service died: %s", layers.v[i], storage_last_error());
+    }
+    sv_free(&layers);
+    return n;
 }

@@ -174,7 +174,9 @@ HRESULT meta_read_writable(const char *layer, json **out);
 char *runtime_sub(const char *sub);
 void lock_acquire(glock *l);
 void lock_release(glock *l);
-HRESULT index_add(const char *layer, const char *mode, const strvec *parents);
+HRESULT index_add(const char *layer, const char *mode, const strvec *parents, const char *owner);
+/* The layers attached with this owner (paths, malloc'd). */
+void index_owned(const char *owner, strvec *out);
 void index_remove(const char *layer);
 bool index_in_use(const char *target, char **by);
 

@@ -108,7 +108,7 @@ static char *index_entry_path(const char *layer) {
     return p;
 }
 
-HRESULT index_add(const char *layer, const char *mode, const strvec *parents) {
+HRESULT index_add(const char *layer, const char *mode, const strvec *parents, const char *owner) {
     char *p = index_entry_path(layer);
     if (!p) return storage_fail(E_FAIL, "no runtime directory for the storage registry");
     json *e = json_new_object();
@@ -116,6 +116,7 @@ HRESULT index_add(const char *layer, const char *mode, const strvec *parents) {
     json_set(e, "Mode", json_new_string(mode));
     json_set(e, "Parents", strvec_to_json(parents));
     json_set(e, "Pid", json_new_int(getpid()));
+    if (owner) json_set(e, "Service", json_new_string(owner));
     char *text = json_dump(e);
     json_free(e);
     HRESULT hr = E_OUTOFMEMORY;
@@ -183,4 +184,25 @@ bool index_in_use(const char *target, char **by) {
     sv_free(&names);
     close(dfd);
     return used;
+}
+
+void index_owned(const char *owner, strvec *out) {
+    char *dir = runtime_sub("storage/attached");
+    int dfd = dir ? open_dir_path(dir) : -1;
+    free(dir);
+    if (dfd < 0) return;
+    strvec names = {0};
+    (void)list_dir(dfd, &names);
+    for (size_t i = 0; i < names.n; i++) {
+        char *text = NULL;
+        size_t len;
+        if (!has_suffix(names.v[i], ".json") || read_file_at(dfd, names.v[i], 1u << 20, &text, &len) != 0) continue;
+        json *e = json_parse(text, len, NULL, 0);
+        free(text);
+        const char *svc = json_str(json_get(e, "Service")), *lp = json_str(json_get(e, "Path"));
+        if (svc && lp && strcmp(svc, owner) == 0) sv_pushdup(out, lp);
+        json_free(e);
+    }
+    sv_free(&names);
+    close(dfd);
 }

@@ -11,6 +11,7 @@
 
 #include "cgroup.h"
 #include "control.h"
+#include "proc.h"
 #include "svc.h"
 
 enum { ST_CREATED, ST_RUNNING, ST_PAUSED, ST_STOPPED, ST_SAVED_AS_TEMPLATE };
@@ -39,10 +40,16 @@ struct svc_system {
     bool registered, stopping, force_stop, terminate_on_close;
     int handles;
     int pgid; /* the process group (= its leader's pid), 0 until the first process */
+    /* Console processes (EmulateConsole) lead sessions of their own, with the console as their
+     * controlling terminal (so a Ctrl-C typed there is their SIGINT): one more process group
+     * each, pinned like pgid (the leader's zombie is kept until the system stops). */
+    int *console_groups;
+    size_t n_console_groups, cap_console_groups;
     uint64_t start_ms_epoch, start_mono_ms;
     uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
     uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
     char *exit_doc;
+    bool exit_delivered; /* its SystemExited event has been delivered: waits report the exit */
     sproc *procs;
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;
@@ -72,6 +79,21 @@ extern size_t n_systems, n_procs;
         if (!json_want_##kind((obj), (ctx), (path), (out), je_, sizeof je_))                       \
             return svc_fail(doc, HCS_E_INVALID_JSON, "%s", je_);                                   \
     } while (0)
+
+/* Every process group of a system: the main one (pgid) and one per console process. */
+typedef struct group_set {
+    int *id;
+    size_t n;
+} group_set;
+/* A copy of s's groups (svc_mu held); free with group_set_free. */
+group_set groups_of_locked(const svc_system *s);
+void group_set_free(group_set *g);
+void groups_signal(const group_set *g, int sig);
+bool groups_empty(const group_set *g);
+/* Adds a console process's group to s (svc_mu held); false when out of memory. */
+bool add_console_group_locked(svc_system *s, int pgid);
+/* The processes of every group of s (svc_mu held), at most cap. */
+size_t list_system_procs_locked(const svc_system *s, proc_stat *out, size_t cap);
 
 /* Sets *doc to an error document for hr (message by fmt) and returns hr. */
 HRESULT svc_fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -9,7 +9,9 @@
  * A running system's processes share one process group, led by the first process created in
  * it. When that leader exits, its zombie is left unreaped until the system stops, so the group
  * (and its id) outlives it and can never be recycled by an unrelated process: pause, resume
- * and terminate are one killpg each, and statistics are the sum over the group in /proc.
+ * and terminate are one killpg each, and statistics are the sum over the group in /proc. A
+ * console process (EmulateConsole) leads a session of its own instead, whose group is pinned
+ * and covered the same way (console_groups, group_set).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -58,6 +60,10 @@ svc_system *systems;
 size_t n_systems, n_procs;
 
 void svc_init(void) { emu_cond_init(&svc_cv); }
+
+/* The system whose SystemExited this thread is delivering now (do_stop): a wait from inside
+ * that callback sees the exit. */
+static __thread const svc_system *tls_exit_sys;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -173,6 +179,7 @@ void svc_unref(svc_system *s) {
     free(s->owner);
     free(s->exit_doc);
     free(s->workdir);
+    free(s->console_groups);
     json_free(s->config);
     if (s->cg) cg_kill(s->cg, 1000);
     cg_destroy(s->cg);
@@ -713,6 +720,52 @@ void svc_handle_closed(svc_system *s) {
     if (terminate && !emu_submit(stop_job, s)) stop_job(s);
 }
 
+/* ------------------------------------------------------------------ process groups */
+
+group_set groups_of_locked(const svc_system *s) {
+    group_set g = {calloc(s->n_console_groups + 1, sizeof(int)), 0};
+    if (!g.id) return g;
+    if (s->pgid > 0) g.id[g.n++] = s->pgid;
+    for (size_t i = 0; i < s->n_console_groups; i++) g.id[g.n++] = s->console_groups[i];
+    return g;
+}
+
+void group_set_free(group_set *g) {
+    free(g->id);
+    g->id = NULL;
+    g->n = 0;
+}
+
+void groups_signal(const group_set *g, int sig) {
+    for (size_t i = 0; i < g->n; i++) killpg(g->id[i], sig);
+}
+
+bool groups_empty(const group_set *g) {
+    for (size_t i = 0; i < g->n; i++)
+        if (!proc_group_empty(g->id[i])) return false;
+    return true;
+}
+
+bool add_console_group_locked(svc_system *s, int pgid) {
+    if (s->n_console_groups == s->cap_console_groups) {
+        size_t cap = s->cap_console_groups ? s->cap_console_groups * 2 : 4;
+        int *n = realloc(s->console_groups, cap * sizeof *n);
+        if (!n) return false;
+        s->console_groups = n;
+        s->cap_console_groups = cap;
+    }
+    s->console_groups[s->n_console_groups++] = pgid;
+    return true;
+}
+
+size_t list_system_procs_locked(const svc_system *s, proc_stat *out, size_t cap) {
+    group_set g = groups_of_locked(s);
+    size_t n = 0;
+    for (size_t i = 0; i < g.n && n < cap; i++) n += proc_list_group(g.id[i], out + n, cap - n);
+    group_set_free(&g);
+    return n;
+}
+
 /* ------------------------------------------------------------------ stopping */
 
 static bool all_exits_delivered_locked(svc_system *s) {
@@ -785,7 +838,10 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         return S_OK;
     }
     s->stopping = true;
-    int pg = s->pgid;
+    group_set gs = groups_of_locked(s);
+    int pg = gs.n > 0 ? gs.id[0] : 0; /* > 0: the system has processes */
+    for (size_t i = 1; i < gs.n; i++)
+        if (gs.id[i] < pg) pg = gs.id[i]; /* the oldest: where the marker sweep starts */
     pthread_mutex_unlock(&svc_mu);
 
     bool graceful_done = kind == STOP_GRACEFUL && pg <= 0 && !g_settings.ignore_shutdown;
@@ -795,12 +851,12 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         pthread_mutex_unlock(&svc_mu);
     }
     if (kind == STOP_GRACEFUL && pg > 0) {
-        if (!g_settings.ignore_shutdown) killpg(pg, SIGTERM);
+        if (!g_settings.ignore_shutdown) groups_signal(&gs, SIGTERM);
         uint64_t deadline = emu_now_ms() + g_settings.shutdown_grace_ms;
         pthread_mutex_lock(&svc_mu);
         for (;;) {
             if (s->force_stop) break;
-            if (!g_settings.ignore_shutdown && proc_group_empty(pg)) {
+            if (!g_settings.ignore_shutdown && groups_empty(&gs)) {
                 graceful_done = true;
                 break;
             }
@@ -814,7 +870,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     if (pg > 0) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
-        killpg(pg, SIGKILL);
+        groups_signal(&gs, SIGKILL);
         cg_kill(s->cg, g_settings.terminate_timeout_ms); /* everything in it, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
@@ -828,12 +884,13 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* Every process we started has been seen to exit, the leader included: reap its
          * zombie. From here on only signal 0 goes to the group id, so even a recycled id
          * could not be hurt; members left (grandchildren) keep the id pinned meanwhile. */
-        proc_reap(pg);
-        while (!proc_group_empty(pg) && emu_now_ms() < deadline) {
+        for (size_t i = 0; i < gs.n; i++) proc_reap(gs.id[i]);
+        while (!groups_empty(&gs) && emu_now_ms() < deadline) {
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
     }
+    group_set_free(&gs);
     HRESULT status = S_OK;
     const char *exit_type = "ForcedExit", *detail = "Terminate", *initiator = "Client";
     if (kind == STOP_GRACEFUL && (graceful_done || !s->force_stop)) {
@@ -870,13 +927,20 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
+    s->n_console_groups = 0;
     s->stopping = false;
     free(s->exit_doc);
     s->exit_doc = strdup(exit_doc);
     if (s->handles == 0) unregister_locked(s);
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
+    tls_exit_sys = s;
     svc_emit_system_event(s, HcsEventSystemExited, exit_doc);
+    tls_exit_sys = NULL;
+    pthread_mutex_lock(&svc_mu);
+    s->exit_delivered = true;
+    pthread_cond_broadcast(&svc_cv);
+    pthread_mutex_unlock(&svc_mu);
     free(exit_doc);
     if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done)
         return svc_fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
@@ -1011,15 +1075,17 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "pause");
     }
-    int pg = s->pgid;
+    group_set gs = groups_of_locked(s);
     bool frozen = cg_freeze(s->cg, true, 2000); /* atomic, and no signal the processes could see */
-    if (pg > 0 && !frozen) killpg(pg, SIGSTOP);
+    if (!frozen) groups_signal(&gs, SIGSTOP);
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
     /* Pause completes once the stop has reached every process, as a VM pause completes once
      * the virtual processors are halted. */
-    if (pg > 0 && !frozen) proc_group_wait_stopped(pg, 2000);
+    if (!frozen)
+        for (size_t i = 0; i < gs.n; i++) proc_group_wait_stopped(gs.id[i], 2000);
+    group_set_free(&gs);
     return S_OK;
 }
 
@@ -1031,13 +1097,15 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return wrong_state(doc, s, st, "resume");
     }
-    int pg = s->pgid;
+    group_set gs = groups_of_locked(s);
     bool thawed = cg_freeze(s->cg, false, 2000);
-    if (pg > 0 && !thawed) killpg(pg, SIGCONT);
+    if (!thawed) groups_signal(&gs, SIGCONT);
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (pg > 0 && !thawed) proc_group_wait_state(pg, false, 2000);
+    if (!thawed)
+        for (size_t i = 0; i < gs.n; i++) proc_group_wait_state(gs.id[i], false, 2000);
+    group_set_free(&gs);
     return S_OK;
 }
 
@@ -1148,9 +1216,9 @@ static json *statistics_locked(svc_system *s) {
     json_set(st, "Uptime100ns", json_new_uint(uptime));
     uint64_t user = s->exited_user_100ns, kern = s->exited_kernel_100ns, rss = 0, shared = 0, vsz = 0;
     uint64_t rb = s->exited_read, wb = s->exited_write, rops = s->exited_rops, wops = s->exited_wops;
-    if (s->pgid > 0) {
+    if (s->pgid > 0 || s->n_console_groups > 0) {
         proc_stat *ps = malloc(sizeof *ps * 4096);
-        size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+        size_t n = ps ? list_system_procs_locked(s, ps, 4096) : 0;
         for (size_t i = 0; i < n; i++) {
             user += ps[i].utime_100ns;
             kern += ps[i].stime_100ns;
@@ -1197,9 +1265,9 @@ static json *statistics_locked(svc_system *s) {
 
 static json *process_list_locked(svc_system *s) {
     json *arr = json_new_array();
-    if (s->pgid <= 0) return arr;
+    if (s->pgid <= 0 && s->n_console_groups == 0) return arr;
     proc_stat *ps = malloc(sizeof *ps * 4096);
-    size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+    size_t n = ps ? list_system_procs_locked(s, ps, 4096) : 0;
     for (size_t i = 0; i < n; i++) {
         if (ps[i].state == 'Z' || ps[i].state == 'X') continue; /* exited, awaiting its reaper */
         json *d = json_new_object();
@@ -1253,9 +1321,9 @@ static json *guest_memory_locked(svc_system *s) {
     uint64_t total = mb > 0 ? (uint64_t)mb << 20
                             : (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t rss = 0, shared = 0, vsz = 0;
-    if (s->pgid > 0) {
+    if (s->pgid > 0 || s->n_console_groups > 0) {
         proc_stat *ps = malloc(sizeof *ps * 4096);
-        size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+        size_t n = ps ? list_system_procs_locked(s, ps, 4096) : 0;
         for (size_t i = 0; i < n; i++) {
             rss += ps[i].rss_bytes;
             shared += ps[i].shared_bytes;
@@ -1570,12 +1638,18 @@ void svc_wake_waiters(void) {
 
 bool abandoned_now(const atomic_bool *a) { return a && atomic_load_explicit(a, memory_order_acquire); }
 
+/* A system has exited, for a wait, once its SystemExited event has been delivered (or is being
+ * delivered to the caller), as for processes (processes.c, exit_seen_locked). */
+static bool system_exit_seen_locked(const svc_system *s) {
+    return s->state == ST_STOPPED && (s->exit_delivered || tls_exit_sys == s);
+}
+
 HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc) {
     struct timespec ts;
     emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
     pthread_mutex_lock(&svc_mu);
     HRESULT hr = S_OK;
-    while (s->state != ST_STOPPED) {
+    while (!system_exit_seen_locked(s)) {
         if (abandoned_now(abandoned)) {
             hr = E_HANDLE;
             break;
@@ -1585,7 +1659,7 @@ HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomi
             break;
         }
         if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
-            if (s->state != ST_STOPPED) hr = g_settings.wait_exit_timeout_hr;
+            if (!system_exit_seen_locked(s)) hr = g_settings.wait_exit_timeout_hr;
             break;
         }
     }

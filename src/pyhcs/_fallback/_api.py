@@ -418,6 +418,8 @@ def _set_event_callback(
 ) -> None:
     if callback is None:
         _check(fn(handle, callback_options, None, _NO_EVENT_CALLBACK), call)  # type: ignore[operator]
+        # What the library delivered before the callback was cleared reaches it first (see _core)
+        flush_callbacks()
         _dispatcher.forget(handle, KIND_EVENT)
         _event_setters.pop(handle, None)
         return
