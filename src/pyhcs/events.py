@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _log
-from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread, timeout_error
+from ._flow import EventWait, Flow, run
+from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread
 from ._types import EventType, HcsEvent
 from .errors import HcsError, make_error, to_unsigned
 
@@ -424,24 +425,31 @@ class EventStream(Iterator[Event]):
     def __iter__(self) -> EventStream:
         return self
 
-    def __next__(self) -> Event:
+    def _ready(self) -> bool:
         hub = self._hub
-        deadline = Deadline(self._timeout)
+        return self._pos < len(hub.history) or hub.end_reason is not None or hub.closed
+
+    def __next__(self) -> Event:
+        ev = run(next_event_flow(self))
+        if ev is None:
+            raise StopIteration
+        return ev
+
+
+def next_event_flow(stream: EventStream) -> Flow[Event | None]:
+    """The next event of ``stream`` (None once it ended), waiting up to its timeout; run by
+    ``next()`` here and by ``pyhcs.aio``'s ``async for``."""
+    hub = stream._hub
+    deadline = Deadline(stream._timeout)
+    while True:
         with hub.cond:
-            while self._pos >= len(hub.history):
-                if hub.end_reason is not None or hub.closed:
-                    raise StopIteration
-                if deadline.expired():
-                    raise timeout_error(
-                        "waiting for the next event",
-                        deadline,
-                        system_id=hub.system_id,
-                        process_id=hub.process_id,
-                        still="the stream stays open; iterate again to keep waiting",
-                    )
-                if in_dispatcher():
-                    raise RuntimeError("pyhcs: cannot iterate events inside an event or completion callback")
-                hub.cond.wait(deadline.slice())
-            ev = hub.history[self._pos]
-            self._pos += 1
-            return ev
+            if stream._pos < len(hub.history):
+                ev = hub.history[stream._pos]
+                stream._pos += 1
+                return ev
+            if hub.end_reason is not None or hub.closed:
+                return None
+        if in_dispatcher():
+            raise RuntimeError("pyhcs: cannot iterate events inside an event or completion callback")
+        yield EventWait(hub, stream._ready, deadline, "waiting for the next event",
+                        still="the stream stays open; iterate again to keep waiting")
