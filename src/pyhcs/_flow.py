@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._handle import Deadline, reports_timeout, timeout_error
+from ._handle import Deadline, timeout_error
+from .errors import TimeoutExpiredError
 
 if TYPE_CHECKING:
     from .events import EventHub
@@ -178,28 +179,33 @@ Flow = Generator[Step, Any, _T]
 
 def run(flow: Flow[_T]) -> _T:
     """The blocking driver: runs ``flow`` on this thread."""
-    value: Any = None
-    failure: BaseException | None = None
-    while True:
-        try:
-            step = flow.throw(failure) if failure is not None else flow.send(value)
-        except StopIteration as stop:
-            result: _T = stop.value
-            return result
-        value = failure = None
-        try:
-            if isinstance(step, Call):
-                value = step.fn()
-            elif isinstance(step, Action):
-                with reports_timeout(step.deadline):
-                    value = step.run(step.deadline.remaining())
-            elif isinstance(step, Communicate):
-                step.proc._merge_stderr = step.merge
-                value = step.proc.communicate(step.input, step.deadline.remaining())
-            else:
-                step.block()
-                step.finish()
-        except BaseException as exc:  # handed to the flow, which decides
-            failure = exc
-        finally:
-            del step
+    send = flow.send
+    try:
+        step = send(None)
+        while True:
+            try:
+                kind = type(step)
+                if kind is Action:
+                    deadline = step.deadline  # type: ignore[union-attr]
+                    try:
+                        value = step.run(deadline.remaining())  # type: ignore[union-attr]
+                    except TimeoutExpiredError as err:
+                        err.timeout = deadline.timeout  # the caller's timeout, not what was left
+                        raise
+                elif kind is Call:
+                    value = step.fn()  # type: ignore[union-attr]
+                elif kind is Communicate:
+                    proc = step.proc  # type: ignore[union-attr]
+                    proc._merge_stderr = step.merge  # type: ignore[union-attr]
+                    value = proc.communicate(step.input, step.deadline.remaining())  # type: ignore[union-attr]
+                else:
+                    step.block()  # type: ignore[union-attr]
+                    step.finish()  # type: ignore[union-attr]
+                    value = None
+            except BaseException as exc:  # handed to the flow, which decides
+                step = flow.throw(exc)
+                continue
+            step = send(value)
+    except StopIteration as stop:
+        result: _T = stop.value
+        return result

@@ -979,8 +979,12 @@ def run_flow(
         except BaseException as exc:
             try:
                 yield from kill_flow(proc, Deadline(max(deadline.remaining(), _KILL_GRACE)))
-            except HcsError:
-                _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
+            except HcsError as kill_err:
+                # run() gives up on a kill that failed or ran out of time: its pending
+                # operation is closed (which closes the handles it opened), not left to nobody.
+                _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=kill_err)
+                if kill_err.operation is not None:
+                    kill_err.operation.close()
             if isinstance(exc, TimeoutExpiredError):
                 yield Call(proc.close)
                 raise _run_timeout(command, deadline, exc, proc, plan) from None
