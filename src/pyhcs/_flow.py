@@ -27,6 +27,10 @@ same ``except``/``finally`` blocks in both worlds; subclasses would need every w
 method of its own and would split each flow across two class hierarchies.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
@@ -184,24 +188,21 @@ def run(flow: Flow[_T]) -> _T:
         step = send(None)
         while True:
             try:
-                kind = type(step)
-                if kind is Action:
-                    deadline = step.deadline  # type: ignore[union-attr]
+                value: Any = None
+                if isinstance(step, Action):
+                    deadline = step.deadline
                     try:
-                        value = step.run(deadline.remaining())  # type: ignore[union-attr]
+                        value = step.run(deadline.remaining())
                     except TimeoutExpiredError as err:
                         err.timeout = deadline.timeout  # the caller's timeout, not what was left
                         raise
-                elif kind is Call:
-                    value = step.fn()  # type: ignore[union-attr]
-                elif kind is Communicate:
-                    proc = step.proc  # type: ignore[union-attr]
-                    proc._merge_stderr = step.merge  # type: ignore[union-attr]
-                    value = proc.communicate(step.input, step.deadline.remaining())  # type: ignore[union-attr]
+                elif isinstance(step, Call):
+                    value = step.fn()
+                elif isinstance(step, Communicate):
+                    value = step.proc.communicate(step.input, step.deadline.remaining())
                 else:
-                    step.block()  # type: ignore[union-attr]
-                    step.finish()  # type: ignore[union-attr]
-                    value = None
+                    step.block()
+                    step.finish()
             except BaseException as exc:  # handed to the flow, which decides
                 step = flow.throw(exc)
                 continue

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import os
 import threading
@@ -38,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from . import _log, _stdio
+from . import _stdio
 from . import process as _process
 from . import system as _system
 from ._aio_pool import ComputeSystemPool
@@ -295,7 +296,7 @@ def _in_thread(fn: Callable[[], _T], discard: Callable[[_T], object] | None = No
             try:
                 discard(value)
             except Exception:
-                _log.log.debug("pyhcs: discarding %r failed", value, exc_info=True)
+                logging.getLogger("pyhcs").debug("pyhcs: discarding %r failed", value, exc_info=True)
 
     def settle(value: Any, failed: bool) -> None:
         if fut.done():
@@ -640,7 +641,7 @@ class Process:
         await drive(_process.resize_flow(self.sync, height, width, self._deadline(timeout)))
 
     async def properties(self, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
-        return await drive(_process.properties_flow(self.sync, self._deadline(timeout)))
+        return await drive(_process.properties_flow(self.sync, None, self._deadline(timeout)))
 
     def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
         return events(self, replay=replay, timeout=timeout)
@@ -853,7 +854,7 @@ class ComputeSystem:
                                communicate)
         finally:
             for proc in pipes:
-                proc._close_pipes()
+                await proc.aclose()  # the pipes; the flow closed the process itself
 
     async def open_process(self, pid: int, *, stdio: bool = False) -> Process:
         """The async :meth:`pyhcs.ComputeSystem.open_process`."""

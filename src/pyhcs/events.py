@@ -22,6 +22,10 @@ Exit statuses are typed values that say where they came from (``source``: ``"eve
 reported when HCS reported the process exited with ``LastWaitResult`` 0.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import itertools
@@ -36,7 +40,7 @@ from . import _log
 from ._flow import EventWait, Flow, run
 from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread
 from ._types import EventType, HcsEvent
-from .errors import HcsError, make_error, to_unsigned
+from .errors import HcsError, is_json_array, is_json_object, make_error, to_unsigned
 
 __all__ = ["Event", "EventHub", "EventStream", "EventType", "ExitStatus", "SystemExitStatus"]
 
@@ -113,9 +117,8 @@ class ExitStatus:
 
     @classmethod
     def from_document(cls, text: str, source: str, process_id: int = 0) -> ExitStatus:
-        doc = json.loads(text) if text else {}
-        if not isinstance(doc, dict):
-            doc = {}
+        parsed: Any = json.loads(text) if text else {}
+        doc: dict[str, Any] = parsed if is_json_object(parsed) else {}
         exited = bool(doc.get("Exited", False))
         lwr = to_unsigned(int(doc.get("LastWaitResult", 0) or 0))
         raw_code = doc.get("ExitCode")
@@ -175,18 +178,17 @@ class SystemExitStatus:
 
     @classmethod
     def from_document(cls, text: str | None, source: str) -> SystemExitStatus:
-        doc: Any = {}
+        parsed: Any = {}
         if text:
             try:
-                doc = json.loads(text)
+                parsed = json.loads(text)
             except ValueError:
-                doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
+                parsed = {}
+        doc: dict[str, Any] = parsed if is_json_object(parsed) else {}
         status = to_unsigned(int(doc.get("Status", 0) or 0))
         exit_type = str(doc.get("ExitType") or "Unknown")
-        attribution = doc.get("Attribution") or []
-        return cls(status, exit_type, tuple(attribution) if isinstance(attribution, list) else (), source, text)
+        attribution: Any = doc.get("Attribution") or []
+        return cls(status, exit_type, tuple(attribution) if is_json_array(attribution) else (), source, text)
 
     @property
     def unexpected(self) -> bool:

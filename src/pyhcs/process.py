@@ -22,6 +22,10 @@ process that already exited is not an error (they return False), whatever benign
 uses to say so.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import os
@@ -47,6 +51,7 @@ from .errors import (
     TimeoutExpiredError,
     Win32AccessDeniedError,
     is_already_stopped,
+    is_json_object,
     is_timeout,
     make_error,
 )
@@ -103,7 +108,7 @@ def process_parameters(
     base: dict[str, Any] = {}
     if params is not None:
         parsed = loads(to_json(params, "process parameters"))
-        if not isinstance(parsed, dict):
+        if not is_json_object(parsed):
             raise TypeError("process parameters must be a JSON object")
         base = parsed
     if command is not None:
@@ -656,17 +661,7 @@ class Process(Handle):
 
     def properties(self, query: Document | None = None, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
         """HcsGetProcessProperties: the ProcessStatus (ProcessId, Exited, ExitCode, ...)."""
-        doc = self._run("HcsGetProcessProperties", _process_properties, to_json(query, "property query"), timeout)
-        value = loads(doc)
-        if not isinstance(value, dict):
-            raise make_error(
-                _E_UNEXPECTED,
-                message="HcsGetProcessProperties succeeded but returned no document",
-                call="HcsGetProcessProperties",
-                system_id=self.system_id,
-                process_id=self.pid or None,
-            )
-        return value
+        return run(properties_flow(self, query, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     # -- events -----------------------------------------------------------------------------------
     def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> EventStream:
@@ -745,6 +740,10 @@ class _FreshProcess(Handle):
         return complete(self._submit(call, fn, doc, callback=False), timeout)
 
 
+def _get_process_info(handle: int, op: int) -> None:
+    B.hcs_get_process_info(handle, op)
+
+
 def _signal_process(handle: int, op: int, doc: str | None) -> None:
     B.hcs_signal_process(handle, op, doc)
 
@@ -780,10 +779,11 @@ def action(proc: Process, call: str, fn: Callable[..., None], doc: str | None, d
     return result
 
 
-def properties_flow(proc: Process, deadline: Deadline) -> Flow[dict[str, Any]]:
-    doc = yield from action(proc, "HcsGetProcessProperties", _process_properties, None, deadline)
+def properties_flow(proc: Process, query: Document | None, deadline: Deadline) -> Flow[dict[str, Any]]:
+    doc = yield from action(proc, "HcsGetProcessProperties", _process_properties, to_json(query, "property query"),
+                            deadline)
     value = loads(doc)
-    if not isinstance(value, dict):
+    if not is_json_object(value):
         raise make_error(
             _E_UNEXPECTED,
             message="HcsGetProcessProperties succeeded but returned no document",
@@ -814,7 +814,7 @@ def process_info_flow(proc: Process, deadline: Deadline) -> Flow[HcsProcessInfor
     call = "HcsGetProcessInfo"
     op = Operation(call=call, system_id=proc.system_id, process_id=proc.pid or None, owner=proc, process_info=True)
     try:
-        initiate(proc, op, call, lambda h, o: B.hcs_get_process_info(h, o))
+        initiate(proc, op, call, _get_process_info)
         yield OperationWait(op, deadline)
         op.result(0)
         pi = op.take_process_info()

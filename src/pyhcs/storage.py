@@ -47,6 +47,10 @@ path*; on the emulator the view is the folder ``Merged`` inside the writable lay
 absolute first (Windows rules on Windows), because HCS takes absolute paths only.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import errno
@@ -60,7 +64,7 @@ import stat
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +76,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from pydantic import BaseModel
-    from typing_extensions import Self
+    from typing_extensions import Self, TypeIs
 
     from pyhcs import _backend as B
     from pyhcs.errors import HcsError
@@ -145,7 +149,7 @@ class _HasFileno(Protocol):
 
 
 def _path(p: StrPath) -> str:
-    s = os.fspath(p)
+    s = cast(object, os.fspath(p))  # bytes for a bytes path, despite the annotation
     if not isinstance(s, str):
         raise TypeError(f"a path must be str or os.PathLike[str], not {type(s).__name__}")
     return str(_pathmod.abspath(s))
@@ -649,6 +653,10 @@ class VirtualDisk:
 # ------------------------------------------------------------------------------ objects
 
 
+def _is_model(value: object) -> TypeIs[BaseModel]:
+    return hasattr(value, "model_dump")
+
+
 def _parents(parents: ParentsLike | None) -> LayerChain:
     if parents is None:
         return LayerChain()
@@ -658,7 +666,7 @@ def _parents(parents: ParentsLike | None) -> LayerChain:
         return parents.chain
     if isinstance(parents, (str, bytes)):
         raise TypeError("parents must be layers, paths, a LayerChain or a LayerData document, not a string")
-    if isinstance(parents, Mapping) or hasattr(parents, "model_dump"):
+    if isinstance(parents, Mapping) or _is_model(parents):
         return LayerChain.from_layer_data(cast("Document", parents))
     return LayerChain(parents)
 
@@ -906,7 +914,7 @@ class WritableLayer(Layer):
             self._attached = False
 
     @contextmanager
-    def attached(self) -> Iterator[Path]:
+    def attached(self) -> Generator[Path, None, None]:
         """Attach for the duration of a ``with`` block, yielding the merged view."""
         view = self.attach()
         try:

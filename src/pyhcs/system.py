@@ -27,6 +27,10 @@ What the object guarantees:
 A ComputeSystem may be used from several threads at once.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json
@@ -48,6 +52,8 @@ from .errors import (
     SystemNotFoundError,
     TimeoutExpiredError,
     is_already_stopped,
+    is_json_array,
+    is_json_object,
     is_timeout,
     make_error,
 )
@@ -94,6 +100,11 @@ _ACTIONS: dict[str, tuple[str, Callable[[int, int, str | None], None]]] = {
 }
 
 
+def _create_process(handle: int, op: int, params: str) -> int:
+    process: int = B.hcs_create_process(handle, params, op)
+    return process
+
+
 def _property_query(types: Sequence[str], query: Document | None) -> Document | None:
     if query is not None:
         if types:
@@ -105,7 +116,7 @@ def _property_query(types: Sequence[str], query: Document | None) -> Document | 
 def parse_properties(doc: str | None, call: str, system_id: str | None) -> dict[str, Any]:
     """The Properties document of a successful query (HCS documents one: none is an error)."""
     value = loads(doc)
-    if not isinstance(value, dict):
+    if not is_json_object(value):
         raise make_error(
             _E_UNEXPECTED,
             message=f"{call} succeeded but returned {'no document' if value is None else 'a non-object'}",
@@ -119,11 +130,11 @@ def parse_enumeration(doc: str | None) -> list[dict[str, Any]]:
     value = loads(doc)
     if value is None:
         return []
-    if not isinstance(value, list):
+    if not is_json_array(value):
         raise make_error(
             _E_UNEXPECTED, message="HcsEnumerateComputeSystems returned a non-array", call="HcsEnumerateComputeSystems"
         )
-    return [item for item in value if isinstance(item, dict)]
+    return [item for item in value if is_json_object(item)]
 
 
 def enumeration_query(
@@ -204,10 +215,10 @@ class ComputeSystem(Handle):
         text = compute_system_config(config, strict=False)  # checked below, as text
         hosting: str | None = None
         try:
-            parsed = json.loads(text)
+            parsed: Any = json.loads(text)
         except ValueError:
             parsed = None  # HCS reports what is wrong with it
-        if isinstance(parsed, dict):
+        if is_json_object(parsed):
             if strict:
                 check_document(text, "config", system_id=id)
             if guest is None:
@@ -507,7 +518,7 @@ class ComputeSystem(Handle):
             default_timeout=self.default_timeout,
         )
         try:
-            handle: int = initiate(self, op, call, lambda h, o, p: B.hcs_create_process(h, p, o), params)
+            handle: int = initiate(self, op, call, _create_process, params)
         except BaseException:
             op.close()
             raise
@@ -973,6 +984,7 @@ def run_flow(
         raise _run_timeout(command, deadline, exc, half_made, plan) from None
     try:
         try:
+            proc._merge_stderr = plan.merge  # communicate() reads both pipes into one buffer
             out, err = yield Communicate(proc, plan.input, plan.merge, deadline)
             status = yield from wait_status_flow(proc, deadline)
             code = status.check(system_id=proc.system_id)
