@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ def run_watched(main: Any) -> list[tuple[str, float, str]]:
     return watchdog.stalls
 
 
-def test_no_public_coroutine_blocks_the_loop() -> None:
+def test_no_public_coroutine_blocks_the_loop(tmp_path: Path) -> None:
     async def main(dog: LoopWatchdog) -> None:
         emulator.add_faults({"Function": "*", "DelayMs": DELAY_MS})
         try:
@@ -89,8 +90,9 @@ def test_no_public_coroutine_blocks_the_loop() -> None:
             assert await system.state() == "Running"
             dog.step = "modify"
             await system.modify({"ResourcePath": "Container/Memory/SizeInMB", "Settings": 128})
-            dog.step = "pause/resume"
+            dog.step = "pause/save/resume"
             await system.pause()
+            await system.save({"SaveType": "ToFile", "SaveStateFilePath": str(tmp_path / "state.vmrs")})
             await system.resume()
             dog.step = "enumerate"
             assert [s["Id"] for s in await aio.enumerate(ids=[sid])] == [sid]
@@ -105,6 +107,10 @@ def test_no_public_coroutine_blocks_the_loop() -> None:
             dog.step = "opened guest_os (asks HCS)"
             assert await other.guest_os() == "windows"
             dog.step = "opened aclose"
+            await other.aclose()
+            dog.step = "open with guest_os"
+            other = await aio.ComputeSystem.open(sid, guest_os="linux")
+            assert await other.guest_os() == "linux"
             await other.aclose()
             dog.step = "run"
             result = await system.run(["sh", "-c", "echo out; echo err >&2"])
@@ -131,6 +137,16 @@ def test_no_public_coroutine_blocks_the_loop() -> None:
                 assert out == b"hello"
                 dog.step = "wait"
                 assert await proc.wait(10) == 0
+            dog.step = "readline"
+            proc = await system.create_process(["sh", "-c", "echo one; echo two"], stdout=True)
+            async with proc:
+                assert proc.stdout is not None
+                assert await proc.stdout.readline() == b"one\n"
+                assert [line async for line in proc.stdout] == [b"two\n"]
+                assert await proc.wait(10) == 0
+                dog.step = "events of the blocking object"
+                # ends (the exit may have been read by a zero wait before the event came)
+                assert "SystemExited" not in [ev.name async for ev in aio.events(proc.sync, timeout=10)]
             dog.step = "console process"
             proc = await system.create_process(["sleep", "30"], console=True, stdin=True, stdout=True)
             try:
