@@ -306,10 +306,6 @@ class Process(Handle):
             if name == "stdin":
                 self._had_stdin = True
 
-    def _poll_exit(self) -> None:
-        """Records an exit that happened before the callback could see it (a zero wait)."""
-        run(poll_exit_flow(self))
-
     def _exit_polled(self, doc: str | None, err: HcsError | None) -> None:
         """Records what a zero HcsWaitForProcessExit said."""
         if err is not None:
@@ -410,15 +406,18 @@ class Process(Handle):
     def close_stdin(self, *, timeout: Timeout = DEFAULT) -> None:
         """Ends the child's stdin: closes our end and sends HcsModifyProcess CloseHandle/StdIn
         (both are needed for the child to see EOF). Idempotent; fine after the exit."""
+        self._close_stdin_file()
+        if not self._had_stdin or self._hub.exit is not None or self._closed:
+            return
+        run(close_stdin_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
+
+    def _close_stdin_file(self) -> None:
         f, self.stdin = self.stdin, None
         if f is not None:
             try:
                 f.close()
             except OSError:  # BrokenPipeError flushing to a child that is gone
                 pass
-        if not self._had_stdin or self._hub.exit is not None or self._closed:
-            return
-        run(close_stdin_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def communicate(
         self, input: bytes | None = None, timeout: Timeout = DEFAULT
@@ -936,10 +935,8 @@ def signal_flow(proc: Process, signal: int | str, deadline: Deadline) -> Flow[bo
     proc._ensure_open("HcsSignalProcess")
     if proc._hub.exit is not None:
         return False
-    from .system import guest_os_flow
-
     with reports_timeout(deadline):
-        guest = yield from guest_os_flow(proc.system, deadline)
+        guest = yield from proc.system._guest_os_flow(deadline)
         doc = to_json({"Signal": signal_value(signal, guest)})
         try:
             yield from action(proc, "HcsSignalProcess", _signal_process, doc, deadline)

@@ -282,14 +282,6 @@ class ComputeSystem(Handle):
         if self._creation is not None:
             _flow.run(wait_created_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
-    def _creation_failed(self, op: Operation, err: HcsError) -> None:
-        # HCS returned a handle even though creation failed: it must still be closed
-        # (HCS keeps it until then); with terminate-on-close that also ends whatever was half made.
-        self._creation = None
-        op.close()
-        self.close()
-        raise err
-
     def _ensure_created(self, timeout: Timeout = DEFAULT) -> None:
         # A call on a half-created system (the one a timed-out create hands over) first
         # waits for the creation, within the call's own timeout.
@@ -442,6 +434,10 @@ class ComputeSystem(Handle):
         Asking HCS (opened or hosted systems) happens once, and may raise its errors.
         """
         return self._guest_os()
+
+    def _guest_os_flow(self, deadline: Deadline) -> Flow[GuestOs]:
+        # for the flows of pyhcs.process, which does not import this module
+        return guest_os_flow(self, deadline)
 
     def _guest_os(self, timeout: Timeout = DEFAULT) -> GuestOs:
         if self._guest is not None:
@@ -947,9 +943,7 @@ def create_process_flow(
             raise
         if stdin is not True and stdin == DEVNULL:
             try:
-                f, proc.stdin = proc.stdin, None
-                if f is not None:
-                    f.close()
+                proc._close_stdin_file()
                 yield from close_stdin_flow(proc, deadline)
             except BaseException:
                 yield Call(proc.close)
