@@ -4,7 +4,11 @@ any loop callback that runs longer than 50 ms.
 
 The watchdog is asyncio's own slow-callback detection (debug mode, ``slow_callback_duration``):
 it times every callback and task step the loop runs, which is exactly what a blocking call on
-the loop thread shows up as.
+the loop thread shows up as. A blocked step stalls for the whole delay, in every run. A step
+can also be stretched past the limit once without blocking: a busy machine, or another thread
+holding the GIL for one-time work (the first strict check of a configuration builds its
+validators). So a run with stalls is repeated, and the test fails on the steps that stalled
+both times.
 """
 
 from __future__ import annotations
@@ -67,14 +71,19 @@ def run_watched(main: Any) -> list[tuple[str, float, str]]:
 
 
 def test_no_public_coroutine_blocks_the_loop(tmp_path: Path) -> None:
+    runs = 0
+
     async def main(dog: LoopWatchdog) -> None:
+        nonlocal runs
+        runs += 1
         emulator.add_faults({"Function": "*", "DelayMs": DELAY_MS})
         try:
-            await scenario(dog)
+            await scenario(dog, tmp_path / f"run{runs}")
         finally:
             emulator.add_faults(reset=True)
 
-    async def scenario(dog: LoopWatchdog) -> None:
+    async def scenario(dog: LoopWatchdog, tmp_path: Path) -> None:
+        tmp_path.mkdir()
         sid = new_id("aioloop")
         dog.step = "ComputeSystem.create"
         system = await aio.ComputeSystem.create(sid, CONFIG)
@@ -210,5 +219,11 @@ def test_no_public_coroutine_blocks_the_loop(tmp_path: Path) -> None:
             await victim.wait_exit(10)
         dog.step = "done"
 
-    stalls = run_watched(main)
-    assert not stalls, "the event loop stalled:\n" + "\n".join(f"  {s}: {t:.3f} s in {h}" for s, t, h in stalls)
+    first = run_watched(main)
+    if not first:
+        return
+    second = run_watched(main)
+    both = {step for step, _, _ in first} & {step for step, _, _ in second}
+    report = "\n".join(f"  run {n}: {s}: {t:.3f} s in {h}" for n, run in ((1, first), (2, second))
+                       for s, t, h in run)
+    assert not both, f"the event loop stalled in {sorted(both)} in both runs:\n{report}"
