@@ -1020,9 +1020,11 @@ def kill_flow(proc: Process, deadline: Deadline) -> Flow[bool]:
 
 def leave_flow(proc: Process, failed: bool) -> Flow[None]:
     """Leaving a ``with`` block: kill the process if it was left by an exception, close."""
-    if failed and not proc._closed and proc._hub.exit is None and proc._creation is None:
-        try:
-            yield from kill_flow(proc, Deadline(resolve_timeout(DEFAULT, proc.default_timeout)))
-        except Exception:
-            _log.log.debug("pyhcs: killing %r on error failed", proc, exc_info=True)
-    yield Call(proc.close)
+    try:
+        if failed and not proc._closed and proc._hub.exit is None and proc._creation is None:
+            try:
+                yield from kill_flow(proc, Deadline(resolve_timeout(DEFAULT, proc.default_timeout)))
+            except Exception:
+                _log.log.debug("pyhcs: killing %r on error failed", proc, exc_info=True)
+    finally:
+        yield Call(proc.close)

@@ -1006,13 +1006,16 @@ def run_flow(
 def leave_flow(system: ComputeSystem, failed: bool) -> Flow[None]:
     """Leaving a ``with`` block: a system it created is terminated if the block was left by
     an exception; then it is closed."""
-    if failed and system._created and not system._closed and system._hub.exit is None:
-        # Leaving a `with` block by an exception: do not leave the system behind.
-        try:
-            yield from end_flow(system, "terminate", None, Deadline(resolve_timeout(DEFAULT, system.default_timeout)))
-        except Exception:
-            _log.log.debug("pyhcs: terminating %r on error failed", system.id, exc_info=True)
-    yield Call(system.close)
+    try:
+        if failed and system._created and not system._closed and system._hub.exit is None:
+            # Leaving a `with` block by an exception: do not leave the system behind.
+            try:
+                yield from end_flow(system, "terminate", None,
+                                    Deadline(resolve_timeout(DEFAULT, system.default_timeout)))
+            except Exception:
+                _log.log.debug("pyhcs: terminating %r on error failed", system.id, exc_info=True)
+    finally:
+        yield Call(system.close)
 
 
 def open_process_flow(system: ComputeSystem, pid: int, *, stdio: bool, bufsize: int) -> Flow[Process]:
