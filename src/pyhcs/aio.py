@@ -12,13 +12,17 @@
             async for event in system.events():   # ends after SystemExited
                 print(event)
 
-Every wait of the blocking API has an awaitable twin here, with the same ``timeout=`` rules.
-Nothing blocks the event loop: operations complete through native completion callbacks, the
-dispatcher thread hands completions and events to the loop with ``call_soon_threadsafe``, one
-wake-up per batch however many arrived, and process pipes are read and written with the loop's
-own readiness callbacks; on Windows, whose pipes cannot be polled (or with
+Every wait of the blocking API has an awaitable twin here, with the same ``timeout=`` rules;
+both run the same flows (:mod:`pyhcs._flow`, see docs/architecture.md), this module being only
+their asyncio driver, the pipes and the loop wake-ups. Nothing blocks the event loop:
+operations complete through native completion callbacks, the dispatcher thread hands
+completions and events to the loop with ``call_soon_threadsafe``, one wake-up per batch however
+many arrived; the synchronous HCS calls (opening a handle, registering a callback, a zero wait
+for an exit, closing) run in threads of their own; and process pipes are read and written with
+the loop's own readiness callbacks, or on Windows, whose pipes cannot be polled (or with
 ``PYHCS_FORCE_WINDOWS_IO=1``), in threads of their own, never the loop's default executor, so
-a kill() never waits behind a read.
+a kill() never waits behind a read. ``close()`` stays synchronous (for plain code and
+finalizers) and may wait for the service; ``aclose()`` and ``async with`` do not.
 
 Cancelling a task that awaits never frees what HCS may still use: the operation stays alive
 (pyhcs' registry holds it) and closes itself once HCS completes it; a system or process whose
