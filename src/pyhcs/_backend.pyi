@@ -22,6 +22,109 @@ initiating calls; failures raise HcsError subclasses.
 
 The synchronous functions that can block in the service (pyhcs._blocking.SYNCHRONOUS) run on
 a helper thread when called from the main thread, so that Ctrl-C interrupts them.
+
+What each function does (one per C function, named in snake_case: ``hcs_start_compute_system``
+is HcsStartComputeSystem; documents are JSON text, handles ints):
+
+Operations (HCS_OPERATION: one asynchronous call and its result)
+
+* ``hcs_create_operation(context, callback)``: a new operation; with ``callback``, HCS calls
+  ``callback(operation, context)`` (on pyhcs' dispatcher thread) once the call it is given to
+  completes. ``hcs_close_operation``: frees it (safe while pending: HCS drops the result).
+* ``hcs_get_operation_context``/``hcs_set_operation_context``: the caller's context value.
+* ``hcs_get_compute_system_from_operation``/``hcs_get_process_from_operation``: the handle the
+  operation's call was made on (0 if none).
+* ``hcs_get_operation_type``: which call used it (``OperationType``); ``hcs_get_operation_id``:
+  HCS's id for it (``HCS_INVALID_OPERATION_ID`` before a call).
+* ``hcs_get_operation_result``: the result document without waiting (OperationPendingError
+  while it runs); ``hcs_wait_for_operation_result``: waits up to ``timeout_ms`` for it. The
+  ``..._and_process_info`` variants also return the HCS_PROCESS_INFORMATION of a
+  CreateProcess/GetProcessInfo call: its std handles then belong to the caller.
+* ``hcs_set_operation_callback``: sets (or replaces) the completion callback afterwards.
+* ``hcs_cancel_operation``: asks HCS to cancel the call (E_NOTIMPL on hosts that do not).
+
+Compute systems (HCS_SYSTEM)
+
+* ``hcs_enumerate_compute_systems(query, operation)``: the operation's result is a JSON array
+  of the systems that match the SystemQuery (all of them for None).
+* ``hcs_create_compute_system(id, configuration, operation)``: creates the system (state
+  Created) and returns its handle at once; the operation says whether creation succeeded.
+* ``hcs_open_compute_system(id)``: a new handle to an existing system (SystemNotFoundError);
+  ``hcs_close_compute_system``: closes a handle (the last one ends a system created with
+  ``ShouldTerminateOnLastHandleClosed``).
+* ``hcs_start_``/``hcs_shut_down_``/``hcs_terminate_``/``hcs_crash_``/``hcs_pause_``/
+  ``hcs_resume_``/``hcs_save_compute_system(compute_system, operation, options)``: start
+  the state change; the operation completes when it is done (shutdown asks the guest, terminate
+  powers off, crash makes the guest crash, save writes its state to a file).
+* ``hcs_get_compute_system_properties``: the operation's result is the Properties document
+  (basic properties plus the PropertyTypes the query asks for).
+* ``hcs_modify_compute_system``: applies a ModifySettingRequest (add/remove a device, resize
+  memory...).
+* ``hcs_set_compute_system_callback``: the event callback (SystemExited, ...) of this handle,
+  ``callback(event, context)``; None removes it.
+* ``hcs_wait_for_compute_system_exit(compute_system, timeout_ms)``: waits until the system
+  exited; returns the SystemExitStatus document.
+
+Processes (HCS_PROCESS)
+
+* ``hcs_create_process(compute_system, process_parameters, operation)``: starts a process in a
+  running system and returns its handle; the operation carries its HCS_PROCESS_INFORMATION (pid
+  and the std pipes that were asked for).
+* ``hcs_open_process(compute_system, process_id)``: a handle to a process by pid;
+  ``hcs_close_process``: closes it (the process keeps running).
+* ``hcs_terminate_process``: ends the process; ``hcs_signal_process``: sends the signal of a
+  ProcessSignal document (a Ctrl event for Windows guests, a POSIX number for Linux ones).
+* ``hcs_get_process_info``: the operation carries new handles to the process's std pipes.
+* ``hcs_get_process_properties``: the operation's result is the ProcessStatus document.
+* ``hcs_modify_process``: a ProcessModifyRequest (close stdin, resize the console).
+* ``hcs_set_process_callback``: the event callback (ProcessExited, ...) of this handle.
+* ``hcs_wait_for_process_exit(process, timeout_ms)``: waits until the process exited; returns
+  its ProcessStatus document (ExitCode, LastWaitResult).
+* ``close_handle(handle)``: closes a std handle of HCS_PROCESS_INFORMATION (a HANDLE on
+  Windows, a descriptor on the emulator) that was not made a file.
+
+Host service
+
+* ``hcs_get_service_properties(query)``: the service's properties (supported schema versions,
+  basic information...).
+* ``hcs_modify_service_settings(settings)``: one ModificationRequest (a ``PropertyType`` such
+  as CpuGroup or ContainerCredentialGuard, and its ``Settings``); returns the result document,
+  if any.
+* ``hcs_submit_wer_report(settings)``: submits a Windows Error Report: ``settings`` is a
+  CrashReport, typically the data of a system's crash-report event forwarded as it came.
+
+VM utilities (files a virtual machine uses)
+
+* ``hcs_create_empty_guest_state_file``/``hcs_create_empty_runtime_state_file(path)``: create
+  an empty .vmgs / .vmrs file.
+* ``hcs_grant_vm_access``/``hcs_revoke_vm_access(vm_id, file_path)``: give or take away the
+  VM's access to a file; ``hcs_grant_vm_group_access``/``hcs_revoke_vm_group_access(path)``:
+  the same for every VM.
+* ``hcs_get_processor_compatibility_from_saved_state(runtime_file_name)``: the processor
+  requirements (VmProcessorRequirements JSON) of a saved state (.vmrs).
+
+Storage (computestorage.dll: container image layers)
+
+* ``hcs_import_layer(layer_path, source_folder_path, layer_data)``: copies a layer in transport
+  format into ``layer_path``; ``hcs_export_layer``: the reverse;
+  ``hcs_export_legacy_writable_layer``: exports a legacy (volume-backed) writable layer.
+* ``hcs_destroy_layer``: deletes a layer folder.
+* ``hcs_setup_base_os_layer``/``hcs_setup_base_os_volume``: makes an imported layer (or a
+  mounted volume) a base OS layer.
+* ``hcs_initialize_writable_layer``/``hcs_initialize_legacy_writable_layer``: prepares a
+  writable layer over the parents in ``layer_data``.
+* ``hcs_attach_layer_storage_filter``/``hcs_detach_layer_storage_filter``: mounts / unmounts
+  the merged view of a writable layer and its parents.
+* ``hcs_format_writable_layer_vhd(vhd_handle)``: formats a virtual disk for a writable layer;
+  ``hcs_get_layer_vhd_mount_path``: the volume path of such a mounted disk.
+
+The library and the callback machinery
+
+* ``library_path()``: the path of the computecore library (or emulator) that was loaded.
+* ``has_function(name)``: whether the library exports ``name`` (an HCS function name).
+* ``flush_callbacks(timeout)``: waits until every callback queued so far was delivered; True
+  if it was within ``timeout`` seconds.
+* ``load(name)``: the backend module ``name`` ("cython" or "ctypes"), loaded on its own.
 """
 
 from types import ModuleType

@@ -12,13 +12,17 @@
             async for event in system.events():   # ends after SystemExited
                 print(event)
 
-Every wait of the blocking API has an awaitable twin here, with the same ``timeout=`` rules.
-Nothing blocks the event loop: operations complete through native completion callbacks, the
-dispatcher thread hands completions and events to the loop with ``call_soon_threadsafe``, one
-wake-up per batch however many arrived, and process pipes are read and written with the loop's
-own readiness callbacks; on Windows, whose pipes cannot be polled (or with
+Every wait of the blocking API has an awaitable twin here, with the same ``timeout=`` rules;
+both run the same flows (:mod:`pyhcs._flow`, see docs/architecture.md), this module being only
+their asyncio driver, the pipes and the loop wake-ups. Nothing blocks the event loop:
+operations complete through native completion callbacks, the dispatcher thread hands
+completions and events to the loop with ``call_soon_threadsafe``, one wake-up per batch however
+many arrived; the synchronous HCS calls (opening a handle, registering a callback, a zero wait
+for an exit, closing) run in threads of their own; and process pipes are read and written with
+the loop's own readiness callbacks, or on Windows, whose pipes cannot be polled (or with
 ``PYHCS_FORCE_WINDOWS_IO=1``), in threads of their own, never the loop's default executor, so
-a kill() never waits behind a read.
+a kill() never waits behind a read. ``close()`` stays synchronous (for plain code and
+finalizers) and may wait for the service; ``aclose()`` and ``async with`` do not.
 
 Cancelling a task that awaits never frees what HCS may still use: the operation stays alive
 (pyhcs' registry holds it) and closes itself once HCS completes it; a system or process whose
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
@@ -43,14 +48,15 @@ from . import process as _process
 from . import system as _system
 from ._aio_pool import ComputeSystemPool
 from ._docs import Document, check_document, to_json
-from ._guest import GuestOs, signal_value
-from ._handle import DEFAULT, Deadline, Timeout, reports_timeout, resolve_timeout, timeout_error
-from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, Stdio, pipe_flag, plan_run
+from ._flow import Action, Call, Communicate, Flow, OperationWait, Wait
+from ._guest import GuestOs
+from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout, timeout_error
+from ._runopts import NOT_GIVEN, NotGiven, Stdio, plan_run
 from ._stdio import PipeIO
-from .errors import HcsError, OperationTimeoutError, TimeoutExpiredError, is_already_stopped
-from .events import Event, EventHub, ExitStatus, SystemExitStatus
+from .errors import HandleClosedError, OperationTimeoutError, TimeoutExpiredError
+from .events import Event, EventHub, EventStream, ExitStatus, SystemExitStatus, next_event_flow
 from .operation import Operation
-from .process import CompletedProcess, process_parameters
+from .process import CompletedProcess
 
 __all__ = [
     "AsyncEventStream",
@@ -131,30 +137,44 @@ def _seconds(deadline: Deadline) -> float | None:
     return None if math.isinf(remaining) else remaining
 
 
-# ------------------------------------------------------------------------------ operations
+# ------------------------------------------------------------------------------ the driver
 
 
-async def _wait_op(op: Operation, deadline: Deadline) -> None:
-    """Waits until ``op`` completed; OperationTimeoutError at the deadline (op left alive)."""
-    if op._done:
-        return
+async def _wait(step: Wait) -> None:
+    """Awaits a :class:`pyhcs._flow.Wait`: subscribes a loop wake-up, looks again at each."""
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
     waker = _waker(loop)
-    resolve = _resolver(fut)
-    op.add_done_callback(lambda _op: waker.call(resolve))
-    try:
-        await asyncio.wait_for(fut, _seconds(deadline))
-    except asyncio.TimeoutError:
-        if op._done:
-            return
-        raise op._timeout(deadline) from None
+    while True:
+        fut: asyncio.Future[None] = loop.create_future()
+        resolve = _resolver(fut)
+
+        def wake(resolve: Callable[[], object] = resolve) -> None:
+            waker.call(resolve)
+
+        if not step.subscribe(wake):
+            break
+        try:
+            await asyncio.wait_for(fut, _seconds(step.deadline))
+        except asyncio.TimeoutError:
+            step.unsubscribe(wake)
+            break
+        except asyncio.CancelledError:
+            step.unsubscribe(wake)
+            raise
+    step.finish()
+
+
+async def _call(step: Call[_T]) -> _T:
+    """Runs a synchronous call in a thread of its own (see :func:`_in_thread`). If the
+    awaiting task is cancelled, what the call returns later goes to ``step.discard``: a
+    handle it opened is closed, never leaked."""
+    return await _in_thread(step.fn, step.discard)
 
 
 async def _complete(op: Operation, deadline: Deadline) -> str | None:
     """The awaitable :func:`pyhcs.operation.complete`: waits, closes, returns the result."""
     try:
-        await _wait_op(op, deadline)
+        await _wait(OperationWait(op, deadline))
     except (OperationTimeoutError, asyncio.CancelledError):
         op.abandon()  # HCS may still complete it: it closes itself then
         raise
@@ -167,6 +187,46 @@ async def _complete(op: Operation, deadline: Deadline) -> str | None:
         op.close()
 
 
+_Io = Callable[[Communicate], Awaitable[tuple[bytes | None, bytes | None]]]
+
+
+async def drive(flow: Flow[_T], communicate: _Io | None = None) -> _T:
+    """The asyncio driver of a flow (see :mod:`pyhcs._flow`): every step is awaited, nothing
+    blocks the loop. ``communicate`` does the pipe I/O of a :class:`~pyhcs._flow.Communicate`."""
+    value: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            step = flow.throw(failure) if failure is not None else flow.send(value)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        value = failure = None
+        try:
+            if isinstance(step, Call):
+                value = await _call(step)
+            elif isinstance(step, Action):
+                if step.begin is None:
+                    value = await _complete(step.submit(), step.deadline)
+                else:
+                    op, value = step.begin()
+                    if op is not None:
+                        value = await _complete(op, step.deadline)
+            elif isinstance(step, Communicate):
+                if communicate is None:  # pragma: no cover - only run() yields it
+                    raise TypeError("this flow does pipe I/O: pass communicate=")
+                value = await communicate(step)
+            else:
+                await _wait(step)
+        except BaseException as exc:  # handed to the flow, which decides
+            failure = exc
+        finally:
+            del step
+
+
+# ------------------------------------------------------------------------------ operations
+
+
 async def wait_operation(op: Operation, timeout: Timeout = DEFAULT) -> str | None:
     """Awaits ``op`` and returns its result document (``await op`` does the same).
 
@@ -174,81 +234,35 @@ async def wait_operation(op: Operation, timeout: Timeout = DEFAULT) -> str | Non
     operation is left running; await it again or cancel it). The operation stays open: its
     owner closes it.
     """
-    await _wait_op(op, Deadline(resolve_timeout(timeout, op.default_timeout)))
+    await _wait(OperationWait(op, Deadline(resolve_timeout(timeout, op.default_timeout))))
     return op.result(0)
 
 
 # ------------------------------------------------------------------------------ events
 
 
-async def _hub_changed(hub: EventHub, ready: Callable[[], bool], deadline: Deadline, what: str) -> None:
-    """Returns at the hub's next change (at once if ``ready()``); raises at the deadline."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    waker = _waker(loop)
-    resolve = _resolver(fut)
-
-    def changed() -> None:
-        waker.call(resolve)
-
-    if not hub.notify_when_changed(ready, changed):
-        return
-    try:
-        await asyncio.wait_for(fut, _seconds(deadline))
-    except asyncio.TimeoutError:
-        hub.forget_waiter(changed)
-        if ready():
-            return
-        raise timeout_error(what, deadline, system_id=hub.system_id, process_id=hub.process_id,
-                            still="it is still running") from None
-    except asyncio.CancelledError:
-        hub.forget_waiter(changed)
-        raise
-
-
-async def _hub_wait(hub: EventHub, ready: Callable[[], bool], deadline: Deadline, what: str) -> None:
-    while True:
-        with hub.cond:
-            if ready():
-                return
-        await _hub_changed(hub, ready, deadline, what)
-
-
 class AsyncEventStream(AsyncIterator[Event]):
-    """``async for`` over an object's events; the async twin of :class:`pyhcs.events.EventStream`."""
+    """``async for`` over an object's events; the async twin of :class:`pyhcs.events.EventStream`
+    (``source``: an EventStream, or an EventHub to read with ``replay``/``timeout``)."""
 
-    def __init__(self, hub: EventHub, *, replay: bool, timeout: float) -> None:
-        self._hub = hub
-        self._timeout = timeout
-        with hub.cond:
-            self._pos = 0 if replay else len(hub.history)
+    def __init__(self, source: EventStream | EventHub, *, replay: bool = True, timeout: float = math.inf) -> None:
+        self._stream = source if isinstance(source, EventStream) else EventStream(source, replay=replay, timeout=timeout)
 
     def __aiter__(self) -> AsyncEventStream:
         return self
 
-    def _ready(self) -> bool:
-        hub = self._hub
-        return self._pos < len(hub.history) or hub.end_reason is not None or hub.closed
-
     async def __anext__(self) -> Event:
-        hub = self._hub
-        deadline = Deadline(self._timeout)
-        while True:
-            with hub.cond:
-                if self._pos < len(hub.history):
-                    ev = hub.history[self._pos]
-                    self._pos += 1
-                    return ev
-                if hub.end_reason is not None or hub.closed:
-                    raise StopAsyncIteration
-            await _hub_changed(hub, self._ready, deadline, "waiting for the next event")
+        ev = await drive(next_event_flow(self._stream))
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
 
 
 def events(obj: Any, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
     """``async for event in aio.events(system_or_process)`` (blocking or async objects)."""
     target = getattr(obj, "sync", obj)
-    hub: EventHub = target._hub
-    return AsyncEventStream(hub, replay=replay, timeout=resolve_timeout(timeout, target.default_timeout))
+    stream: EventStream = target.events(replay=replay, timeout=timeout)
+    return AsyncEventStream(stream)
 
 
 # ------------------------------------------------------------------------------ pipes and threads
@@ -261,20 +275,42 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _in_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+def _in_thread(fn: Callable[[], _T], discard: Callable[[_T], object] | None = None) -> asyncio.Future[_T]:
     """Runs ``fn`` in a thread of its own and returns a future of its result.
 
     Not the loop's default executor: a blocking pipe read can last as long as the child
     stays quiet, and a bounded pool full of such reads would make a kill() wait behind
-    them. A thread per call never queues. Cancelling the future leaves ``fn`` running.
+    them. A thread per call never queues. Cancelling the future leaves ``fn`` running; its
+    result, when nobody awaits it any more, goes to ``discard`` (in another thread).
     """
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[_T] = loop.create_future()
     fut.add_done_callback(_retrieve)
     waker = _waker(loop)
+    # Set on the loop when the future is cancelled; read by the thread once fn returned, so
+    # a result nobody awaits is discarded exactly once, even if the loop closes meanwhile.
+    lock = threading.Lock()
+    abandoned = False
+
+    def on_done(done: asyncio.Future[_T]) -> None:
+        nonlocal abandoned
+        if done.cancelled():
+            with lock:
+                abandoned = True
+
+    fut.add_done_callback(on_done)
+
+    def drop(value: Any) -> None:
+        if discard is not None:
+            try:
+                discard(value)
+            except Exception:
+                logging.getLogger("pyhcs").debug("pyhcs: discarding %r failed", value, exc_info=True)
 
     def settle(value: Any, failed: bool) -> None:
         if fut.done():
+            if not failed:  # cancelled after the thread handed the result over
+                threading.Thread(target=drop, args=(value,), daemon=True, name="pyhcs-aio-discard").start()
             return
         if failed:
             fut.set_exception(value)
@@ -286,6 +322,11 @@ def _in_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
             value = fn()
         except BaseException as exc:
             waker.call(functools.partial(settle, exc, True))
+            return
+        with lock:
+            gone = abandoned
+        if gone:
+            drop(value)
         else:
             waker.call(functools.partial(settle, value, False))
 
@@ -508,22 +549,10 @@ class Process:
     def _deadline(self, timeout: Timeout) -> Deadline:
         return Deadline(resolve_timeout(timeout, self.sync.default_timeout))
 
-    async def _status(self, deadline: Deadline) -> ExitStatus:
-        proc = self.sync
-        await _hub_wait(proc._hub, proc._exit_ready, deadline, f"waiting for process {proc.pid} to exit")
-        status = proc._exit_outcome()
-        if status is None:  # pragma: no cover - _hub_wait returned, so it is ready
-            raise timeout_error(f"waiting for process {proc.pid} to exit", deadline)
-        return status
-
     async def wait(self, timeout: Timeout = DEFAULT) -> int:
         """Awaits the exit; returns the exit code (see :meth:`pyhcs.Process.wait`)."""
-        status = await self._status(self._deadline(timeout))
+        status = await drive(_process.wait_status_flow(self.sync, self._deadline(timeout)))
         return status.check(system_id=self.sync.system_id)
-
-    async def _run(self, call: str, fn: Callable[..., None], doc: str | None, deadline: Deadline) -> str | None:
-        op = self.sync._submit(call, fn, doc, callback=True)
-        return await _complete(op, deadline)
 
     async def close_stdin(self, *, timeout: Timeout = DEFAULT) -> None:
         """Flushes and closes stdin, then sends CloseHandle/StdIn (the child sees EOF)."""
@@ -534,16 +563,7 @@ class Process:
             except OSError:
                 pass
             writer.close()
-        proc = self.sync
-        if not proc._had_stdin or proc._hub.exit is not None or proc.closed:
-            return
-        proc._had_stdin = False
-        doc = '{"Operation":"CloseHandle","CloseHandle":{"Handle":"StdIn"}}'
-        try:
-            await self._run("HcsModifyProcess", _process._modify_process, doc, self._deadline(timeout))
-        except HcsError as err:
-            if not is_already_stopped(err):
-                raise
+        await drive(_process.close_stdin_flow(self.sync, self._deadline(timeout)))
 
     async def communicate(
         self, input: bytes | None = None, timeout: Timeout = DEFAULT
@@ -589,7 +609,8 @@ class Process:
         for task in done:
             if task.cancelled() or isinstance(task.exception(), ValueError):
                 if self.sync.closed:  # close() stopped the pumps, or closed a pipe under them
-                    raise self.sync._closed_error("communicate")
+                    raise HandleClosedError(call="communicate", system_id=self.sync.system_id,
+                                            process_id=self.pid or None)
             if task.cancelled():
                 raise asyncio.CancelledError()
             failure = task.exception()
@@ -605,7 +626,7 @@ class Process:
             )
             err.output, err.stderr = self._output()
             raise err
-        await self._status(deadline)
+        await drive(_process.wait_status_flow(self.sync, deadline))
         return self._output()
 
     def _output(self) -> tuple[bytes | None, bytes | None]:
@@ -615,55 +636,26 @@ class Process:
 
     async def signal(self, signal: int | str, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.signal` (False if it had exited)."""
-        proc = self.sync
-        proc._ensure_open("HcsSignalProcess")
-        if proc._hub.exit is not None:
-            return False
-        deadline = self._deadline(timeout)
-        with reports_timeout(deadline):
-            value = signal_value(signal, await _guest_os(proc.system, deadline))
-            try:
-                await self._run("HcsSignalProcess", _process._signal_process, to_json({"Signal": value}), deadline)
-            except HcsError as err:
-                if proc._benign(err):
-                    return False
-                raise
-            return True
+        return await drive(_process.signal_flow(self.sync, signal, self._deadline(timeout)))
 
     async def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """The async :meth:`pyhcs.Process.terminate` (False if it had exited)."""
-        proc = self.sync
-        proc._ensure_open("HcsTerminateProcess")
-        if proc._hub.exit is not None:
-            return False
-        try:
-            await self._run("HcsTerminateProcess", _process._terminate_process, None, self._deadline(timeout))
-        except HcsError as err:
-            if proc._benign(err):
-                return False
-            raise
-        return True
+        return await drive(_process.terminate_flow(self.sync, self._deadline(timeout)))
 
     async def kill(self, *, timeout: Timeout = DEFAULT) -> bool:
-        """The async :meth:`pyhcs.Process.kill`. Runs in a thread of its own (it opens fresh
-        handles), never queued behind other work; the thread finishes even if the awaiting
-        task is cancelled."""
-        return await _in_thread(lambda: self.sync.kill(timeout=timeout))
+        """The async :meth:`pyhcs.Process.kill` (through freshly opened handles)."""
+        return await drive(_process.kill_flow(self.sync, self._deadline(timeout)))
 
     async def resize(self, height: int, width: int, *, timeout: Timeout = DEFAULT) -> None:
-        doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
-        await self._run("HcsModifyProcess", _process._modify_process, doc, self._deadline(timeout))
+        await drive(_process.resize_flow(self.sync, height, width, self._deadline(timeout)))
 
     async def properties(self, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
-        doc = await self._run("HcsGetProcessProperties", _process._process_properties, None, self._deadline(timeout))
-        value = _system.parse_properties(doc, "HcsGetProcessProperties", self.sync.system_id)
-        return value
+        return await drive(_process.properties_flow(self.sync, None, self._deadline(timeout)))
 
     def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
         return events(self, replay=replay, timeout=timeout)
 
-    def close(self) -> None:
-        """Closes the pipes and the handle (the process keeps running, as in HCS)."""
+    def _close_pipes(self) -> None:
         if self._tasks is not None:
             for task in self._tasks:
                 task.cancel()
@@ -671,10 +663,17 @@ class Process:
             if pipe is not None:
                 pipe.close()
         self.stdin = None
+
+    def close(self) -> None:
+        """Closes the pipes and the handle (the process keeps running, as in HCS). The
+        handle's close may wait for the compute service: :meth:`aclose` does not block."""
+        self._close_pipes()
         self.sync.close()
 
     async def aclose(self) -> None:
-        self.close()
+        """:meth:`close` without blocking the loop."""
+        self._close_pipes()
+        await drive(_close_flow(self.sync))
 
     async def __aenter__(self) -> Process:
         return self
@@ -682,30 +681,18 @@ class Process:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and not self.sync.closed and self.sync._hub.exit is None:
-            try:
-                await self.kill()
-            except Exception:
-                pass
-        self.close()
+        try:
+            await drive(_process.leave_flow(self.sync, exc is not None))
+        finally:
+            self._close_pipes()
+
+
+def _close_flow(obj: _process.Process | _system.ComputeSystem) -> Flow[None]:
+    if not obj.closed:
+        yield Call(obj.close)
 
 
 # ------------------------------------------------------------------------------ systems
-
-
-async def _guest_os(system: _system.ComputeSystem, deadline: Deadline) -> GuestOs:
-    """The system's guest; asking HCS for it (opened or hosted systems, once) happens in a
-    thread, off the loop."""
-    known = system._guest
-    if known is not None:
-        return known
-    return await _in_thread(lambda: system._guest_os(deadline.remaining()))
-
-
-def _close_when_done(op: Operation, obj: Any) -> None:
-    """A creation whose awaiting task was cancelled: close ``obj`` once HCS completed it."""
-    op.add_done_callback(lambda _op: obj.close())
-    op.abandon()
 
 
 class ComputeSystem:
@@ -739,91 +726,63 @@ class ComputeSystem:
     ) -> ComputeSystem:
         """The async :meth:`pyhcs.ComputeSystem.create` (the configuration validated strictly
         unless ``strict=False``)."""
-        system = _system.ComputeSystem._begin_create(id, config, callback=True, default_timeout=default_timeout,
-                                                     guest_os=guest_os, strict=strict)
-        op = system._creation
-        assert op is not None
         try:
-            await _wait_op(op, Deadline(resolve_timeout(timeout, default_timeout)))
+            system = await drive(_system.create_flow(id, config, timeout=timeout, default_timeout=default_timeout,
+                                                     guest_os=guest_os, strict=strict))
         except TimeoutExpiredError as err:
-            err.system = cls(system)
+            if isinstance(err.system, _system.ComputeSystem):
+                err.system = cls(err.system)
             raise
-        except asyncio.CancelledError:
-            system._creation = None
-            _close_when_done(op, system)
-            raise
-        system.wait_created(0)
         return cls(system)
 
     async def wait_created(self, timeout: Timeout = DEFAULT) -> None:
-        op = self.sync._creation
-        if op is not None:
-            await _wait_op(op, self._deadline(timeout))
-            self.sync.wait_created(0)
+        await drive(_system.wait_created_flow(self.sync, self._deadline(timeout)))
 
     @classmethod
     async def open(cls, id: str, *, default_timeout: Timeout = DEFAULT, guest_os: str | None = None) -> ComputeSystem:
-        """HcsOpenComputeSystem (a synchronous call: it does not wait for anything)."""
-        return cls(_system.ComputeSystem.open(id, default_timeout=default_timeout, guest_os=guest_os))
+        """HcsOpenComputeSystem (a synchronous call, made in a thread)."""
+        system = await drive(_open_flow(id, default_timeout, guest_os))
+        return cls(system)
 
     async def guest_os(self, *, timeout: Timeout = DEFAULT) -> GuestOs:
         """The async :attr:`pyhcs.ComputeSystem.guest_os` ("windows" or "linux")."""
-        return await _guest_os(self.sync, self._deadline(timeout))
+        return await drive(_system.guest_os_flow(self.sync, self._deadline(timeout)))
 
-    async def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
-        deadline = self._deadline(timeout)
-        if self.sync._creation is not None:  # no coroutine to await in the common case
-            await self.wait_created(deadline.remaining())
-        op, doc = self.sync._begin(action, document)
-        if op is None:
-            return doc  # completed already (a query the library answered at once)
-        return await _complete(op, deadline)
+    async def _action(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
+        return await drive(_system.action_flow(self.sync, action, document, self._deadline(timeout)))
 
     async def start(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("start", options, timeout)
+        await self._action("start", options, timeout)
 
     async def shutdown(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
-        try:
-            await self._run("shutdown", options, timeout)
-        except HcsError as err:
-            if is_already_stopped(err):
-                return False
-            raise
-        return True
+        return await drive(_system.end_flow(self.sync, "shutdown", options, self._deadline(timeout)))
 
     async def terminate(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
-        try:
-            await self._run("terminate", options, timeout)
-        except HcsError as err:
-            if is_already_stopped(err):
-                return False
-            raise
-        return True
+        return await drive(_system.end_flow(self.sync, "terminate", options, self._deadline(timeout)))
 
     async def crash(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("crash", options, timeout)
+        await self._action("crash", options, timeout)
 
     async def pause(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("pause", options, timeout)
+        await self._action("pause", options, timeout)
 
     async def resume(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("resume", options, timeout)
+        await self._action("resume", options, timeout)
 
     async def save(self, options: Document, *, timeout: Timeout = DEFAULT) -> None:
-        await self._run("save", options, timeout)
+        await self._action("save", options, timeout)
 
     async def modify(self, request: Document, *, timeout: Timeout = DEFAULT, strict: bool = True) -> None:
         """The async :meth:`pyhcs.ComputeSystem.modify` (validated strictly unless ``strict=False``)."""
         text = to_json(request, "modify request", strict=False)
         if strict and text is not None:
             check_document(text, "modify", system_id=self.sync.id)
-        await self._run("modify", text, timeout)
+        await self._action("modify", text, timeout)
 
     async def properties(
         self, *types: str, query: Document | None = None, timeout: Timeout = DEFAULT
     ) -> dict[str, Any]:
-        doc = await self._run("properties", _system._property_query(types, query), timeout)
-        return _system.parse_properties(doc, "HcsGetComputeSystemProperties", self.id)
+        return await drive(_system.properties_flow(self.sync, types, query, self._deadline(timeout)))
 
     async def state(self, *, timeout: Timeout = DEFAULT) -> str:
         """The ``State`` property (Created, Running, Paused, Stopped, SavedAsTemplate): the
@@ -832,44 +791,14 @@ class ComputeSystem:
 
     async def wait_exit(self, timeout: Timeout = DEFAULT) -> SystemExitStatus:
         """The async :meth:`pyhcs.ComputeSystem.wait_exit`."""
-        system = self.sync
-        deadline = self._deadline(timeout)
-        await _hub_wait(system._hub, system._exit_ready, deadline, "waiting for the compute system to exit")
-        status = system._exit_outcome()
-        assert status is not None
-        return status
+        return await drive(_system.wait_exit_flow(self.sync, self._deadline(timeout)))
 
     async def stop(
         self, grace: float = 30.0, *, options: Document | None = None, timeout: Timeout = DEFAULT
     ) -> SystemExitStatus:
-        """The async :meth:`pyhcs.ComputeSystem.stop`: shutdown, then terminate after ``grace``."""
-        system = self.sync
-        total = self._deadline(timeout)
-        with reports_timeout(total):
-            if system.exit_status is not None:
-                return system.exit_status
-            grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
-            shutdown_op: Operation | None = None
-            try:
-                stopped = await self.shutdown(options, timeout=grace_deadline.remaining())
-            except OperationTimeoutError as err:
-                shutdown_op = err.operation  # abandoned: it completes after the terminate
-            except HcsError:
-                pass  # Created, Paused, or the guest refused: terminate
-            else:
-                if not stopped:
-                    return await self.wait_exit(total.remaining())
-                try:
-                    return await self.wait_exit(grace_deadline.remaining())
-                except OperationTimeoutError:
-                    pass
-            try:
-                await self.terminate(timeout=total.remaining())
-            except BaseException:
-                if shutdown_op is not None:
-                    shutdown_op.close()  # nothing will complete it now; closing is safe
-                raise
-            return await self.wait_exit(total.remaining())
+        """The async :meth:`pyhcs.ComputeSystem.stop`: shutdown, then terminate after ``grace``
+        (each step logged as there)."""
+        return await drive(_system.stop_flow(self.sync, grace, options, self._deadline(timeout)))
 
     async def create_process(
         self,
@@ -887,38 +816,11 @@ class ComputeSystem:
         timeout: Timeout = DEFAULT,
     ) -> Process:
         """The async :meth:`pyhcs.ComputeSystem.create_process`; the pipes are async streams."""
-        deadline = self._deadline(timeout)
-        with reports_timeout(deadline):
-            await self.wait_created(deadline.remaining())
-            guest: GuestOs = "windows"
-            if command is not None and not isinstance(command, str):
-                guest = await _guest_os(self.sync, deadline)
-            text = process_parameters(
-                command, params=params, cwd=cwd, env=env, user=user, stdin=pipe_flag(stdin, "stdin"),
-                stdout=pipe_flag(stdout, "stdout"), stderr=pipe_flag(stderr, "stderr"), console=console,
-                console_size=console_size, guest_os=guest,
-            )
-            proc = self.sync._begin_process(text, callback=True, bufsize=0)
-            op = proc._creation
-            assert op is not None
-            try:
-                await _wait_op(op, deadline)
-            except TimeoutExpiredError as err:
-                err.process = proc
-                raise
-            except asyncio.CancelledError:
-                proc._creation = None
-                _close_when_done(op, proc)
-                raise
-            proc._creation_done(op)
-            result = Process(proc)
-            if stdin is not True and stdin == DEVNULL:
-                try:
-                    await result.close_stdin(timeout=deadline.remaining())
-                except BaseException:
-                    result.close()
-                    raise
-            return result
+        proc = await drive(_system.create_process_flow(
+            self.sync, command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout,
+            stderr=stderr, console=console, console_size=console_size, bufsize=0, deadline=self._deadline(timeout),
+        ))
+        return Process(proc)
 
     async def run(
         self,
@@ -945,47 +847,27 @@ class ComputeSystem:
             input=input, capture_output=capture_output, stdin=stdin, stdout=stdout, stderr=stderr,
             text=text, encoding=encoding, errors=errors,
         )
-        deadline = self._deadline(timeout)
+        pipes: list[Process] = []
+
+        async def communicate(step: Communicate) -> tuple[bytes | None, bytes | None]:
+            proc = Process(step.proc)
+            pipes.append(proc)
+            out, err = await proc.communicate(step.input, timeout=step.deadline.remaining())
+            if step.merge:
+                out, err = (out or b"") + (err or b""), None
+            return out, err
+
         try:
-            proc = await self.create_process(
-                command, params=params, cwd=cwd, env=env, user=user, stdin=plan.stdin,
-                stdout=plan.stdout, stderr=plan.stderr, timeout=deadline.remaining(),
-            )
-        except TimeoutExpiredError as exc:
-            half_made = exc.process
-            if half_made is not None:
-                half_made.close()  # ends the creation: nothing of it stays behind
-            raise _system._run_timeout(command, deadline, exc, half_made, plan) from None
-        try:
-            try:
-                out, err = await proc.communicate(plan.input, timeout=deadline.remaining())
-                if plan.merge:
-                    out, err = (out or b"") + (err or b""), None
-                code = await proc.wait(deadline.remaining())
-            except BaseException as exc:
-                # The kill runs to its end even if this task is cancelled again; whatever
-                # it raises then is retrieved, never logged as "never retrieved".
-                kill = asyncio.ensure_future(proc.kill(timeout=max(deadline.remaining(), _system._KILL_GRACE)))
-                kill.add_done_callback(_retrieve)
-                try:
-                    await asyncio.shield(kill)
-                except Exception:
-                    pass
-                if isinstance(exc, TimeoutExpiredError):
-                    proc.close()
-                    raise _system._run_timeout(command, deadline, exc, proc.sync, plan) from None
-                raise
-            status = proc.exit_status
-            assert status is not None
+            return await drive(_system.run_flow(self.sync, command, plan, cwd=cwd, env=env, user=user, params=params,
+                                                check=check, deadline=self._deadline(timeout), bufsize=0),
+                               communicate)
         finally:
-            proc.close()
-        result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, self.sync.id)
-        if check:
-            result.check_returncode()
-        return result
+            for proc in pipes:
+                await proc.aclose()  # the pipes; the flow closed the process itself
 
     async def open_process(self, pid: int, *, stdio: bool = False) -> Process:
-        return Process(_process.Process.open(self.sync, pid, stdio=stdio, bufsize=0))
+        """The async :meth:`pyhcs.ComputeSystem.open_process`."""
+        return Process(await drive(_process.open_flow(self.sync, pid, stdio=stdio, bufsize=0)))
 
     def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> AsyncEventStream:
         return events(self, replay=replay, timeout=timeout)
@@ -994,10 +876,12 @@ class ComputeSystem:
         self.sync.add_event_callback(fn, replay=replay)
 
     def close(self) -> None:
+        """Closes the handle; it may wait for the compute service: :meth:`aclose` does not block."""
         self.sync.close()
 
     async def aclose(self) -> None:
-        self.sync.close()
+        """:meth:`close` without blocking the loop."""
+        await drive(_close_flow(self.sync))
 
     @property
     def closed(self) -> bool:
@@ -1009,13 +893,15 @@ class ComputeSystem:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        system = self.sync
-        if exc is not None and system._created and not system.closed and system.exit_status is None:
-            try:
-                await self.terminate()
-            except Exception:
-                pass
-        system.close()
+        await drive(_system.leave_flow(self.sync, exc is not None))
+
+
+def _open_flow(id: str, default_timeout: Timeout, guest_os: str | None) -> Flow[_system.ComputeSystem]:
+    system: _system.ComputeSystem = yield Call(
+        lambda: _system.ComputeSystem.open(id, default_timeout=default_timeout, guest_os=guest_os),
+        discard=_system.ComputeSystem.close,
+    )
+    return system
 
 
 async def enumerate(
@@ -1029,12 +915,9 @@ async def enumerate(
 ) -> list[dict[str, Any]]:
     """The async :meth:`pyhcs.ComputeSystem.enumerate`."""
     text = _system.enumeration_query(query, ids, names, types, owners)
-    op = _system.begin_enumerate(text, callback=True)
-    doc = await _complete(op, Deadline(resolve_timeout(timeout)))
-    return _system.parse_enumeration(doc)
+    return await drive(_system.enumerate_flow(text, Deadline(resolve_timeout(timeout))))
 
 
 async def open(id: str, *, default_timeout: Timeout = DEFAULT) -> ComputeSystem:
     """``await aio.open(id)``: the async :meth:`pyhcs.ComputeSystem.open`."""
     return await ComputeSystem.open(id, default_timeout=default_timeout)
-

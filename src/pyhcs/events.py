@@ -22,6 +22,10 @@ Exit statuses are typed values that say where they came from (``source``: ``"eve
 reported when HCS reported the process exited with ``LastWaitResult`` 0.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import itertools
@@ -33,9 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _log
-from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread, timeout_error
+from ._flow import EventWait, Flow, run
+from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread
 from ._types import EventType, HcsEvent
-from .errors import HcsError, make_error, to_unsigned
+from .errors import HcsError, is_json_array, is_json_object, make_error, to_unsigned
 
 __all__ = ["Event", "EventHub", "EventStream", "EventType", "ExitStatus", "SystemExitStatus"]
 
@@ -112,9 +117,8 @@ class ExitStatus:
 
     @classmethod
     def from_document(cls, text: str, source: str, process_id: int = 0) -> ExitStatus:
-        doc = json.loads(text) if text else {}
-        if not isinstance(doc, dict):
-            doc = {}
+        parsed: Any = json.loads(text) if text else {}
+        doc: dict[str, Any] = parsed if is_json_object(parsed) else {}
         exited = bool(doc.get("Exited", False))
         lwr = to_unsigned(int(doc.get("LastWaitResult", 0) or 0))
         raw_code = doc.get("ExitCode")
@@ -174,18 +178,17 @@ class SystemExitStatus:
 
     @classmethod
     def from_document(cls, text: str | None, source: str) -> SystemExitStatus:
-        doc: Any = {}
+        parsed: Any = {}
         if text:
             try:
-                doc = json.loads(text)
+                parsed = json.loads(text)
             except ValueError:
-                doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
+                parsed = {}
+        doc: dict[str, Any] = parsed if is_json_object(parsed) else {}
         status = to_unsigned(int(doc.get("Status", 0) or 0))
         exit_type = str(doc.get("ExitType") or "Unknown")
-        attribution = doc.get("Attribution") or []
-        return cls(status, exit_type, tuple(attribution) if isinstance(attribution, list) else (), source, text)
+        attribution: Any = doc.get("Attribution") or []
+        return cls(status, exit_type, tuple(attribution) if is_json_array(attribution) else (), source, text)
 
     @property
     def unexpected(self) -> bool:
@@ -424,24 +427,31 @@ class EventStream(Iterator[Event]):
     def __iter__(self) -> EventStream:
         return self
 
-    def __next__(self) -> Event:
+    def _ready(self) -> bool:
         hub = self._hub
-        deadline = Deadline(self._timeout)
+        return self._pos < len(hub.history) or hub.end_reason is not None or hub.closed
+
+    def __next__(self) -> Event:
+        ev = run(next_event_flow(self))
+        if ev is None:
+            raise StopIteration
+        return ev
+
+
+def next_event_flow(stream: EventStream) -> Flow[Event | None]:
+    """The next event of ``stream`` (None once it ended), waiting up to its timeout; run by
+    ``next()`` here and by ``pyhcs.aio``'s ``async for``."""
+    hub = stream._hub
+    deadline = Deadline(stream._timeout)
+    while True:
         with hub.cond:
-            while self._pos >= len(hub.history):
-                if hub.end_reason is not None or hub.closed:
-                    raise StopIteration
-                if deadline.expired():
-                    raise timeout_error(
-                        "waiting for the next event",
-                        deadline,
-                        system_id=hub.system_id,
-                        process_id=hub.process_id,
-                        still="the stream stays open; iterate again to keep waiting",
-                    )
-                if in_dispatcher():
-                    raise RuntimeError("pyhcs: cannot iterate events inside an event or completion callback")
-                hub.cond.wait(deadline.slice())
-            ev = hub.history[self._pos]
-            self._pos += 1
-            return ev
+            if stream._pos < len(hub.history):
+                ev = hub.history[stream._pos]
+                stream._pos += 1
+                return ev
+            if hub.end_reason is not None or hub.closed:
+                return None
+        if in_dispatcher():
+            raise RuntimeError("pyhcs: cannot iterate events inside an event or completion callback")
+        yield EventWait(hub, stream._ready, deadline, "waiting for the next event",
+                        still="the stream stays open; iterate again to keep waiting")

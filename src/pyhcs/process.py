@@ -22,6 +22,10 @@ process that already exited is not an error (they return False), whatever benign
 uses to say so.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import os
@@ -35,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import _backend as B
 from . import _log, _stdio
 from ._docs import Document, loads, to_json
+from ._flow import Action, Call, EventWait, Flow, OperationWait, run
 from ._guest import GuestOs, command_fields, signal_value
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._stdio import PipeIO
@@ -46,6 +51,7 @@ from .errors import (
     TimeoutExpiredError,
     Win32AccessDeniedError,
     is_already_stopped,
+    is_json_object,
     is_timeout,
     make_error,
 )
@@ -102,7 +108,7 @@ def process_parameters(
     base: dict[str, Any] = {}
     if params is not None:
         parsed = loads(to_json(params, "process parameters"))
-        if not isinstance(parsed, dict):
+        if not is_json_object(parsed):
             raise TypeError("process parameters must be a JSON object")
         base = parsed
     if command is not None:
@@ -257,17 +263,7 @@ class Process(Handle):
     def open(cls, system: ComputeSystem, pid: int, *, stdio: bool = False, bufsize: int = -1) -> Process:
         """HcsOpenProcess by pid (``errors.ElementNotFoundError`` if there is no such process,
         or it already exited). ``stdio=True`` also gets new pipe handles (HcsGetProcessInfo)."""
-        handle: int = system._native("HcsOpenProcess", B.hcs_open_process, pid)
-        proc = cls._adopt(handle, system, pid=pid, bufsize=bufsize)
-        try:
-            if stdio:
-                proc._started(proc._get_process_info(DEFAULT))
-            else:
-                proc._poll_exit()
-        except BaseException:
-            proc.close()
-            raise
-        return proc
+        return run(open_flow(system, pid, stdio=stdio, bufsize=bufsize))
 
     # -- description ------------------------------------------------------------------------------
     def _context(self) -> tuple[str | None, int | None]:
@@ -289,61 +285,11 @@ class Process(Handle):
     # -- creation ---------------------------------------------------------------------------------
     def wait_started(self, timeout: Timeout = DEFAULT) -> None:
         """Waits for a pending creation (only needed after create_process timed out)."""
-        op = self._creation
-        if op is None:
-            return
-        try:
-            op.wait(resolve_timeout(timeout, self.default_timeout))
-        except TimeoutExpiredError as err:
-            if err.operation is op and not op._done:
-                err.process = self
-            raise
-        self._creation_done(op)
+        if self._creation is not None:
+            run(wait_started_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
-    def _creation_done(self, op: Operation) -> None:
-        """Called once the CreateProcess operation completed: take the pid and pipes."""
-        self._creation = None
-        failure = op.exception(0)
-        try:
-            if failure is None:
-                pi = op.take_process_info()
-                if pi is None:
-                    raise make_error(
-                        _E_UNEXPECTED,
-                        message="HcsCreateProcess returned no process information",
-                        call="HcsCreateProcess",
-                        system_id=self.system_id,
-                    )
-            else:
-                # A Windows Server 2022 quirk: the wait can fail spuriously although the process
-                # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
-                try:
-                    pi = self._get_process_info(DEFAULT)
-                except HcsError:
-                    raise failure from None
-                _log.log.info("pyhcs: HcsCreateProcess reported %s but the process exists; recovered", failure.name)
-            self._started(pi)
-        except BaseException:
-            op.close()
-            self.close()
-            raise
-        op.close()
-
-    def _get_process_info(self, timeout: Timeout) -> HcsProcessInformation:
-        call = "HcsGetProcessInfo"
-        op = Operation(call=call, system_id=self.system_id, process_id=self.pid or None, owner=self, process_info=True)
-        try:
-            initiate(self, op, call, lambda h, o: B.hcs_get_process_info(h, o))
-            op.result(resolve_timeout(timeout, self.default_timeout))
-            pi = op.take_process_info()
-        finally:
-            op.close()
-        if pi is None:
-            raise make_error(_E_UNEXPECTED, message="HcsGetProcessInfo returned no process information", call=call)
-        return pi
-
-    def _started(self, pi: HcsProcessInformation) -> None:
-        """Takes ownership of the pipes, then looks whether the process already exited."""
+    def _take_pipes(self, pi: HcsProcessInformation) -> None:
+        """Takes the pid and ownership of the pipes (no call to HCS)."""
         self.pid = pi.process_id
         self._hub.process_id = pi.process_id
         std = ((pi.std_input, "wb", "stdin"), (pi.std_output, "rb", "stdout"), (pi.std_error, "rb", "stderr"))
@@ -359,13 +305,10 @@ class Process(Handle):
                 raise
             if name == "stdin":
                 self._had_stdin = True
-        self._poll_exit()
 
-    def _poll_exit(self) -> None:
-        """Records an exit that happened before the callback could see it (a zero wait)."""
-        try:
-            doc = self._native("HcsWaitForProcessExit", B.hcs_wait_for_process_exit, 0)
-        except HcsError as err:
+    def _exit_polled(self, doc: str | None, err: HcsError | None) -> None:
+        """Records what a zero HcsWaitForProcessExit said."""
+        if err is not None:
             if is_timeout(err):
                 return  # still running: ProcessExited will come to the callback
             if is_already_stopped(err):
@@ -427,9 +370,8 @@ class Process(Handle):
         if hub.closed or self._closed:
             raise self._closed_error("wait")
         if hub.system_gone:
-            # The system exited; if HCS sent no ProcessExited, ask once, then give up
-            # honestly rather than invent a code.
-            self._poll_exit()
+            # The system exited; if HCS sent no ProcessExited, the flow asked once (see
+            # _needs_exit_poll); give up honestly rather than invent a code.
             if isinstance(hub.exit, ExitStatus):
                 return hub.exit
             if hub.failure is not None:
@@ -442,20 +384,13 @@ class Process(Handle):
             )
         return None
 
+    def _needs_exit_poll(self) -> bool:
+        hub = self._hub
+        return (hub.system_gone and hub.exit is None and hub.failure is None and hub.end_reason != END_DISCONNECTED
+                and not hub.closed and not self._closed)
+
     def _wait_status(self, deadline: Deadline) -> ExitStatus:
-        if self._creation is not None:
-            self.wait_started(deadline.remaining())
-        self._hub.wait(self._exit_ready, deadline)
-        status = self._exit_outcome()
-        if status is None:
-            raise timeout_error(
-                f"waiting for process {self.pid} to exit",
-                deadline,
-                system_id=self.system_id,
-                process_id=self.pid or None,
-                still="it is still running",
-            )
-        return status
+        return run(wait_status_flow(self, deadline))
 
     def wait(self, timeout: Timeout = DEFAULT) -> int:
         """Waits for the process to exit and returns its exit code.
@@ -471,21 +406,18 @@ class Process(Handle):
     def close_stdin(self, *, timeout: Timeout = DEFAULT) -> None:
         """Ends the child's stdin: closes our end and sends HcsModifyProcess CloseHandle/StdIn
         (both are needed for the child to see EOF). Idempotent; fine after the exit."""
+        self._close_stdin_file()
+        if not self._had_stdin or self._hub.exit is not None or self._closed:
+            return
+        run(close_stdin_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
+
+    def _close_stdin_file(self) -> None:
         f, self.stdin = self.stdin, None
         if f is not None:
             try:
                 f.close()
             except OSError:  # BrokenPipeError flushing to a child that is gone
                 pass
-        if not self._had_stdin or self._hub.exit is not None or self._closed:
-            return
-        self._had_stdin = False
-        try:
-            self._run("HcsModifyProcess", _modify_process,
-                      '{"Operation":"CloseHandle","CloseHandle":{"Handle":"StdIn"}}', timeout)
-        except HcsError as err:
-            if not is_already_stopped(err):
-                raise
 
     def communicate(
         self, input: bytes | None = None, timeout: Timeout = DEFAULT
@@ -694,17 +626,6 @@ class Process(Handle):
         op = self._submit(call, fn, doc, callback=False, timeout=deadline.remaining())
         return complete(op, deadline)
 
-    def _benign(self, err: HcsError) -> bool:
-        """Whether a failed signal/terminate only says the process is already gone."""
-        if is_already_stopped(err):
-            return True
-        if isinstance(err, Win32AccessDeniedError):
-            # TerminateProcess on an exited process is access denied on Windows;
-            # make sure that is what happened before calling it benign.
-            if self._hub.exit is None:
-                self._poll_exit()
-            return self._hub.exit is not None or self._hub.failure is not None
-        return False
 
     def signal(self, signal: int | str, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsSignalProcess, with the signal in the form the guest takes (see
@@ -712,88 +633,21 @@ class Process(Handle):
         "CtrlBreak", "CtrlClose", "CtrlLogOff", "CtrlShutdown"; SIGINT, SIGQUIT, SIGHUP and
         SIGTERM map to them, other numbers raise InvalidArgumentError), a Linux guest a POSIX
         number (Ctrl names map to their POSIX twins). False if the process had exited."""
-        self._ensure_open("HcsSignalProcess")
-        if self._hub.exit is not None:
-            return False
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        with reports_timeout(deadline):
-            doc = to_json({"Signal": signal_value(signal, self.system._guest_os(deadline.remaining()))})
-            try:
-                self._run("HcsSignalProcess", _signal_process, doc, deadline.remaining())
-            except HcsError as err:
-                if self._benign(err):
-                    return False
-                raise
-            return True
+        return run(signal_flow(self, signal, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def terminate(self, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsTerminateProcess on this handle (no signal document: it is the same call for
         every guest). False if the process had already exited."""
-        self._ensure_open("HcsTerminateProcess")
-        if self._hub.exit is not None:
-            return False
-        try:
-            self._run("HcsTerminateProcess", _terminate_process, None, timeout)
-        except HcsError as err:
-            if self._benign(err):
-                return False
-            raise
-        return True
+        return run(terminate_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def kill(self, *, timeout: Timeout = DEFAULT) -> bool:
         """Ends the process now; idempotent. False if it had already exited.
 
         Signals are serialized per process per system handle in HCS, so a kill could queue
-        behind a slow Ctrl-C: like hcsshim, this terminates through freshly opened handles
-        (hcsshim does the same), falling back to this handle when they cannot be opened.
+        behind a slow Ctrl-C: like hcsshim, this terminates through freshly opened handles,
+        falling back to this handle when they cannot be opened.
         """
-        self._ensure_open("HcsTerminateProcess")
-        if self._hub.exit is not None:
-            return False
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        with reports_timeout(deadline):
-            if self._creation is not None:
-                self.wait_started(deadline.remaining())
-            try:
-                fresh_system: int = _log.timed(
-                    "HcsOpenComputeSystem", self._detail, B.hcs_open_compute_system, self.system_id
-                )
-            except HcsError:
-                return self.terminate(timeout=deadline.remaining())
-            fresh = 0
-
-            def close_fresh() -> None:
-                if fresh:
-                    B.hcs_close_process(fresh)
-                B.hcs_close_compute_system(fresh_system)
-
-            deferred = False
-            try:
-                try:
-                    fresh = _log.timed("HcsOpenProcess", self._detail, B.hcs_open_process, fresh_system, self.pid)
-                except HcsError as err:
-                    if is_already_stopped(err):
-                        return False
-                    return self.terminate(timeout=deadline.remaining())
-                helper = _FreshProcess(fresh, self.system_id, self.pid)
-                try:
-                    helper._run("HcsTerminateProcess", _terminate_process, None, deadline.remaining())
-                except OperationTimeoutError as err:
-                    op = err.operation
-                    if isinstance(op, Operation) and not op._done:
-                        # The terminate is still running on the fresh handles: they are closed
-                        # once it completes, never under it.
-                        op.add_done_callback(lambda _op: close_fresh())
-                        deferred = True
-                    raise
-                except HcsError as err:
-                    if self._benign(self._annotate(err)):
-                        return False
-                    raise
-                return True
-            finally:
-                if not deferred:
-                    close_fresh()
+        return run(kill_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def resize(self, height: int, width: int, *, timeout: Timeout = DEFAULT) -> None:
         """HcsModifyProcess ConsoleSize (processes created with ``console=True``)."""
@@ -806,17 +660,7 @@ class Process(Handle):
 
     def properties(self, query: Document | None = None, *, timeout: Timeout = DEFAULT) -> dict[str, Any]:
         """HcsGetProcessProperties: the ProcessStatus (ProcessId, Exited, ExitCode, ...)."""
-        doc = self._run("HcsGetProcessProperties", _process_properties, to_json(query, "property query"), timeout)
-        value = loads(doc)
-        if not isinstance(value, dict):
-            raise make_error(
-                _E_UNEXPECTED,
-                message="HcsGetProcessProperties succeeded but returned no document",
-                call="HcsGetProcessProperties",
-                system_id=self.system_id,
-                process_id=self.pid or None,
-            )
-        return value
+        return run(properties_flow(self, query, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     # -- events -----------------------------------------------------------------------------------
     def events(self, *, replay: bool = True, timeout: Timeout = DEFAULT) -> EventStream:
@@ -834,12 +678,7 @@ class Process(Handle):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and not self._closed and self._hub.exit is None and self._creation is None:
-            try:
-                self.kill()
-            except Exception:
-                _log.log.debug("pyhcs: killing %r on error failed", self, exc_info=True)
-        self.close()
+        run(leave_flow(self, exc is not None))
 
     def _wake_waiters(self) -> None:
         self._hub.end(END_CLOSED)
@@ -887,14 +726,21 @@ class _FreshProcess(Handle):
     def _release(self) -> None:
         pass
 
-    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: float) -> None:
-        op = Operation(call=call, system_id=self._system_id, process_id=self._pid)
+    def _submit(self, call: str, fn: Callable[..., None], doc: str | None, *, callback: bool) -> Operation:
+        op = Operation(call=call, system_id=self._system_id, process_id=self._pid, callback=callback)
         try:
             initiate(self, op, call, fn, doc)
         except BaseException:
             op.close()
             raise
-        complete(op, timeout)
+        return op
+
+    def _run(self, call: str, fn: Callable[..., None], doc: str | None, timeout: float) -> str | None:
+        return complete(self._submit(call, fn, doc, callback=False), timeout)
+
+
+def _get_process_info(handle: int, op: int) -> None:
+    B.hcs_get_process_info(handle, op)
 
 
 def _signal_process(handle: int, op: int, doc: str | None) -> None:
@@ -912,3 +758,273 @@ def _modify_process(handle: int, op: int, doc: str | None) -> None:
 def _process_properties(handle: int, op: int, doc: str | None) -> None:
     B.hcs_get_process_properties(handle, op, doc)
 
+
+
+# ------------------------------------------------------------------------------------------- flows
+# The compound calls, written once as steps (see pyhcs._flow); the methods above run them with
+# the blocking driver, pyhcs.aio with its own.
+
+_CLOSE_STDIN = '{"Operation":"CloseHandle","CloseHandle":{"Handle":"StdIn"}}'
+
+
+def action(proc: Process, call: str, fn: Callable[..., None], doc: str | None, deadline: Deadline) -> Flow[str | None]:
+    """One operation-based call on ``proc`` (after its pending creation, if any)."""
+    yield from wait_started_flow(proc, deadline)
+    result: str | None = yield Action(
+        lambda timeout: proc._run(call, fn, doc, timeout),
+        lambda: proc._submit(call, fn, doc, callback=True),
+        deadline,
+    )
+    return result
+
+
+def properties_flow(proc: Process, query: Document | None, deadline: Deadline) -> Flow[dict[str, Any]]:
+    doc = yield from action(proc, "HcsGetProcessProperties", _process_properties, to_json(query, "property query"),
+                            deadline)
+    value = loads(doc)
+    if not is_json_object(value):
+        raise make_error(
+            _E_UNEXPECTED,
+            message="HcsGetProcessProperties succeeded but returned no document",
+            call="HcsGetProcessProperties",
+            system_id=proc.system_id,
+            process_id=proc.pid or None,
+        )
+    return value
+
+
+def resize_flow(proc: Process, height: int, width: int, deadline: Deadline) -> Flow[None]:
+    doc = to_json({"Operation": "ConsoleSize", "ConsoleSize": {"Height": int(height), "Width": int(width)}})
+    yield from action(proc, "HcsModifyProcess", _modify_process, doc, deadline)
+
+
+def poll_exit_flow(proc: Process) -> Flow[None]:
+    """Records an exit that happened before the callback could see it (a zero wait)."""
+    try:
+        doc = yield Call(lambda: proc._native("HcsWaitForProcessExit", B.hcs_wait_for_process_exit, 0))
+    except HcsError as err:
+        proc._exit_polled(None, err)
+        return
+    proc._exit_polled(doc, None)
+
+
+def process_info_flow(proc: Process, deadline: Deadline) -> Flow[HcsProcessInformation]:
+    """HcsGetProcessInfo: the process information (with new handles to its pipes)."""
+    call = "HcsGetProcessInfo"
+    op = Operation(call=call, system_id=proc.system_id, process_id=proc.pid or None, owner=proc, process_info=True)
+    try:
+        initiate(proc, op, call, _get_process_info)
+        yield OperationWait(op, deadline)
+        op.result(0)
+        pi = op.take_process_info()
+    finally:
+        op.close()
+    if pi is None:
+        raise make_error(_E_UNEXPECTED, message="HcsGetProcessInfo returned no process information", call=call)
+    return pi
+
+
+def started_flow(proc: Process, pi: HcsProcessInformation) -> Flow[None]:
+    """Takes ownership of the pipes, then looks whether the process already exited."""
+    proc._take_pipes(pi)
+    yield from poll_exit_flow(proc)
+
+
+def wait_started_flow(proc: Process, deadline: Deadline) -> Flow[None]:
+    """Waits for a pending creation, then takes the pid and pipes; on a timeout the error
+    carries the process (``err.process``)."""
+    op = proc._creation
+    if op is None:
+        return
+    try:
+        yield OperationWait(op, deadline)
+    except TimeoutExpiredError as err:
+        if err.operation is op and not op._done:
+            err.process = proc
+        raise
+    if proc._creation is not op:
+        return  # another waiter took it over meanwhile
+    proc._creation = None
+    failure = op.exception(0)
+    try:
+        if failure is None:
+            pi = op.take_process_info()
+            if pi is None:
+                raise make_error(
+                    _E_UNEXPECTED,
+                    message="HcsCreateProcess returned no process information",
+                    call="HcsCreateProcess",
+                    system_id=proc.system_id,
+                )
+        else:
+            # A Windows Server 2022 quirk: the wait can fail spuriously although the process
+            # exists; only then ask HcsGetProcessInfo, whose answer is authoritative.
+            try:
+                pi = yield from process_info_flow(proc, Deadline(resolve_timeout(DEFAULT, proc.default_timeout)))
+            except HcsError:
+                raise failure from None
+            _log.log.info("pyhcs: HcsCreateProcess reported %s but the process exists; recovered", failure.name)
+        yield from started_flow(proc, pi)
+    except BaseException:
+        op.close()
+        yield Call(proc.close)
+        raise
+    op.close()
+
+
+def open_flow(system: ComputeSystem, pid: int, *, stdio: bool, bufsize: int) -> Flow[Process]:
+    """HcsOpenProcess by pid; ``stdio``: HcsGetProcessInfo for new pipe handles too."""
+
+    def open_process() -> Process:
+        handle: int = system._native("HcsOpenProcess", B.hcs_open_process, pid)
+        return Process._adopt(handle, system, pid=pid, bufsize=bufsize)
+
+    proc: Process = yield Call(open_process, discard=Process.close)
+    try:
+        if stdio:
+            pi = yield from process_info_flow(proc, Deadline(resolve_timeout(DEFAULT, proc.default_timeout)))
+            yield from started_flow(proc, pi)
+        else:
+            yield from poll_exit_flow(proc)
+    except BaseException:
+        yield Call(proc.close)
+        raise
+    return proc
+
+
+def wait_status_flow(proc: Process, deadline: Deadline) -> Flow[ExitStatus]:
+    """Waits for the exit; the status, or the error HCS gave in place of one."""
+    yield from wait_started_flow(proc, deadline)
+    yield EventWait(proc._hub, proc._exit_ready, deadline, f"waiting for process {proc.pid} to exit")
+    if proc._needs_exit_poll():
+        yield from poll_exit_flow(proc)
+    status = proc._exit_outcome()
+    if status is None:  # pragma: no cover - the wait returned, so it is ready
+        raise timeout_error(f"waiting for process {proc.pid} to exit", deadline, system_id=proc.system_id,
+                            process_id=proc.pid or None, still="it is still running")
+    return status
+
+
+def close_stdin_flow(proc: Process, deadline: Deadline) -> Flow[None]:
+    """Sends HcsModifyProcess CloseHandle/StdIn once (the pipe itself is closed by the
+    caller): the child sees EOF. Fine after the exit."""
+    if not proc._had_stdin or proc._hub.exit is not None or proc._closed:
+        return
+    proc._had_stdin = False
+    try:
+        yield from action(proc, "HcsModifyProcess", _modify_process, _CLOSE_STDIN, deadline)
+    except HcsError as err:
+        if not is_already_stopped(err):
+            raise
+
+
+def benign_flow(proc: Process, err: HcsError) -> Flow[bool]:
+    """Whether a failed signal/terminate only says the process is already gone."""
+    if is_already_stopped(err):
+        return True
+    if isinstance(err, Win32AccessDeniedError):
+        # TerminateProcess on an exited process is access denied on Windows;
+        # make sure that is what happened before calling it benign.
+        if proc._hub.exit is None:
+            yield from poll_exit_flow(proc)
+        return proc._hub.exit is not None or proc._hub.failure is not None
+    return False
+
+
+def signal_flow(proc: Process, signal: int | str, deadline: Deadline) -> Flow[bool]:
+    proc._ensure_open("HcsSignalProcess")
+    if proc._hub.exit is not None:
+        return False
+    with reports_timeout(deadline):
+        guest = yield from proc.system._guest_os_flow(deadline)
+        doc = to_json({"Signal": signal_value(signal, guest)})
+        try:
+            yield from action(proc, "HcsSignalProcess", _signal_process, doc, deadline)
+        except HcsError as err:
+            if (yield from benign_flow(proc, err)):
+                return False
+            raise
+        return True
+
+
+def terminate_flow(proc: Process, deadline: Deadline) -> Flow[bool]:
+    proc._ensure_open("HcsTerminateProcess")
+    if proc._hub.exit is not None:
+        return False
+    try:
+        yield from action(proc, "HcsTerminateProcess", _terminate_process, None, deadline)
+    except HcsError as err:
+        if (yield from benign_flow(proc, err)):
+            return False
+        raise
+    return True
+
+
+def kill_flow(proc: Process, deadline: Deadline) -> Flow[bool]:
+    """Terminates through freshly opened handles (see :meth:`Process.kill`)."""
+    proc._ensure_open("HcsTerminateProcess")
+    if proc._hub.exit is not None:
+        return False
+    with reports_timeout(deadline):
+        yield from wait_started_flow(proc, deadline)
+        system_id, pid = proc.system_id, proc.pid
+        try:
+            fresh_system: int = yield Call(
+                lambda: _log.timed("HcsOpenComputeSystem", proc._detail, B.hcs_open_compute_system, system_id),
+                discard=B.hcs_close_compute_system,
+            )
+        except HcsError:
+            return (yield from terminate_flow(proc, deadline))
+        fresh = 0
+
+        def close_fresh() -> None:
+            if fresh:
+                B.hcs_close_process(fresh)
+            B.hcs_close_compute_system(fresh_system)
+
+        deferred = False
+        try:
+            try:
+                fresh = yield Call(
+                    lambda: _log.timed("HcsOpenProcess", proc._detail, B.hcs_open_process, fresh_system, pid),
+                    discard=B.hcs_close_process,
+                )
+            except HcsError as err:
+                if is_already_stopped(err):
+                    return False
+                return (yield from terminate_flow(proc, deadline))
+            helper = _FreshProcess(fresh, system_id, pid)
+            try:
+                yield Action(
+                    lambda timeout: helper._run("HcsTerminateProcess", _terminate_process, None, timeout),
+                    lambda: helper._submit("HcsTerminateProcess", _terminate_process, None, callback=True),
+                    deadline,
+                )
+            except OperationTimeoutError as err:
+                op = err.operation
+                if isinstance(op, Operation) and not op._done:
+                    # The terminate is still running on the fresh handles: they are closed
+                    # once it completes, never under it.
+                    op.add_done_callback(lambda _op: close_fresh())
+                    deferred = True
+                raise
+            except HcsError as err:
+                if (yield from benign_flow(proc, proc._annotate(err))):
+                    return False
+                raise
+            return True
+        finally:
+            if not deferred:
+                close_fresh()
+
+
+def leave_flow(proc: Process, failed: bool) -> Flow[None]:
+    """Leaving a ``with`` block: kill the process if it was left by an exception, close."""
+    try:
+        if failed and not proc._closed and proc._hub.exit is None and proc._creation is None:
+            try:
+                yield from kill_flow(proc, Deadline(resolve_timeout(DEFAULT, proc.default_timeout)))
+            except Exception:
+                _log.log.debug("pyhcs: killing %r on error failed", proc, exc_info=True)
+    finally:
+        yield Call(proc.close)

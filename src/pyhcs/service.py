@@ -11,6 +11,10 @@ for systems left behind.
 These calls are synchronous in HCS (no operation), and short.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import math
@@ -20,7 +24,7 @@ from . import _backend as B
 from . import _log
 from ._docs import Document, loads, to_json
 from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout
-from .errors import HcsError, is_already_stopped, is_not_found, make_error
+from .errors import HcsError, is_already_stopped, is_json_array, is_json_object, is_not_found, make_error
 
 __all__ = [
     "basic",
@@ -43,26 +47,27 @@ def properties(*types: str, query: Document | None = None) -> list[Any]:
     text = to_json(query, "service property query") if query is not None else None
     if text is None:
         text = to_json({"PropertyTypes": list(types) or ["Basic"]})
-    doc = loads(_log.timed("HcsGetServiceProperties", None, B.hcs_get_service_properties, text))
-    if not isinstance(doc, dict) or not isinstance(doc.get("Properties"), list):
+    doc: Any = loads(_log.timed("HcsGetServiceProperties", None, B.hcs_get_service_properties, text))
+    props: Any = doc.get("Properties") if is_json_object(doc) else None
+    if not is_json_array(props):
         raise make_error(
             _E_UNEXPECTED, message="HcsGetServiceProperties returned no Properties", call="HcsGetServiceProperties"
         )
-    props: list[Any] = doc["Properties"]
     return props
 
 
 def basic() -> dict[str, Any]:
     """The "Basic" service properties (``SupportedSchemaVersions``)."""
-    value = properties("Basic")[0]
-    return value if isinstance(value, dict) else {}
+    value: Any = properties("Basic")[0]
+    return value if is_json_object(value) else {}
 
 
 def supported_schema_versions() -> list[tuple[int, int]]:
     """(major, minor) pairs the service supports; ``(2, 5)`` means 2.0 to 2.5."""
-    out = []
-    for v in basic().get("SupportedSchemaVersions") or []:
-        if isinstance(v, dict):
+    out: list[tuple[int, int]] = []
+    versions: Any = basic().get("SupportedSchemaVersions") or []
+    for v in versions if is_json_array(versions) else []:
+        if is_json_object(v):
             out.append((int(v.get("Major", 0)), int(v.get("Minor", 0))))
     return out
 

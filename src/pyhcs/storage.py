@@ -47,6 +47,10 @@ path*; on the emulator the view is the folder ``Merged`` inside the writable lay
 absolute first (Windows rules on Windows), because HCS takes absolute paths only.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import errno
@@ -60,19 +64,19 @@ import stat
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
-from pyhcs import _virtdisk
+from pyhcs import _log, _virtdisk
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     from pydantic import BaseModel
-    from typing_extensions import Self
+    from typing_extensions import Self, TypeIs
 
     from pyhcs import _backend as B
     from pyhcs.errors import HcsError
@@ -145,7 +149,7 @@ class _HasFileno(Protocol):
 
 
 def _path(p: StrPath) -> str:
-    s = os.fspath(p)
+    s = cast(object, os.fspath(p))  # bytes for a bytes path, despite the annotation
     if not isinstance(s, str):
         raise TypeError(f"a path must be str or os.PathLike[str], not {type(s).__name__}")
     return str(_pathmod.abspath(s))
@@ -239,6 +243,12 @@ def _host_formats() -> ModuleType | None:
 
 
 # ------------------------------------------------------------------------------ the flat functions
+# Every call goes through _log.timed: call statistics and the slow-call watchdog see it.
+
+
+def _about(path: StrPath) -> str:
+    return f"layer {os.fspath(path)!r}"
+
 
 
 def import_layer(path: StrPath, source: StrPath, layer_data: Document | LayerChain | None = None) -> None:
@@ -255,7 +265,10 @@ def import_layer(path: StrPath, source: StrPath, layer_data: Document | LayerCha
             files, a tombstone escaping the layer).
         DirectoryNotEmptyError: ``path`` exists and is not empty.
     """
-    B.hcs_import_layer(_path(path), _path(source), _layer_data_json(layer_data))
+    _log.timed(
+        "HcsImportLayer", _about(path), B.hcs_import_layer,
+        _path(path), _path(source), _layer_data_json(layer_data),
+   )
 
 
 def export_layer(
@@ -271,9 +284,10 @@ def export_layer(
         DirectoryNotEmptyError: ``folder`` is not empty.
         SharingViolationError: ``path`` is an attached writable layer.
     """
-    B.hcs_export_layer(
-        _path(path), _path(folder), _layer_data_json(layer_data), _opt_doc(options, "ExportLayerOptions")
-    )
+    _log.timed(
+        "HcsExportLayer", _about(path), B.hcs_export_layer,
+        _path(path), _path(folder), _layer_data_json(layer_data), _opt_doc(options, "ExportLayerOptions"),
+   )
 
 
 def export_legacy_writable_layer(
@@ -281,9 +295,10 @@ def export_legacy_writable_layer(
 ) -> None:
     """HcsExportLegacyWritableLayer: export a legacy writable layer (files at ``mount_path``,
     hives in ``folder``) into ``export_folder``."""
-    B.hcs_export_legacy_writable_layer(
-        _path(mount_path), _path(folder), _path(export_folder), _layer_data_json(layer_data)
-    )
+    _log.timed(
+        "HcsExportLegacyWritableLayer", _about(mount_path), B.hcs_export_legacy_writable_layer,
+        _path(mount_path), _path(folder), _path(export_folder), _layer_data_json(layer_data),
+   )
 
 
 def destroy_layer(path: StrPath) -> None:
@@ -293,7 +308,7 @@ def destroy_layer(path: StrPath) -> None:
         SharingViolationError: the layer is attached or a parent of an attached layer.
         InvalidLayerError: the folder does not look like a layer (nothing is deleted).
     """
-    B.hcs_destroy_layer(_path(path))
+    _log.timed("HcsDestroyLayer", _about(path), B.hcs_destroy_layer, _path(path))
 
 
 def setup_base_os_layer(path: StrPath, vhd: VhdLike | None = None, options: Document | None = None) -> None:
@@ -304,12 +319,18 @@ def setup_base_os_layer(path: StrPath, vhd: VhdLike | None = None, options: Docu
     Raises:
         AlreadyExistsError: the layer is already set up.
     """
-    B.hcs_setup_base_os_layer(_path(path), _vhd_handle(vhd), _opt_doc(options, "OsLayerOptions"))
+    _log.timed(
+        "HcsSetupBaseOSLayer", _about(path), B.hcs_setup_base_os_layer,
+        _path(path), _vhd_handle(vhd), _opt_doc(options, "OsLayerOptions"),
+   )
 
 
 def setup_base_os_volume(path: StrPath, volume_path: StrPath, options: Document | None = None) -> None:
     """HcsSetupBaseOSVolume: like :func:`setup_base_os_layer`, onto a mounted volume."""
-    B.hcs_setup_base_os_volume(_path(path), _path(volume_path), _opt_doc(options, "OsLayerOptions"))
+    _log.timed(
+        "HcsSetupBaseOSVolume", _about(path), B.hcs_setup_base_os_volume,
+        _path(path), _path(volume_path), _opt_doc(options, "OsLayerOptions"),
+   )
 
 
 def initialize_writable_layer(
@@ -317,7 +338,10 @@ def initialize_writable_layer(
 ) -> None:
     """HcsInitializeWritableLayer: prepare the folder ``path`` as a writable layer over the
     parents in ``layer_data``. ``options`` is reserved (None)."""
-    B.hcs_initialize_writable_layer(_path(path), _layer_data_json(layer_data), _opt_doc_any(options))
+    _log.timed(
+        "HcsInitializeWritableLayer", _about(path), B.hcs_initialize_writable_layer,
+        _path(path), _layer_data_json(layer_data), _opt_doc_any(options),
+   )
 
 
 def initialize_legacy_writable_layer(
@@ -328,9 +352,10 @@ def initialize_legacy_writable_layer(
 ) -> None:
     """HcsInitializeLegacyWritableLayer: a writable layer whose files live on the mounted volume
     ``mount_path`` and whose hives live in ``folder``."""
-    B.hcs_initialize_legacy_writable_layer(
-        _path(mount_path), _path(folder), _layer_data_json(layer_data), _opt_doc_any(options)
-    )
+    _log.timed(
+        "HcsInitializeLegacyWritableLayer", _about(mount_path), B.hcs_initialize_legacy_writable_layer,
+        _path(mount_path), _path(folder), _layer_data_json(layer_data), _opt_doc_any(options),
+   )
 
 
 def attach_layer_storage_filter(path: StrPath, layer_data: Document | LayerChain | None = None) -> None:
@@ -341,7 +366,10 @@ def attach_layer_storage_filter(path: StrPath, layer_data: Document | LayerChain
         InvalidArgumentError: ``layer_data`` names other parents than the layer was initialised with.
         SharingViolationError: a parent is itself an attached writable layer.
     """
-    B.hcs_attach_layer_storage_filter(_path(path), _layer_data_json(layer_data))
+    _log.timed(
+        "HcsAttachLayerStorageFilter", _about(path), B.hcs_attach_layer_storage_filter,
+        _path(path), _layer_data_json(layer_data),
+   )
 
 
 def detach_layer_storage_filter(path: StrPath) -> None:
@@ -351,19 +379,19 @@ def detach_layer_storage_filter(path: StrPath) -> None:
         InvalidStateError: not attached.
         ResourceBusyError: a process still uses the view (emulator, overlay mode).
     """
-    B.hcs_detach_layer_storage_filter(_path(path))
+    _log.timed("HcsDetachLayerStorageFilter", _about(path), B.hcs_detach_layer_storage_filter, _path(path))
 
 
 def format_writable_layer_vhd(vhd: VhdLike) -> None:
     """HcsFormatWritableLayerVhd: format a disk (a :class:`VirtualDisk`; an open file or a raw
     handle/descriptor also works on the emulator and on Windows Server 2019, whose HCS took a
     file handle: later Windows versions need the virtual-disk handle only VirtualDisk gives)."""
-    B.hcs_format_writable_layer_vhd(_vhd_handle(vhd))
+    _log.timed("HcsFormatWritableLayerVhd", None, B.hcs_format_writable_layer_vhd, _vhd_handle(vhd))
 
 
 def get_layer_vhd_mount_path(vhd: VhdLike) -> str:
     """HcsGetLayerVhdMountPath: the volume path of a formatted, mounted disk image."""
-    path: str = B.hcs_get_layer_vhd_mount_path(_vhd_handle(vhd))
+    path: str = _log.timed("HcsGetLayerVhdMountPath", None, B.hcs_get_layer_vhd_mount_path, _vhd_handle(vhd))
     return path
 
 
@@ -497,7 +525,7 @@ def _disks() -> _DiskBackend:
 
             _disk_backend = _WindowsDisks(
                 _virtdisk.VirtDisk(_virtdisk.load_windows_table(), getattr(ctypes, "get_last_error"))  # noqa: B009
-            )
+           )
         else:
             _disk_backend = _EmulatorDisks()
     return _disk_backend
@@ -625,6 +653,10 @@ class VirtualDisk:
 # ------------------------------------------------------------------------------ objects
 
 
+def _is_model(value: object) -> TypeIs[BaseModel]:
+    return hasattr(value, "model_dump")
+
+
 def _parents(parents: ParentsLike | None) -> LayerChain:
     if parents is None:
         return LayerChain()
@@ -634,7 +666,7 @@ def _parents(parents: ParentsLike | None) -> LayerChain:
         return parents.chain
     if isinstance(parents, (str, bytes)):
         raise TypeError("parents must be layers, paths, a LayerChain or a LayerData document, not a string")
-    if isinstance(parents, Mapping) or hasattr(parents, "model_dump"):
+    if isinstance(parents, Mapping) or _is_model(parents):
         return LayerChain.from_layer_data(cast("Document", parents))
     return LayerChain(parents)
 
@@ -882,7 +914,7 @@ class WritableLayer(Layer):
             self._attached = False
 
     @contextmanager
-    def attached(self) -> Iterator[Path]:
+    def attached(self) -> Generator[Path, None, None]:
         """Attach for the duration of a ``with`` block, yielding the merged view."""
         view = self.attach()
         try:

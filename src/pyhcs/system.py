@@ -27,6 +27,10 @@ What the object guarantees:
 A ComputeSystem may be used from several threads at once.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json
@@ -36,8 +40,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _backend as B
-from . import _log
+from . import _flow, _log
 from ._docs import Document, check_document, compute_system_config, loads, to_json
+from ._flow import Action, Call, Communicate, EventWait, Flow, OperationWait
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, RunPlan, Stdio, pipe_flag, plan_run
@@ -47,12 +52,23 @@ from .errors import (
     SystemNotFoundError,
     TimeoutExpiredError,
     is_already_stopped,
+    is_json_array,
+    is_json_object,
     is_timeout,
     make_error,
 )
 from .events import END_CLOSED, END_DISCONNECTED, Event, EventHub, EventStream, SystemExitStatus, dispatch_event
 from .operation import Operation, begin, complete, initiate, run
-from .process import CompletedProcess, Process, process_parameters
+from .process import (
+    CompletedProcess,
+    Process,
+    close_stdin_flow,
+    kill_flow,
+    open_flow,
+    process_parameters,
+    wait_started_flow,
+    wait_status_flow,
+)
 
 if TYPE_CHECKING:
     import os
@@ -84,6 +100,11 @@ _ACTIONS: dict[str, tuple[str, Callable[[int, int, str | None], None]]] = {
 }
 
 
+def _create_process(handle: int, op: int, params: str) -> int:
+    process: int = B.hcs_create_process(handle, params, op)
+    return process
+
+
 def _property_query(types: Sequence[str], query: Document | None) -> Document | None:
     if query is not None:
         if types:
@@ -95,7 +116,7 @@ def _property_query(types: Sequence[str], query: Document | None) -> Document | 
 def parse_properties(doc: str | None, call: str, system_id: str | None) -> dict[str, Any]:
     """The Properties document of a successful query (HCS documents one: none is an error)."""
     value = loads(doc)
-    if not isinstance(value, dict):
+    if not is_json_object(value):
         raise make_error(
             _E_UNEXPECTED,
             message=f"{call} succeeded but returned {'no document' if value is None else 'a non-object'}",
@@ -109,11 +130,11 @@ def parse_enumeration(doc: str | None) -> list[dict[str, Any]]:
     value = loads(doc)
     if value is None:
         return []
-    if not isinstance(value, list):
+    if not is_json_array(value):
         raise make_error(
             _E_UNEXPECTED, message="HcsEnumerateComputeSystems returned a non-array", call="HcsEnumerateComputeSystems"
         )
-    return [item for item in value if isinstance(item, dict)]
+    return [item for item in value if is_json_object(item)]
 
 
 def enumeration_query(
@@ -194,10 +215,10 @@ class ComputeSystem(Handle):
         text = compute_system_config(config, strict=False)  # checked below, as text
         hosting: str | None = None
         try:
-            parsed = json.loads(text)
+            parsed: Any = json.loads(text)
         except ValueError:
             parsed = None  # HCS reports what is wrong with it
-        if isinstance(parsed, dict):
+        if is_json_object(parsed):
             if strict:
                 check_document(text, "config", system_id=id)
             if guest is None:
@@ -253,36 +274,13 @@ class ComputeSystem(Handle):
         timeout the error carries the half-created system as ``err.system``
         (``err.system.wait_created()`` to go on).
         """
-        system = cls._begin_create(
-            id, config, callback=False, default_timeout=default_timeout, guest_os=guest_os, strict=strict
-        )
-        system.wait_created(timeout)
-        return system
+        return _flow.run(create_flow(id, config, timeout=timeout, default_timeout=default_timeout,
+                                     guest_os=guest_os, strict=strict))
 
     def wait_created(self, timeout: Timeout = DEFAULT) -> None:
         """Waits for a pending creation (only needed after a create timed out)."""
-        op = self._creation
-        if op is None:
-            return
-        try:
-            op.result(resolve_timeout(timeout, self.default_timeout))
-        except OperationTimeoutError as err:
-            if isinstance(err, TimeoutExpiredError) and err.operation is op and not op._done:
-                err.system = self
-                raise
-            self._creation_failed(op, err)
-        except HcsError as err:
-            self._creation_failed(op, err)
-        self._creation = None
-        op.close()
-
-    def _creation_failed(self, op: Operation, err: HcsError) -> None:
-        # HCS returned a handle even though creation failed: it must still be closed
-        # (HCS keeps it until then); with terminate-on-close that also ends whatever was half made.
-        self._creation = None
-        op.close()
-        self.close()
-        raise err
+        if self._creation is not None:
+            _flow.run(wait_created_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def _ensure_created(self, timeout: Timeout = DEFAULT) -> None:
         # A call on a half-created system (the one a timed-out create hands over) first
@@ -400,23 +398,11 @@ class ComputeSystem(Handle):
         ``errors.InvalidStateError`` for a Created or Paused system. See :meth:`stop` for a
         shutdown that cannot hang.
         """
-        try:
-            self._run("shutdown", options, timeout)
-        except HcsError as err:
-            if is_already_stopped(err):
-                return False
-            raise
-        return True
+        return _flow.run(end_flow(self, "shutdown", options, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def terminate(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> bool:
         """HcsTerminateComputeSystem: forced power-off. False if it had already stopped."""
-        try:
-            self._run("terminate", options, timeout)
-        except HcsError as err:
-            if is_already_stopped(err):
-                return False
-            raise
-        return True
+        return _flow.run(end_flow(self, "terminate", options, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def crash(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsCrashComputeSystem: makes the guest crash (CrashInitiated/CrashReport events,
@@ -465,25 +451,14 @@ class ComputeSystem(Handle):
         """
         return self._guest_os()
 
+    def _guest_os_flow(self, deadline: Deadline) -> Flow[GuestOs]:
+        # for the flows of pyhcs.process, which does not import this module
+        return guest_os_flow(self, deadline)
+
     def _guest_os(self, timeout: Timeout = DEFAULT) -> GuestOs:
-        guest = self._guest
-        if guest is not None:
-            return guest
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        hosting = self._hosting_id
-        if hosting is None and not self._created:
-            props = self.properties(timeout=deadline.remaining())
-            guest = guest_of_properties(props)
-            host = props.get("HostingSystemId")
-            hosting = host if isinstance(host, str) and host else None
-        if hosting is not None:
-            try:
-                with ComputeSystem.open(hosting, default_timeout=self.default_timeout) as host_system:
-                    guest = guest_of_properties(host_system.properties(timeout=deadline.remaining())) or guest
-            except SystemNotFoundError:
-                _log.log.debug("pyhcs: the hosting system %r of %r is gone", hosting, self.id)
-        self._guest = guest or "windows"
-        return self._guest
+        if self._guest is not None:
+            return self._guest
+        return _flow.run(guest_os_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def modify(self, request: Document, *, timeout: Timeout = DEFAULT, strict: bool = True) -> None:
         """HcsModifyComputeSystem with a ModifySettingRequest (model, dict or JSON text),
@@ -527,14 +502,7 @@ class ComputeSystem(Handle):
         Raises OperationTimeoutError (the system keeps running), ServiceDisconnectedError if
         the service went away first, HandleClosedError if the object is closed meanwhile.
         """
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        self._hub.wait(self._exit_ready, deadline)
-        status = self._exit_outcome()
-        if status is None:
-            raise timeout_error(
-                "waiting for the compute system to exit", deadline, system_id=self.id, still="it is still running"
-            )
-        return status
+        return _flow.run(wait_exit_flow(self, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def stop(
         self, grace: float = 30.0, *, options: Document | None = None, timeout: Timeout = DEFAULT
@@ -547,48 +515,7 @@ class ComputeSystem(Handle):
         shut down) is terminated at once; one that already stopped is fine. Each step is
         logged. Returns the exit status; raises the terminate's error if even that fails.
         """
-        total = Deadline(resolve_timeout(timeout, self.default_timeout))
-        with reports_timeout(total):
-            if isinstance(self._hub.exit, SystemExitStatus):
-                return self._hub.exit
-            grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
-            _log.log.info("pyhcs: stopping %r: shutdown (grace %.1f s)", self.id, grace_deadline.timeout)
-            shutdown_op: Operation | None = None
-            try:
-                try:
-                    shutdown_op = self._submit("shutdown", options, callback=False, timeout=total.remaining())
-                except HcsError as err:
-                    if is_already_stopped(err):
-                        return self.wait_exit(total.remaining())
-                    _log.log.info("pyhcs: %r cannot shut down (%s); terminating", self.id, err.name)
-                else:
-                    try:
-                        shutdown_op.wait(grace_deadline.remaining())
-                    except OperationTimeoutError:
-                        _log.log.info("pyhcs: %r did not shut down within %.1f s; terminating", self.id, grace)
-                    else:
-                        failure = shutdown_op.exception(0)
-                        if failure is None or is_already_stopped(failure):
-                            try:
-                                return self.wait_exit(grace_deadline.remaining())
-                            except OperationTimeoutError:
-                                _log.log.info("pyhcs: %r shut down but did not exit in time; terminating", self.id)
-                        else:
-                            _log.log.info("pyhcs: shutdown of %r failed (%s); terminating", self.id, failure.name)
-                self.terminate(timeout=total.remaining())
-                return self.wait_exit(total.remaining())
-            except BaseException:
-                if shutdown_op is not None:
-                    # The terminate failed or ran out of time: nothing will complete the
-                    # shutdown; closing a pending operation is safe.
-                    shutdown_op.close()
-                raise
-            finally:
-                if shutdown_op is not None and not shutdown_op.closed:
-                    if shutdown_op.done():
-                        shutdown_op.close()
-                    else:
-                        shutdown_op.abandon()  # completes once the terminate lands
+        return _flow.run(stop_flow(self, grace, options, Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     # -- processes -----------------------------------------------------------------------------------
     def _begin_process(self, params: str, *, callback: bool, bufsize: int, timeout: Timeout = DEFAULT) -> Process:
@@ -603,7 +530,7 @@ class ComputeSystem(Handle):
             default_timeout=self.default_timeout,
         )
         try:
-            handle: int = initiate(self, op, call, lambda h, o, p: B.hcs_create_process(h, p, o), params)
+            handle: int = initiate(self, op, call, _create_process, params)
         except BaseException:
             op.close()
             raise
@@ -653,33 +580,11 @@ class ComputeSystem(Handle):
         ``errors.InvalidStateError`` when the system is not running. On a timeout the error
         carries the process as ``err.process``.
         """
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        with reports_timeout(deadline):
-            guest: GuestOs = "windows"
-            if command is not None and not isinstance(command, str):
-                guest = self._guest_os(deadline.remaining())
-            text = process_parameters(
-                command,
-                params=params,
-                cwd=cwd,
-                env=env,
-                user=user,
-                stdin=pipe_flag(stdin, "stdin"),
-                stdout=pipe_flag(stdout, "stdout"),
-                stderr=pipe_flag(stderr, "stderr"),
-                console=console,
-                console_size=console_size,
-                guest_os=guest,
-            )
-            proc = self._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining())
-            proc.wait_started(deadline.remaining())
-            if stdin is not True and stdin == DEVNULL:
-                try:
-                    proc.close_stdin(timeout=deadline.remaining())
-                except BaseException:
-                    proc.close()
-                    raise
-            return proc
+        return _flow.run(create_process_flow(
+            self, command, params=params, cwd=cwd, env=env, user=user, stdin=stdin, stdout=stdout, stderr=stderr,
+            console=console, console_size=console_size, bufsize=bufsize,
+            deadline=Deadline(resolve_timeout(timeout, self.default_timeout)),
+        ))
 
     def run(
         self,
@@ -724,43 +629,8 @@ class ComputeSystem(Handle):
             input=input, capture_output=capture_output, stdin=stdin, stdout=stdout, stderr=stderr,
             text=text, encoding=encoding, errors=errors,
         )
-        deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        try:
-            proc = self.create_process(
-                command,
-                params=params,
-                cwd=cwd,
-                env=env,
-                user=user,
-                stdin=plan.stdin,
-                stdout=plan.stdout,
-                stderr=plan.stderr,
-                timeout=deadline.remaining(),
-            )
-        except TimeoutExpiredError as exc:
-            half_made = exc.process
-            if half_made is not None:
-                half_made.close()  # ends the creation: nothing of it stays behind
-            raise _run_timeout(command, deadline, exc, half_made, plan) from None
-        proc._merge_stderr = plan.merge
-        with proc:
-            try:
-                out, err = proc.communicate(plan.input, timeout=deadline.remaining())
-                code = proc.wait(deadline.remaining())
-            except BaseException as exc:
-                try:
-                    proc.kill(timeout=max(deadline.remaining(), _KILL_GRACE))
-                except HcsError:
-                    _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
-                if isinstance(exc, TimeoutExpiredError):
-                    raise _run_timeout(command, deadline, exc, proc, plan) from None
-                raise
-            status = proc.exit_status
-            assert status is not None
-        result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, self.id)
-        if check:
-            result.check_returncode()
-        return result
+        return _flow.run(run_flow(self, command, plan, cwd=cwd, env=env, user=user, params=params, check=check,
+                                  deadline=Deadline(resolve_timeout(timeout, self.default_timeout))))
 
     def open_process(self, pid: int, *, stdio: bool = False) -> Process:
         """HcsOpenProcess: a handle to a process of this system by pid. ``stdio=True`` also
@@ -788,13 +658,7 @@ class ComputeSystem(Handle):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and self._created and not self._closed and self._hub.exit is None:
-            # Leaving a `with` block by an exception: do not leave the system behind.
-            try:
-                self.terminate()
-            except Exception:
-                _log.log.debug("pyhcs: terminating %r on error failed", self.id, exc_info=True)
-        self.close()
+        _flow.run(leave_flow(self, exc is not None))
 
     def _wake_waiters(self) -> None:
         self._hub.end(END_CLOSED)
@@ -857,3 +721,319 @@ def begin_enumerate(query: str | None, *, callback: bool) -> Operation:
         raise
     return op
 
+
+
+# ------------------------------------------------------------------------------------------- flows
+# The compound calls, written once as steps (see pyhcs._flow); the methods above run them with
+# the blocking driver, pyhcs.aio with its own.
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C or a cancelled task (not an error of the call): what was being made is closed
+    once HCS has made it, since no caller is left to own it."""
+    return not isinstance(exc, Exception)
+
+
+def _close_when_done(op: Operation, obj: Handle) -> None:
+    """A creation nobody waits for any more: close ``obj`` once HCS completed it."""
+    op.add_done_callback(lambda _op: obj.close())
+    op.abandon()
+
+
+def action_flow(system: ComputeSystem, action: str, document: Document | None, deadline: Deadline) -> Flow[str | None]:
+    """One operation-based call on ``system`` (after its pending creation, if any)."""
+    yield from wait_created_flow(system, deadline)
+    result: str | None = yield Action(
+        lambda timeout: system._run(action, document, timeout),
+        lambda: system._submit(action, document, callback=True, timeout=DEFAULT),
+        deadline,
+        lambda: system._begin(action, document),
+    )
+    return result
+
+
+def properties_flow(
+    system: ComputeSystem, types: Sequence[str], query: Document | None, deadline: Deadline
+) -> Flow[dict[str, Any]]:
+    doc = yield from action_flow(system, "properties", _property_query(types, query), deadline)
+    return parse_properties(doc, "HcsGetComputeSystemProperties", system.id)
+
+
+def enumerate_flow(query: str | None, deadline: Deadline) -> Flow[list[dict[str, Any]]]:
+    doc: str | None = yield Action(
+        lambda timeout: complete(begin_enumerate(query, callback=False), timeout),
+        lambda: begin_enumerate(query, callback=True),
+        deadline,
+    )
+    return parse_enumeration(doc)
+
+
+def end_flow(system: ComputeSystem, action: str, options: Document | None, deadline: Deadline) -> Flow[bool]:
+    """Shutdown or terminate; False when the system had already stopped."""
+    try:
+        yield from action_flow(system, action, options, deadline)
+    except HcsError as err:
+        if is_already_stopped(err):
+            return False
+        raise
+    return True
+
+
+def wait_created_flow(system: ComputeSystem, deadline: Deadline) -> Flow[None]:
+    """Waits for a pending creation; on a timeout the error carries the system
+    (``err.system``); a failed creation closes it."""
+    op = system._creation
+    if op is None:
+        return
+    try:
+        yield OperationWait(op, deadline)
+        op.result(0)
+    except OperationTimeoutError as err:
+        if isinstance(err, TimeoutExpiredError) and err.operation is op and not op._done:
+            err.system = system
+            raise
+        yield from _creation_failed_flow(system, op, err)
+    except HcsError as err:
+        yield from _creation_failed_flow(system, op, err)
+    system._creation = None
+    op.close()
+
+
+def _creation_failed_flow(system: ComputeSystem, op: Operation, err: HcsError) -> Flow[None]:
+    # HCS returned a handle even though creation failed: it must still be closed
+    # (HCS keeps it until then); with terminate-on-close that also ends whatever was half made.
+    system._creation = None
+    op.close()
+    yield Call(system.close)
+    raise err
+
+
+def create_flow(
+    id: str, config: Document, *, timeout: Timeout, default_timeout: Timeout, guest_os: str | None, strict: bool
+) -> Flow[ComputeSystem]:
+    system: ComputeSystem = yield Call(
+        lambda: ComputeSystem._begin_create(id, config, callback=False, default_timeout=default_timeout,
+                                            guest_os=guest_os, strict=strict),
+        discard=ComputeSystem.close,
+    )
+    op = system._creation
+    try:
+        yield from wait_created_flow(system, Deadline(resolve_timeout(timeout, default_timeout)))
+    except BaseException as exc:
+        if _interrupted(exc) and op is not None and system._creation is op:
+            system._creation = None
+            _close_when_done(op, system)
+        raise
+    return system
+
+
+def guest_os_flow(system: ComputeSystem, deadline: Deadline) -> Flow[GuestOs]:
+    """The system's guest (see :attr:`ComputeSystem.guest_os`); asks HCS at most once."""
+    guest = system._guest
+    if guest is not None:
+        return guest
+    hosting = system._hosting_id
+    if hosting is None and not system._created:
+        props = yield from properties_flow(system, (), None, deadline)
+        guest = guest_of_properties(props)
+        host = props.get("HostingSystemId")
+        hosting = host if isinstance(host, str) and host else None
+    if hosting is not None:
+        host_id = hosting
+        try:
+            host_system: ComputeSystem = yield Call(
+                lambda: ComputeSystem.open(host_id, default_timeout=system.default_timeout),
+                discard=ComputeSystem.close,
+            )
+            try:
+                host_props = yield from properties_flow(host_system, (), None, deadline)
+            finally:
+                yield Call(host_system.close)
+            guest = guest_of_properties(host_props) or guest
+        except SystemNotFoundError:
+            _log.log.debug("pyhcs: the hosting system %r of %r is gone", hosting, system.id)
+    system._guest = guest or "windows"
+    return system._guest
+
+
+def wait_exit_flow(system: ComputeSystem, deadline: Deadline) -> Flow[SystemExitStatus]:
+    yield EventWait(system._hub, system._exit_ready, deadline, "waiting for the compute system to exit")
+    status = system._exit_outcome()
+    if status is None:  # pragma: no cover - the wait returned, so it is ready
+        raise timeout_error("waiting for the compute system to exit", deadline, system_id=system.id,
+                            still="it is still running")
+    return status
+
+
+def stop_flow(system: ComputeSystem, grace: float, options: Document | None, total: Deadline) -> Flow[SystemExitStatus]:
+    """Shutdown, wait up to ``grace`` for the exit, then terminate (see :meth:`ComputeSystem.stop`)."""
+    with reports_timeout(total):
+        if isinstance(system._hub.exit, SystemExitStatus):
+            return system._hub.exit
+        yield from wait_created_flow(system, total)
+        grace_deadline = Deadline(min(max(0.0, grace), total.remaining()))
+        _log.log.info("pyhcs: stopping %r: shutdown (grace %.1f s)", system.id, grace_deadline.timeout)
+        shutdown_op: Operation | None = None
+        try:
+            try:
+                shutdown_op = system._submit("shutdown", options, callback=False, timeout=total.remaining())
+            except HcsError as err:
+                if is_already_stopped(err):
+                    return (yield from wait_exit_flow(system, total))
+                _log.log.info("pyhcs: %r cannot shut down (%s); terminating", system.id, err.name)
+            else:
+                try:
+                    yield OperationWait(shutdown_op, grace_deadline)
+                except OperationTimeoutError:
+                    _log.log.info("pyhcs: %r did not shut down within %.1f s; terminating", system.id, grace)
+                else:
+                    failure = shutdown_op.exception(0)
+                    if failure is None or is_already_stopped(failure):
+                        try:
+                            return (yield from wait_exit_flow(system, grace_deadline))
+                        except OperationTimeoutError:
+                            _log.log.info("pyhcs: %r shut down but did not exit in time; terminating", system.id)
+                    else:
+                        _log.log.info("pyhcs: shutdown of %r failed (%s); terminating", system.id, failure.name)
+            yield from end_flow(system, "terminate", None, total)
+            return (yield from wait_exit_flow(system, total))
+        except BaseException:
+            if shutdown_op is not None:
+                # The terminate failed or ran out of time: nothing will complete the
+                # shutdown; closing a pending operation is safe.
+                shutdown_op.close()
+            raise
+        finally:
+            if shutdown_op is not None and not shutdown_op.closed:
+                if shutdown_op.done():
+                    shutdown_op.close()
+                else:
+                    shutdown_op.abandon()  # completes once the terminate lands
+
+
+def create_process_flow(
+    system: ComputeSystem,
+    command: str | Sequence[str] | None,
+    *,
+    params: Document | None,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    user: str | None,
+    stdin: Stdio | bool,
+    stdout: Stdio | bool,
+    stderr: Stdio | bool,
+    console: bool | None,
+    console_size: tuple[int, int] | None,
+    bufsize: int,
+    deadline: Deadline,
+) -> Flow[Process]:
+    """HcsCreateProcess and the wait for it (see :meth:`ComputeSystem.create_process`)."""
+    with reports_timeout(deadline):
+        yield from wait_created_flow(system, deadline)
+        guest: GuestOs = "windows"
+        if command is not None and not isinstance(command, str):
+            guest = yield from guest_os_flow(system, deadline)
+        text = process_parameters(
+            command,
+            params=params,
+            cwd=cwd,
+            env=env,
+            user=user,
+            stdin=pipe_flag(stdin, "stdin"),
+            stdout=pipe_flag(stdout, "stdout"),
+            stderr=pipe_flag(stderr, "stderr"),
+            console=console,
+            console_size=console_size,
+            guest_os=guest,
+        )
+        proc: Process = yield Call(
+            lambda: system._begin_process(text, callback=False, bufsize=bufsize, timeout=deadline.remaining()),
+            discard=Process.close,
+        )
+        op = proc._creation
+        try:
+            yield from wait_started_flow(proc, deadline)
+        except BaseException as exc:
+            if _interrupted(exc) and op is not None and proc._creation is op:
+                proc._creation = None
+                _close_when_done(op, proc)
+            raise
+        if stdin is not True and stdin == DEVNULL:
+            try:
+                proc._close_stdin_file()
+                yield from close_stdin_flow(proc, deadline)
+            except BaseException:
+                yield Call(proc.close)
+                raise
+        return proc
+
+
+def run_flow(
+    system: ComputeSystem,
+    command: str | Sequence[str],
+    plan: RunPlan,
+    *,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    user: str | None,
+    params: Document | None,
+    check: bool,
+    deadline: Deadline,
+    bufsize: int = -1,
+) -> Flow[CompletedProcess]:
+    """create_process, communicate, wait; a kill and a close on every way out (see
+    :meth:`ComputeSystem.run`)."""
+    try:
+        proc = yield from create_process_flow(
+            system, command, params=params, cwd=cwd, env=env, user=user, stdin=plan.stdin, stdout=plan.stdout,
+            stderr=plan.stderr, console=None, console_size=None, bufsize=bufsize, deadline=deadline,
+        )
+    except TimeoutExpiredError as exc:
+        half_made = exc.process
+        if half_made is not None:
+            yield Call(half_made.close)  # ends the creation: nothing of it stays behind
+        raise _run_timeout(command, deadline, exc, half_made, plan) from None
+    try:
+        try:
+            proc._merge_stderr = plan.merge  # communicate() reads both pipes into one buffer
+            out, err = yield Communicate(proc, plan.input, plan.merge, deadline)
+            status = yield from wait_status_flow(proc, deadline)
+            code = status.check(system_id=proc.system_id)
+        except BaseException as exc:
+            try:
+                yield from kill_flow(proc, Deadline(max(deadline.remaining(), _KILL_GRACE)))
+            except HcsError as kill_err:
+                # run() gives up on a kill that failed or ran out of time: its pending
+                # operation is closed (which closes the handles it opened), not left to nobody.
+                _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=kill_err)
+                if kill_err.operation is not None:
+                    kill_err.operation.close()
+            if isinstance(exc, TimeoutExpiredError):
+                yield Call(proc.close)
+                raise _run_timeout(command, deadline, exc, proc, plan) from None
+            raise
+    finally:
+        yield Call(proc.close)
+    result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, system.id)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def leave_flow(system: ComputeSystem, failed: bool) -> Flow[None]:
+    """Leaving a ``with`` block: a system it created is terminated if the block was left by
+    an exception; then it is closed."""
+    try:
+        if failed and system._created and not system._closed and system._hub.exit is None:
+            # Leaving a `with` block by an exception: do not leave the system behind.
+            try:
+                yield from end_flow(system, "terminate", None,
+                                    Deadline(resolve_timeout(DEFAULT, system.default_timeout)))
+            except Exception:
+                _log.log.debug("pyhcs: terminating %r on error failed", system.id, exc_info=True)
+    finally:
+        yield Call(system.close)
+
+
+def open_process_flow(system: ComputeSystem, pid: int, *, stdio: bool, bufsize: int) -> Flow[Process]:
+    return (yield from open_flow(system, pid, stdio=stdio, bufsize=bufsize))

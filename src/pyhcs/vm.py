@@ -16,17 +16,21 @@ a missing file is ``errors.Win32FileNotFoundError``/``errors.PathNotFoundError``
 FileNotFoundError), an existing one ``errors.Win32FileExistsError`` (a FileExistsError).
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import _backend as B
 from . import _log
 from ._library import host_formats
-from .errors import HcsError, make_error
+from .errors import HcsError, is_json_object, make_error
 
 __all__ = [
     "access_entries",
@@ -48,7 +52,7 @@ PathLike = str | os.PathLike[str]
 def _absolute_path(path: PathLike, pathmod: Any = os.path) -> str:
     """``path`` as the absolute path HCS needs (``pathmod``: ``os.path``, or ``ntpath``/
     ``posixpath`` to apply one platform's rules anywhere)."""
-    text = os.fspath(path)
+    text = cast(object, os.fspath(path))  # bytes for a bytes path, despite the annotation
     if not isinstance(text, str):
         raise TypeError(f"a path is str or os.PathLike[str], not {type(text).__name__}")
     if pathmod.sep == "\\" and text.startswith(_LITERAL_PREFIXES):
@@ -109,7 +113,7 @@ def processor_compatibility(saved_state_path: PathLike) -> dict[str, Any]:
         value = json.loads(text) if text else None
     except ValueError:
         value = None
-    if not isinstance(value, dict):
+    if not is_json_object(value):
         raise make_error(
             _E_UNEXPECTED,
             message="HcsGetProcessorCompatibilityFromSavedState returned no document",
