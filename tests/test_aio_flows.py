@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
 import pyhcs
 from pyhcs import aio, emulator
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
 
 
 def _stop_log(caplog: pytest.LogCaptureFixture, stop: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,18 @@ import pytest
 
 from pyhcs import aio, emulator, errors
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
-pytestmark = pytest.mark.skipif(not emulator.active(), reason="needs the emulator's delay faults")
+pytestmark = [
+    pytest.mark.skipif(not emulator.active(), reason="needs the emulator's delay faults"),
+    pytest.mark.usefixtures("hcs_emulator"),
+]
 
 #: A stall longer than this fails the test.
 STALL_LIMIT = 0.05
 #: What every synchronous HCS call is delayed by (operations complete this much later too).
 DELAY_MS = 200
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
 
 
 class LoopWatchdog(logging.Handler):
