@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import subprocess
@@ -13,11 +12,9 @@ from typing import Any
 
 from pyhcs._emucontrol import EmulatorControl
 
-_ids = itertools.count()
+from pyutil import new_id  # one counter for every test id of the process: ids never repeat
 
-
-def new_id(prefix: str = "t") -> str:
-    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+__all__ = ["new_id"]  # re-exported: raw tests import it from here
 
 
 def container_config(**extra: Any) -> str:

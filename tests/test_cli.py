@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 
+import pyhcs
 from pyhcs import cli, errors
 from pyhcs._types import EventType
 from pyhcs.events import Event
 
 from conftest import BACKENDS
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(pyhcs.__file__).resolve().parents[1]  # the pyhcs under test: src/, or site-packages
 _CLEAN = ("HCSEMU_FAULTS", "HCSEMU_SETTINGS", "HCSEMU_SERVICE", "PYHCS_LIBRARY", "PYHCS_BACKEND", "COLUMNS", "LINES")
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import pyhcs
 from pyhcs import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ CLI_DOC = ROOT / "docs" / "cli.md"
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HCSEMU_FAULTS", "HCSEMU_SETTINGS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(pyhcs.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     env["HCSEMU_SERVICE"] = "private"  # never the user's shared service from the suite
     return env
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import pyhcs
+
 pytest.importorskip("hypothesis")
 
 from hypothesis import example, given
@@ -927,7 +929,7 @@ def test_generator_rejects_bad_tables(
 
 def test_private_module_imported_first() -> None:
     # Either pyhcs/__init__ already loaded pyhcs.errors (fine) or the user gets a clear message.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(pyhcs.__file__).resolve().parents[1]), *sys.path])}
     proc = subprocess.run(
         [sys.executable, "-c", "import pyhcs._hresults"],
         capture_output=True,

@@ -29,11 +29,12 @@ from typing import Any
 
 import pytest
 
+import pyhcs
 from pyhcs import emulator, errors
 
 from conftest import BACKENDS
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(pyhcs.__file__).resolve().parents[1])  # the pyhcs under test: src/, or site-packages
 HEADER = struct.Struct("<IIHHIQ")
 MAGIC = 0x46534348
 FR_HELLO, FR_WELCOME, FR_REFUSE, FR_REQUEST, FR_RESPONSE = 1, 2, 3, 4, 5
