@@ -966,6 +966,8 @@ class ComputeSystem:
                 kill.add_done_callback(_retrieve)
                 try:
                     await asyncio.shield(kill)
+                except HcsError as kill_err:
+                    _system._drop_kill(kill_err)
                 except Exception:
                     pass
                 if isinstance(exc, TimeoutExpiredError):

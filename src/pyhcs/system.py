@@ -727,20 +727,24 @@ class ComputeSystem(Handle):
                 half_made.close()  # ends the creation: nothing of it stays behind
             raise _run_timeout(command, deadline, exc, half_made, plan) from None
         proc._merge_stderr = plan.merge
-        with proc:
+        # Not `with proc:`: its exit would kill again, with the default timeout, a process
+        # whose bounded kill below already timed out.
+        try:
             try:
                 out, err = proc.communicate(plan.input, timeout=deadline.remaining())
                 code = proc.wait(deadline.remaining())
             except BaseException as exc:
                 try:
                     proc.kill(timeout=max(deadline.remaining(), _KILL_GRACE))
-                except HcsError:
-                    _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=True)
+                except HcsError as kill_err:
+                    _drop_kill(kill_err)
                 if isinstance(exc, TimeoutExpiredError):
                     raise _run_timeout(command, deadline, exc, proc, plan) from None
                 raise
             status = proc.exit_status
             assert status is not None
+        finally:
+            proc.close()
         result = CompletedProcess(command, code, *plan.finish(out, err), status, proc.pid, self.id)
         if check:
             result.check_returncode()
@@ -800,6 +804,14 @@ class ComputeSystem(Handle):
             _log.log.debug("pyhcs: unregistering the callback of %r failed", self.id, exc_info=True)
         B.hcs_close_compute_system(self._handle)
         self._hub.unregister()
+
+
+def _drop_kill(err: HcsError) -> None:
+    """run() gives up on a kill that failed or timed out: it closes the kill's pending
+    operation (which closes the handles the kill opened) rather than leave it to nobody."""
+    _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=err)
+    if err.operation is not None:
+        err.operation.close()
 
 
 def _run_timeout(
