@@ -220,7 +220,7 @@ with ComputeSystemPool(config, max_workers=2) as pool:
 
 
 def _processes_with(marker: str) -> list[int]:
-    found = []
+    found: list[int] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
