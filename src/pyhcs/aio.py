@@ -967,7 +967,7 @@ class ComputeSystem:
                 try:
                     await asyncio.shield(kill)
                 except HcsError as kill_err:
-                    _system._drop_kill(kill_err)
+                    _system.drop_kill(kill_err)
                 except Exception:
                     pass
                 if isinstance(exc, TimeoutExpiredError):

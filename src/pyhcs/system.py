@@ -737,7 +737,7 @@ class ComputeSystem(Handle):
                 try:
                     proc.kill(timeout=max(deadline.remaining(), _KILL_GRACE))
                 except HcsError as kill_err:
-                    _drop_kill(kill_err)
+                    drop_kill(kill_err)
                 if isinstance(exc, TimeoutExpiredError):
                     raise _run_timeout(command, deadline, exc, proc, plan) from None
                 raise
@@ -806,7 +806,7 @@ class ComputeSystem(Handle):
         self._hub.unregister()
 
 
-def _drop_kill(err: HcsError) -> None:
+def drop_kill(err: HcsError) -> None:
     """run() gives up on a kill that failed or timed out: it closes the kill's pending
     operation (which closes the handles the kill opened) rather than leave it to nobody."""
     _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=err)
