@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pyhcs
 from pyhcs import aio, errors
-from pyhcs.testing import FaultSchedule
+from pyhcs.testing import FaultSchedule, FaultSpec
 from pyhcs.testing import strategies as hs
 
 pytestmark = pytest.mark.pyhcs_backends
@@ -73,6 +73,14 @@ plans = st.builds(
 )
 schedules = hs.fault_schedules(functions=CALLS, errors=FAILURES, max_delay=0.3, max_size=3)
 
+#: Found by these properties: run() timed out, its kill of the process hung (HcsTerminateProcess
+#: never completes), and run() then killed again with the default timeout (240 s) on its way
+#: out, and left the hung kill's operation, and so its handles and system, open.
+HUNG_KILL = (
+    Plan(commands=(("sh", "-c", "exit 3"), ("sleep", "30"), ("echo", "ok")), max_workers=1, tasks_per_system=2),
+    FaultSchedule((FaultSpec("HcsTerminateProcess", "hang"),)),
+)
+
 
 def _bound(plan: Plan) -> float:
     """How long the whole pool may take: each worker runs its share of tasks one after the
@@ -94,6 +102,7 @@ def _check_outcome(command: tuple[str, ...], outcome: Any) -> None:
 
 @_SETTINGS
 @given(plan=plans, schedule=schedules)
+@example(*HUNG_KILL)
 def test_threaded_pool_under_fault_schedules(clean_emulator: Any, plan: Plan, schedule: FaultSchedule) -> None:
     with clean_emulator() as faults:
         schedule.apply(faults)
@@ -114,6 +123,7 @@ def test_threaded_pool_under_fault_schedules(clean_emulator: Any, plan: Plan, sc
 
 @_SETTINGS
 @given(plan=plans, schedule=schedules)
+@example(*HUNG_KILL)
 def test_asyncio_pool_under_fault_schedules(clean_emulator: Any, plan: Plan, schedule: FaultSchedule) -> None:
     async def main() -> list[Any]:
         async with aio.ComputeSystemPool(
