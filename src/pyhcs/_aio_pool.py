@@ -71,6 +71,9 @@ class ComputeSystemPool(PoolBase):
         self._tasks: set[asyncio.Task[CompletedProcess]] = set()
         self._started: set[asyncio.Task[Any]] = set()
         self._teardowns: set[asyncio.Task[None]] = set()
+        # Set once nothing will take an idle system any more (shutdown without waiting, abort):
+        # a system a task gives back then is torn down, not kept.
+        self._closing = False
 
     # -- submitting --------------------------------------------------------------------------------
     def submit(
@@ -147,7 +150,7 @@ class ComputeSystemPool(PoolBase):
                 raise
             finally:
                 uses += 1
-                if self._reusable(system, ok=ok, uses=uses):
+                if self._reusable(system, ok=ok, uses=uses) and not self._closing:
                     self._idle.append((system, uses))
                 else:
                     await self._retire(system)
@@ -206,11 +209,12 @@ class ComputeSystemPool(PoolBase):
         if wait:
             await self._drain()
         else:
+            self._closing = True
             await self._retire_idle()
 
     async def abort(self) -> None:
         """Cancels every task (running ones kill their process) and tears everything down."""
-        self._shutdown = True
+        self._shutdown = self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await self._drain()

@@ -150,8 +150,9 @@ class PoolBase:
 
     def _reusable(self, system: PooledSystem, *, ok: bool, uses: int) -> bool:
         """Whether ``system``, whose task ended (``ok``: with a result, or with the command's
-        own non-zero exit under ``check=True``), serves another task."""
-        return ok and uses < self.tasks_per_system and not self._shutdown and alive(system)
+        own non-zero exit under ``check=True``), may serve another task. (After a shutdown
+        the queued tasks still run, and may use it.)"""
+        return ok and uses < self.tasks_per_system and alive(system)
 
     @staticmethod
     def _teardown_failed(system: PooledSystem, err: Exception) -> None:
