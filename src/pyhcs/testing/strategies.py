@@ -216,7 +216,11 @@ def _fields_strategy(
         raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
-    rules = [r for r in payload_rules(model) if r.name not in fixed_by_name]
+    # A payload member newer than the version drawn for is left out like any other member.
+    rules = [
+        r for r in payload_rules(model)
+        if r.name not in fixed_by_name and ctx.new_enough(field_since(model, r.name))
+    ]
     payloads = {r.name for r in rules}
     for name, info in model.model_fields.items():
         if name in fixed_by_name:
