@@ -250,7 +250,9 @@ class Lifecycle(RuleBasedStateMachine):
             _expect(err, self.system.create_process, command)
             return None
         stdin = command == "cat"
-        proc = self.system.create_process(command.split() if command != "exit 5" else command,
+        # A Container is a Windows guest: a command line is split by the Windows rules, not
+        # run by a shell, so the shell's own `exit` goes through sh.
+        proc = self.system.create_process(command.split() if command != "exit 5" else ["sh", "-c", command],
                                           stdin=stdin, stdout=stdin)
         model = ProcessModel(proc, command)
         self.models.append(model)

@@ -63,6 +63,15 @@ def test_tasks_per_system_reuses_a_running_system(faults: Faults) -> None:
     assert creates(faults) == 3  # 3 + 3 + 1
 
 
+def test_the_tasks_left_at_shutdown_still_reuse_systems(faults: Faults) -> None:
+    with ComputeSystemPool(CONFIG, max_workers=1, tasks_per_system=3, timeout=30) as pool:
+        futures = [pool.submit(["echo", str(n)]) for n in range(5)]
+    # the block's end (shutdown(wait=True)) ran them all, and tore every system down
+    assert [f.result(0).stdout for f in futures] == [f"{n}\n".encode() for n in range(5)]
+    assert creates(faults) == 2  # 3 + 2
+    assert Emulator().statistics()["Systems"] == _BEFORE["systems"]
+
+
 def test_max_workers_bounds_the_systems_alive_at_once(faults: Faults) -> None:
     peak = 0
     stop = threading.Event()
@@ -220,7 +229,7 @@ with ComputeSystemPool(config, max_workers=2) as pool:
 
 
 def _processes_with(marker: str) -> list[int]:
-    found = []
+    found: list[int] = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue

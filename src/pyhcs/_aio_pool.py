@@ -19,19 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import logging
 import math
 import os
-import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._docs import Document
 from ._handle import Deadline
-from .pool import DEFAULT, Command, DefaultType, close_attached, positive_int, seconds
+from .pool import (
+    DEFAULT,
+    Command,
+    DefaultType,
+    PoolBase,
+    RunOptions,
+    alive,
+    close_attached,
+    keeps_system,
+    run_options,
+    seconds,
+)
 
 if TYPE_CHECKING:
     from .aio import ComputeSystem
@@ -39,10 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ComputeSystemPool"]
 
-log = logging.getLogger("pyhcs.pool")
 
-
-class ComputeSystemPool:
+class ComputeSystemPool(PoolBase):
     """Runs commands in compute systems made from ``config``, at most ``max_workers`` at once.
 
     The arguments are those of :class:`pyhcs.ComputeSystemPool` (``handle_sigterm`` aside:
@@ -59,21 +64,16 @@ class ComputeSystemPool:
         teardown_timeout: float = 30.0,
         prefix: str = "pyhcs-aio-pool",
     ) -> None:
-        self.config = config
-        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
-                                        "max_workers")
-        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
-        self.timeout = seconds(timeout, "timeout")
-        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
-        self.prefix = prefix
-        self._ids = itertools.count(1)
-        self._tag = uuid.uuid4().hex[:8]
+        super().__init__(config, max_workers=max_workers, tasks_per_system=tasks_per_system, timeout=timeout,
+                         teardown_timeout=teardown_timeout, prefix=prefix)
         self._slots: asyncio.Semaphore | None = None
         self._idle: list[tuple[ComputeSystem, int]] = []
         self._tasks: set[asyncio.Task[CompletedProcess]] = set()
         self._started: set[asyncio.Task[Any]] = set()
         self._teardowns: set[asyncio.Task[None]] = set()
-        self._shutdown = False
+        # Set once nothing will take an idle system any more (shutdown without waiting, abort):
+        # a system a task gives back then is torn down, not kept.
+        self._closing = False
 
     # -- submitting --------------------------------------------------------------------------------
     def submit(
@@ -89,11 +89,9 @@ class ComputeSystemPool:
     ) -> asyncio.Task[CompletedProcess]:
         """Schedules ``command`` on the running loop; the task's result is a
         :class:`pyhcs.CompletedProcess`. Options as :meth:`pyhcs.ComputeSystemPool.submit`."""
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new tasks after shutdown")
-        limit = self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
-        options: dict[str, Any] = {"input": input, "env": env, "cwd": cwd,
-                                   "capture_output": capture_output, "check": check}
+        self._check_open()
+        limit = self._task_limit(timeout)
+        options = run_options(input, env, cwd, capture_output, check)
         task = asyncio.get_running_loop().create_task(self._run(command, limit, options))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -106,14 +104,14 @@ class ComputeSystemPool:
         timeout: float | None = None,
         task_timeout: float | DefaultType | None = DEFAULT,
         check: bool = False,
-    ) -> AsyncIterator[CompletedProcess]:
+    ) -> AsyncGenerator[CompletedProcess, None]:
         """Submits every command now; ``async for`` yields the results in order. ``timeout``
         bounds the whole iteration (TimeoutError); the tasks not finished are cancelled when
         the iteration stops early."""
         deadline = Deadline(seconds(timeout, "timeout"))
         tasks = [self.submit(c, timeout=task_timeout, check=check) for c in commands]
 
-        async def results() -> AsyncIterator[CompletedProcess]:
+        async def results() -> AsyncGenerator[CompletedProcess, None]:
             try:
                 for task in tasks:
                     remaining = deadline.remaining()
@@ -132,7 +130,7 @@ class ComputeSystemPool:
         return asyncio.as_completed(chosen, timeout=timeout)
 
     # -- running -----------------------------------------------------------------------------------
-    async def _run(self, command: Command, limit: float, options: dict[str, Any]) -> CompletedProcess:
+    async def _run(self, command: Command, limit: float, options: RunOptions) -> CompletedProcess:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_workers)
         async with self._slots:
@@ -140,31 +138,37 @@ class ComputeSystemPool:
             assert me is not None
             self._started.add(me)
             deadline = Deadline(limit)
-            system, uses = self._idle.pop() if self._idle else (await self._new_system(deadline), 0)
-            keep = False
+            system, uses = await self._take_system(deadline)
+            ok = False
             try:
                 result = await system.run(command, timeout=deadline.remaining(), **options)
-                keep = True
+                ok = True
                 return result
-            except subprocess.CalledProcessError:
-                keep = True  # the command failed, not its system
-                raise
             except BaseException as err:
                 close_attached(err)
+                ok = keeps_system(err)
                 raise
             finally:
                 uses += 1
-                if keep and uses < self.tasks_per_system and not self._shutdown and system.exit_status is None:
+                if self._reusable(system, ok=ok, uses=uses) and not self._closing:
                     self._idle.append((system, uses))
                 else:
                     await self._retire(system)
 
+    async def _take_system(self, deadline: Deadline) -> tuple[ComputeSystem, int]:
+        """An idle system still fit for a task (and how many tasks it served), else a new one."""
+        while self._idle:
+            system, uses = self._idle.pop()
+            if alive(system):
+                return system, uses
+            await self._retire(system)
+        return await self._new_system(deadline), 0
+
     async def _new_system(self, deadline: Deadline) -> ComputeSystem:
         from .aio import ComputeSystem
 
-        system_id = f"{self.prefix}-{next(self._ids)}-{self._tag}"
         try:
-            system = await ComputeSystem.create(system_id, self.config, timeout=deadline.remaining())
+            system = await ComputeSystem.create(self._system_id(), self.config, timeout=deadline.remaining())
         except BaseException as err:
             close_attached(err)
             raise
@@ -186,11 +190,10 @@ class ComputeSystemPool:
 
     async def _teardown(self, system: ComputeSystem) -> None:
         try:
-            if not system.closed and system.exit_status is None:
+            if alive(system):
                 await system.terminate(timeout=self.teardown_timeout)
         except Exception as err:
-            close_attached(err)
-            log.debug("pyhcs.pool: terminating %r: %s", system, err)
+            self._teardown_failed(system, err)
         finally:
             system.close()
 
@@ -206,11 +209,12 @@ class ComputeSystemPool:
         if wait:
             await self._drain()
         else:
+            self._closing = True
             await self._retire_idle()
 
     async def abort(self) -> None:
         """Cancels every task (running ones kill their process) and tears everything down."""
-        self._shutdown = True
+        self._shutdown = self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await self._drain()
@@ -242,5 +246,4 @@ class ComputeSystemPool:
         return asyncio.get_running_loop().create_task(self.abort())
 
     def __repr__(self) -> str:
-        state = "shut down" if self._shutdown else "open"
-        return f"<pyhcs.aio.ComputeSystemPool {self.prefix!r} {state}>"
+        return f"<pyhcs.aio.ComputeSystemPool {self.prefix!r} {self._state()}>"

@@ -91,13 +91,10 @@ def _select() -> tuple[str, ModuleType]:
 backend, _module = _select()
 backend_features: frozenset[str] = frozenset(getattr(_module, "FEATURES", frozenset()))
 
-_g = globals()
-for _name in PUBLIC_API:
-    _g[_name] = getattr(_module, _name)
-del _g, _name
+globals().update({name: getattr(_module, name) for name in PUBLIC_API})
 
 if os.environ.get("PYHCS_TRACE"):  # only then are the names above wrapped: no cost otherwise
-    from .trace import _record
+    import pyhcs.trace._record as _record
 
     _record.install_from_env()
 

@@ -14,8 +14,10 @@ import functools
 import json
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
+
+from ._narrow import is_array, is_json_mapping, is_set
 
 __all__ = ["Document", "check_document", "compute_system_config", "loads", "to_json"]
 
@@ -33,20 +35,23 @@ def _default(value: object) -> object:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset, tuple)):
+        # os.PathLike's parameter exists only for checkers; fspath takes both kinds.
+        return os.fspath(typing.cast("os.PathLike[str] | os.PathLike[bytes]", value))
+    if is_set(value) or is_array(value):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _model_to_json(doc: Any, strict: bool) -> str:
     try:
+        from pydantic import BaseModel
+
         from .schema.documents import to_json as schema_to_json
     except ImportError:  # the schema package is optional for this layer
         text: str = doc.model_dump_json(by_alias=True, exclude_none=True)
         return text
-    result: str = schema_to_json(doc, strict=strict)
-    return result
+    model: BaseModel = doc  # it has model_dump_json: a pydantic model
+    return schema_to_json(model, strict=strict)
 
 
 def to_json(doc: Document | None, what: str = "document", *, strict: bool = True) -> str | None:
@@ -59,9 +64,11 @@ def to_json(doc: Document | None, what: str = "document", *, strict: bool = True
         return None
     if isinstance(doc, str):
         return doc
-    if isinstance(doc, (bytes, bytearray, memoryview)):
+    if isinstance(doc, (bytes, bytearray)):
         return bytes(doc).decode("utf-8")
-    if isinstance(doc, Mapping):
+    if isinstance(doc, memoryview):
+        return doc.tobytes().decode("utf-8")
+    if is_json_mapping(doc):
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=_default)
     if callable(getattr(doc, "model_dump_json", None)):
         return _model_to_json(doc, strict)
@@ -75,7 +82,7 @@ def compute_system_config(config: Document, *, strict: bool = True) -> str:
     An explicit value, true or false, is kept. Text that is not a JSON object is sent as it
     is, so HCS reports the problem itself.
     """
-    if isinstance(config, Mapping):
+    if is_json_mapping(config):
         if _TERMINATE_ON_CLOSE not in config:
             config = {**config, _TERMINATE_ON_CLOSE: True}
         return json.dumps(config, separators=(",", ":"), ensure_ascii=False, default=_default)

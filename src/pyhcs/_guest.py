@@ -30,6 +30,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ._narrow import as_given, is_json_mapping
 from .errors import HcsError, make_error
 
 __all__ = [
@@ -63,8 +64,9 @@ def check_guest_os(value: str | None) -> GuestOs | None:
     """Validates a caller's ``guest_os=``: "windows", "linux" (any case) or None."""
     if value is None:
         return None
-    if isinstance(value, str) and value.lower() in ("windows", "linux"):
-        return "windows" if value.lower() == "windows" else "linux"
+    given = as_given(value)
+    if isinstance(given, str) and given.lower() in ("windows", "linux"):
+        return "windows" if given.lower() == "windows" else "linux"
     raise ValueError(f"guest_os must be 'windows' or 'linux', not {value!r}")
 
 
@@ -82,7 +84,7 @@ def guest_of_config(config: Mapping[str, Any]) -> GuestOs | None:
     if config.get("HostingSystemId"):
         return None
     vm = config.get("VirtualMachine")
-    if isinstance(vm, Mapping):
+    if is_json_mapping(vm):
         return "linux" if _boots_linux(vm) else "windows"
     return "windows"  # a Container, or a HostedSystem without its host: HCS' own guest
 
@@ -90,8 +92,9 @@ def guest_of_config(config: Mapping[str, Any]) -> GuestOs | None:
 def guest_of_properties(properties: Mapping[str, Any]) -> GuestOs | None:
     """The guest named by a system's ``RuntimeOsType`` property, if it has one."""
     value = properties.get("RuntimeOsType")
-    if isinstance(value, str) and value.lower() in ("windows", "linux"):
-        return "windows" if value.lower() == "windows" else "linux"
+    given = as_given(value)
+    if isinstance(given, str) and given.lower() in ("windows", "linux"):
+        return "windows" if given.lower() == "windows" else "linux"
     return None
 
 
@@ -130,7 +133,7 @@ def command_fields(command: Sequence[str], guest: GuestOs) -> dict[str, Any]:
     if not args:
         raise ValueError("the argument list is empty")
     for i, arg in enumerate(args):
-        if not isinstance(arg, str):
+        if not isinstance(as_given(arg), str):
             raise TypeError(f"argument {i} is {type(arg).__name__}, not str")
         if "\0" in arg:
             member = "CommandArgs" if guest == "linux" else "CommandLine"
@@ -149,7 +152,8 @@ def signal_value(sig: int | str, guest: GuestOs) -> int | str:
     Linux guests get numbers: a Ctrl name maps to its POSIX twin, a ``SIG*`` name to its
     (Linux) number. Other names go to HCS as given, which judges them.
     """
-    if isinstance(sig, bool) or not isinstance(sig, (int, str)):
+    given = as_given(sig)
+    if isinstance(given, bool) or not isinstance(given, (int, str)):
         raise TypeError(f"a signal is an int or a name, not {type(sig).__name__}")
     if isinstance(sig, str) and sig.upper() in _POSIX_NUMBERS:
         sig = _POSIX_NUMBERS[sig.upper()]

@@ -92,6 +92,11 @@ class _Watchdog:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def started(self) -> bool:
+        """Whether a thread was started (it may have ended since: ensure_thread() checks)."""
+        return self._thread is not None
+
     def ensure_thread(self) -> None:
         thread = self._thread
         if thread is not None and thread.is_alive():
@@ -172,7 +177,7 @@ def timed(name: str, detail: Detail, fn: Callable[..., _T], *args: Any) -> _T:
     # On every native call of the Pythonic layer: one object, two clock readings and no
     # formatting unless something is logged (bench/README.md, "The Pythonic layer").
     wd = _watchdog
-    if wd._thread is None:
+    if not wd.started:
         wd.ensure_thread()
     token = next(_tokens)
     call = _Call(name, detail, _monotonic())

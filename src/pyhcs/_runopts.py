@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import IO, Any, Union
 
+from ._narrow import as_given
+
 __all__ = ["DEVNULL", "NOT_GIVEN", "PIPE", "STDOUT", "NotGiven", "RunPlan", "Stdio", "pipe_flag", "plan_run"]
 
 PIPE = subprocess.PIPE
@@ -133,8 +135,13 @@ def plan_run(
     elif stdin is None or stdin is False:
         pass
     elif _is_file(stdin) and not isinstance(stdin, bool):
-        raw = stdin.read()  # type: ignore[union-attr]
-        data = raw.encode(enc or "utf-8", errors or "strict") if isinstance(raw, str) else bytes(raw)
+        raw = as_given(stdin.read())  # type: ignore[union-attr]
+        if isinstance(raw, str):
+            data = raw.encode(enc or "utf-8", errors or "strict")
+        elif isinstance(raw, (bytes, bytearray)):
+            data = bytes(raw)
+        else:
+            raise TypeError(f"stdin's read() returned {type(raw).__name__}, not bytes or str")
     else:
         raise ValueError(f"stdin= must be PIPE, DEVNULL, a file object or None, not {stdin!r}")
 

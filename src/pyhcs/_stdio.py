@@ -26,6 +26,8 @@ import sys
 import threading
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
+from ._narrow import as_given
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -205,8 +207,9 @@ def open_std_handle(handle: int, mode: str, *, buffering: int = -1) -> BinaryIO:
     made non-inheritable; closing the file closes it. On any failure, including a bad
     ``mode``, the handle is closed before the error is raised.
     """
-    if mode not in ("rb", "wb") or isinstance(handle, bool) or not isinstance(handle, int):
-        if isinstance(handle, int) and not isinstance(handle, bool):
+    given = as_given(handle)
+    if mode not in ("rb", "wb") or isinstance(given, bool) or not isinstance(given, int):
+        if isinstance(given, int) and not isinstance(given, bool):
             try:
                 _close_os_handle(handle)
             except OSError:

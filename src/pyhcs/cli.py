@@ -31,16 +31,32 @@ import traceback
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from . import __version__, errors
+from ._narrow import is_json_mapping, is_json_object
 
 if TYPE_CHECKING:
     from .events import Event
     from .process import Process
     from .system import ComputeSystem
 
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+class Subparsers(Protocol):
+    """What the commands use of the object ``ArgumentParser.add_subparsers()`` returns
+    (argparse's class for it is private)."""
+
+    def add_parser(
+        self,
+        name: str,
+        *,
+        help: str | None = ...,
+        description: str | None = ...,
+        epilog: str | None = ...,
+        parents: Sequence[argparse.ArgumentParser] = ...,
+        formatter_class: type[argparse.HelpFormatter] = ...,
+    ) -> argparse.ArgumentParser: ...
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -144,7 +160,7 @@ def _check_emulator_environment() -> None:
             raise CliError(f"{FAULTS_ENV} must be a JSON object with a Faults array (docs/emulator.md)")
         reported = emulator.faults()
         # a rejected variable is reported as a rule naming it (every call then fails)
-        refused = any(isinstance(r, dict) and r.get("Variable") == FAULTS_ENV for r in reported)
+        refused = any(is_json_object(r) and r.get("Variable") == FAULTS_ENV for r in reported)  # JSON: checked
         if refused or len(reported) < len(cast("list[object]", rules)):
             raise CliError(
                 f"{FAULTS_ENV} was rejected by the emulator (its message is above), so no fault would be "
@@ -690,7 +706,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def cmd_info(ns: argparse.Namespace) -> int:
     import pyhcs
-    from pyhcs import _backend as B
+    import pyhcs._backend as B
     from pyhcs import emulator
 
     service = json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["Basic", "ProcessorTopology"]})))
@@ -1342,9 +1358,8 @@ def build_parser() -> argparse.ArgumentParser:
 def command_names() -> list[str]:
     """The subcommands' names, in the order ``pyhcs --help`` lists them."""
     for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", action)
-            return list(sub.choices)
+        if action.dest == "cmd" and is_json_mapping(action.choices):  # the subparsers: name -> parser
+            return list(action.choices)
     return []
 
 

@@ -491,7 +491,8 @@ class HcsError(OSError):
             f"code 0x{self.hresult & 0xFFFF:04X})"
         )
 
-    # OSError declares strerror a plain attribute; here it is the message, kept in one place.
+    # OSError declares strerror a plain attribute; a property that reads and writes the same
+    # values keeps its contract, which the checker cannot see.
     @property
     def strerror(self) -> str:
         """OSError compatibility: the same text as ``.message``."""
@@ -610,7 +611,7 @@ def _rebuild(
     process_id: int | None,
 ) -> HcsError:
     """Unpickle helper: build *cls* without running a subclass's own ``__init__``."""
-    if not (isinstance(cls, type) and issubclass(cls, HcsError)):
+    if not (isinstance(cls, type) and issubclass(cls, HcsError)):  # a pickle may hold anything here
         raise TypeError(f"not an HcsError class: {cls!r}")
     obj = cls.__new__(cls)
     HcsError.__init__(

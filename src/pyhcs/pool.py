@@ -35,11 +35,11 @@ import subprocess
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, Protocol, TypedDict
 
 from ._docs import Document
 from ._handle import Deadline
@@ -90,12 +90,106 @@ def seconds(value: float | None, what: str) -> float:
     return seconds
 
 
+class RunOptions(TypedDict):
+    """The options of :meth:`pyhcs.ComputeSystem.run` a pool passes on for each task."""
+
+    input: bytes | None
+    env: Mapping[str, str] | None
+    cwd: str | os.PathLike[str] | None
+    capture_output: bool
+    check: bool
+
+
+class PooledSystem(Protocol):
+    """What the bookkeeping needs of a system, blocking or async."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def exit_status(self) -> object | None: ...
+
+
+class PoolBase:
+    """The bookkeeping :class:`ComputeSystemPool` and ``pyhcs.aio.ComputeSystemPool`` share:
+    the checked settings, the task limits and options, the system ids, when a system is kept
+    for another task, and the error handling of a teardown. How the tasks run (threads or
+    asyncio tasks) is each pool's own."""
+
+    def __init__(
+        self,
+        config: Document,
+        *,
+        max_workers: int | None,
+        tasks_per_system: int,
+        timeout: float | None,
+        teardown_timeout: float | None,
+        prefix: str,
+    ) -> None:
+        self.config = config
+        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
+                                        "max_workers")
+        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
+        self.timeout = seconds(timeout, "timeout")
+        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
+        self.prefix = prefix
+        self._ids = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:8]
+        self._shutdown = False
+
+    def _task_limit(self, timeout: float | DefaultType | None) -> float:
+        """A task's limit in seconds (``math.inf``: none): its own, else the pool's."""
+        return self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new tasks after shutdown")
+
+    def _system_id(self) -> str:
+        return f"{self.prefix}-{next(self._ids)}-{self._tag}"
+
+    def _reusable(self, system: PooledSystem, *, ok: bool, uses: int) -> bool:
+        """Whether ``system``, whose task ended (``ok``: with a result, or with the command's
+        own non-zero exit under ``check=True``), may serve another task. (After a shutdown
+        the queued tasks still run, and may use it.)"""
+        return ok and uses < self.tasks_per_system and alive(system)
+
+    @staticmethod
+    def _teardown_failed(system: PooledSystem, err: Exception) -> None:
+        """A terminate at teardown failed or timed out: what it hands over is closed here;
+        the close of the system that follows ends it anyway (ShouldTerminateOnLastHandleClosed)."""
+        close_attached(err)
+        log.debug("pyhcs.pool: terminating %r: %s", system, err)
+
+    def _state(self) -> str:
+        return "shut down" if self._shutdown else "open"
+
+
+def alive(system: PooledSystem) -> bool:
+    """Whether ``system`` is open and has not exited: a task may run in it, a teardown must
+    terminate it."""
+    return not system.closed and system.exit_status is None
+
+
+def keeps_system(err: BaseException) -> bool:
+    """Whether a task that raised ``err`` leaves its system fit for another task: only
+    ``check=True``'s CalledProcessError, where the command ran and failed on its own."""
+    return isinstance(err, subprocess.CalledProcessError)
+
+
+def run_options(
+    input: bytes | None, env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None,
+    capture_output: bool, check: bool,
+) -> RunOptions:
+    return {"input": input, "env": env, "cwd": cwd, "capture_output": capture_output, "check": check}
+
+
 @dataclass
 class _Task:
     future: Future[CompletedProcess]
     command: Command
     timeout: float
-    options: dict[str, Any]
+    options: RunOptions
 
 
 @dataclass(eq=False)
@@ -110,7 +204,7 @@ class _Slot:
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
-class ComputeSystemPool:
+class ComputeSystemPool(PoolBase):
     """An executor whose workers run commands in compute systems made from ``config``.
 
     Args:
@@ -143,22 +237,14 @@ class ComputeSystemPool:
         prefix: str = "pyhcs-pool",
         handle_sigterm: bool = True,
     ) -> None:
-        self.config = config
-        self.max_workers = positive_int(min(4, os.cpu_count() or 1) if max_workers is None else max_workers,
-                                        "max_workers")
-        self.tasks_per_system = positive_int(tasks_per_system, "tasks_per_system")
-        self.timeout = seconds(timeout, "timeout")
-        self.teardown_timeout = seconds(teardown_timeout, "teardown_timeout")
-        self.prefix = prefix
-        self._ids = itertools.count(1)
-        self._tag = uuid.uuid4().hex[:8]
+        super().__init__(config, max_workers=max_workers, tasks_per_system=tasks_per_system, timeout=timeout,
+                         teardown_timeout=teardown_timeout, prefix=prefix)
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         # Reentrant: the SIGTERM handler runs on the main thread, maybe inside submit().
         self._lock = threading.RLock()
         self._slots: list[_Slot] = []
         self._idle = threading.Semaphore(0)
         self._futures: weakref.WeakSet[Future[CompletedProcess]] = weakref.WeakSet()
-        self._shutdown = False
         self._sigterm = _install_sigterm() if handle_sigterm else False
         _live_pools.add(self)
 
@@ -180,13 +266,11 @@ class ComputeSystemPool:
         ``input``, ``env``, ``cwd``, ``capture_output``, ``check``: as for
         :meth:`pyhcs.ComputeSystem.run`. RuntimeError after :meth:`shutdown`.
         """
-        limit = self.timeout if isinstance(timeout, DefaultType) else seconds(timeout, "timeout")
-        options: dict[str, Any] = {"input": input, "env": env, "cwd": cwd,
-                                   "capture_output": capture_output, "check": check}
+        limit = self._task_limit(timeout)
+        options = run_options(input, env, cwd, capture_output, check)
         future: Future[CompletedProcess] = Future()
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
+            self._check_open()
             self._futures.add(future)
             self._queue.put(_Task(future, command, limit, options))
             self._adjust_workers()
@@ -199,7 +283,7 @@ class ComputeSystemPool:
         timeout: float | None = None,
         task_timeout: float | DefaultType | None = DEFAULT,
         check: bool = False,
-    ) -> Iterator[CompletedProcess]:
+    ) -> Generator[CompletedProcess, None, None]:
         """Runs every command; yields the results in the order of ``commands``.
 
         As :meth:`concurrent.futures.Executor.map`: ``timeout`` bounds the whole iteration
@@ -210,7 +294,7 @@ class ComputeSystemPool:
         deadline = Deadline(seconds(timeout, "timeout"))
         futures = [self.submit(c, timeout=task_timeout, check=check) for c in commands]
 
-        def results() -> Iterator[CompletedProcess]:
+        def results() -> Generator[CompletedProcess, None, None]:
             try:
                 futures.reverse()
                 while futures:
@@ -260,9 +344,8 @@ class ComputeSystemPool:
     def _new_system(self, deadline: Deadline) -> ComputeSystem:
         from .system import ComputeSystem
 
-        system_id = f"{self.prefix}-{next(self._ids)}-{self._tag}"
         try:
-            system = ComputeSystem.create(system_id, self.config, timeout=deadline.remaining())
+            system = ComputeSystem.create(self._system_id(), self.config, timeout=deadline.remaining())
         except HcsError as err:
             # A create that timed out hands over the half-made system: closing it ends it
             # (ShouldTerminateOnLastHandleClosed) and closes its pending creation.
@@ -285,7 +368,7 @@ class ComputeSystemPool:
                     raise TaskAborted("the pool was aborted")
                 slot.task = task
             system = slot.system
-            if system is None or system.closed or system.exit_status is not None:
+            if system is None or not alive(system):
                 self._retire_system(slot)
                 system = self._new_system(deadline)
                 with slot.lock:
@@ -303,8 +386,7 @@ class ComputeSystemPool:
                 aborted = TaskAborted("the pool was aborted: the task's compute system was terminated")
                 aborted.__cause__ = err
                 err = aborted
-            # CalledProcessError (check=True): the command ran and its system is fine.
-            ok = isinstance(err, subprocess.CalledProcessError)
+            ok = keeps_system(err)
             task.future.set_exception(err)
             if not isinstance(err, Exception):
                 raise
@@ -313,7 +395,7 @@ class ComputeSystemPool:
         finally:
             with slot.lock:
                 slot.task = None
-            if not ok or slot.uses >= self.tasks_per_system or slot.aborted:
+            if slot.aborted or (slot.system is not None and not self._reusable(slot.system, ok=ok, uses=slot.uses)):
                 self._retire_system(slot)
 
     def _retire_system(self, slot: _Slot) -> None:
@@ -328,11 +410,10 @@ class ComputeSystemPool:
     def _teardown(self, system: ComputeSystem) -> None:
         """Terminates (bounded) and closes ``system``; never raises."""
         try:
-            if not system.closed and system.exit_status is None:
+            if alive(system):
                 system.terminate(timeout=self.teardown_timeout)
         except Exception as err:
-            close_attached(err)
-            log.debug("pyhcs.pool: terminating %r: %s", system, err)
+            self._teardown_failed(system, err)
         finally:
             try:
                 system.close()
@@ -381,8 +462,7 @@ class ComputeSystemPool:
                 try:
                     system.terminate(timeout=self.teardown_timeout)
                 except Exception as err:
-                    close_attached(err)
-                    log.debug("pyhcs.pool: aborting %r: %s", system, err)
+                    self._teardown_failed(system, err)
         # Bounded: each worker needs at most its teardown (a terminate, then a close) from here.
         self._stop(True, wait, 2 * self.teardown_timeout + 5.0)
 
@@ -415,8 +495,7 @@ class ComputeSystemPool:
             self.abort(wait=True)
 
     def __repr__(self) -> str:
-        state = "shut down" if self._shutdown else "open"
-        return f"<pyhcs.ComputeSystemPool {self.prefix!r} {state}, {len(self._slots)}/{self.max_workers} workers>"
+        return f"<pyhcs.ComputeSystemPool {self.prefix!r} {self._state()}, {len(self._slots)}/{self.max_workers} workers>"
 
 
 def close_attached(err: BaseException) -> None:

@@ -8,8 +8,9 @@ the emulator, a file descriptor).
 
 from __future__ import annotations
 
+from ._api_names import PUBLIC_API as _PUBLIC_API
 from ._backend import *  # noqa: F403
-from ._backend import PUBLIC_API, backend, backend_features
+from ._backend import backend, backend_features
 from ._stdio import open_std_handle
 from ._types import (
     GENERIC_ALL,
@@ -22,8 +23,10 @@ from ._types import (
     OperationType,
 )
 
-__all__ = [
-    *PUBLIC_API,
+# The flat API's names are generated (pyhcs._api_names): pyright cannot follow the unpacking,
+# but sees them through the wildcard import above, which re-exports them.
+__all__ = [  # pyright: ignore[reportUnsupportedDunderAll]
+    *_PUBLIC_API,
     "GENERIC_ALL",
     "HCS_INVALID_OPERATION_ID",
     "INFINITE",

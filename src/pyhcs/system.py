@@ -682,6 +682,14 @@ class ComputeSystem(Handle):
         self._hub.unregister()
 
 
+def drop_kill(err: HcsError) -> None:
+    """run() gives up on a kill that failed or timed out: it closes the kill's pending
+    operation (which closes the handles the kill opened) rather than leave it to nobody."""
+    _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=err)
+    if err.operation is not None:
+        err.operation.close()
+
+
 def _run_timeout(
     command: str | Sequence[str], deadline: Deadline, cause: TimeoutExpiredError, proc: Process | None,
     plan: RunPlan,
@@ -1003,11 +1011,7 @@ def run_flow(
             try:
                 yield from kill_flow(proc, Deadline(max(deadline.remaining(), _KILL_GRACE)))
             except HcsError as kill_err:
-                # run() gives up on a kill that failed or ran out of time: its pending
-                # operation is closed (which closes the handles it opened), not left to nobody.
-                _log.log.debug("pyhcs: kill after a failed run() failed", exc_info=kill_err)
-                if kill_err.operation is not None:
-                    kill_err.operation.close()
+                drop_kill(kill_err)
             if isinstance(exc, TimeoutExpiredError):
                 yield Call(proc.close)
                 raise _run_timeout(command, deadline, exc, proc, plan) from None

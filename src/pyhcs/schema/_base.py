@@ -59,6 +59,7 @@ from enum import Enum
 from functools import cache
 from types import UnionType
 from typing import (
+    TYPE_CHECKING,
     Annotated,
     Any,
     ClassVar,
@@ -68,6 +69,7 @@ from typing import (
     TypeAlias,
     TypeVar,
     Union,
+    cast,
     get_args,
     get_origin,
 )
@@ -91,6 +93,11 @@ from pydantic_core import (
     core_schema,
 )
 from typing_extensions import Self  # typing.Self needs Python 3.11
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString  # typing's from Python 3.11
+
+from .._narrow import is_array, is_json_mapping, is_json_object, is_sequence
 
 __all__ = [
     "Base64",
@@ -197,7 +204,7 @@ STRICT_CONTEXT: Final[dict[str, bool]] = {_STRICT_KEY: True}
 
 def _is_strict(info: ValidationInfo) -> bool:
     ctx = info.context
-    return isinstance(ctx, dict) and bool(ctx.get(_STRICT_KEY))
+    return is_json_object(ctx) and bool(ctx.get(_STRICT_KEY))
 
 
 def _expected(enum_cls: type[Enum]) -> str:
@@ -379,7 +386,7 @@ def _table(cls: type[BaseModel]) -> dict[str, _Slot]:
                 p is Any or (isinstance(p, type) and issubclass(p, BaseModel)) for p in parts
             )
             extra = info.json_schema_extra
-            since = extra.get("since") if isinstance(extra, dict) else None
+            since = extra.get("since") if is_json_object(extra) else None
             slots.append(
                 _Slot(
                     name=name,
@@ -528,10 +535,10 @@ def _walk_versions(
                 _walk_enum_versions(v, here, target, unknown, out)
             if slot.nested:
                 _walk_versions(v, here, target, unknown, out)
-    elif isinstance(value, (list, tuple)):
+    elif is_array(value):
         for i, item in enumerate(value):
             _walk_versions(item, _join(path, i), target, unknown, out)
-    elif isinstance(value, dict):
+    elif is_json_object(value):
         for key, item in value.items():
             _walk_versions(item, _join(path, key), target, unknown, out)
 
@@ -546,10 +553,10 @@ def _walk_enum_versions(
                 out.append(VersionIssue(f"{path}={value.value}", None))
         elif since > target:
             out.append(VersionIssue(f"{path}={value.value}", since))
-    elif isinstance(value, (list, tuple)):
+    elif is_array(value):
         for i, item in enumerate(value):
             _walk_enum_versions(item, _join(path, i), target, unknown, out)
-    elif isinstance(value, dict):
+    elif is_json_object(value):
         for key, item in value.items():
             _walk_enum_versions(item, _join(path, key), target, unknown, out)
 
@@ -573,7 +580,8 @@ def target_from_supported(supported: object, *, major: int | None = 2) -> Schema
         >>> target_from_supported('{"SupportedSchemaVersions": [{"Major": 2, "Minor": 5}]}')
         (2, 5)
     """
-    versions = [as_version(v) for v in _supported_list(supported)]
+    # as_version checks each element's shape at run time (ValueError), whatever a host sent.
+    versions = [as_version(cast("VersionLike", v)) for v in _supported_list(supported)]
     if major is not None:
         versions = [v for v in versions if v[0] == major]
     if not versions:
@@ -581,22 +589,23 @@ def target_from_supported(supported: object, *, major: int | None = 2) -> Schema
     return max(versions)
 
 
-def _supported_list(value: object) -> Sequence[VersionLike]:
+def _supported_list(value: object) -> Sequence[object]:
     if isinstance(value, (str, bytes)):
         value = json.loads(value)
     if isinstance(value, BaseModel):
         value = value.model_dump(by_alias=True, exclude_none=True)
-    if isinstance(value, Mapping):
+    if is_json_mapping(value):
         if "SupportedSchemaVersions" in value:
             return _supported_list(value["SupportedSchemaVersions"])
-        if isinstance(value.get("Properties"), list):  # ServiceProperties of a Basic query
-            for item in value["Properties"]:
-                if isinstance(item, Mapping) and "SupportedSchemaVersions" in item:
+        properties = value.get("Properties")
+        if is_array(properties):  # ServiceProperties of a Basic query
+            for item in properties:
+                if is_json_mapping(item) and "SupportedSchemaVersions" in item:
                     return _supported_list(item)
         if "Major" in value or "major" in value:
             return [value]
         raise ValueError(f"no SupportedSchemaVersions in {value!r}")
-    if isinstance(value, Sequence):
+    if is_sequence(value):
         return [
             v.model_dump(by_alias=True) if isinstance(v, BaseModel) else v
             for v in value
@@ -618,7 +627,7 @@ PayloadType: TypeAlias = Union[type[BaseModel], str]  # noqa: UP007
 
 
 @dataclass(frozen=True, slots=True)
-class _PayloadRule:
+class PayloadRule:
     """An ``Any`` member whose type a sibling member chooses (generated from
     ``tools/schema/payloads.json``)."""
 
@@ -650,7 +659,12 @@ class _PayloadRule:
         return False, None, text
 
 
-_PAYLOADS: dict[type[BaseModel], list[_PayloadRule]] = {}
+_PAYLOADS: dict[type[BaseModel], list[PayloadRule]] = {}
+
+
+def payload_rules(model: type[BaseModel]) -> tuple[PayloadRule, ...]:
+    """The payload members of ``model`` (none for most models)."""
+    return tuple(_PAYLOADS.get(model, ()))
 
 
 def _field_name(cls: type[BaseModel], alias: str) -> str:
@@ -683,7 +697,7 @@ def register_payload(
             patterns.append((re.compile(regex), types))
         else:
             exact[k] = types
-    rule = _PayloadRule(
+    rule = PayloadRule(
         alias=field,
         name=_field_name(owner, field),
         key_alias=key,
@@ -738,7 +752,11 @@ def _details(err: ValidationError, prefix: tuple[str | int, ...]) -> list[InitEr
         try:  # a built-in error type keeps its type and context
             ValidationError.from_exception_data("probe", [detail])
         except (KeyError, TypeError, ValueError):
-            detail = {"type": PydanticCustomError(e["type"], "{message}", {"message": e["msg"]}),
+            # The type is pydantic's own name for the error, not text to format: LiteralString
+            # (which guards the message template) has nothing to guard here. mypy reads
+            # LiteralString as str, hence its redundant-cast.
+            error_type = cast("LiteralString", e["type"])  # type: ignore[redundant-cast,unused-ignore]
+            detail = {"type": PydanticCustomError(error_type, "{message}", {"message": e["msg"]}),
                       "loc": loc, "input": e["input"]}
         out.append(detail)
     return out
@@ -819,10 +837,10 @@ def _walk_unknown(
                 _walk_unknown(v, (*loc, slot.alias), out, strict)
         if type(value) in _PAYLOADS:
             out += _payload_problems(value, loc, strict)
-    elif isinstance(value, (list, tuple)):
+    elif is_array(value):
         for i, item in enumerate(value):
             _walk_unknown(item, (*loc, i), out, strict)
-    elif isinstance(value, dict):
+    elif is_json_object(value):
         for key, item in value.items():
             _walk_unknown(item, (*loc, key), out, strict)
 
@@ -835,10 +853,10 @@ def _walk_unknown_enum(
     if isinstance(value, str):
         out.append({"type": "enum", "loc": loc, "input": value,
                     "ctx": {"expected": _expected(enum)}})
-    elif isinstance(value, (list, tuple)):
+    elif is_array(value):
         for i, item in enumerate(value):
             _walk_unknown_enum(item, (*loc, i), enum, out)
-    elif isinstance(value, dict):
+    elif is_json_object(value):
         for key, item in value.items():
             _walk_unknown_enum(item, (*loc, key), enum, out)
 
@@ -852,9 +870,9 @@ def unknown_members(doc: BaseModel) -> list[str]:
     """
     problems: list[InitErrorDetails] = []
     _walk_unknown(doc, (), problems)
-    out = []
+    out: list[str] = []
     for p in problems:
-        path = "/".join(str(k) for k in p["loc"])
+        path = "/".join(str(k) for k in p.get("loc", ()))
         out.append(f"{path}={p['input']}" if p["type"] == "enum" else path)
     return out
 
@@ -1012,10 +1030,10 @@ def _forget_nones(value: object) -> None:
             v = values.get(slot.name)
             if v is not None and slot.nested:
                 _forget_nones(v)
-    elif isinstance(value, (list, tuple)):
+    elif is_array(value):
         for item in value:
             _forget_nones(item)
-    elif isinstance(value, dict):
+    elif is_json_object(value):
         for item in value.values():
             _forget_nones(item)
 

@@ -25,6 +25,7 @@ from typing import Any, TypeAlias, TypeVar, Union, overload
 
 from pydantic import BaseModel, TypeAdapter
 
+from pyhcs._narrow import is_json_mapping
 from pyhcs.schema._base import HcsModel, SchemaVersion, as_version, check_strict
 from pyhcs.schema._models import (
     BasicInformation,
@@ -116,7 +117,7 @@ def to_json(
         if strict is not False:
             check_strict(doc)
         return doc.model_dump_json(by_alias=True, exclude_unset=True)
-    if isinstance(doc, Mapping):
+    if is_json_mapping(doc):  # a caller may pass anything: checked at run time
         if model is not None:
             chosen = _legacy_aware(model, doc)
             return chosen.from_dict(doc, strict=strict is not False).to_json()
@@ -161,10 +162,10 @@ def config_version(doc: Mapping[str, Any] | str | bytes | BaseModel) -> SchemaVe
             doc = json.loads(doc)
         except ValueError:
             return None
-    if not isinstance(doc, Mapping):
+    if not is_json_mapping(doc):
         return None
     declared = doc.get("SchemaVersion")
-    if isinstance(declared, Mapping) and declared:
+    if is_json_mapping(declared) and declared:
         try:
             return as_version(declared)
         except ValueError:

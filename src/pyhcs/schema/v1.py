@@ -18,7 +18,9 @@ documents in 2.x.
   versions are not compatible']
 """
 
+from pyhcs.schema import _models_v1
 from pyhcs.schema._models_v1 import *  # noqa: F403  (the generated module's __all__)
-from pyhcs.schema._models_v1 import __all__ as _generated
 
-__all__ = list(_generated)
+# In a form type checkers follow (pyright reads `+= <module>.__all__`).
+__all__: list[str] = []
+__all__ += _models_v1.__all__

@@ -64,13 +64,13 @@ from pyhcs.schema import (
     field_since,
 )
 from pyhcs.schema._base import (
-    _PAYLOADS,
+    PayloadRule,
     PayloadType,
     SchemaVersion,
     StrFormat,
     VersionLike,
-    _PayloadRule,
     as_version,
+    payload_rules,
 )
 from pyhcs.testing.faults import (
     HCS_FUNCTIONS,
@@ -216,7 +216,11 @@ def _fields_strategy(
         raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
-    rules = [r for r in _PAYLOADS.get(model, ()) if r.name not in fixed_by_name]
+    # A payload member newer than the version drawn for is left out like any other member.
+    rules = [
+        r for r in payload_rules(model)
+        if r.name not in fixed_by_name and ctx.new_enough(field_since(model, r.name))
+    ]
     payloads = {r.name for r in rules}
     for name, info in model.model_fields.items():
         if name in fixed_by_name:
@@ -251,7 +255,7 @@ _SCALARS: dict[str, st.SearchStrategy[Any]] = {
 
 
 def _key_strategy(
-    model: type[HcsModel], name: str, rules: list[_PayloadRule], base: st.SearchStrategy[Any]
+    model: type[HcsModel], name: str, rules: list[PayloadRule], base: st.SearchStrategy[Any]
 ) -> st.SearchStrategy[Any]:
     """For a free-text member that chooses a payload's type (a ResourcePath), draw the keys
     the table lists (and paths matching its patterns) as well as arbitrary text."""
@@ -292,7 +296,7 @@ def _payload_value(t: PayloadType, ctx: _Ctx, depth: int) -> st.SearchStrategy[A
     return _model_strategy(t, ctx, depth + 1).map(lambda m: json.loads(m.to_json()))
 
 
-def _with_payloads(doc: _M, rules: list[_PayloadRule], ctx: _Ctx, depth: int) -> st.SearchStrategy[_M]:
+def _with_payloads(doc: _M, rules: list[PayloadRule], ctx: _Ctx, depth: int) -> st.SearchStrategy[_M]:
     update: dict[str, st.SearchStrategy[Any]] = {}
     for rule in rules:
         if not ctx.new_enough(field_since(type(doc), rule.name)):

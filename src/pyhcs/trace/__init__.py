@@ -22,7 +22,7 @@ See docs/tracing.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
 
@@ -80,7 +80,7 @@ def active() -> Path | None:
 
 
 @contextlib.contextmanager
-def tracing(path: str | Path) -> Iterator[Tracer]:
+def tracing(path: str | Path) -> Generator[Tracer, None, None]:
     """``with tracing(path):`` traces the block."""
     tracer = start(path)
     try:
@@ -108,7 +108,7 @@ def replay(
     from ._replay import replay as _replay
 
     if raw is None:
-        from .. import _backend as raw_module
+        import pyhcs._backend as raw_module
 
         raw = raw_module
     library = str(raw.library_path())

@@ -7,11 +7,13 @@ error (a file that cannot be read, a malformed line, a library that is not the e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from typing import Any
 
+from .._narrow import is_json_object
 from . import _spec
 from ._file import MISSING, Call, Event, Trace, TraceFormatError, load
 from ._values import event_type_name, hresult_label
@@ -29,7 +31,7 @@ def _compact(value: Any, width: int) -> str:
 
 
 def _call_line(call: Call, width: int) -> str:
-    parts = []
+    parts: list[str] = []
     for p in call.spec.params:
         value = call.args.get(p.name)
         if p.kind in _spec.HANDLE_KINDS:
@@ -51,7 +53,7 @@ def _call_line(call: Call, width: int) -> str:
     if call.hresult and call.error_document not in (MISSING, None):
         text += f" {_compact(call.error_document, width)}"
     if not call.hresult:
-        if isinstance(call.process_info, dict):
+        if is_json_object(call.process_info):
             text += f" {_compact(call.process_info, width)}"
         if call.result not in (MISSING, None):
             text += f" {call.result}" if call.spec.result in _spec.HANDLE_KINDS else f" {_compact(call.result, width)}"
@@ -118,7 +120,9 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:
-    from . import _record, replay
+    import pyhcs.trace._record as _record
+
+    from . import replay
 
     trace = load(ns.file)
     traced = os.environ.get(_record.ENV, "")
@@ -190,7 +194,7 @@ def add_trace_command(subparsers: Any) -> None:
     show.add_argument("--json", action="store_true", help="the records as JSON lines, with line numbers and HRESULT names")
     show.add_argument("--width", type=int, default=120, help="cut documents longer than this (default 120)")
     show.add_argument("--full", action="store_true", help="never cut documents")
-    show.set_defaults(fn=lambda ns: _run(cmd_show, ns))
+    show.set_defaults(fn=functools.partial(_run, cmd_show))
     rep = sub.add_parser(
         "replay",
         help="replay against the emulator; report every divergence (exit 0: none, 1: divergences, 2: error)",
@@ -207,4 +211,4 @@ def add_trace_command(subparsers: Any) -> None:
                      help="the longest any wait or precondition may take (default 30)")
     rep.add_argument("--json", action="store_true", help="the report as JSON")
     rep.add_argument("--show-ignored", action="store_true", help="also list the volatile differences ignored")
-    rep.set_defaults(fn=lambda ns: _run(cmd_replay, ns))
+    rep.set_defaults(fn=functools.partial(_run, cmd_replay))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+from .._narrow import is_json_list, is_json_object
 from ._file import MISSING
 
 VOLATILE_MEMBERS = frozenset({"runtimeid", "activityid", "operationid", "errormessage", "errorevents", "statistics"})
@@ -61,7 +62,7 @@ def diff(expected: Any, actual: Any, path: str = "", volatile: bool = False) -> 
     if expected is MISSING:
         return []
     out: list[Difference] = []
-    if isinstance(expected, dict) and isinstance(actual, dict):
+    if is_json_object(expected) and is_json_object(actual):
         for name, value in expected.items():
             vol = volatile or volatile_member(name)
             if name not in actual:
@@ -72,7 +73,7 @@ def diff(expected: Any, actual: Any, path: str = "", volatile: bool = False) -> 
             if name not in expected:
                 out.append(Difference(_join(path, name), MISSING, value, volatile or volatile_member(name)))
         return out
-    if isinstance(expected, list) and isinstance(actual, list):
+    if is_json_list(expected) and is_json_list(actual):
         for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
             out.extend(diff(e, a, f"{path}[{i}]", volatile))
         for i in range(len(actual), len(expected)):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._narrow import is_json_object
 from . import _spec
 from ._values import parse_event_type, parse_hresult
 
@@ -66,7 +67,7 @@ class Call:
     t: float | None = None
     dur: float | None = None
     note: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict[str, Any], repr=False)
 
 
 @dataclass
@@ -83,14 +84,14 @@ class Event:
     thread: str | None = None
     t: float | None = None
     note: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict[str, Any], repr=False)
 
 
 @dataclass
 class Trace:
     path: str
     header: dict[str, Any]
-    records: list[Call | Event] = field(default_factory=list)
+    records: list[Call | Event] = field(default_factory=list[Call | Event])
     ended: bool = False
 
     @property
@@ -143,7 +144,7 @@ def _call(path: str, line: int, rec: dict[str, Any], seq: int) -> Call:
     if spec is None:
         raise TraceFormatError(path, line, f"unknown function {fn!r}")
     args = rec.get("args", {})
-    if not isinstance(args, dict):
+    if not is_json_object(args):
         raise TraceFormatError(path, line, f"'args' must be an object, not {args!r}")
     names = {p.name for p in spec.params}
     unknown = sorted(set(args) - names)
@@ -214,7 +215,7 @@ def _call(path: str, line: int, rec: dict[str, Any], seq: int) -> Call:
         if spec.result != "procinfo":
             raise TraceFormatError(path, line, f"{spec.cname} returns no process information")
         if info is not None:
-            if not isinstance(info, dict):
+            if not is_json_object(info):
                 raise TraceFormatError(path, line, f"'process_info' must be an object, not {info!r}")
             for name in ("StdInput", "StdOutput", "StdError"):
                 _symbol(path, line, f"process_info {name}", info.get(name), "pipe")
@@ -259,7 +260,7 @@ def parse_lines(lines: list[str], path: str = "<trace>") -> Trace:
             rec = json.loads(text)
         except ValueError as exc:
             raise TraceFormatError(path, number, f"not JSON ({exc})") from None
-        if not isinstance(rec, dict):
+        if not is_json_object(rec):
             raise TraceFormatError(path, number, f"a record must be a JSON object, not {type(rec).__name__}")
         kind = rec.get("kind")
         if trace is None:

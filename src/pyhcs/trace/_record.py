@@ -401,7 +401,7 @@ def current() -> Tracer | None:
 
 
 def _targets() -> list[ModuleType]:
-    from .. import _backend
+    import pyhcs._backend as _backend
 
     out: list[ModuleType] = [_backend]
     raw = sys.modules.get("pyhcs.raw")
@@ -417,7 +417,7 @@ def is_wrapped(fn: object) -> bool:
 def install(path: str) -> Tracer:
     """Starts writing a trace to ``path``: wraps the functions pyhcs calls the library through."""
     global _current
-    from .. import _backend
+    import pyhcs._backend as _backend
 
     with _install_lock:
         if _current is not None and _current.active:

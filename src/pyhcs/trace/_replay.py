@@ -37,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import errors
+from .._narrow import is_json_object
 from .._types import HcsEvent
 from . import _spec
 from ._compare import diff
@@ -99,8 +100,8 @@ class ReplayReport:
     library: str
     calls: int = 0
     events: int = 0
-    divergences: list[Divergence] = field(default_factory=list)
-    ignored: list[Divergence] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list[Divergence])
+    ignored: list[Divergence] = field(default_factory=list[Divergence])
     """Volatile differences, not counted as divergences (every difference with strict)."""
 
     @property
@@ -127,14 +128,14 @@ def _backend_name(raw: ModuleType) -> str:
 
 def _closes_stdin(settings: Any) -> bool:
     """Whether an HcsModifyProcess document closes the process's stdin."""
-    if isinstance(settings, dict):
+    if is_json_object(settings):
         handle = settings.get("CloseHandle")
-        return settings.get("Operation") == "CloseHandle" and isinstance(handle, dict) and handle.get("Handle") == "StdIn"
+        return settings.get("Operation") == "CloseHandle" and is_json_object(handle) and handle.get("Handle") == "StdIn"
     return False
 
 
 def describe(call: Call) -> str:
-    parts = []
+    parts: list[str] = []
     for p in call.spec.params:
         value = call.args.get(p.name)
         if p.kind in _spec.HANDLE_KINDS:
@@ -460,7 +461,7 @@ class _Replayer:
             elif spec.result in ("op", "system", "process") and result:
                 # a handle the trace's call did not make (it failed there): kept for the cleanup
                 self._bind(f"{spec.result}#extra-{call.line}", spec.result, int(result))
-            if spec.result == "procinfo" and not isinstance(call.process_info, dict):
+            if spec.result == "procinfo" and not is_json_object(call.process_info):
                 for n, value in enumerate(result[0][1:]):
                     if value is not None:
                         self._bind(f"pipe#extra-{call.line}-{n}", "pipe", int(value))
@@ -470,7 +471,7 @@ class _Replayer:
                 self.process_of_op[str(call.args.get("operation"))] = str(call.args.get("process"))
             if spec.api == "hcs_modify_process" and _closes_stdin(call.args.get("settings")):
                 self._end_stdin(call.args.get("process"))
-            if spec.result == "procinfo" and isinstance(call.process_info, dict):
+            if spec.result == "procinfo" and is_json_object(call.process_info):
                 info = result[0]
                 process = self.process_of_op.get(str(call.args.get("operation")))
                 stdin = call.process_info.get("StdInput")

@@ -170,7 +170,7 @@ def _cname(api: str) -> str:
 def _build() -> dict[str, FunctionSpec]:
     out: dict[str, FunctionSpec] = {}
     for api, (params, result) in _TABLE.items():
-        ps = []
+        ps: list[Param] = []
         for text in params:
             name, eq, default = text.partition("=")
             ps.append(Param(name, _KIND_BY_NAME.get(name, "value"), _DEFAULTS[default] if eq else None, not eq))

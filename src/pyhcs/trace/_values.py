@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from .. import errors
+from .._narrow import is_json_list, is_json_object
 from .._types import EventType
 
 #: A document that is not JSON (or would not survive a JSON round trip unchanged) is kept as
@@ -25,9 +26,9 @@ def _safe(value: Any) -> bool:
     """JSON that json.dumps writes back with the same meaning (no NaN, no float precision loss)."""
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, dict):
+    if is_json_object(value):
         return all(_safe(v) for v in value.values())
-    if isinstance(value, list):
+    if is_json_list(value):
         return all(_safe(v) for v in value)
     return True
 
@@ -42,7 +43,7 @@ def doc_to_trace(text: str | None) -> Any:
         return {TEXT_KEY: text}
     # JSON null and JSON strings are kept as text: a recorded null means no document (a NULL
     # pointer), and a plain string in a hand-written trace means the text itself
-    if value is None or isinstance(value, str) or not _safe(value) or (isinstance(value, dict) and list(value) == [TEXT_KEY]):
+    if value is None or isinstance(value, str) or not _safe(value) or (is_json_object(value) and list(value) == [TEXT_KEY]):
         return {TEXT_KEY: text}
     return value
 
@@ -51,9 +52,10 @@ def doc_from_trace(value: Any) -> str | None:
     """The text to send for a recorded document."""
     if value is None:
         return None
-    if isinstance(value, dict) and list(value) == [TEXT_KEY] and isinstance(value[TEXT_KEY], str):
-        text: str = value[TEXT_KEY]
-        return text
+    if is_json_object(value) and list(value) == [TEXT_KEY]:
+        text = value[TEXT_KEY]
+        if isinstance(text, str):
+            return text
     return json.dumps(value)
 
 
