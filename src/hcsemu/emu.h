@@ -52,6 +52,8 @@ typedef struct emu_settings {
     int container_cmdline;          /* CMDLINE_WINDOWS: split by the Windows rules; CMDLINE_SHELL: /bin/sh -c */
     int container_cmdargs;          /* CMDARGS_REFUSE: a Windows guest refuses CommandArgs; CMDARGS_ACCEPT */
     bool deliver_early_events;      /* an exit/create completion before the first callback reaches it */
+    int isolation;                  /* ISOLATION_OFF / ISOLATION_AUTO (isolate.h) */
+    uint32_t isolation_without;     /* isolation features turned off (bits of iso_feature_names) */
 } emu_settings;
 enum { CMDLINE_WINDOWS = 0, CMDLINE_SHELL = 1 };
 enum { CMDARGS_REFUSE = 0, CMDARGS_ACCEPT = 1 };

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "emu.h"
+#include "isolate.h"
 #include "storage.h"
 
 extern char **environ;
@@ -70,6 +71,8 @@ struct svc_system {
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;
     char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
+    iso_system *iso;  /* its namespaces and init while running isolated (isolate.h), else NULL */
+    json *iso_report; /* what isolation is in effect (EmulatorIsolation), NULL if never started isolated */
     struct svc_system *next;
 };
 
@@ -169,6 +172,8 @@ void svc_unref(svc_system *s) {
     free(s->owner);
     free(s->exit_doc);
     free(s->workdir);
+    iso_stop(s->iso);
+    json_free(s->iso_report);
     json_free(s->config);
     free(s);
 }
@@ -817,6 +822,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
+        iso_kill(s->iso); /* every process of its PID namespace, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
@@ -835,6 +841,11 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
             nanosleep(&ts, NULL);
         }
     }
+    pthread_mutex_lock(&svc_mu);
+    iso_system *iso = s->iso;
+    s->iso = NULL;
+    pthread_mutex_unlock(&svc_mu);
+    iso_stop(iso); /* its init, namespaces and mount points */
     HRESULT status = S_OK;
     const char *exit_type = "ForcedExit", *detail = "Terminate", *initiator = "Client";
     if (kind == STOP_GRACEFUL && (graceful_done || !s->force_stop)) {
@@ -959,7 +970,36 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
-    /* Nothing to boot: the system's process group comes into being with its first process. */
+    json *cfg = g_settings.isolation == ISOLATION_AUTO ? json_clone(s->config) : NULL;
+    char *root = cfg && s->workdir ? strdup(s->workdir) : NULL;
+    pthread_mutex_unlock(&svc_mu);
+    iso_system *iso = NULL;
+    json *report = NULL;
+    if (cfg) {
+        /* The system's namespaces, root and init (isolate.h) */
+        char *err = NULL;
+        iso = iso_start_config(cfg, s->id, root, s->marker, &report, &err);
+        json_free(cfg);
+        free(root);
+        if (err) {
+            HRESULT hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot start compute system '%s': %s",
+                              s->id, err);
+            free(err);
+            return hr;
+        }
+    }
+    pthread_mutex_lock(&svc_mu);
+    if (s->state != ST_CREATED || s->stopping) {
+        int st = s->state;
+        pthread_mutex_unlock(&svc_mu);
+        iso_stop(iso);
+        json_free(report);
+        return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
+    }
+    s->iso = iso;
+    json_free(s->iso_report);
+    s->iso_report = report;
+    /* Nothing else to boot: the system's process group comes into being with its first process. */
     s->state = ST_RUNNING;
     s->start_ms_epoch = now_ms_epoch();
     s->start_mono_ms = emu_now_ms();
@@ -1166,9 +1206,10 @@ static json *statistics_locked(svc_system *s) {
 
 static json *process_list_locked(svc_system *s) {
     json *arr = json_new_array();
-    if (s->pgid <= 0) return arr;
+    bool pidns = iso_has_pid_namespace(s->iso); /* then every process of its namespace, setsid or not */
+    if (s->pgid <= 0 && !pidns) return arr;
     proc_stat *ps = malloc(sizeof *ps * 4096);
-    size_t n = ps ? proc_list_group(s->pgid, ps, 4096) : 0;
+    size_t n = !ps ? 0 : pidns ? iso_list(s->iso, ps, 4096) : proc_list_group(s->pgid, ps, 4096);
     for (size_t i = 0; i < n; i++) {
         if (ps[i].state == 'Z' || ps[i].state == 'X') continue; /* exited, awaiting its reaper */
         json *d = json_new_object();
@@ -1247,7 +1288,7 @@ static json *guest_memory_locked(svc_system *s) {
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
     "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
-    "EmulatorConfiguration", NULL};
+    "EmulatorConfiguration", "EmulatorIsolation", NULL};
 
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
@@ -1261,6 +1302,7 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
+    else if (strcmp(name, "EmulatorIsolation") == 0) json_set(p, "Isolation", iso_properties(s->iso, s->iso_report, s->id));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
             json *g = json_new_object();
@@ -1339,6 +1381,27 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
 
 /* ------------------------------------------------------------------ modify */
 
+/* A Remove whose Settings name one element of an array (a MappedDirectory): the element equal
+ * to them, or with the same ContainerPath, goes; the others stay. */
+static HRESULT remove_element(json *node, const char *key, const json *settings, const char *path, char **doc) {
+    const json *arr = json_get(node, key);
+    const char *cp = json_str(json_get(settings, "ContainerPath"));
+    json *kept = json_new_array();
+    bool removed = false;
+    for (size_t i = 0; i < json_len(arr); i++) {
+        const json *e = json_at(arr, i);
+        const char *ecp = json_str(json_get(e, "ContainerPath"));
+        if (!removed && (json_equal(e, settings) || (cp && ecp && strcmp(cp, ecp) == 0))) removed = true;
+        else json_append(kept, json_clone(e));
+    }
+    if (!removed) {
+        json_free(kept);
+        return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' holds no such element", path);
+    }
+    json_set(node, key, kept);
+    return S_OK;
+}
+
 /* Applies a ModifySettingRequest to the stored configuration, so what was added, removed
  * or updated shows in later properties and in EmulatorConfiguration. */
 HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
@@ -1402,7 +1465,10 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
                 if (!after) {
                     bool exists = json_get(node, next) != NULL;
                     if (strcmp(rtype, "Remove") == 0) {
+                        const json *cur = json_get(node, next);
                         if (!exists) hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
+                        else if (json_typeof(cur) == JSON_ARRAY && json_typeof(settings) == JSON_OBJECT)
+                            hr = remove_element(node, next, settings, path, doc); /* one MappedDirectory, ... */
                         else json_remove(node, next);
                     } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_OBJECT &&
                                json_typeof(settings) == JSON_OBJECT && json_len(json_get(node, next)) &&
@@ -1410,6 +1476,11 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
                         hr = fail(doc, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS), "Resource '%s' already exists", path);
                     } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_ARRAY) {
                         json_append((json *)json_get(node, next), settings ? json_clone(settings) : json_new_null());
+                    } else if (strcmp(rtype, "Add") == 0 && !exists && strcmp(next, "MappedDirectories") == 0 &&
+                               json_typeof(settings) == JSON_OBJECT) {
+                        json *one = json_new_array(); /* the document's member is an array of them */
+                        json_append(one, json_clone(settings));
+                        json_set(node, next, one);
                     } else {
                         json_set(node, next, settings ? json_clone(settings) : json_new_object());
                     }
@@ -1448,6 +1519,15 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
         hr = fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    if (!FAILED(hr) && s->iso) {
+        /* mapped directories are mounted or unmounted live (isolate.h) */
+        char *err = NULL;
+        int e = iso_modify_config(s->iso, path, rtype, settings, &err);
+        if (e) hr = fail(doc, e == ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) : e == EINVAL ? E_INVALIDARG
+                                                                                    : HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+                         "%s", err ? err : "the mapped directory could not be changed");
+        free(err);
+    }
     if (!FAILED(hr)) {
         json_free(s->config);
         s->config = work;
@@ -1704,7 +1784,7 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     json *pp = json_parse(params, strlen(params), err, sizeof err);
     if (!pp) return fail(doc, HCS_E_INVALID_JSON, "The process parameters are not valid JSON: %s", err);
     HRESULT hr = S_OK;
-    char **argv = NULL, **env = NULL;
+    char **argv = NULL, **env = NULL, *in_root = NULL;
     int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, pty = -1;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -1790,11 +1870,16 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
         hr = wrong_state(doc, s, st, "create a process in");
         goto done;
     }
+    pthread_mutex_lock(&svc_mu);
+    bool own_root = iso_has_root(s->iso); /* paths are the system's: its root is not the host's */
+    pthread_mutex_unlock(&svc_mu);
+    in_root = own_root && cwd && *cwd ? iso_container_path(cwd) : NULL;
+    if (own_root) cwd = in_root ? in_root : "/";
     if (!cwd || !*cwd) {
         cwd = workdir ? workdir : svc_caller_cwd;
     }
     struct stat sb;
-    if (cwd && (stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+    if (cwd && !own_root && (stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
         hr = fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory", cwd);
         free(workdir);
         goto done;
@@ -1861,14 +1946,21 @@ HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out,
     bool leader = s->pgid <= 0;
     posix_spawnattr_setpgroup(&attr, leader ? 0 : s->pgid);
     proc_known_lock();
-    int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    const char *stage = NULL;
+    int rc = s->iso ? iso_spawn_stdio(s->iso, argv, env, cwd, console ? ptsname(pty) : NULL, want_in ? in[0] : -1,
+                                      want_out ? out[1] : -1, want_err ? errp[1] : -1, leader ? 0 : s->pgid, &pid, &stage)
+                    : posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
     if (rc == 0) proc_known_add_locked(pid);
     proc_known_unlock();
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
         free(workdir);
-        hr = fail(doc, HRESULT_FROM_WIN32(rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER),
-                  "Cannot start '%s': %s", argv[0], strerror(rc));
+        if (stage && strcmp(stage, "chdir") == 0)
+            hr = fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory "
+                      "in the compute system: %s", cwd, strerror(rc));
+        else
+            hr = fail(doc, HRESULT_FROM_WIN32(rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER),
+                      "Cannot start '%s'%s%s: %s", argv[0], stage ? " at " : "", stage ? stage : "", strerror(rc));
         goto done;
     }
     sproc *p = calloc(1, sizeof *p);
@@ -1940,6 +2032,7 @@ done:
     if (pty >= 0) close(pty);
     if (fa_init) posix_spawn_file_actions_destroy(&fa);
     if (attr_init) posix_spawnattr_destroy(&attr);
+    free(in_root);
     free_strv(argv);
     free_strv(env);
     json_free(pp);
