@@ -708,6 +708,12 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
         int sp[2] = {-1, -1};
         char *prog = init_program();
         int exec_fd = prog ? open(prog, O_RDONLY | O_CLOEXEC) : -1;
+        if (exec_fd >= 0 && exec_fd < 10) {
+            /* above 0..3, which the child fills with its streams and lifeline before the exec */
+            int high = fcntl(exec_fd, F_DUPFD_CLOEXEC, 10);
+            close(exec_fd);
+            exec_fd = high;
+        }
         char *argv[] = {"hcsemu-init", "--init", NULL};
         char *envp[] = {(char *)req->marker, NULL};
         child_job j = {.ops = &ops, .exec_fd = exec_fd, .argv = argv, .envp = envp, .lifeline = -1, .pgid = -1,
