@@ -26,6 +26,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "emu.h"
@@ -488,6 +490,7 @@ static void add_created(iso_system *iso, const char *path) {
 /* mkdir -p of root + cpath (a container path), as ops; the last component is a file when
  * `file`. */
 static void plan_mount_point(oplist *ops, const char *root, const char *cpath, bool file) {
+    if (!root || !cpath) return;
     char *full = emu_printf("%s%s", strcmp(root, "/") == 0 ? "" : root, cpath);
     size_t rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
     for (char *p = full + rl + 1; full && *p; p++) {
@@ -799,11 +802,39 @@ void iso_kill(iso_system *iso) {
     if (iso && iso->init > 0) kill(iso->init, SIGKILL);
 }
 
+static void *late_reap(void *arg) {
+    proc_reap((int)(intptr_t)arg);
+    return NULL;
+}
+
+/* The init of a PID namespace ends only once every process of the namespace has been reaped,
+ * and the system's processes are the service's children: a zombie the service has not reaped
+ * yet holds the init back. So the wait is bounded, and a thread finishes it if need be. */
+static void reap_init(pid_t init) {
+    for (int i = 0; i < 2000; i++) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r = waitid(P_PID, (id_t)init, &si, WEXITED | WNOHANG | WNOWAIT); /* looks, leaves it */
+        if ((r == 0 && si.si_pid == init) || (r < 0 && errno == ECHILD)) {
+            proc_reap(init); /* reaps it and forgets the pid */
+            return;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, late_reap, (void *)(intptr_t)init) != 0) emu_log("isolation: init %d left unreaped", (int)init);
+    pthread_attr_destroy(&a);
+}
+
 void iso_stop(iso_system *iso) {
     if (!iso) return;
     if (iso->init > 0) {
         kill(iso->init, SIGKILL);
-        proc_reap(iso->init);
+        reap_init(iso->init);
     }
     if (iso->lifeline >= 0) close(iso->lifeline);
     for (int f = 0; f < ISO__COUNT; f++)

@@ -60,7 +60,9 @@ typedef struct iso_system iso_system;
 iso_system *iso_start(const iso_request *req, json **report, char **err);
 
 /* Ends every process of the system (SIGKILL to the init), reaps the init, and removes the
- * mount points the emulator created in a writable layer. Frees iso. NULL is a no-op. */
+ * mount points the emulator created in a writable layer. Frees iso. NULL is a no-op. The
+ * init's exit waits until every process of its namespace is reaped: the caller reaps its own
+ * children there first (iso_kill, then their waits), or the init is reaped later, by a thread. */
 void iso_stop(iso_system *iso);
 
 /* The standard streams of a new process: descriptors (never closed by iso_spawn). */
