@@ -24,6 +24,8 @@ from pyhcs import _backend, _library
 hypothesis = pytest.importorskip("hypothesis")
 hypothesis.settings.register_profile("default", deadline=None, max_examples=50)
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=100, derandomize=True)
+# the repeat passes of CI (ctypes from the wheel, ASan): same properties, fewer examples
+hypothesis.settings.register_profile("ci-repeat", deadline=None, max_examples=25, derandomize=True)
 hypothesis.settings.register_profile("expensive", deadline=None, max_examples=1000)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

@@ -1,5 +1,5 @@
 """Minimal disk images that the emulator accepts as VM attachments: a file carries the real
-format's signature (src/hcsemu/service.c check_image), nothing more, so a test about something
+format's signature (src/hcsemu/service/systems.c check_image), nothing more, so a test about something
 else than storage can give a VM a disk that exists."""
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ def test_public_api_and_testing_names_cover_the_header() -> None:
 
 
 def test_emulator_and_core_take_hresults_from_the_generated_header() -> None:
-    emu = (ROOT / "src" / "hcsemu" / "emu.h").read_text()
+    emu = (ROOT / "src" / "hcsemu" / "common" / "emu.h").read_text()
     core = (ROOT / "src" / "pyhcs" / "_core.pyx").read_text()
     assert '#include "hresults.h"' in emu and '#include "hresults.h"' in core
     # no hand-written HRESULT value left beside it
@@ -317,7 +317,7 @@ def test_hresults_header_holds_the_table() -> None:
 )
 def test_hresults_header_agrees_with_other_definitions(compiler: str) -> None:
     """Compiles tools/check_hresults.c: with mingw-w64 against the SDK's winerror.h, with gcc
-    against the emulator's emu.h (_Static_assert per row)."""
+    against the emulator's common/emu.h (_Static_assert per row)."""
     if shutil.which(compiler) is None:
         pytest.skip(f"{compiler} not installed")
     out = subprocess.run(

@@ -9,13 +9,13 @@
  * hresults.h), so hresults.h's guarded definitions only fill in what the SDK lacks
  * (HCS_E_OPERATION_PENDING_LEGACY, or HCS_E_* in an older mingw-w64) and every name the SDK
  * has is checked against the table's value. With gcc on Linux the same file checks the header
- * as the emulator sees it (emu.h, with its HRESULT_FROM_WIN32).
+ * as the emulator sees it (common/emu.h, with its HRESULT_FROM_WIN32).
  */
 #ifdef _WIN32
 #  include "_loader.h"
 #  include "hresults.h"
 #else
-#  include "emu.h"
+#  include "common/emu.h"
 #endif
 #include <stdint.h>
 

@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "isolate.h"
 
 static int passed, failed;

@@ -1,5 +1,6 @@
 /*
- * VM utility functions: state files and VM access grants.
+ * VM utility functions of the service: state files, VM access grants, the processor
+ * requirements a saved state holds. The exports (UTF-16, faults) are client/vmutil_api.c.
  *
  * State files are a magic line then one JSON object ("HCSEMU-VMGS 1" guest state,
  * "HCSEMU-VMRS 1" runtime state), so a test can read what Save wrote.
@@ -7,7 +8,7 @@
  * Access grants stand for the ACEs Windows adds: one for the VM's virtual account
  * (S-1-5-83-1-<four 32-bit words of the VM GUID>) or the "Virtual Machines" group
  * (S-1-5-83-0, read access); the VM's account is that of the compute system's RuntimeId when the
- * id names one. They are kept as a JSON list in the extended attribute
+ * id names one (the caller looks it up: svc_vm_change_access's runtime_id). They are kept as a JSON list in the extended attribute
  * user.hcs.acl, or in a sidecar file "<path>.hcs-acl" where the filesystem has no user
  * xattrs; pyhcs.vm reads either. A VM id that is not a GUID is turned into one by hashing
  * the id ([INFER]: Windows derives it from the id string by an undocumented rule).
@@ -23,8 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "emu.h"
-#include "transport.h"
+#include "control.h"
+#include "vmutil.h"
 
 #define ACL_XATTR "user.hcs.acl"
 #define ACL_SIDECAR ".hcs-acl"
@@ -44,21 +45,14 @@ static HRESULT errno_hr(int e) {
     }
 }
 
-/* Creates path exclusively with the given magic and JSON body. */
-static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *kind) {
-    if (emu_is_empty(wpath)) return E_INVALIDARG;
+/* Creates path exclusively with the state file's magic and an empty JSON body. */
+HRESULT svc_vm_create_state_file(const char *path, bool runtime) {
+    const char *magic = runtime ? VMRS_MAGIC : VMGS_MAGIC, *kind = runtime ? "RuntimeState" : "GuestState";
     bool ok;
-    char *path = emu_utf8(wpath, &ok);
-    if (!path) return E_OUTOFMEMORY;
-    if (!ok) {
-        free(path);
-        return E_INVALIDARG;
-    }
     /* O_EXCL never follows a symlink and never opens an existing FIFO */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;
-        free(path);
         return e == ENOENT ? HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND) : errno_hr(e);
     }
     json *o = json_new_object();
@@ -70,7 +64,6 @@ static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *ki
     if (!body) {
         close(fd);
         unlink(path);
-        free(path);
         return E_OUTOFMEMORY;
     }
     size_t ml = strlen(magic), bl = strlen(body);
@@ -79,20 +72,7 @@ static HRESULT create_state_file(PCWSTR wpath, const char *magic, const char *ki
     free(body);
     if (close(fd) != 0) ok = false;
     if (!ok) unlink(path);
-    free(path);
     return ok ? S_OK : errno_hr(e);
-}
-
-EMU_EXPORT HRESULT HcsCreateEmptyGuestStateFile(PCWSTR guestStateFilePath) {
-    HRESULT fhr = emu_fault_sync(FN_HcsCreateEmptyGuestStateFile);
-    if (fhr) return emu_public_hr(fhr);
-    return create_state_file(guestStateFilePath, VMGS_MAGIC, "GuestState");
-}
-
-EMU_EXPORT HRESULT HcsCreateEmptyRuntimeStateFile(PCWSTR runtimeStateFilePath) {
-    HRESULT fhr = emu_fault_sync(FN_HcsCreateEmptyRuntimeStateFile);
-    if (fhr) return emu_public_hr(fhr);
-    return create_state_file(runtimeStateFilePath, VMRS_MAGIC, "RuntimeState");
 }
 
 /* ------------------------------------------------------------------ access grants */
@@ -113,12 +93,11 @@ static bool parse_guid(const char *s, uint8_t out[16]) {
     return n == 32 && (len == 36 || (len == 37 && s[36] == '}'));
 }
 
-static void vm_sid(const char *vm_id, char *out, size_t n) {
+static void vm_sid(const char *vm_id, const char *runtime, char *out, size_t n) {
     uint8_t g[16];
-    char runtime[37];
     /* A VM's account is NT VIRTUAL MACHINE\<its GUID>: for a compute system that exists, its
      * RuntimeId; otherwise the id itself when it is a GUID, else a hash of it. */
-    bool known = tp_runtime_id(vm_id, runtime) && parse_guid(runtime, g);
+    bool known = runtime && parse_guid(runtime, g);
     if (!known && !parse_guid(vm_id, g)) {
         /* FNV-1a over the id, spread over 16 bytes */
         uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
@@ -268,23 +247,10 @@ static HRESULT acl_write(const char *path, const json *acl, bool sidecar_mode) {
     return rc == 0 ? S_OK : e == EINVAL ? E_INVALIDARG : errno_hr(e);
 }
 
-static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bool group) {
-    HRESULT fhr = emu_fault_sync(fn);
-    if (fhr) return emu_public_hr(fhr);
-    if (emu_is_empty(wpath) || (!group && emu_is_empty(wvm))) return E_INVALIDARG;
-    bool ok_path = true, ok_vm = true;
-    char *path = emu_utf8(wpath, &ok_path);
-    char *vm = group ? NULL : emu_utf8(wvm, &ok_vm);
+HRESULT svc_vm_change_access(const char *vm, const char *runtime_id, const char *path, bool grant) {
+    bool group = vm == NULL;
     HRESULT hr = S_OK;
     struct stat st;
-    if (!path || (!group && !vm)) {
-        hr = E_OUTOFMEMORY;
-        goto out;
-    }
-    if (!ok_path || !ok_vm) { /* a lone surrogate would become U+FFFD: another name */
-        hr = E_INVALIDARG;
-        goto out;
-    }
     if (stat(path, &st) != 0) {
         hr = errno_hr(errno);
         goto out;
@@ -298,7 +264,7 @@ static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bo
     }
     char sid[96];
     if (group) snprintf(sid, sizeof sid, "S-1-5-83-0");
-    else vm_sid(vm, sid, sizeof sid);
+    else vm_sid(vm, runtime_id, sid, sizeof sid);
     bool sc;
     json *acl = NULL;
     hr = acl_read(path, &sc, &acl);
@@ -326,40 +292,13 @@ static HRESULT change_access(emu_fn fn, PCWSTR wvm, PCWSTR wpath, bool grant, bo
     json_free(acl);
     json_free(next);
 out:
-    free(path);
-    free(vm);
-    return emu_public_hr(hr);
+    return hr;
 }
 
-EMU_EXPORT HRESULT HcsGrantVmAccess(PCWSTR vmId, PCWSTR filePath) {
-    return change_access(FN_HcsGrantVmAccess, vmId, filePath, true, false);
-}
-EMU_EXPORT HRESULT HcsRevokeVmAccess(PCWSTR vmId, PCWSTR filePath) {
-    return change_access(FN_HcsRevokeVmAccess, vmId, filePath, false, false);
-}
-EMU_EXPORT HRESULT HcsGrantVmGroupAccess(PCWSTR filePath) {
-    return change_access(FN_HcsGrantVmGroupAccess, NULL, filePath, true, true);
-}
-EMU_EXPORT HRESULT HcsRevokeVmGroupAccess(PCWSTR filePath) {
-    return change_access(FN_HcsRevokeVmGroupAccess, NULL, filePath, false, true);
-}
-
-EMU_EXPORT HRESULT HcsGetProcessorCompatibilityFromSavedState(PCWSTR RuntimeFileName, PCWSTR *ProcessorFeaturesString) {
-    if (ProcessorFeaturesString) *ProcessorFeaturesString = NULL;
-    HRESULT fhr = emu_fault_sync(FN_HcsGetProcessorCompatibilityFromSavedState);
-    if (fhr) return emu_public_hr(fhr);
-    if (!ProcessorFeaturesString) return E_POINTER;
-    if (emu_is_empty(RuntimeFileName)) return E_INVALIDARG;
-    bool ok;
-    char *path = emu_utf8(RuntimeFileName, &ok);
-    if (!path) return E_OUTOFMEMORY;
-    if (!ok) {
-        free(path);
-        return E_INVALIDARG;
-    }
+HRESULT svc_vm_saved_processor_requirements(const char *path, char **doc) {
+    *doc = NULL;
     int fd = emu_open_regular(path, O_RDONLY, 0);
     int e = errno;
-    free(path);
     if (fd < 0) return (e == EINVAL || e == EISDIR) ? E_INVALIDARG : errno_hr(e);
     FILE *f = fdopen(fd, "r");
     if (!f) {
@@ -386,16 +325,16 @@ EMU_EXPORT HRESULT HcsGetProcessorCompatibilityFromSavedState(PCWSTR RuntimeFile
     }
     fclose(f);
     size_t ml = strlen(VMRS_MAGIC);
-    json *doc = (buf && len > ml && memcmp(buf, VMRS_MAGIC, ml) == 0) ? json_parse(buf + ml, len - ml, NULL, 0) : NULL;
+    json *saved = (buf && len > ml && memcmp(buf, VMRS_MAGIC, ml) == 0) ? json_parse(buf + ml, len - ml, NULL, 0) : NULL;
     free(buf);
-    const json *req = json_get(doc, "ProcessorRequirements");
+    const json *req = json_get(saved, "ProcessorRequirements");
     HRESULT hr = S_OK;
     if (!req) {
         hr = HRESULT_FROM_WIN32(ERROR_INVALID_DATA); /* not a runtime state file, or holds no saved state */
     } else {
-        *ProcessorFeaturesString = emu_doc_json(req);
-        if (!*ProcessorFeaturesString) hr = E_OUTOFMEMORY;
+        *doc = json_dump(req);
+        if (!*doc) hr = E_OUTOFMEMORY;
     }
-    json_free(doc);
-    return emu_public_hr(hr);
+    json_free(saved);
+    return hr;
 }

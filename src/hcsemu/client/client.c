@@ -128,25 +128,17 @@ static void fan_one(hobj *o, void *arg) {
     chandle_deliver(h, f->type, f->data, NULL);
 }
 
-const emu_event_sink *emu_event_hook;
-
 void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
-    if (emu_event_hook) {
-        emu_event_hook->system_event(s, type, data);
-        return;
-    }
     fanout f = {type, data, s, 0, false};
     handle_foreach(H_SYSTEM, fan_one, &f);
 }
 
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
-    if (emu_event_hook) {
-        emu_event_hook->process_event(s, pid, type, data);
-        return;
-    }
     fanout f = {type, data, s, pid, false};
     handle_foreach(H_PROCESS, fan_one, &f);
 }
+
+const svc_event_sink emu_client_sink = {emu_sink_system_event, emu_sink_process_event};
 
 void emu_sink_service_disconnect(void) {
     fanout f = {HcsEventServiceDisconnect, NULL, NULL, 0, true};

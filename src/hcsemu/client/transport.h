@@ -2,7 +2,7 @@
  * The one interface between the client half and the service half.
  *
  * The client half calls the tp_* functions below (the same shapes as the svc_* functions of
- * emu.h). Behind them sits one transport, chosen once per process by HCSEMU_SERVICE:
+ * service/svc.h). Behind them sits one transport, chosen once per process by HCSEMU_SERVICE:
  *   private (the default), shared or a socket path (transport_socket.c): a service process
  *           (hcsemud, hcsemud.c + server.c) over a Unix socket, protocol in protocol.h.
  *   direct  (transport_direct.c): the svc_* functions in this process.
@@ -14,8 +14,9 @@
 
 #include <stdatomic.h>
 
-#include "emu.h"
+#include "control.h"
 #include "protocol.h"
+#include "svc.h"
 
 typedef struct emu_transport {
     const char *name;

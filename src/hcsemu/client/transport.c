@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client.h"
 #include "transport.h"
 
 static char *bad_mode_error;
@@ -97,6 +98,7 @@ static void choose(void) {
     if (!mode || !*mode) mode = "private"; /* the default: a service process of our own */
     if (strcmp(mode, "direct") == 0) {
         chosen = &emu_transport_direct;
+        svc_events = &emu_client_sink; /* the service in this process: its events are ours */
         return;
     }
     chosen = emu_transport_socket(mode, &bad_mode_error);

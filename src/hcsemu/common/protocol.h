@@ -39,7 +39,7 @@ enum {
     FR_EVENT = 7,
 };
 
-/* The calls of a REQUEST or NOTIFY frame: one per svc_* function of emu.h, plus the service's own.
+/* The calls of a REQUEST or NOTIFY frame: one per svc_* function of service/svc.h, plus the service's own.
  * The numbers are the wire format (src/pyhcs/emulator.py speaks STATUS and STOP): append only. */
 enum {
     CALL_CREATE = 1,

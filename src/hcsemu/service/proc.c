@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "proc.h"
 
 extern char **environ;
 

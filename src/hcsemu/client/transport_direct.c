@@ -1,5 +1,6 @@
 /* The direct transport: the service half runs in the caller's process (HCSEMU_SERVICE=direct). */
 #include "protocol.h"
+#include "svc.h"
 #include "transport.h"
 
 static HRESULT d_sys_call(int call, svc_system *s, const json *opts, char **doc) {

@@ -30,8 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "isolate.h"
+#include "proc.h"
 #include "storage.h"
 
 const char *const iso_feature_names[ISO__COUNT + 1] = {"Mount", "Uts", "Ipc", "Pid", "Network", NULL};

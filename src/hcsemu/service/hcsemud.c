@@ -14,7 +14,7 @@
  * process whose parent exits (including one that called setsid) is reparented here and reaped
  * here instead of escaping to init; every process of a system carries HCSEMU_SYSTEM=<service
  * pid>:<runtime id> in its environment, which terminate uses to find the ones that left the
- * process group (service.c). A guardian process, forked before any thread, holds a pipe from the
+ * process group (service/systems.c). A guardian process, forked before any thread, holds a pipe from the
  * service: when the service dies, however it dies, the pipe reaches EOF and the guardian kills
  * every process that carries this service's marker.
  *
@@ -37,10 +37,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "emu.h"
 #include "isolate.h"
+#include "proc.h"
 #include "protocol.h"
 #include "server.h"
+#include "svc.h"
 
 static int stop_efd = -1;
 

@@ -27,67 +27,42 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "isolate.h"
+#include "proc.h"
 #include "storage.h"
+#include "svc.h"
+#include "system.h"
 
 extern char **environ;
 
-__thread char *const *svc_caller_environ;
-__thread const char *svc_caller_cwd;
+const svc_event_sink *svc_events;
 
-enum { ST_CREATED, ST_RUNNING, ST_PAUSED, ST_STOPPED, ST_SAVED_AS_TEMPLATE };
+void svc_emit_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
+    const svc_event_sink *sink = svc_events;
+    if (sink) sink->system_event(s, type, data);
+}
+
+void svc_emit_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
+    const svc_event_sink *sink = svc_events;
+    if (sink) sink->process_event(s, pid, type, data);
+}
+
+
 static const char *const state_names[] = {"Created", "Running", "Paused", "Stopped", "SavedAsTemplate"};
-enum { T_CONTAINER, T_VM, T_HOSTED };
 
-typedef struct sproc {
-    uint32_t pid;
-    int in_w, out_r, err_r; /* the service's pipe ends: stdin's (or the console), outputs only while withheld */
-    bool console;
-    bool exited, exit_delivered;
-    int exit_code;
-    int handles;
-    uint64_t created_ms_epoch;
-    char *image;
-    uint16_t rows, cols;
-    struct sproc *next;
-} sproc;
+pthread_mutex_t svc_mu = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t svc_cv;
+pthread_once_t svc_once = PTHREAD_ONCE_INIT;
+svc_system *systems;
+size_t n_systems, n_procs;
 
-struct svc_system {
-    atomic_int refs; /* atomic: taken and dropped on every call, without svc_mu */
-    char *id, *owner;
-    int type;
-    json *config;
-    char runtime_id[37];
-    int state;
-    bool registered, stopping, force_stop, terminate_on_close;
-    int handles;
-    int pgid; /* the process group (= its leader's pid), 0 until the first process */
-    uint64_t start_ms_epoch, start_mono_ms;
-    uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
-    uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
-    char *exit_doc;
-    sproc *procs;
-    char *workdir; /* default working directory: the container's merged layer view */
-    uint64_t serial;
-    char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
-    iso_system *iso;  /* its namespaces and init while running isolated (isolate.h), else NULL */
-    json *iso_report; /* what isolation is in effect (EmulatorIsolation), NULL if never started isolated */
-    struct svc_system *next;
-};
-
-static pthread_mutex_t svc_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t svc_cv;
-static pthread_once_t svc_once = PTHREAD_ONCE_INIT;
-static svc_system *systems;
-static size_t n_systems, n_procs;
-
-static void svc_init(void) { emu_cond_init(&svc_cv); }
+void svc_init(void) { emu_cond_init(&svc_cv); }
 
 /* ------------------------------------------------------------------ helpers */
 
-static HRESULT fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static HRESULT fail(char **doc, HRESULT hr, const char *fmt, ...) {
+HRESULT svc_fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+HRESULT svc_fail(char **doc, HRESULT hr, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *msg = NULL;
@@ -110,7 +85,7 @@ static void iso_time(uint64_t ms_epoch, char *out, size_t n) {
     snprintf(out, n, "%s.%03uZ", base, (unsigned)(ms_epoch % 1000));
 }
 
-static uint64_t now_ms_epoch(void) {
+uint64_t now_ms_epoch(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -129,7 +104,7 @@ static void make_guid(char out[37]) {
              b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
-static svc_system *find_locked(const char *id) {
+svc_system *find_locked(const char *id) {
     for (svc_system *s = systems; s; s = s->next)
         if (s->registered && strcmp(s->id, id) == 0) return s;
     return NULL;
@@ -148,7 +123,7 @@ static void unregister_locked(svc_system *s) {
     s->refs--; /* the list's reference; the caller still holds one */
 }
 
-static void free_proc(sproc *p) {
+void free_proc(sproc *p) {
     if (p->in_w >= 0) close(p->in_w);
     if (p->out_r >= 0) close(p->out_r);
     if (p->err_r >= 0) close(p->err_r);
@@ -201,19 +176,12 @@ static const char *type_name(int t) { return t == T_VM ? "VirtualMachine" : "Con
 
 /* Typed reads of request members (json_want_*, json.h): a member of the wrong type, or a
  * string with U+0000 in it, fails the call with HCS_E_INVALID_JSON naming the member. */
-#define WANT(kind, obj, ctx, path, out)                                                            \
-    do {                                                                                           \
-        char je_[320];                                                                             \
-        if (!json_want_##kind((obj), (ctx), (path), (out), je_, sizeof je_))                       \
-            return fail(doc, HCS_E_INVALID_JSON, "%s", je_);                                       \
-    } while (0)
-
 /* No string of a document may hold U+0000: its values become C strings (paths, argv,
  * environment, ids), which would silently end at the NUL and name something else. */
-static HRESULT refuse_nul(const json *v, const char *what, char **doc) {
+HRESULT refuse_nul(const json *v, const char *what, char **doc) {
     char where[160];
     if (json_has_nul(v, where, sizeof where))
-        return fail(doc, HCS_E_INVALID_JSON, "%s: %s contains U+0000 (NUL), which no name or path may hold", what,
+        return svc_fail(doc, HCS_E_INVALID_JSON, "%s: %s contains U+0000 (NUL), which no name or path may hold", what,
                     where);
     return S_OK;
 }
@@ -226,9 +194,9 @@ static HRESULT check_path_exists(const char *p, const char *what, bool regular, 
     if (!p || !*p) return S_OK;
     struct stat st;
     if (stat(p, &st) != 0)
-        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s '%s' was not found", what, p);
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s '%s' was not found", what, p);
     if (regular && !S_ISREG(st.st_mode))
-        return fail(doc, E_INVALIDARG, "%s '%s' is not a regular file", what, p);
+        return svc_fail(doc, E_INVALIDARG, "%s '%s' is not a regular file", what, p);
     return S_OK;
 }
 
@@ -268,7 +236,7 @@ static HRESULT check_guid_pattern(const json *node, const char *pattern, const c
         if (json_typeof(node) == JSON_NULL) return S_OK;
         const char *text = json_str(node);
         if (!text || !guid_text(text))
-            return fail(doc, HCS_E_INVALID_JSON, "%s must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, no braces), "
+            return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, no braces), "
                         "got %.60s", where, text ? text : "a non-string");
         return S_OK;
     }
@@ -348,14 +316,14 @@ static bool read_at(int fd, off_t off, char *buf, size_t n) {
 }
 
 static HRESULT check_image(const char *p, image_kind kind, const char *ctx, char **doc) {
-    if (!p || !*p) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    if (!p || !*p) return svc_fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
     struct stat st;
     if (stat(p, &st) != 0)
-        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: the file '%s' was not found", ctx, p);
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: the file '%s' was not found", ctx, p);
     if (!S_ISREG(st.st_mode))
-        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not a regular file", ctx, p);
+        return svc_fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not a regular file", ctx, p);
     int fd = emu_open_regular(p, O_RDONLY, 0);
-    if (fd < 0) return fail(doc, E_ACCESSDENIED, "%s: '%s' could not be opened", ctx, p);
+    if (fd < 0) return svc_fail(doc, E_ACCESSDENIED, "%s: '%s' could not be opened", ctx, p);
     char head[8], foot[8], iso[5];
     bool ok;
     if (kind == IMG_ISO) {
@@ -368,7 +336,7 @@ static HRESULT check_image(const char *p, image_kind kind, const char *ctx, char
     }
     close(fd);
     if (!ok)
-        return fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not %s", ctx, p,
+        return svc_fail(doc, ERROR_VIRTDISK_NOT_VIRTUAL_DISK, "%s: '%s' is not %s", ctx, p,
                     kind == IMG_ISO ? "an ISO image" : "a virtual disk (VHD or VHDX)");
     return S_OK;
 }
@@ -376,19 +344,19 @@ static HRESULT check_image(const char *p, image_kind kind, const char *ctx, char
 /* One Scsi attachment. ExtensibleVirtualDisk paths (evd://) name a provider's volume, not a
  * file; PassThru names a host disk: neither is a file to look at. */
 static HRESULT check_attachment(const json *a, const char *ctx, char **doc) {
-    if (json_typeof(a) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    if (json_typeof(a) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
     const char *type = "VirtualDisk", *path = NULL;
     WANT(str, a, ctx, "Type", &type);
     WANT(str, a, ctx, "Path", &path);
     if (!type) type = "VirtualDisk";
     if (strcmp(type, "ExtensibleVirtualDisk") == 0 || strcmp(type, "PassThru") == 0) return S_OK;
     if (strcmp(type, "VirtualDisk") != 0 && strcmp(type, "Iso") != 0)
-        return fail(doc, HCS_E_INVALID_JSON, "%s.Type '%s' is not an attachment type", ctx, type);
+        return svc_fail(doc, HCS_E_INVALID_JSON, "%s.Type '%s' is not an attachment type", ctx, type);
     return check_image(path, strcmp(type, "Iso") == 0 ? IMG_ISO : IMG_DISK, ctx, doc);
 }
 
 static HRESULT check_scsi_controller(const json *c, const char *ctx, char **doc) {
-    if (json_typeof(c) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    if (json_typeof(c) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
     const json *atts = NULL;
     WANT(obj, c, ctx, "Attachments", &atts);
     HRESULT hr = S_OK;
@@ -401,7 +369,7 @@ static HRESULT check_scsi_controller(const json *c, const char *ctx, char **doc)
 }
 
 static HRESULT check_pmem_device(const json *d, const char *ctx, char **doc) {
-    if (json_typeof(d) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    if (json_typeof(d) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
     const char *path = NULL;
     WANT(str, d, ctx, "HostPath", &path);
     return check_image(path, IMG_DISK, ctx, doc);
@@ -409,19 +377,19 @@ static HRESULT check_pmem_device(const json *d, const char *ctx, char **doc) {
 
 /* A share (VirtualSmb, Plan9) exports a host directory, or for a single-file share a file. */
 static HRESULT check_share(const json *sh, const char *ctx, char **doc) {
-    if (json_typeof(sh) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
+    if (json_typeof(sh) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", ctx);
     const char *path = NULL;
     WANT(str, sh, ctx, "Path", &path);
-    if (!path || !*path) return fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
+    if (!path || !*path) return svc_fail(doc, HCS_E_INVALID_JSON, "%s.Path is required", ctx);
     struct stat st;
     if (stat(path, &st) != 0)
-        return fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: '%s' was not found", ctx, path);
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND), "%s: '%s' was not found", ctx, path);
     return S_OK;
 }
 
 static HRESULT check_shares(const json *shares, const char *ctx, char **doc) {
     if (json_typeof(shares) == JSON_OBJECT) return check_share(shares, ctx, doc);
-    if (json_typeof(shares) != JSON_ARRAY) return fail(doc, HCS_E_INVALID_JSON, "%s must be an array", ctx);
+    if (json_typeof(shares) != JSON_ARRAY) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be an array", ctx);
     HRESULT hr = S_OK;
     for (size_t i = 0; i < json_len(shares) && !FAILED(hr); i++) {
         char sub[96];
@@ -435,7 +403,7 @@ static HRESULT check_shares(const json *shares, const char *ctx, char **doc) {
 static HRESULT check_vm_devices(const json *vm, char **doc) {
     const json *dev = json_get(vm, "Devices");
     if (!dev) return S_OK;
-    if (json_typeof(dev) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "VirtualMachine.Devices must be a JSON object");
+    if (json_typeof(dev) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "VirtualMachine.Devices must be a JSON object");
     const json *scsi = NULL, *pmem = NULL, *smb = NULL, *p9 = NULL;
     WANT(obj, dev, "VirtualMachine.Devices", "Scsi", &scsi);
     WANT(obj, dev, "VirtualMachine.Devices", "VirtualPMem.Devices", &pmem);
@@ -508,31 +476,31 @@ static bool is_saved_state(const char *path) {
  * code that uses them later meets only the types it expects. */
 static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     if (json_typeof(cfg) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration must be a JSON object");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "The compute system configuration must be a JSON object");
     HRESULT hr = refuse_nul(cfg, "The compute system configuration", doc);
     if (FAILED(hr)) return hr;
     if (json_depth(cfg, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
-        return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is nested deeper than %d levels",
+        return svc_fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is nested deeper than %d levels",
                     EMU_CONFIG_MAX_DEPTH);
     const json *sv = json_get(cfg, "SchemaVersion");
     int64_t major, minor;
-    if (!sv) return fail(doc, HCS_E_INVALID_JSON, "SchemaVersion is required");
+    if (!sv) return svc_fail(doc, HCS_E_INVALID_JSON, "SchemaVersion is required");
     if (json_typeof(sv) != JSON_OBJECT || !json_int64(json_get(sv, "Major"), &major) ||
         !json_int64(json_get(sv, "Minor"), &minor))
-        return fail(doc, HCS_E_INVALID_JSON, "SchemaVersion must be an object with integer Major and Minor");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "SchemaVersion must be an object with integer Major and Minor");
     if (major != (int64_t)g_settings.schema_major || minor < 0 || minor > (int64_t)g_settings.schema_minor)
-        return fail(doc, HCS_E_INVALID_JSON, "Schema version %lld.%lld is not supported (this host supports %u.0 to %u.%u)",
+        return svc_fail(doc, HCS_E_INVALID_JSON, "Schema version %lld.%lld is not supported (this host supports %u.0 to %u.%u)",
                     (long long)major, (long long)minor, g_settings.schema_major, g_settings.schema_major,
                     g_settings.schema_minor);
     const json *c = json_get(cfg, "Container"), *vm = json_get(cfg, "VirtualMachine"),
                *hs = json_get(cfg, "HostedSystem");
     int count = (c != NULL) + (vm != NULL) + (hs != NULL);
     if (count != 1)
-        return fail(doc, HCS_E_INVALID_JSON,
+        return svc_fail(doc, HCS_E_INVALID_JSON,
                     "Exactly one of Container, VirtualMachine and HostedSystem must be set (found %d)", count);
     const json *body = c ? c : vm ? vm : hs;
     if (json_typeof(body) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", c ? "Container" : vm ? "VirtualMachine" : "HostedSystem");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", c ? "Container" : vm ? "VirtualMachine" : "HostedSystem");
     *type = c ? T_CONTAINER : vm ? T_VM : T_HOSTED;
     const char *str = NULL;
     bool b;
@@ -556,7 +524,7 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
         if (!FAILED(hr)) hr = check_path_exists(rsf, "Runtime state file", true, doc);
         if (!FAILED(hr)) hr = check_path_exists(ssf, "Saved state file", true, doc);
         if (ssf && *ssf && !FAILED(hr) && !is_saved_state(ssf))
-            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
+            hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
         if (!FAILED(hr)) hr = check_vm_devices(vm, doc);
     }
     if (c) {
@@ -588,7 +556,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     *out = NULL;
     char err[256];
     json *cfg = json_parse(config, strlen(config), err, sizeof err);
-    if (!cfg) return fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is not valid JSON: %s", err);
+    if (!cfg) return svc_fail(doc, HCS_E_INVALID_JSON, "The compute system configuration is not valid JSON: %s", err);
     int type = T_CONTAINER;
     HRESULT hr = validate_config(cfg, &type, doc);
     const char *hosting = json_str(json_get(cfg, "HostingSystemId"));
@@ -630,7 +598,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
         svc_system *t = find_locked(template_id);
         if (!t || t->state != ST_SAVED_AS_TEMPLATE) {
             pthread_mutex_unlock(&svc_mu);
-            HRESULT thr = fail(doc, t ? HCS_E_INVALID_STATE : HCS_E_SYSTEM_NOT_FOUND, "The template system '%s' %s",
+            HRESULT thr = svc_fail(doc, t ? HCS_E_INVALID_STATE : HCS_E_SYSTEM_NOT_FOUND, "The template system '%s' %s",
                                template_id, t ? "was not saved as a template" : "does not exist");
             s->refs = 1;
             svc_unref(s); /* template_id pointed into the configuration freed here */
@@ -640,7 +608,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     if (hosting && !find_locked(hosting)) {
         pthread_mutex_unlock(&svc_mu);
         /* the message first: hosting points into the configuration that unref frees */
-        fail(doc, HCS_E_SYSTEM_NOT_FOUND, "The hosting system '%s' does not exist", hosting);
+        svc_fail(doc, HCS_E_SYSTEM_NOT_FOUND, "The hosting system '%s' does not exist", hosting);
         s->refs = 1;
         svc_unref(s);
         return HCS_E_SYSTEM_NOT_FOUND;
@@ -649,7 +617,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
         pthread_mutex_unlock(&svc_mu);
         s->refs = 1;
         svc_unref(s);
-        return fail(doc, HCS_E_SYSTEM_ALREADY_EXISTS, "A compute system with the id '%s' already exists", id);
+        return svc_fail(doc, HCS_E_SYSTEM_ALREADY_EXISTS, "A compute system with the id '%s' already exists", id);
     }
     static uint64_t next_serial;
     s->serial = ++next_serial;
@@ -772,17 +740,17 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     pthread_mutex_lock(&svc_mu);
     if (s->state == ST_STOPPED) {
         pthread_mutex_unlock(&svc_mu);
-        return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has already stopped", s->id);
+        return svc_fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has already stopped", s->id);
     }
     if (kind == STOP_GRACEFUL && (s->state == ST_CREATED || s->state == ST_PAUSED || s->state == ST_SAVED_AS_TEMPLATE)) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
-        return fail(doc, HCS_E_INVALID_STATE, "A %s compute system cannot be shut down", state_names[st]);
+        return svc_fail(doc, HCS_E_INVALID_STATE, "A %s compute system cannot be shut down", state_names[st]);
     }
     if (s->stopping) {
         if (kind == STOP_GRACEFUL) {
             pthread_mutex_unlock(&svc_mu);
-            return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' is already stopping", s->id);
+            return svc_fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' is already stopping", s->id);
         }
         /* A terminate overtakes a shutdown in progress: escalate, then wait for Stopped. */
         s->force_stop = true;
@@ -842,7 +810,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         }
     }
     pthread_mutex_lock(&svc_mu);
-    iso_system *iso = s->iso;
+    struct iso_system *iso = s->iso;
     s->iso = NULL;
     pthread_mutex_unlock(&svc_mu);
     iso_stop(iso); /* its init, namespaces and mount points */
@@ -877,10 +845,10 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
     if (s->handles == 0) unregister_locked(s);
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    emu_sink_system_event(s, HcsEventSystemExited, exit_doc);
+    svc_emit_system_event(s, HcsEventSystemExited, exit_doc);
     free(exit_doc);
     if (kind == STOP_GRACEFUL && s->force_stop && !graceful_done)
-        return fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
+        return svc_fail(doc, HCS_E_TERMINATED, "The compute system '%s' was terminated during shutdown", s->id);
     return S_OK;
 }
 
@@ -898,7 +866,7 @@ static void unexpected_job(void *arg) {
 
 HRESULT svc_shutdown(svc_system *s, const json *opts, char **doc) {
     if (opts && json_typeof(opts) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "Shutdown options must be a JSON object");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "Shutdown options must be a JSON object");
     return do_stop(s, STOP_GRACEFUL, doc);
 }
 
@@ -911,13 +879,13 @@ HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
     const char *type = NULL;
     WANT(str, opts, "CrashOptions", "Type", &type);
     if (opts && type && strcmp(type, "CrashGuest") != 0)
-        return fail(doc, HCS_E_INVALID_JSON, "Unknown crash type '%s'", type);
+        return svc_fail(doc, HCS_E_INVALID_JSON, "Unknown crash type '%s'", type);
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
     pthread_mutex_unlock(&svc_mu);
     if (st != ST_RUNNING) {
-        if (st == ST_STOPPED) return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system has stopped");
-        return fail(doc, HCS_E_INVALID_STATE, "Only a running compute system can be crashed (state %s)", state_names[st]);
+        if (st == ST_STOPPED) return svc_fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system has stopped");
+        return svc_fail(doc, HCS_E_INVALID_STATE, "Only a running compute system can be crashed (state %s)", state_names[st]);
     }
     json *rep = json_new_object();
     json_set(rep, "SystemId", json_new_string(s->id));
@@ -931,8 +899,8 @@ HRESULT svc_crash(svc_system *s, const json *opts, char **doc) {
     json_set(rep, "CrashStackUnavailable", json_new_bool(true));
     char *text = json_dump(rep);
     json_free(rep);
-    emu_sink_system_event(s, HcsEventSystemCrashInitiated, text);
-    emu_sink_system_event(s, HcsEventSystemCrashReport, text);
+    svc_emit_system_event(s, HcsEventSystemCrashInitiated, text);
+    svc_emit_system_event(s, HcsEventSystemCrashReport, text);
     free(text);
     return do_stop(s, STOP_CRASH, doc);
 }
@@ -956,10 +924,10 @@ HRESULT svc_inject_unexpected_exit(const char *id) {
 
 /* ------------------------------------------------------------------ state changes */
 
-static HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) {
+HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) {
     if (st == ST_STOPPED)
-        return fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has stopped", s->id);
-    return fail(doc, HCS_E_INVALID_STATE, "Cannot %s compute system '%s' in state %s", what, s->id, state_names[st]);
+        return svc_fail(doc, HCS_E_SYSTEM_ALREADY_STOPPED, "The compute system '%s' has stopped", s->id);
+    return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot %s compute system '%s' in state %s", what, s->id, state_names[st]);
 }
 
 HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
@@ -968,7 +936,7 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     if (s->state != ST_CREATED || s->stopping) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
-        return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
+        return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
     json *cfg = g_settings.isolation == ISOLATION_AUTO ? json_clone(s->config) : NULL;
     char *root = cfg && s->workdir ? strdup(s->workdir) : NULL;
@@ -982,8 +950,8 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         json_free(cfg);
         free(root);
         if (err) {
-            HRESULT hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot start compute system '%s': %s",
-                              s->id, err);
+            HRESULT hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot start compute system '%s': %s",
+                                  s->id, err);
             free(err);
             return hr;
         }
@@ -994,7 +962,7 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         pthread_mutex_unlock(&svc_mu);
         iso_stop(iso);
         json_free(report);
-        return fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
+        return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
     s->iso = iso;
     json_free(s->iso_report);
@@ -1023,9 +991,9 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         WANT(str, opts, "PauseOptions", "SuspensionLevel", &lvl);
         WANT(str, opts, "PauseOptions", "HostedNotification.Reason", &reason);
         if (lvl && !one_of(lvl, suspension_levels))
-            return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.SuspensionLevel is not a known level");
+            return svc_fail(doc, HCS_E_INVALID_JSON, "PauseOptions.SuspensionLevel is not a known level");
         if (reason && !one_of(reason, pause_reasons))
-            return fail(doc, HCS_E_INVALID_JSON, "PauseOptions.HostedNotification.Reason is not a known reason");
+            return svc_fail(doc, HCS_E_INVALID_JSON, "PauseOptions.HostedNotification.Reason is not a known reason");
     }
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
@@ -1063,21 +1031,20 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
 
 /* The .vmrs format of the emulator: VMRS_MAGIC, then one JSON object. */
 
-json *emu_host_processor_requirements(void);
 
 HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
     const char *type = NULL, *path = NULL;
     WANT(str, opts, "SaveOptions", "SaveType", &type);
     WANT(str, opts, "SaveOptions", "SaveStateFilePath", &path);
     if (type && strcmp(type, "ToFile") != 0 && strcmp(type, "AsTemplate") != 0)
-        return fail(doc, HCS_E_INVALID_JSON, "SaveOptions.SaveType must be ToFile or AsTemplate");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "SaveOptions.SaveType must be ToFile or AsTemplate");
     bool as_template = type && strcmp(type, "AsTemplate") == 0;
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
     if (st != ST_PAUSED || s->stopping) {
         pthread_mutex_unlock(&svc_mu);
         if (st == ST_RUNNING)
-            return fail(doc, HCS_E_INVALID_STATE, "The compute system '%s' cannot be saved as it is still running", s->id);
+            return svc_fail(doc, HCS_E_INVALID_STATE, "The compute system '%s' cannot be saved as it is still running", s->id);
         return wrong_state(doc, s, st, "save");
     }
     json *cfg = json_clone(s->config);
@@ -1098,7 +1065,7 @@ HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
         json_free(state);
         /* never a silent loss: a state the JSON writer refuses (nested too deep) is an error */
         if (!text)
-            return fail(doc, HCS_E_INVALID_JSON, "The configuration of '%s' cannot be saved (nested deeper than %d "
+            return svc_fail(doc, HCS_E_INVALID_JSON, "The configuration of '%s' cannot be saved (nested deeper than %d "
                         "levels, or out of memory)", s->id, JSON_MAX_DEPTH);
         int fd = emu_open_regular(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
@@ -1112,13 +1079,13 @@ HRESULT svc_save(svc_system *s, const json *opts, char **doc) {
         free(text);
         if (!ok) {
             if (e == EINVAL || e == EISDIR)
-                return fail(doc, E_INVALIDARG, "The saved state file '%s' is not a regular file", path);
-            return fail(doc, HRESULT_FROM_WIN32(e == ENOENT ? ERROR_PATH_NOT_FOUND : ERROR_ACCESS_DENIED),
+                return svc_fail(doc, E_INVALIDARG, "The saved state file '%s' is not a regular file", path);
+            return svc_fail(doc, HRESULT_FROM_WIN32(e == ENOENT ? ERROR_PATH_NOT_FOUND : ERROR_ACCESS_DENIED),
                         "Cannot write the saved state file '%s': %s", path, strerror(e));
         }
     } else if (!as_template) {
         json_free(cfg);
-        return fail(doc, E_INVALIDARG, "SaveOptions.SaveStateFilePath is required to save to a file");
+        return svc_fail(doc, E_INVALIDARG, "SaveOptions.SaveStateFilePath is required to save to a file");
     }
     json_free(cfg);
     pthread_mutex_lock(&svc_mu);
@@ -1293,7 +1260,7 @@ static const char *const known_props[] = {
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
     if (!one_of(name, known_props))
-        return fail(doc, HCS_E_INVALID_JSON, "Unknown property type '%s'", name);
+        return svc_fail(doc, HCS_E_INVALID_JSON, "Unknown property type '%s'", name);
     if (strcmp(name, "Statistics") == 0) json_set(p, "Statistics", statistics_locked(s));
     else if (strcmp(name, "ProcessList") == 0) json_set(p, "ProcessList", process_list_locked(s));
     else if (strcmp(name, "Memory") == 0) json_set(p, "Memory", memory_locked(s));
@@ -1326,7 +1293,7 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     } else if (strcmp(name, "GuestMemory") == 0) {
         json_set(p, "GuestMemoryInfo", guest_memory_locked(s));
     } else {
-        return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
                     "The property type '%s' is not supported by the emulator", name);
     }
     return S_OK;
@@ -1334,7 +1301,7 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
 
 HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
     if (query && json_typeof(query) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "The property query must be a JSON object");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "The property query must be a JSON object");
     const json *types = NULL, *queries = NULL;
     const char *tname;
     WANT(arr, query, "PropertyQuery", "PropertyTypes", &types);
@@ -1348,7 +1315,7 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
     for (size_t i = 0; i < json_len(types) && !FAILED(hr); i++) {
         const char *name = json_str(json_at(types, i));
         hr = name ? add_property_locked(s, p, name, doc)
-                  : fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
+                  : svc_fail(doc, HCS_E_INVALID_JSON, "PropertyTypes must be an array of strings");
     }
     if (!FAILED(hr) && json_len(queries)) {
         json *responses = json_new_object();
@@ -1373,7 +1340,7 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
     if (!FAILED(hr)) {
         free(*doc);
         *doc = json_dump(p);
-        if (!*doc) hr = fail(doc, E_OUTOFMEMORY, "The properties document could not be written");
+        if (!*doc) hr = svc_fail(doc, E_OUTOFMEMORY, "The properties document could not be written");
     }
     json_free(p);
     return hr;
@@ -1381,10 +1348,14 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
 
 /* ------------------------------------------------------------------ modify */
 
-/* A Remove whose Settings name one element of an array (a MappedDirectory): the element equal
- * to them, or with the same ContainerPath, goes; the others stay. */
-static HRESULT remove_element(json *node, const char *key, const json *settings, const char *path, char **doc) {
+/* A Remove: the member, or when the Settings name one element of an array (a MappedDirectory)
+ * that element: the one equal to them or with the same ContainerPath. */
+static HRESULT remove_member(json *node, const char *key, const json *settings, const char *path, char **doc) {
     const json *arr = json_get(node, key);
+    if (json_typeof(arr) != JSON_ARRAY || json_typeof(settings) != JSON_OBJECT) {
+        json_remove(node, key);
+        return S_OK;
+    }
     const char *cp = json_str(json_get(settings, "ContainerPath"));
     json *kept = json_new_array();
     bool removed = false;
@@ -1396,17 +1367,41 @@ static HRESULT remove_element(json *node, const char *key, const json *settings,
     }
     if (!removed) {
         json_free(kept);
-        return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' holds no such element", path);
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' holds no such element", path);
     }
     json_set(node, key, kept);
     return S_OK;
+}
+
+/* An Add to an array member (created when absent). */
+static void add_element(json *node, const char *key, const json *settings) {
+    json *arr = (json *)json_get(node, key);
+    if (json_typeof(arr) != JSON_ARRAY) {
+        arr = json_new_array();
+        json_set(node, key, arr);
+    }
+    json_append(arr, settings ? json_clone(settings) : json_new_null());
+}
+
+/* A modify of a running isolated system's mapped directories mounts or unmounts them. */
+static HRESULT apply_live(svc_system *s, const char *path, const char *rtype, const json *settings, char **doc) {
+    if (!s->iso) return S_OK;
+    char *err = NULL;
+    int e = iso_modify_config(s->iso, path, rtype, settings, &err);
+    HRESULT hr = S_OK;
+    if (e)
+        hr = svc_fail(doc, e == ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) : e == EINVAL ? E_INVALIDARG
+                                                                             : HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+                      "%s", err ? err : "the mapped directory could not be changed");
+    free(err);
+    return hr;
 }
 
 /* Applies a ModifySettingRequest to the stored configuration, so what was added, removed
  * or updated shows in later properties and in EmulatorConfiguration. */
 HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (json_typeof(req) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
     const char *path = NULL, *rtype = NULL;
     WANT(str, req, "ModifySettingRequest", "ResourcePath", &path);
     WANT(str, req, "ModifySettingRequest", "RequestType", &rtype);
@@ -1415,14 +1410,14 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     size_t segs = 0;
     for (const char *c = path; c && *c; c++) segs += *c == '/';
     if (segs >= EMU_CONFIG_MAX_DEPTH)
-        return fail(doc, HCS_E_INVALID_JSON, "ResourcePath has more than %d segments", EMU_CONFIG_MAX_DEPTH);
+        return svc_fail(doc, HCS_E_INVALID_JSON, "ResourcePath has more than %d segments", EMU_CONFIG_MAX_DEPTH);
     const json *settings = json_get(req, "Settings");
     const json *guest = json_get(req, "GuestRequest");
     if (json_typeof(settings) == JSON_NULL) settings = NULL;
     if (json_typeof(guest) == JSON_NULL) guest = NULL;
-    if (!path && !guest) return fail(doc, HCS_E_INVALID_JSON, "ResourcePath or GuestRequest is required");
+    if (!path && !guest) return svc_fail(doc, HCS_E_INVALID_JSON, "ResourcePath or GuestRequest is required");
     if (rtype && strcmp(rtype, "Add") != 0 && strcmp(rtype, "Remove") != 0 && strcmp(rtype, "Update") != 0)
-        return fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
+        return svc_fail(doc, HCS_E_INVALID_JSON, "RequestType must be Add, Remove or Update (got '%s')", rtype);
     if (!rtype) rtype = "Add";
     if (strcmp(rtype, "Remove") != 0) {
         HRESULT dhr = check_guid_members_at(path, settings, doc);
@@ -1441,7 +1436,7 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     json *work = json_clone(s->config);
     if (!work) {
         pthread_mutex_unlock(&svc_mu);
-        return fail(doc, E_OUTOFMEMORY, "Out of memory applying the modify request");
+        return svc_fail(doc, E_OUTOFMEMORY, "Out of memory applying the modify request");
     }
     if (path) {
         char *copy = strdup(path);
@@ -1449,57 +1444,50 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
         char *seg = strtok_r(copy, "/", &save);
         const char *root = s->type == T_VM ? "VirtualMachine" : "Container";
         if (!seg || (strcmp(seg, root) != 0 && strcmp(seg, "HostedSystem") != 0)) {
-            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' does not apply to a %s",
+            hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' does not apply to a %s",
                       path, root);
         } else {
             json *node = (json *)json_get(work, seg);
             char *next = strtok_r(NULL, "/", &save);
             if (json_typeof(node) != JSON_OBJECT) {
-                hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s': the configuration has "
+                hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s': the configuration has "
                           "no %s object", path, seg);
             } else if (!next) {
-                hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' names no resource", path);
+                hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' names no resource", path);
             }
             while (!FAILED(hr) && next) {
                 char *after = strtok_r(NULL, "/", &save);
                 if (!after) {
                     bool exists = json_get(node, next) != NULL;
                     if (strcmp(rtype, "Remove") == 0) {
-                        const json *cur = json_get(node, next);
-                        if (!exists) hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
-                        else if (json_typeof(cur) == JSON_ARRAY && json_typeof(settings) == JSON_OBJECT)
-                            hr = remove_element(node, next, settings, path, doc); /* one MappedDirectory, ... */
-                        else json_remove(node, next);
+                        if (!exists) hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
+                        else hr = remove_member(node, next, settings, path, doc);
                     } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_OBJECT &&
                                json_typeof(settings) == JSON_OBJECT && json_len(json_get(node, next)) &&
                                strstr(path, "/Shares") == NULL) {
-                        hr = fail(doc, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS), "Resource '%s' already exists", path);
-                    } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_ARRAY) {
-                        json_append((json *)json_get(node, next), settings ? json_clone(settings) : json_new_null());
-                    } else if (strcmp(rtype, "Add") == 0 && !exists && strcmp(next, "MappedDirectories") == 0 &&
-                               json_typeof(settings) == JSON_OBJECT) {
-                        json *one = json_new_array(); /* the document's member is an array of them */
-                        json_append(one, json_clone(settings));
-                        json_set(node, next, one);
+                        hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS), "Resource '%s' already exists", path);
+                    } else if (strcmp(rtype, "Add") == 0 && (json_typeof(json_get(node, next)) == JSON_ARRAY ||
+                                                             (!exists && strcmp(next, "MappedDirectories") == 0))) {
+                        add_element(node, next, settings); /* MappedDirectories is an array of them */
                     } else {
                         json_set(node, next, settings ? json_clone(settings) : json_new_object());
                     }
                     if (!FAILED(hr) && strcmp(path, "Container/Memory/SizeInMB") != 0 && strstr(path, "Memory/SizeInMB") &&
                         settings && json_typeof(settings) != JSON_NUMBER) {
-                        hr = fail(doc, HCS_E_INVALID_JSON, "Memory/SizeInMB takes a number");
+                        hr = svc_fail(doc, HCS_E_INVALID_JSON, "Memory/SizeInMB takes a number");
                     }
                     break;
                 }
                 json *child = (json *)json_get(node, next);
                 if (!child) {
                     if (strcmp(rtype, "Remove") == 0) {
-                        hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
+                        hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
                         break;
                     }
                     child = json_new_object();
                     json_set(node, next, child);
                 } else if (json_typeof(child) != JSON_OBJECT) {
-                    hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' crosses a value", path);
+                    hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Resource path '%s' crosses a value", path);
                     break;
                 }
                 node = child;
@@ -1517,17 +1505,9 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
         json_append(log, json_clone(guest));
     }
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
-        hr = fail(doc, HCS_E_INVALID_JSON,
+        hr = svc_fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
-    if (!FAILED(hr) && s->iso) {
-        /* mapped directories are mounted or unmounted live (isolate.h) */
-        char *err = NULL;
-        int e = iso_modify_config(s->iso, path, rtype, settings, &err);
-        if (e) hr = fail(doc, e == ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) : e == EINVAL ? E_INVALIDARG
-                                                                                    : HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
-                         "%s", err ? err : "the mapped directory could not be changed");
-        free(err);
-    }
+    if (!FAILED(hr)) hr = apply_live(s, path, rtype, settings, doc);
     if (!FAILED(hr)) {
         json_free(s->config);
         s->config = work;
@@ -1557,7 +1537,7 @@ static bool filter_match(const json *list, const char *value) {
 HRESULT svc_enumerate(const json *query, char **doc) {
     pthread_once(&svc_once, svc_init);
     if (query && json_typeof(query) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "The system query must be a JSON object");
+        return svc_fail(doc, HCS_E_INVALID_JSON, "The system query must be a JSON object");
     static const char *const fields[] = {"Ids", "Names", "Types", "Owners"};
     for (int i = 0; i < 4; i++) {
         const json *f = NULL;
@@ -1583,7 +1563,7 @@ HRESULT svc_enumerate(const json *query, char **doc) {
     return S_OK;
 }
 
-static bool timed_wait_locked(struct timespec *deadline, uint32_t timeout_ms) {
+bool timed_wait_locked(struct timespec *deadline, uint32_t timeout_ms) {
     if (timeout_ms == INFINITE) {
         pthread_cond_wait(&svc_cv, &svc_mu);
         return true;
@@ -1602,7 +1582,7 @@ void svc_wake_waiters(void) {
     pthread_mutex_unlock(&svc_mu);
 }
 
-static bool abandoned_now(const atomic_bool *a) { return a && atomic_load_explicit(a, memory_order_acquire); }
+bool abandoned_now(const atomic_bool *a) { return a && atomic_load_explicit(a, memory_order_acquire); }
 
 HRESULT svc_wait_exit_or_abandon(svc_system *s, uint32_t timeout_ms, const atomic_bool *abandoned, char **doc) {
     struct timespec ts;
@@ -1635,626 +1615,3 @@ void svc_disconnect_all(void) {
     pthread_mutex_unlock(&svc_mu);
 }
 
-/* ------------------------------------------------------------------ processes */
-
-static sproc *find_proc_locked(svc_system *s, uint32_t pid) {
-    for (sproc *p = s->procs; p; p = p->next)
-        if (p->pid == pid) return p;
-    return NULL;
-}
-
-static void remove_proc_locked(svc_system *s, sproc *p) {
-    for (sproc **pp = &s->procs; *pp; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-    free_proc(p);
-}
-
-static char *process_status_doc(const sproc *p) {
-    json *d = json_new_object();
-    json_set(d, "ProcessId", json_new_uint(p->pid));
-    json_set(d, "Exited", json_new_bool(p->exited));
-    json_set(d, "ExitCode", json_new_uint(p->exited ? (uint32_t)p->exit_code : 0));
-    json_set(d, "LastWaitResult", json_new_int(0));
-    char *out = json_dump(d);
-    json_free(d);
-    return out;
-}
-
-typedef struct exit_ctx {
-    svc_system *s;
-    uint32_t pid;
-} exit_ctx;
-
-static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
-    exit_ctx *x = ctx;
-    svc_system *s = x->s;
-    free(x);
-    pthread_mutex_lock(&svc_mu);
-    sproc *p = find_proc_locked(s, (uint32_t)pid);
-    char *doc = NULL;
-    if (p) {
-        p->exited = true;
-        /* Windows has no signals; a signalled Linux child reports 128+signal, as shells do. */
-        p->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
-        if (p->in_w >= 0) {
-            close(p->in_w);
-            p->in_w = -1;
-        }
-        doc = process_status_doc(p);
-    }
-    if (last) {
-        s->exited_user_100ns += last->utime_100ns;
-        s->exited_kernel_100ns += last->stime_100ns;
-        s->exited_read += last->read_bytes;
-        s->exited_write += last->write_bytes;
-        s->exited_rops += last->read_ops;
-        s->exited_wops += last->write_ops;
-    }
-    pthread_cond_broadcast(&svc_cv);
-    pthread_mutex_unlock(&svc_mu);
-    if (doc) emu_sink_process_event(s, (uint32_t)pid, HcsEventProcessExited, doc);
-    free(doc);
-    pthread_mutex_lock(&svc_mu);
-    p = find_proc_locked(s, (uint32_t)pid);
-    if (p) {
-        p->exit_delivered = true;
-        if (p->handles <= 0) remove_proc_locked(s, p);
-    }
-    pthread_cond_broadcast(&svc_cv);
-    pthread_mutex_unlock(&svc_mu);
-    svc_unref(s);
-}
-
-static int dup_cloexec(int fd) { return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 3); }
-
-/* A pipe whose ends are never 0..2, so no returned HANDLE is NULL-looking or a std stream. */
-static bool make_pipe(int fds[2]) {
-    if (pipe2(fds, O_CLOEXEC) < 0) return false;
-    for (int i = 0; i < 2; i++) {
-        if (fds[i] < 3) {
-            int n = dup_cloexec(fds[i]);
-            close(fds[i]);
-            fds[i] = n;
-        }
-    }
-    return fds[0] >= 0 && fds[1] >= 0;
-}
-
-/* marker: the system's HCSEMU_SYSTEM entry, which every descendant inherits (unless it clears
- * its environment), so terminate finds processes that left the group (setsid). */
-static char **build_env(const json *envobj, const char *marker) {
-    char *const *from = svc_caller_environ ? svc_caller_environ : environ;
-    size_t base = 0;
-    if (g_settings.inherit_environment)
-        while (from[base]) base++;
-    size_t extra = json_len(envobj);
-    char **env = calloc(base + extra + 2, sizeof *env);
-    if (!env) return NULL;
-    size_t n = 0;
-    env[n++] = strdup(marker);
-    for (size_t i = 0; i < extra; i++) {
-        const char *k = json_key_at(envobj, i), *v = json_str(json_at(envobj, i));
-        if (!k || !v) continue;
-        env[n++] = emu_printf("%s=%s", k, v);
-    }
-    for (size_t i = 0; i < base; i++) {
-        const char *eq = strchr(from[i], '=');
-        size_t kl = eq ? (size_t)(eq - from[i]) : strlen(from[i]);
-        bool overridden = false;
-        for (size_t j = 0; j < extra && !overridden; j++) {
-            const char *k = json_key_at(envobj, j);
-            overridden = k && strlen(k) == kl && strncmp(k, from[i], kl) == 0;
-        }
-        if (!overridden && strncmp(from[i], "HCSEMU_SYSTEM=", 14) != 0) env[n++] = strdup(from[i]);
-    }
-    return env;
-}
-
-static void free_strv(char **v) {
-    if (!v) return;
-    for (char **p = v; *p; p++) free(*p);
-    free(v);
-}
-
-/* Whether processes of s run in a Windows guest, as HCS sees it: a Container is one (a
- * process-isolated Windows container, or a Hyper-V isolated one in a Windows utility VM);
- * a Container or HostedSystem hosted in a Linux utility VM (one booted with
- * LinuxKernelDirect) is a Linux guest, and so is any HostedSystem. Virtual machines keep
- * both forms (their guest is whatever the caller's tests make of it). */
-static bool guest_is_windows(svc_system *s) {
-    if (s->type != T_CONTAINER) return false;
-    pthread_mutex_lock(&svc_mu);
-    const char *hosting = json_str(json_get(s->config, "HostingSystemId"));
-    bool windows = true;
-    if (hosting) {
-        svc_system *h = find_locked(hosting);
-        const json *vm = h ? json_get(h->config, "VirtualMachine") : NULL;
-        windows = !(vm && (json_get(json_get(vm, "Chipset"), "LinuxKernelDirect") || json_get(vm, "LinuxKernelDirect")));
-    }
-    pthread_mutex_unlock(&svc_mu);
-    return windows;
-}
-
-HRESULT svc_create_process(svc_system *s, const char *params, uint32_t *pid_out, svc_stdio *io, char **doc) {
-    char err[256];
-    json *pp = json_parse(params, strlen(params), err, sizeof err);
-    if (!pp) return fail(doc, HCS_E_INVALID_JSON, "The process parameters are not valid JSON: %s", err);
-    HRESULT hr = S_OK;
-    char **argv = NULL, **env = NULL, *in_root = NULL;
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, pty = -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    bool fa_init = false, attr_init = false;
-    if (json_typeof(pp) != JSON_OBJECT) {
-        hr = fail(doc, HCS_E_INVALID_JSON, "The process parameters must be a JSON object");
-        goto done;
-    }
-    const char *cmdline = NULL, *cwd = NULL;
-    const json *cmdargs = NULL, *envobj = NULL, *size = NULL;
-    bool want_in = false, want_out = false, want_err = false, console = false;
-    char je[320];
-    if (!json_want_str(pp, "ProcessParameters", "CommandLine", &cmdline, je, sizeof je) ||
-        !json_want_arr(pp, "ProcessParameters", "CommandArgs", &cmdargs, je, sizeof je) ||
-        !json_want_str(pp, "ProcessParameters", "WorkingDirectory", &cwd, je, sizeof je) ||
-        !json_want_obj(pp, "ProcessParameters", "Environment", &envobj, je, sizeof je) ||
-        !json_want_bool(pp, "ProcessParameters", "CreateStdInPipe", &want_in, je, sizeof je) ||
-        !json_want_bool(pp, "ProcessParameters", "CreateStdOutPipe", &want_out, je, sizeof je) ||
-        !json_want_bool(pp, "ProcessParameters", "CreateStdErrPipe", &want_err, je, sizeof je) ||
-        !json_want_bool(pp, "ProcessParameters", "EmulateConsole", &console, je, sizeof je) ||
-        !json_want_arr(pp, "ProcessParameters", "ConsoleSize", &size, je, sizeof je)) {
-        hr = fail(doc, HCS_E_INVALID_JSON, "%s", je);
-        goto done;
-    }
-    hr = refuse_nul(pp, "The process parameters", doc);
-    if (FAILED(hr)) goto done;
-    for (size_t i = 0; i < json_len(envobj); i++) {
-        const char *v;
-        if (!json_want_str(envobj, "ProcessParameters.Environment", json_key_at(envobj, i), &v, je, sizeof je) ||
-            !json_str(json_at(envobj, i))) {
-            hr = fail(doc, HCS_E_INVALID_JSON, "ProcessParameters.Environment.%s must be a string",
-                      json_key_at(envobj, i));
-            goto done;
-        }
-    }
-    for (size_t i = 0; i < json_len(cmdargs); i++) {
-        const char *a;
-        if (!json_want_elem_str(cmdargs, "ProcessParameters.CommandArgs", i, &a, je, sizeof je)) {
-            hr = fail(doc, HCS_E_INVALID_JSON, "%s", je);
-            goto done;
-        }
-    }
-    bool windows = guest_is_windows(s);
-    if (windows && cmdargs && g_settings.container_cmdargs == CMDARGS_REFUSE) {
-        /* HCS documents CommandArgs for Linux guests only; a Windows guest takes CommandLine. */
-        hr = fail(doc, E_INVALIDARG, "ProcessParameters.CommandArgs is supported only by Linux guests; this "
-                  "compute system is a Windows guest: give CommandLine (quoted by the Windows rules)");
-        goto done;
-    }
-    if (cmdargs && json_len(cmdargs) > 0) {
-        argv = calloc(json_len(cmdargs) + 1, sizeof *argv);
-        for (size_t i = 0; argv && i < json_len(cmdargs); i++) argv[i] = strdup(json_str(json_at(cmdargs, i)));
-    } else if (cmdline && *cmdline && windows && g_settings.container_cmdline == CMDLINE_WINDOWS) {
-        size_t argc = 0;
-        argv = emu_split_windows_cmdline(cmdline, &argc);
-        if (argv && argc == 0) {
-            free_strv(argv);
-            argv = NULL;
-            hr = fail(doc, E_INVALIDARG, "ProcessParameters.CommandLine names no program");
-            goto done;
-        }
-    } else if (cmdline && *cmdline) {
-        argv = calloc(4, sizeof *argv);
-        if (argv) {
-            argv[0] = strdup("/bin/sh");
-            argv[1] = strdup("-c");
-            argv[2] = strdup(cmdline);
-        }
-    } else {
-        hr = fail(doc, E_INVALIDARG, "The process parameters name no CommandLine or CommandArgs");
-        goto done;
-    }
-    if (!argv) {
-        hr = fail(doc, E_OUTOFMEMORY, "Out of memory building the argument vector");
-        goto done;
-    }
-    pthread_mutex_lock(&svc_mu);
-    int st = s->state;
-    char *workdir = s->workdir ? strdup(s->workdir) : NULL;
-    pthread_mutex_unlock(&svc_mu);
-    if (st != ST_RUNNING) {
-        free(workdir);
-        hr = wrong_state(doc, s, st, "create a process in");
-        goto done;
-    }
-    pthread_mutex_lock(&svc_mu);
-    bool own_root = iso_has_root(s->iso); /* paths are the system's: its root is not the host's */
-    pthread_mutex_unlock(&svc_mu);
-    in_root = own_root && cwd && *cwd ? iso_container_path(cwd) : NULL;
-    if (own_root) cwd = in_root ? in_root : "/";
-    if (!cwd || !*cwd) {
-        cwd = workdir ? workdir : svc_caller_cwd;
-    }
-    struct stat sb;
-    if (cwd && !own_root && (stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
-        hr = fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory", cwd);
-        free(workdir);
-        goto done;
-    }
-    env = build_env(envobj, s->marker);
-    posix_spawn_file_actions_init(&fa);
-    fa_init = true;
-    posix_spawnattr_init(&attr);
-    attr_init = true;
-    if (console) {
-        pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        char *name = pty >= 0 && grantpt(pty) == 0 && unlockpt(pty) == 0 ? ptsname(pty) : NULL;
-        if (!name) {
-            free(workdir);
-            hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "No pseudo-terminal for EmulateConsole: %s", strerror(errno));
-            goto done;
-        }
-        if (pty < 3) {
-            int n = dup_cloexec(pty);
-            close(pty);
-            pty = n;
-        }
-        int64_t h = 0, w = 0;
-        if (json_len(size) == 2 && json_int64(json_at(size, 0), &h) && json_int64(json_at(size, 1), &w)) {
-            struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
-            ioctl(pty, TIOCSWINSZ, &ws);
-        }
-        posix_spawn_file_actions_addopen(&fa, 0, name, O_RDWR, 0);
-        posix_spawn_file_actions_adddup2(&fa, 0, 1);
-        posix_spawn_file_actions_adddup2(&fa, 0, 2);
-    } else {
-        if (want_in && !make_pipe(in)) goto pipe_fail;
-        if (want_out && !make_pipe(out)) goto pipe_fail;
-        if (want_err && !make_pipe(errp)) goto pipe_fail;
-        if (want_in) posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-        else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        if (want_out) posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-        else posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        if (want_err) posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-        else posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    }
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    sigset_t none, def;
-    sigemptyset(&none);
-    sigfillset(&def);
-    sigdelset(&def, SIGKILL);
-    sigdelset(&def, SIGSTOP);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &def); /* Python ignores SIGPIPE: children must not */
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid;
-    /* svc_mu is held across the spawn so the child's exit cannot be reaped before its record
-     * exists, and a concurrent pause or terminate sees it. */
-    pthread_mutex_lock(&svc_mu);
-    if (s->state != ST_RUNNING || s->stopping) {
-        int st2 = s->state;
-        pthread_mutex_unlock(&svc_mu);
-        free(workdir);
-        hr = wrong_state(doc, s, st2, "create a process in");
-        goto done;
-    }
-    /* The first process leads a new group; later ones join it (svc_mu keeps this atomic). */
-    bool leader = s->pgid <= 0;
-    posix_spawnattr_setpgroup(&attr, leader ? 0 : s->pgid);
-    proc_known_lock();
-    const char *stage = NULL;
-    int rc = s->iso ? iso_spawn_stdio(s->iso, argv, env, cwd, console ? ptsname(pty) : NULL, want_in ? in[0] : -1,
-                                      want_out ? out[1] : -1, want_err ? errp[1] : -1, leader ? 0 : s->pgid, &pid, &stage)
-                    : posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
-    if (rc == 0) proc_known_add_locked(pid);
-    proc_known_unlock();
-    if (rc != 0) {
-        pthread_mutex_unlock(&svc_mu);
-        free(workdir);
-        if (stage && strcmp(stage, "chdir") == 0)
-            hr = fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory "
-                      "in the compute system: %s", cwd, strerror(rc));
-        else
-            hr = fail(doc, HRESULT_FROM_WIN32(rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER),
-                      "Cannot start '%s'%s%s: %s", argv[0], stage ? " at " : "", stage ? stage : "", strerror(rc));
-        goto done;
-    }
-    sproc *p = calloc(1, sizeof *p);
-    p->pid = (uint32_t)pid;
-    p->handles = 1; /* the creating handle's: held from the start, so a fast exit cannot drop the record */
-    p->console = console;
-    p->created_ms_epoch = now_ms_epoch();
-    p->image = strdup(argv[0]);
-    p->in_w = p->out_r = p->err_r = -1;
-    io->in = io->out = io->err = -1;
-    /* The caller owns its pipe ends and the service keeps no copy of the output ones, so a
-     * reader that closes stdout gives the writer SIGPIPE/EPIPE. The service keeps stdin's write
-     * end (HcsModifyProcess CloseHandle closes it, GetProcessInfo duplicates it). With the
-     * CreateProcess quirk the caller loses its pipes: the service keeps them for GetProcessInfo. */
-    bool withhold = g_settings.create_process_sync_quirk;
-    if (console) {
-        if (want_in && !withhold) io->in = dup_cloexec(pty);
-        if (want_out && !withhold) io->out = dup_cloexec(pty);
-        p->in_w = pty; /* kept: the console stays usable for GetProcessInfo and resize */
-        pty = -1;
-    } else {
-        if (want_in) {
-            close(in[0]);
-            in[0] = -1;
-            p->in_w = in[1];
-            if (!withhold) io->in = dup_cloexec(in[1]);
-            in[1] = -1;
-        }
-        if (want_out) {
-            close(out[1]);
-            out[1] = -1;
-            if (withhold) p->out_r = out[0];
-            else io->out = out[0];
-            out[0] = -1;
-        }
-        if (want_err) {
-            close(errp[1]);
-            errp[1] = -1;
-            if (withhold) p->err_r = errp[0];
-            else io->err = errp[0];
-            errp[0] = -1;
-        }
-    }
-    p->next = s->procs;
-    s->procs = p;
-    n_procs++;
-    if (leader) s->pgid = pid;
-    s->refs++; /* for the watch */
-    pthread_mutex_unlock(&svc_mu);
-    free(workdir);
-    exit_ctx *x = malloc(sizeof *x);
-    x->s = s;
-    x->pid = (uint32_t)pid;
-    if (!proc_watch(pid, leader, on_process_exit, x)) {
-        free(x);
-        svc_unref(s);
-    }
-    *pid_out = (uint32_t)pid;
-    hr = S_OK;
-    goto done;
-pipe_fail:
-    hr = fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot create pipes: %s", strerror(errno));
-done:
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0) close(in[i]);
-        if (out[i] >= 0) close(out[i]);
-        if (errp[i] >= 0) close(errp[i]);
-    }
-    if (pty >= 0) close(pty);
-    if (fa_init) posix_spawn_file_actions_destroy(&fa);
-    if (attr_init) posix_spawnattr_destroy(&attr);
-    free(in_root);
-    free_strv(argv);
-    free_strv(env);
-    json_free(pp);
-    return hr;
-}
-
-HRESULT svc_process_open(svc_system *s, uint32_t pid) {
-    pthread_mutex_lock(&svc_mu);
-    sproc *p = find_proc_locked(s, pid);
-    HRESULT hr = p && !p->exited ? S_OK : HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-void svc_process_handle(svc_system *s, uint32_t pid, int delta) {
-    pthread_mutex_lock(&svc_mu);
-    sproc *p = find_proc_locked(s, pid);
-    if (p) {
-        p->handles += delta;
-        if (p->handles <= 0 && p->exit_delivered) remove_proc_locked(s, p);
-    }
-    pthread_mutex_unlock(&svc_mu);
-}
-
-static HRESULT with_proc(svc_system *s, uint32_t pid, sproc **out, char **doc) {
-    *out = find_proc_locked(s, pid);
-    if (!*out) return fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Process %u was not found", pid);
-    return S_OK;
-}
-
-HRESULT svc_process_info(svc_system *s, uint32_t pid, svc_stdio *io, char **doc) {
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    if (!FAILED(hr)) {
-        /* Each call hands out new handles, which the caller must close; output pipes only
-         * while the service still holds them (the creator never received them). */
-        if (p->console) {
-            io->in = dup_cloexec(p->in_w);
-            io->out = dup_cloexec(p->in_w);
-        } else {
-            io->in = dup_cloexec(p->in_w);
-            io->out = p->out_r;
-            io->err = p->err_r;
-            p->out_r = p->err_r = -1;
-        }
-    }
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-typedef struct sigmap {
-    const char *name;
-    int sig;
-} sigmap;
-static const sigmap ctrl_signals[] = {{"CtrlC", SIGINT},       {"CtrlBreak", SIGQUIT},      {"CtrlClose", SIGHUP},
-                                      {"CtrlLogOff", SIGHUP},  {"CtrlShutdown", SIGTERM}, {NULL, 0}};
-
-HRESULT svc_process_signal(svc_system *s, uint32_t pid, const json *opts, char **doc) {
-    int sig = SIGTERM;
-    const json *sv = json_get(opts, "Signal");
-    if (opts && json_typeof(opts) != JSON_OBJECT)
-        return fail(doc, HCS_E_INVALID_JSON, "Signal options must be a JSON object");
-    HRESULT nhr = refuse_nul(opts, "The signal options", doc); /* "CtrlC\u0000x" is not CtrlC */
-    if (FAILED(nhr)) return nhr;
-    if (json_typeof(sv) == JSON_NULL) sv = NULL;
-    if (sv) {
-        int64_t n;
-        const char *name = json_str(sv);
-        if (json_int64(sv, &n)) {
-            if (n <= 0 || n >= 65) return fail(doc, E_INVALIDARG, "Signal %lld is not a valid signal number", (long long)n);
-            sig = (int)n;
-        } else if (name) {
-            sig = 0;
-            for (const sigmap *m = ctrl_signals; m->name; m++)
-                if (strcmp(m->name, name) == 0) sig = m->sig;
-            if (!sig) return fail(doc, HCS_E_INVALID_JSON, "Unknown signal '%s'", name);
-        } else {
-            return fail(doc, HCS_E_INVALID_JSON, "Signal must be a number or a Ctrl event name");
-        }
-    }
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    if (!FAILED(hr) && p->exited) hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
-    if (!FAILED(hr) && s->state != ST_RUNNING && s->state != ST_PAUSED) hr = wrong_state(doc, s, s->state, "signal a process of");
-    if (!FAILED(hr) && kill((pid_t)pid, sig) < 0)
-        hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc) {
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    /* Windows semantics: TerminateProcess on a process that already ended is access denied. */
-    if (!FAILED(hr) && p->exited) hr = fail(doc, E_ACCESSDENIED, "Process %u has already exited", pid);
-    if (!FAILED(hr)) {
-        kill((pid_t)pid, SIGKILL);
-        if (s->state == ST_PAUSED) kill((pid_t)pid, SIGCONT);
-    }
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-HRESULT svc_process_properties(svc_system *s, uint32_t pid, const json *query, char **doc) {
-    (void)query;
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    if (!FAILED(hr)) {
-        free(*doc);
-        *doc = process_status_doc(p);
-    }
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-HRESULT svc_process_modify(svc_system *s, uint32_t pid, const json *req, char **doc) {
-    if (json_typeof(req) != JSON_OBJECT) return fail(doc, HCS_E_INVALID_JSON, "The modify request must be a JSON object");
-    const char *op = NULL, *which = NULL;
-    const json *cs = NULL;
-    WANT(str, req, "ProcessModifyRequest", "Operation", &op);
-    WANT(str, req, "ProcessModifyRequest", "CloseHandle.Handle", &which);
-    WANT(obj, req, "ProcessModifyRequest", "ConsoleSize", &cs);
-    HRESULT nhr = refuse_nul(req, "The process modify request", doc);
-    if (FAILED(nhr)) return nhr;
-    if (!op) return fail(doc, HCS_E_INVALID_JSON, "Operation is required");
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    if (!FAILED(hr) && p->exited) hr = fail(doc, HCS_E_PROCESS_ALREADY_STOPPED, "Process %u has already exited", pid);
-    if (!FAILED(hr)) {
-        if (strcmp(op, "CloseHandle") == 0) {
-            if (!which) {
-                hr = fail(doc, HCS_E_INVALID_JSON, "CloseHandle.Handle is required");
-            } else if (strcmp(which, "StdIn") == 0 || strcmp(which, "All") == 0) {
-                /* The service's copy is the last write end the caller does not own: closing
-                 * it is what lets the child see EOF once the caller closed its own. */
-                if (!p->console && p->in_w >= 0) {
-                    close(p->in_w);
-                    p->in_w = -1;
-                }
-                if (strcmp(which, "All") == 0 && !p->console) {
-                    if (p->out_r >= 0) close(p->out_r);
-                    if (p->err_r >= 0) close(p->err_r);
-                    p->out_r = p->err_r = -1;
-                }
-            } else if (strcmp(which, "StdOut") == 0) {
-                if (!p->console && p->out_r >= 0) close(p->out_r);
-                if (!p->console) p->out_r = -1;
-            } else if (strcmp(which, "StdErr") == 0) {
-                if (p->err_r >= 0) close(p->err_r);
-                p->err_r = -1;
-            } else {
-                hr = fail(doc, HCS_E_INVALID_JSON, "Unknown handle '%s'", which);
-            }
-        } else if (strcmp(op, "ConsoleSize") == 0) {
-            int64_t h, w;
-            if (!json_int64(json_get(cs, "Height"), &h) || !json_int64(json_get(cs, "Width"), &w) || h < 0 || w < 0 ||
-                h > 0xFFFF || w > 0xFFFF) {
-                hr = fail(doc, HCS_E_INVALID_JSON, "ConsoleSize needs Height and Width");
-            } else {
-                p->rows = (uint16_t)h;
-                p->cols = (uint16_t)w;
-                if (p->console && p->in_w >= 0) {
-                    struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
-                    ioctl(p->in_w, TIOCSWINSZ, &ws);
-                }
-            }
-        } else {
-            hr = fail(doc, HCS_E_INVALID_JSON, "Unknown process modify operation '%s'", op);
-        }
-    }
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-HRESULT svc_process_wait(svc_system *s, uint32_t pid, uint32_t timeout_ms, char **doc) {
-    return svc_process_wait_or_abandon(s, pid, timeout_ms, NULL, doc);
-}
-
-HRESULT svc_process_wait_or_abandon(svc_system *s, uint32_t pid, uint32_t timeout_ms, const atomic_bool *abandoned,
-                                    char **doc) {
-    struct timespec ts;
-    emu_deadline(&ts, timeout_ms == INFINITE ? 0 : timeout_ms);
-    pthread_mutex_lock(&svc_mu);
-    sproc *p;
-    HRESULT hr = with_proc(s, pid, &p, doc);
-    while (!FAILED(hr) && !(p->exited && p->exit_delivered)) {
-        if (abandoned_now(abandoned)) {
-            hr = E_HANDLE;
-            break;
-        }
-        if (emu_service_disconnected()) {
-            hr = HCS_E_SERVICE_DISCONNECT;
-            break;
-        }
-        if (timeout_ms == 0 || !timed_wait_locked(&ts, timeout_ms)) {
-            p = find_proc_locked(s, pid);
-            if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-            else if (!p->exited) hr = g_settings.wait_exit_timeout_hr;
-            break;
-        }
-        p = find_proc_locked(s, pid);
-        if (!p) hr = HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-    }
-    if (!FAILED(hr) && p && p->exited) *doc = process_status_doc(p);
-    pthread_mutex_unlock(&svc_mu);
-    return hr;
-}
-
-HRESULT svc_inject_process_exit(const char *id, uint32_t pid, int code) {
-    (void)code;
-    svc_system *s;
-    if (FAILED(svc_open(id, &s))) return HCS_E_SYSTEM_NOT_FOUND;
-    pthread_mutex_lock(&svc_mu);
-    sproc *p = find_proc_locked(s, pid);
-    HRESULT hr = p && !p->exited ? S_OK : HRESULT_FROM_WIN32(ERROR_NOT_FOUND);
-    if (!FAILED(hr)) kill((pid_t)pid, SIGKILL);
-    pthread_mutex_unlock(&svc_mu);
-    svc_unref(s);
-    return hr;
-}

@@ -4,8 +4,10 @@
 
 #include <stdatomic.h>
 
-#include "emu.h"
+#include "control.h"
 #include "handles.h"
+#include "svc.h"
+#include "wstr.h"
 
 /* A system or process handle. */
 typedef struct chandle {
@@ -53,6 +55,13 @@ void op_route_late(chandle *h, uintptr_t opv);
 /* Fails every pending operation (service disconnect). */
 void ops_fail_all_pending(HRESULT hr);
 size_t ops_live(void);
+
+/* Events for this process's handles (client.c): from the service in this process (direct
+ * mode, through emu_client_sink) or from the socket transport. */
+void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data);
+void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data);
+void emu_sink_service_disconnect(void);
+extern const svc_event_sink emu_client_sink;
 
 /* Delivers one event to a handle's callback, honouring close (client.c). */
 void chandle_deliver(chandle *h, HCS_EVENT_TYPE type, const char *data, HCS_OPERATION op);

@@ -21,8 +21,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "emu.h"
+#include "control.h"
 #include "protocol.h"
+#include "svc.h"
 
 typedef struct held {
     uint64_t serial;
@@ -234,7 +235,7 @@ static void on_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data
 static void on_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
     send_event(s, pid, type, data);
 }
-static const emu_event_sink event_sink = {on_system_event, on_process_event};
+static const svc_event_sink event_sink = {on_system_event, on_process_event};
 
 /* ------------------------------------------------------------------ requests */
 
@@ -276,6 +277,55 @@ static json *status_json(void) {
     json_set(o, "Systems", json_new_uint(svc_live_systems()));
     json_set(o, "Processes", json_new_uint(svc_live_processes()));
     return o;
+}
+
+/* A wait for a system's or a process's exit (pid 0: the system's), registered so that the
+ * client's death or a cancel ends it (abandon_waits). */
+static HRESULT serve_wait(sconn *c, frame *f, svc_system *s, uint32_t pid, uint32_t timeout, char **doc) {
+    inflight w = {.id = f->id};
+    atomic_init(&w.abandon, false);
+    pthread_mutex_lock(&c->mu);
+    w.next = c->waits;
+    c->waits = &w;
+    if (c->dead) atomic_store(&w.abandon, true);
+    pthread_mutex_unlock(&c->mu);
+    HRESULT hr = f->call == CALL_WAIT_EXIT ? svc_wait_exit_or_abandon(s, timeout, &w.abandon, doc)
+                                           : svc_process_wait_or_abandon(s, pid, timeout, &w.abandon, doc);
+    pthread_mutex_lock(&c->mu);
+    for (inflight **pp = &c->waits; *pp; pp = &(*pp)->next) {
+        if (*pp == &w) {
+            *pp = w.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return hr;
+}
+
+/* A process created with the client's environment and working directory (the request's
+ * Environment and Cwd). */
+static HRESULT serve_create_process(frame *f, json *meta, svc_system *s, uint32_t *pid, svc_stdio *io, char **doc) {
+    const char *params = frame_doc(f);
+    if (!params) {
+        *doc = emu_error_doc(HCS_E_INVALID_JSON, "CreateProcess needs process parameters");
+        return HCS_E_INVALID_JSON;
+    }
+    const json *envs = json_get(meta, "Environment");
+    char **env = NULL;
+    if (json_typeof(envs) == JSON_ARRAY && (env = calloc(json_len(envs) + 1, sizeof *env))) {
+        size_t k = 0;
+        for (size_t i = 0; i < json_len(envs); i++) {
+            const char *e = json_str(json_at(envs, i));
+            if (e && strchr(e, '=')) env[k++] = (char *)e;
+        }
+    }
+    svc_caller_environ = env;
+    svc_caller_cwd = json_str(json_get(meta, "Cwd"));
+    HRESULT hr = svc_create_process(s, params, pid, io, doc);
+    svc_caller_environ = NULL;
+    svc_caller_cwd = NULL;
+    free(env);
+    return hr;
 }
 
 static void handle_request(sconn *c, frame *f, json *meta) {
@@ -355,26 +405,7 @@ static void handle_request(sconn *c, frame *f, json *meta) {
         case CALL_PROPERTIES: hr = svc_properties(s, opts, &doc); break;
         case CALL_MODIFY: hr = svc_modify(s, opts, &doc); break;
         case CALL_WAIT_EXIT:
-        case CALL_PROCESS_WAIT: {
-            inflight w = {.id = f->id};
-            atomic_init(&w.abandon, false);
-            pthread_mutex_lock(&c->mu);
-            w.next = c->waits;
-            c->waits = &w;
-            if (c->dead) atomic_store(&w.abandon, true);
-            pthread_mutex_unlock(&c->mu);
-            if (call == CALL_WAIT_EXIT) hr = svc_wait_exit_or_abandon(s, (uint32_t)timeout, &w.abandon, &doc);
-            else hr = svc_process_wait_or_abandon(s, pid, (uint32_t)timeout, &w.abandon, &doc);
-            pthread_mutex_lock(&c->mu);
-            for (inflight **pp = &c->waits; *pp; pp = &(*pp)->next) {
-                if (*pp == &w) {
-                    *pp = w.next;
-                    break;
-                }
-            }
-            pthread_mutex_unlock(&c->mu);
-            break;
-        }
+        case CALL_PROCESS_WAIT: hr = serve_wait(c, f, s, pid, (uint32_t)timeout, &doc); break;
         case CALL_PROCESS_OPEN: hr = svc_process_open(s, pid); break;
         case CALL_PROCESS_SIGNAL: hr = svc_process_signal(s, pid, opts, &doc); break;
         case CALL_PROCESS_TERMINATE: hr = svc_process_terminate(s, pid, &doc); break;
@@ -385,28 +416,8 @@ static void handle_request(sconn *c, frame *f, json *meta) {
             if (!FAILED(hr)) stdio_meta(out, &io, fds, &nfds);
             break;
         case CALL_CREATE_PROCESS: {
-            const char *params = frame_doc(f);
-            const json *envs = json_get(meta, "Environment");
-            char **env = NULL;
-            if (json_typeof(envs) == JSON_ARRAY && (env = calloc(json_len(envs) + 1, sizeof *env))) {
-                size_t k = 0;
-                for (size_t i = 0; i < json_len(envs); i++) {
-                    const char *e = json_str(json_at(envs, i));
-                    if (e && strchr(e, '=')) env[k++] = (char *)e;
-                }
-            }
-            svc_caller_environ = env;
-            svc_caller_cwd = json_str(json_get(meta, "Cwd"));
             uint32_t newpid = 0;
-            if (!params) {
-                hr = HCS_E_INVALID_JSON;
-                doc = emu_error_doc(hr, "CreateProcess needs process parameters");
-            } else {
-                hr = svc_create_process(s, params, &newpid, &io, &doc);
-            }
-            svc_caller_environ = NULL;
-            svc_caller_cwd = NULL;
-            free(env);
+            hr = serve_create_process(f, meta, s, &newpid, &io, &doc);
             if (!FAILED(hr)) {
                 count_process_handle(c, serial, newpid, +1); /* the creating handle */
                 json_set(out, "Pid", json_new_uint(newpid));
@@ -629,7 +640,7 @@ static void *conn_main(void *arg) {
 
 void server_init(const server_config *config) {
     cfg = *config;
-    emu_event_hook = &event_sink;
+    svc_events = &event_sink;
 }
 
 bool server_serve(int fd) {

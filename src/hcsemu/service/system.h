@@ -1,0 +1,85 @@
+/*
+ * The service's records of compute systems and their processes, shared by systems.c (systems,
+ * their states, properties, modifications) and processes.c (processes). Internal to the
+ * service half.
+ */
+#ifndef HCSEMU_SYSTEM_H
+#define HCSEMU_SYSTEM_H
+
+#include <stdarg.h>
+#include <time.h>
+
+#include "control.h"
+#include "svc.h"
+
+enum { ST_CREATED, ST_RUNNING, ST_PAUSED, ST_STOPPED, ST_SAVED_AS_TEMPLATE };
+enum { T_CONTAINER, T_VM, T_HOSTED };
+
+typedef struct sproc {
+    uint32_t pid;
+    int in_w, out_r, err_r; /* the service's pipe ends: stdin's (or the console), outputs only while withheld */
+    bool console;
+    bool exited, exit_delivered;
+    int exit_code;
+    int handles;
+    uint64_t created_ms_epoch;
+    char *image;
+    uint16_t rows, cols;
+    struct sproc *next;
+} sproc;
+
+struct svc_system {
+    atomic_int refs; /* atomic: taken and dropped on every call, without svc_mu */
+    char *id, *owner;
+    int type;
+    json *config;
+    char runtime_id[37];
+    int state;
+    bool registered, stopping, force_stop, terminate_on_close;
+    int handles;
+    int pgid; /* the process group (= its leader's pid), 0 until the first process */
+    uint64_t start_ms_epoch, start_mono_ms;
+    uint64_t exited_user_100ns, exited_kernel_100ns, exited_read, exited_write, exited_rops, exited_wops;
+    uint64_t peak_commit_bytes; /* the highest commit a GuestMemory query has seen */
+    char *exit_doc;
+    sproc *procs;
+    char *workdir; /* default working directory: the container's merged layer view */
+    uint64_t serial;
+    char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
+    struct iso_system *iso; /* its namespaces and init while running isolated (isolate.h), else NULL */
+    json *iso_report;       /* what isolation is in effect (EmulatorIsolation); NULL if never isolated */
+    struct svc_system *next;
+};
+
+/* One lock guards every system and process record; one condition variable announces every
+ * state change (see systems.c). */
+extern pthread_mutex_t svc_mu;
+extern pthread_cond_t svc_cv;
+extern pthread_once_t svc_once;
+void svc_init(void); /* pthread_once(&svc_once, svc_init) before svc_cv is used */
+extern svc_system *systems; /* the registered systems */
+extern size_t n_systems, n_procs;
+
+
+/* A member of the wanted type, or return HCS_E_INVALID_JSON naming it (with *doc set). */
+#define WANT(kind, obj, ctx, path, out)                                                            \
+    do {                                                                                           \
+        char je_[320];                                                                             \
+        if (!json_want_##kind((obj), (ctx), (path), (out), je_, sizeof je_))                       \
+            return svc_fail(doc, HCS_E_INVALID_JSON, "%s", je_);                                   \
+    } while (0)
+
+/* Sets *doc to an error document for hr (message by fmt) and returns hr. */
+HRESULT svc_fail(char **doc, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* HCS_E_INVALID_STATE (or the state's own error) naming what cannot be done in s's state st. */
+HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what);
+/* HCS_E_INVALID_JSON when a string in v holds U+0000 (what names the document). */
+HRESULT refuse_nul(const json *v, const char *what, char **doc);
+uint64_t now_ms_epoch(void);
+svc_system *find_locked(const char *id); /* with svc_mu held */
+void free_proc(sproc *p);
+/* Waits on svc_cv (svc_mu held) until the deadline; false once it passed. */
+bool timed_wait_locked(struct timespec *deadline, uint32_t timeout_ms);
+bool abandoned_now(const atomic_bool *a);
+
+#endif /* HCSEMU_SYSTEM_H */
