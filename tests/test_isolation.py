@@ -88,7 +88,7 @@ def isolation(system: ComputeSystem) -> dict[str, Any]:
 
 def pids_in_namespace(inode: int) -> list[int]:
     """Host pids of every process whose PID namespace is `inode`."""
-    out = []
+    out: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -242,7 +242,7 @@ def test_setsid_child_does_not_escape_and_terminate_leaves_nothing() -> None:
     assert wait_until(lambda: not pids_in_namespace(ns["Pid"])), "no process of the system is left"
     assert not os.path.exists(f"/proc/{iso['Init']}") or Path(f"/proc/{iso['Init']}/comm").read_text() != "hcsemu-init\n"
     for name, inode in ns.items():
-        assert wait_until(lambda: not namespace_in_use(inode)), f"the {name} namespace is gone"
+        assert wait_until(lambda inode=inode: not namespace_in_use(inode)), f"the {name} namespace is gone"
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "no mount reached the host"
 
 
@@ -465,3 +465,17 @@ def test_one_warning_per_service_process(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("warning: isolation is partial") == 1, done.stderr
+
+
+def test_pyhcs_info_reports_isolation() -> None:
+    env = dict(os.environ, HCSEMU_SERVICE="direct",
+               HCSEMU_SETTINGS=json.dumps({"Isolation": "Auto", "IsolationWithout": ["Ipc"]}))
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(pyhcs.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    text = subprocess.run([sys.executable, "-m", "pyhcs", "info"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert text.returncode == 0, text.stderr
+    line = next(line for line in text.stdout.splitlines() if line.startswith("isolation:"))
+    assert "Auto" in line and "Ipc" in line and "IsolationWithout" in line
+    doc = json.loads(subprocess.run([sys.executable, "-m", "pyhcs", "info", "--json"], env=env, capture_output=True,
+                                    text=True, timeout=120).stdout)
+    assert doc["Isolation"]["Isolation"] == "Auto" and "Ipc" in doc["Isolation"]["Fallbacks"]

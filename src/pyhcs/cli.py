@@ -708,6 +708,9 @@ def cmd_info(ns: argparse.Namespace) -> int:
         "ServiceMode": mode,
         "Service": service,
     }
+    isolation = _isolation_report() if on_emulator else None
+    if isolation is not None:
+        doc["Isolation"] = isolation
     if ns.json:
         _print_json(doc)
         return EXIT_OK
@@ -720,7 +723,32 @@ def cmd_info(ns: argparse.Namespace) -> int:
     print(f"service:    {mode}")
     print(f"schema:     {', '.join(versions) or '?'}")
     print(f"processors: {cpus}")
+    if isolation is not None:
+        print(f"isolation:  {_isolation_line(isolation)}")
     return EXIT_OK
+
+
+def _isolation_report() -> dict[str, Any] | None:
+    """What isolation the emulator's service allows (docs/emulator.md, "Isolation"); None from
+    a build that does not answer ``EmulatorIsolation``."""
+    from pyhcs import _backend as B
+
+    try:
+        text = B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorIsolation"]}))
+    except errors.HcsError:
+        return None
+    props = _objs(_obj(json.loads(text)).get("Properties"))
+    return props[0] if props else None
+
+
+def _isolation_line(report: dict[str, Any]) -> str:
+    available = ", ".join(str(a) for a in report.get("Available", [])) or "none"
+    fallbacks = _obj(report.get("Fallbacks"))
+    line = f"{report.get('Isolation', '?')} (available: {available}"
+    if fallbacks:
+        reasons = sorted({str(v) for v in fallbacks.values()})
+        line += f"; falls back to the host's: {', '.join(sorted(fallbacks))}: {'; '.join(reasons)}"
+    return line + ")"
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
