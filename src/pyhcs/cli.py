@@ -731,13 +731,12 @@ def cmd_info(ns: argparse.Namespace) -> int:
 def _isolation_report() -> dict[str, Any] | None:
     """What isolation the emulator's service allows (docs/emulator.md, "Isolation"); None from
     a build that does not answer ``EmulatorIsolation``."""
-    from pyhcs import _backend as B
+    from .service import properties
 
     try:
-        text = B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorIsolation"]}))
+        props = _objs(properties("EmulatorIsolation"))
     except errors.HcsError:
         return None
-    props = _objs(_obj(json.loads(text)).get("Properties"))
     return props[0] if props else None
 
 
