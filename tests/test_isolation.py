@@ -247,6 +247,24 @@ def test_setsid_child_does_not_escape_and_terminate_leaves_nothing() -> None:
 
 
 @needs_privileges
+def test_paths_and_errors_are_the_systems(system: ComputeSystem, tmp_path: Path) -> None:
+    assert sh(system, "pwd", cwd="C:\\").stdout == "/\n"
+    assert sh(system, "mkdir -p /work/here && cd /work/here && pwd").stdout == "/work/here\n"
+    assert sh(system, "pwd", cwd="/work/here").stdout == "/work/here\n"
+    with pytest.raises(errors.HcsError) as info:
+        system.run(["true"], cwd=str(tmp_path), timeout=30)  # a host folder: not in the system
+    assert "ERROR_DIRECTORY" in str(info.value)
+    with pytest.raises(errors.Win32FileNotFoundError):
+        system.run([str(Path(sys.executable).resolve())], timeout=30)  # the venv's python is the host's
+    proc = system.create_process(["sh", "-c", "test -t 0 && echo tty; stty size"], console=True,
+                                 console_size=(30, 100), stdout=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    assert proc.wait(10) == 0 and b"tty" in out and b"30 100" in out
+    proc.close()
+
+
+@needs_privileges
 def test_network_is_loopback_only_unless_attached() -> None:
     with ComputeSystem.create(new_id("iso"), container()) as s:
         s.start()
