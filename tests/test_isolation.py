@@ -366,8 +366,10 @@ def test_isolation_off_reports_it(tmp_path: Path) -> None:
     with ComputeSystem.create(new_id("iso"), container()) as s:
         s.start()
         iso = isolation(s)
-        assert iso == {"Enabled": False, "Running": False, "Namespaces": [], "Root": "Host", "HostName": "Host",
-                       "Fallbacks": {}}
+        # (other parts of the emulator may add members of their own: only isolation's are compared)
+        mine = {k: iso[k] for k in ("Enabled", "Running", "Namespaces", "Root", "HostName", "Fallbacks")}
+        assert mine == {"Enabled": False, "Running": False, "Namespaces": [], "Root": "Host", "HostName": "Host",
+                        "Fallbacks": {}}
         assert sh(s, f"test -d {tmp_path}").returncode == 0
         s.terminate()
 

@@ -1005,7 +1005,6 @@ json *iso_properties(const iso_system *iso, const json *report, const char *syst
         json *fb = json_new_object();
         json_set(o, "Fallbacks", fb);
     }
-    (void)iso;
     pthread_mutex_lock(&contrib_mu);
     size_t n = n_contributors;
     iso_contributor fns[MAX_CONTRIBUTORS];
