@@ -4,7 +4,7 @@
 #   make build       the emulator and the Cython backend, in place (src/pyhcs)
 #   make test        the suite on the in-place build (both backends where the tests take both)
 #   make test-ctypes the suite with PYHCS_BACKEND=ctypes
-#   make lint        ruff, mypy --strict, every generator's --check
+#   make lint        ruff, mypy --strict, every generator's --check, the import contract
 #   make pyright     pyright --strict on src/pyhcs (not clean yet: not part of lint or CI)
 #   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
 #   make asan        the suite against the emulator built with AddressSanitizer + UBSan
@@ -30,6 +30,7 @@ lint:
 	$(PYTHON) tools/gen_errors.py --check
 	$(PYTHON) tools/gen_schema.py --check
 	$(PYTHON) tools/gen_abi.py --check
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/test_import_contract.py
 
 pyright:
 	$(PYTHON) -m pyright src/pyhcs

@@ -58,14 +58,29 @@ CHUNK = 65536
 #: Scenario (3b): a query whose work (reading /proc) outlasts a thread handoff.
 HEAVY_QUERY = json.dumps({"PropertyTypes": ["Statistics", "ProcessList"]})
 
-#: The targets of the issue: ratio name -> (comparison, goal), all ratios from one run.
+#: The targets: ratio name -> (comparison, goal), all ratios from one run. The two-thread
+#: target of the first round (cython's scaling >= 1.5) is retired: it measured the machine's
+#: thread wake-up, not the binding (bench/README.md); cython's scaling on the heavy query
+#: against C's on the same scenario replaces it.
 TARGETS: dict[str, tuple[str, float]] = {
     "roundtrip.c_over_handoff": ("<=", 1.5),
     "trivial.ctypes_over_cython": (">=", 5.0),
     "roundtrip.cython_over_c": ("<=", 1.3),
     "events.ctypes_over_cython": (">=", 3.0),
-    "two_threads.cython_scaling": (">=", 1.5),
+    "events.cython_rate_over_c": (">=", 0.6),
+    "two_threads_heavy.cython_over_c_scaling": (">=", 0.9),
     "stdout.cython_over_subprocess": (">=", 0.8),
+    "lifecycle.cython_over_raw": ("<=", 1.15),
+    "lifecycle.cython_over_subprocess": ("<=", 1.4),
+    "lifecycle_private.cython_over_subprocess": ("<=", 1.4),
+    "properties.cython_over_c_plus_loads": ("<=", 1.3),
+    "properties_private.cython_over_c_plus_loads": ("<=", 1.3),
+    "aio.cython_concurrent_over_sequential": ("<=", 2.0),
+    "scale.lifecycle_1000_over_10": ("<=", 1.2),
+    "scale_private.lifecycle_1000_over_10": ("<=", 1.2),
+    "memory.kib_per_system": ("<=", 16.0),
+    "memory_private.kib_per_system": ("<=", 16.0),
+    "isolation.lifecycle_over_unshare": ("<=", 1.5),  # bench_isolation.py
 }
 
 
@@ -110,12 +125,19 @@ def emulator_library() -> Path:
     return path
 
 
-def run_c(scale: float) -> dict[str, float]:
+def run_c(scale: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Every C figure with the service in process, and the round trip with the service in a
+    process of its own (``HCSEMU_SERVICE=private``)."""
     with tempfile.TemporaryDirectory(prefix="pyhcs-bench-") as tmp:
         exe = build_c_harness(Path(tmp))
         out = subprocess.run([str(exe), str(scale)], check=True, capture_output=True, text=True)
+        env = {**os.environ, "HCSEMU_SERVICE": "private"}
+        private = subprocess.run(
+            [str(exe), str(scale), "roundtrip"], check=True, capture_output=True, text=True, env=env
+        )
     figures: dict[str, float] = json.loads(out.stdout)
-    return figures
+    private_figures: dict[str, float] = json.loads(private.stdout)
+    return figures, private_figures
 
 
 # ------------------------------------------------------------------------------ Python workers
@@ -239,7 +261,8 @@ def worker(name: str, scale: float) -> dict[str, float]:
 
     roundtrips(max(100, n_roundtrip // 10))  # warm up
     events()
-    figures = {
+    figures = pythonic(scale, system)
+    figures |= {
         "trivial_s": _best_time(trivial),
         "trivial_loop_s": _best_time(empty_loop),
         "roundtrip_s": _best_time(lambda: roundtrips(n_roundtrip) / n_roundtrip),
@@ -257,6 +280,60 @@ def worker(name: str, scale: float) -> dict[str, float]:
         close(op)
         B.hcs_close_compute_system(s)
     return figures
+
+
+def pythonic(scale: float, system_handle: int | None = None) -> dict[str, float]:
+    """The Pythonic layer: ``ComputeSystem.properties()`` against ``json.loads`` of the same
+    document, the lifecycle (Pythonic, raw, subprocess; bench_lifecycle.py) and 10,000
+    awaited operations against the same sequentially."""
+    sys.path.insert(0, str(HERE))
+    import bench_lifecycle
+
+    from pyhcs import ComputeSystem
+
+    n = max(200, int(5_000 * scale))
+    with ComputeSystem.create(f"bench-props-{os.getpid()}", bench_lifecycle.CONFIG) as system:
+        system.start()
+        doc = json.dumps(system.properties())  # the document as HCS returns it
+        loads = json.loads
+
+        def properties() -> float:
+            start = time.perf_counter()
+            for _ in range(n):
+                system.properties()
+            return (time.perf_counter() - start) / n
+
+        def parse() -> float:
+            start = time.perf_counter()
+            for _ in range(n):
+                loads(doc)
+            return (time.perf_counter() - start) / n
+
+        properties()  # warm up
+        figures = {"properties_s": _best_time(properties), "loads_s": _best_time(parse)}
+        system.terminate()
+    life = bench_lifecycle._measure(max(10, int(100 * scale)), 3, max(1000, int(10_000 * scale)))
+    for key in ("floor_s", "lifecycle_s", "raw_lifecycle_s", "lifecycle_off_main_s", "concurrent_s", "sequential_s"):
+        figures[f"lifecycle.{key}"] = life[key]
+    return figures
+
+
+def private_worker(name: str, scale: float) -> dict[str, float]:
+    """The Pythonic scenarios with the emulator's service in a process of its own."""
+    os.environ["PYHCS_BACKEND"] = name
+    os.environ["HCSEMU_SERVICE"] = "private"
+    return pythonic(scale)
+
+
+def scale_worker(scale: float) -> dict[str, float]:
+    """bench_scale.py in this interpreter (its service mode is HCSEMU_SERVICE's)."""
+    sys.path.insert(0, str(HERE))
+    import bench_scale
+
+    # A quick look (--scale below 0.5, as CI runs it) keeps 100 systems at most.
+    sizes = bench_scale.SIZES if scale >= 0.5 else (10, 30, 100)
+    result = bench_scale.measure(sizes, lifecycles=max(10, int(60 * scale)), queries=max(500, int(2000 * scale)))
+    return {k: v for k, v in result.items() if isinstance(v, float)}
 
 
 def _drain(fd: int) -> int:
@@ -285,18 +362,19 @@ def run_subprocess_stdout() -> float:
     return _best_rate(once)
 
 
-def run_worker(name: str, scale: float) -> dict[str, float] | None:
+def run_worker(name: str, scale: float, kind: str = "worker", service: str = "direct") -> dict[str, float] | None:
     env = {
         **os.environ,
         "PYHCS_BACKEND": name,
+        "HCSEMU_SERVICE": service,
         "PYTHONPATH": os.pathsep.join([*_pythonpath(), os.environ.get("PYTHONPATH", "")]),
     }
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--scale", str(scale)],
+        [sys.executable, str(Path(__file__).resolve()), f"--{kind}", name, "--scale", str(scale)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     if out.returncode != 0:
-        print(f"bench: the {name} backend failed:\n{out.stderr}", file=sys.stderr)
+        print(f"bench: {kind} {name} ({service}) failed:\n{out.stderr}", file=sys.stderr)
         return None
     figures: dict[str, float] = json.loads(out.stdout)
     return figures
@@ -305,11 +383,52 @@ def run_worker(name: str, scale: float) -> dict[str, float] | None:
 # ------------------------------------------------------------------------------ report
 
 
-def ratios(c: dict[str, float], backends: dict[str, dict[str, float]], subprocess_bps: float) -> dict[str, float]:
+def _pythonic_ratios(r: dict[str, float], prefix: str, name: str, f: dict[str, float], c_roundtrip_s: float) -> None:
+    """The Pythonic layer's ratios of one backend in one service mode (``prefix``)."""
+    suffix = "" if prefix == "direct" else "_private"
+    if "properties_s" in f:
+        r[f"properties{suffix}.{name}_over_c_plus_loads"] = f["properties_s"] / (c_roundtrip_s + f["loads_s"])
+    if "lifecycle.lifecycle_s" in f:
+        r[f"lifecycle{suffix}.{name}_over_raw"] = f["lifecycle.lifecycle_s"] / f["lifecycle.raw_lifecycle_s"]
+        r[f"lifecycle{suffix}.{name}_off_main_over_raw"] = (
+            f["lifecycle.lifecycle_off_main_s"] / f["lifecycle.raw_lifecycle_s"]
+        )
+        r[f"lifecycle{suffix}.{name}_over_subprocess"] = f["lifecycle.lifecycle_s"] / f["lifecycle.floor_s"]
+        r[f"lifecycle{suffix}.raw_{name}_over_subprocess"] = f["lifecycle.raw_lifecycle_s"] / f["lifecycle.floor_s"]
+        r[f"aio{suffix}.{name}_concurrent_over_sequential"] = f["lifecycle.concurrent_s"] / f["lifecycle.sequential_s"]
+
+
+def ratios(
+    c: dict[str, float],
+    backends: dict[str, dict[str, float]],
+    subprocess_bps: float,
+    c_private: dict[str, float] | None = None,
+    private: dict[str, dict[str, float]] | None = None,
+    scale: dict[str, dict[str, float]] | None = None,
+) -> dict[str, float]:
     """Named ratios. ``x_over_y`` is x's cost (time per call, per round trip, per event) over
     y's; ``*_scaling`` is two threads' throughput over one thread's; ``*_over_subprocess`` is
-    stdout throughput over subprocess's."""
+    stdout throughput over subprocess's (for lifecycles: time over subprocess.run's)."""
     r: dict[str, float] = {"roundtrip.c_over_handoff": c["roundtrip_s"] / c["handoff_roundtrip_s"]}
+    for name, f in backends.items():
+        _pythonic_ratios(r, "direct", name, f, c["roundtrip_s"])
+        r[f"events.{name}_rate_over_c"] = f["events_per_s"] / c["events_per_s"]
+        c_heavy = c["two_threads_heavy_per_s"] / c["one_thread_heavy_per_s"]
+        r[f"two_threads_heavy.{name}_over_c_scaling"] = (
+            f["two_threads_heavy_per_s"] / f["one_thread_heavy_per_s"] / c_heavy
+        )
+    if c_private is not None:
+        r["roundtrip_private.c_over_direct"] = c_private["roundtrip_s"] / c["roundtrip_s"]
+        for name, f in (private or {}).items():
+            _pythonic_ratios(r, "private", name, f, c_private["roundtrip_s"])
+    for mode, f in (scale or {}).items():
+        suffix = "" if mode == "direct" else "_private"
+        if "lifecycle_s.10" in f and "lifecycle_s.1000" in f:
+            r[f"scale{suffix}.lifecycle_1000_over_10"] = f["lifecycle_s.1000"] / f["lifecycle_s.10"]
+            r[f"scale{suffix}.lifecycle_100_over_10"] = f["lifecycle_s.100"] / f["lifecycle_s.10"]
+            r[f"scale{suffix}.properties_1000_over_10"] = f["properties_s.1000"] / f["properties_s.10"]
+        if "memory_per_system_kib" in f:
+            r[f"memory{suffix}.kib_per_system"] = f["memory_per_system_kib"]
     r["two_threads.c_scaling"] = c["two_threads_per_s"] / c["one_thread_per_s"]
     r["two_threads_heavy.c_scaling"] = c["two_threads_heavy_per_s"] / c["one_thread_heavy_per_s"]
     r["stdout.c_over_subprocess"] = c["stdout_bytes_per_s"] / subprocess_bps
@@ -364,7 +483,9 @@ def machine() -> dict[str, Any]:
 
 
 def _fmt_time(s: float) -> str:
-    return f"{s * 1e9:,.0f} ns" if s < 1e-6 else f"{s * 1e6:,.2f} us"
+    if s < 1e-6:
+        return f"{s * 1e9:,.0f} ns"
+    return f"{s * 1e6:,.2f} us" if s < 1e-3 else f"{s * 1e3:,.3f} ms"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -411,6 +532,38 @@ def table(result: dict[str, Any]) -> str:
             *[f"{b[n]['stdout_bytes_per_s'] / 1e6:,.0f}" for n in names],
         )
     )
+    for label, key, fmt in (
+        ("(5) ComputeSystem.properties()", "properties_s", _fmt_time),
+        ("(5) json.loads of its document", "loads_s", _fmt_time),
+        ("(6) lifecycle, ComputeSystem", "lifecycle.lifecycle_s", _fmt_time),
+        ("(6) the same, off the main thread", "lifecycle.lifecycle_off_main_s", _fmt_time),
+        ("(6) lifecycle, pyhcs.raw", "lifecycle.raw_lifecycle_s", _fmt_time),
+        ("(6) lifecycle, subprocess.run", "lifecycle.floor_s", _fmt_time),
+        ("(7) 10,000 awaited operations", "lifecycle.concurrent_s", _fmt_time),
+        ("(7) the same sequentially", "lifecycle.sequential_s", _fmt_time),
+    ):
+        if all(key in b[n] for n in names):
+            rows.append((label, "", *[fmt(b[n][key]) for n in names]))
+    private = result.get("private", {})
+    if private and "c_private" in result:
+        rows.append(
+            ("(1p) round trip, private service", _fmt_time(result["c_private"]["roundtrip_s"]), *["" for _ in names])
+        )
+        for label, key in (("(5p) properties(), private service", "properties_s"),
+                           ("(6p) lifecycle, ComputeSystem, private", "lifecycle.lifecycle_s"),
+                           ("(6p) lifecycle, pyhcs.raw, private", "lifecycle.raw_lifecycle_s"),
+                           ("(6p) lifecycle, subprocess.run", "lifecycle.floor_s")):  # fmt: skip
+            rows.append((label, "", *[_fmt_time(private[n][key]) if n in private else "" for n in names]))
+    scale_backend = names[0] if names else ""
+    for mode, f in result.get("scale", {}).items():
+        for n in (10, 100, 1000):
+            if f"lifecycle_s.{n}" in f:
+                for what, key in (("lifecycle", "lifecycle_s"), ("properties()", "properties_s")):
+                    cells = [_fmt_time(f[f"{key}.{n}"]) if b == scale_backend else "" for b in names]
+                    rows.append((f"(8) {mode}, N={n}: {what}", "", *cells))
+        if "memory_per_system_kib" in f:
+            cells = [f"{f['memory_per_system_kib']:.1f} KiB" if b == scale_backend else "" for b in names]
+            rows.append((f"(9) {mode}: memory per idle system", "", *cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
@@ -439,23 +592,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the figures and ratios as JSON")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
+    parser.add_argument("--no-scale-bench", action="store_true", help="leave out bench_scale.py (N systems alive)")
     parser.add_argument("--worker", choices=("cython", "ctypes"), help=argparse.SUPPRESS)
+    parser.add_argument("--private-worker", choices=("cython", "ctypes"), help=argparse.SUPPRESS)
+    parser.add_argument("--scale-worker", choices=("cython", "ctypes"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.scale)))
         return
-    c = run_c(args.scale)
+    if args.private_worker:
+        print(json.dumps(private_worker(args.private_worker, args.scale)))
+        return
+    if args.scale_worker:
+        print(json.dumps(scale_worker(args.scale)))
+        return
+    c, c_private = run_c(args.scale)
     backends = {}
+    private = {}
     for name in ("cython", "ctypes"):
         figures = run_worker(name, args.scale)
         if figures is not None:
             backends[name] = figures
+        figures = run_worker(name, args.scale, "private-worker", "private")
+        if figures is not None:
+            private[name] = figures
+    scale = {}
+    if not args.no_scale_bench:
+        for mode in ("direct", "private"):
+            figures = run_worker("cython" if "cython" in backends else "ctypes", args.scale, "scale-worker", mode)
+            if figures is not None:
+                scale[mode] = figures
     sub = run_subprocess_stdout()
-    r = ratios(c, backends, sub)
+    r = ratios(c, backends, sub, c_private, private, scale)
+    from bench_isolation import measure as measure_isolation  # a contained lifecycle vs unshare(1)
+
+    r.update({k.replace("lifecycle.isolated_", "isolation.lifecycle_"): v
+              for k, v in measure_isolation("cython" if "cython" in backends else "ctypes", args.scale)["ratios"].items()})
     result = {
         "machine": machine(),
         "c": c,
+        "c_private": c_private,
         "backends": backends,
+        "private": private,
+        "scale": scale,
         "subprocess_stdout_bytes_per_s": sub,
         "ratios": r,
         "targets": targets(r),

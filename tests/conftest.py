@@ -1,5 +1,14 @@
-"""Shared fixtures: every raw-level test runs against both backends (multidict style), and
-each test leaves the emulator as it found it.
+"""The suite's one conftest, on the pytest plugin's fixtures (pyhcs.testing.plugin).
+
+* Both backends: the ``pyhcs_backends`` marker runs a test once per backend with all of pyhcs
+  switched to it; raw-level tests take the ``hcs`` fixture (one backend's module, passed
+  explicitly; session-scoped so that hypothesis tests can take it). Both follow one selection
+  rule, the plugin's: ``PYHCS_BACKEND`` names one, else every backend that loads.
+* A clean emulator around every test: modules of the Pythonic layer use the plugin's
+  ``hcs_emulator`` (``pytestmark = pytest.mark.usefixtures("hcs_emulator")``: reset, leak check
+  at teardown, systems left behind swept); every other test gets the emulator reset before
+  and after it (``_clean_emulator``).
+* ``system``: a started container for the test, closed afterwards (implies ``hcs_emulator``).
 
 On a real Host Compute Service (Windows, or PYHCS_LIBRARY naming something that is not the
 emulator) nothing emulator-only is ever sent: the emulator reset around each test is left
@@ -10,16 +19,36 @@ actions, counters) is skipped at that point, saying so, instead of sending it.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pyhcs import _backend, _library
+from pyhcs._emucontrol import EmulatorControl, emulator_only
+from pyhcs.testing.plugin import selected_backends
+
+from pyutil import CONFIG, new_id
+
+if TYPE_CHECKING:
+    from pyhcs import ComputeSystem
+
+
+def _plugin_autoloaded() -> bool:
+    """Whether pytest loads pyhcs' plugin by itself: pyhcs installed (its pytest11 entry point)."""
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "pyhcs.testing.plugin" for ep in entry_points(group="pytest11"))
+
+
+# A source checkout run with PYTHONPATH=src, pyhcs not installed, has no entry point: the
+# plugin is loaded from here then, and only then (registering it twice is an error).
+pytest_plugins = [] if _plugin_autoloaded() else ["pyhcs.testing.plugin"]
 
 hypothesis = pytest.importorskip("hypothesis")
 hypothesis.settings.register_profile("default", deadline=None, max_examples=50)
@@ -30,20 +59,7 @@ hypothesis.settings.register_profile("expensive", deadline=None, max_examples=10
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def _available() -> list[str]:
-    forced = os.environ.get("PYHCS_BACKEND", "auto")
-    names = ["cython", "ctypes"] if forced in ("", "auto") else [forced]
-    out = []
-    for name in names:
-        try:
-            _backend.load(name)
-        except ImportError:
-            continue
-        out.append(name)
-    return out
-
-
-BACKENDS = _available()
+BACKENDS = selected_backends()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,23 +86,6 @@ def hcs(request: pytest.FixtureRequest) -> ModuleType:
 
 ON_EMULATOR = _library.is_emulator(_backend.library_path())
 _SERVICE_FUNCTIONS = ("hcs_modify_service_settings", "hcs_get_service_properties")
-
-
-def emulator_only(request: object) -> str | None:
-    """The emulator-only property type a service request names (``EmulatorFaults``...), else
-    None: the emulator's controls are HcsModifyServiceSettings/HcsGetServiceProperties
-    requests whose PropertyType(s) start with "Emulator" (docs/emulator.md)."""
-    if not isinstance(request, str):
-        return None
-    try:
-        doc = json.loads(request)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    names = doc.get("PropertyTypes")
-    names = [doc.get("PropertyType")] + (names if isinstance(names, list) else [])
-    return next((n for n in names if isinstance(n, str) and n.startswith("Emulator")), None)
 
 
 def _guarded(function: Callable[..., Any], library: str) -> Callable[..., Any]:
@@ -122,13 +121,24 @@ if not ON_EMULATOR:
 
 
 @pytest.fixture(autouse=True)
-def _clean_emulator() -> Iterator[None]:
+def _clean_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
     """No faults, default quirk switches and a connected service around every test (on the
-    emulator; a real HCS has none of these to reset)."""
-    if not ON_EMULATOR:
+    emulator; a real HCS has none of these to reset). Tests using the plugin's hcs_emulator
+    get that (and its leak check) instead."""
+    if not ON_EMULATOR or "hcs_emulator" in request.fixturenames:
         yield
         return
-    reset = json.dumps({"PropertyType": "EmulatorActions", "Settings": {"Action": "Reset"}})
-    _backend.hcs_modify_service_settings(reset)
+    control = EmulatorControl(_backend)
+    control.reset()
     yield
-    _backend.hcs_modify_service_settings(reset)
+    control.reset()
+
+
+@pytest.fixture
+def system(hcs_emulator: object) -> Iterator[ComputeSystem]:
+    """A started container (``CONFIG``), closed after the test."""
+    from pyhcs import ComputeSystem
+
+    with ComputeSystem.create(new_id(), CONFIG) as s:
+        s.start()
+        yield s

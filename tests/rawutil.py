@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from pyhcs import _backend
+from pyhcs._emucontrol import EmulatorControl
 
 _ids = itertools.count()
 
@@ -63,8 +63,7 @@ def shell_cmdline(command: str) -> str:
     the emulator splits its CommandLine by the Windows rules and runs it without a shell, so
     the command becomes ``sh -c <command>`` quoted by those rules, unless the emulator's
     ``ContainerCommandLine`` switch is ``Shell`` (the line then goes to /bin/sh -c as it is)."""
-    props = json.loads(_backend.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorSettings"]})))
-    if props["Properties"][0].get("ContainerCommandLine") == "Shell":
+    if EmulatorControl().settings().get("ContainerCommandLine") == "Shell":
         return command
     return subprocess.list2cmdline(["sh", "-c", command])
 
@@ -96,14 +95,12 @@ def close_info(info: Any) -> None:
 
 
 def emulator_stats(hcs: ModuleType) -> dict[str, Any]:
-    doc = json.loads(hcs.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorStatistics"]})))
-    stats: dict[str, Any] = doc["Properties"][0]
-    return stats
+    return EmulatorControl(hcs).statistics()
 
 
 def set_switches(hcs: ModuleType, **switches: Any) -> None:
-    hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "Emulator", "Settings": switches}))
+    EmulatorControl(hcs).configure(**switches)
 
 
 def add_faults(hcs: ModuleType, *faults: dict[str, Any]) -> None:
-    hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Faults": list(faults)}}))
+    EmulatorControl(hcs).add_faults(*faults)

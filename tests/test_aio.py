@@ -6,7 +6,6 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,11 @@ from pyhcs import EventType, aio, emulator, errors
 from pyhcs import _backend as B
 from pyhcs import operation as op_mod
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "aio") -> str:

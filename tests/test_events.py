@@ -6,7 +6,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,24 +13,15 @@ import pytest
 from pyhcs import ComputeSystem, Event, EventType, aio, emulator, errors
 from pyhcs import _backend as B
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "ev") -> str:
     return _new_id(prefix)
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id(), CONFIG) as s:
-        s.start()
-        yield s
 
 
 def test_callbacks_see_every_event_in_order(system: ComputeSystem) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,12 +16,10 @@ from pyhcs import ComputeSystem, _guest, emulator, errors
 from pyhcs import process as process_mod
 from pyhcs.process import process_parameters
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 # ------------------------------------------------------------------------------ a reference parser

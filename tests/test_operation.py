@@ -7,7 +7,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,24 +15,14 @@ import pyhcs
 from pyhcs import ComputeSystem, Operation, OperationType, emulator, errors, raw
 from pyhcs import _backend as B
 
-from pyutil import CONFIG, no_leaks
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "op") -> str:
     return _new_id(prefix)
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id(), CONFIG) as s:
-        s.start()
-        yield s
 
 
 def test_unused_operation() -> None:

@@ -15,13 +15,11 @@ from hypothesis import strategies as st
 from pyhcs import ComputeSystem, Operation, errors
 from pyhcs import _backend as B
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "ord") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,24 +12,15 @@ from pyhcs import ComputeSystem, emulator, errors
 from pyhcs import _backend as B
 from pyhcs.events import ExitStatus
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "proc") -> str:
     return _new_id(prefix)
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id(), CONFIG) as s:
-        s.start()
-        yield s
 
 
 def test_run_captures_output(system: ComputeSystem) -> None:

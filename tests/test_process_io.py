@@ -17,32 +17,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pyhcs import ComputeSystem, _stdio, aio, errors
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 @pytest.fixture(params=["poll", "threads"], autouse=True)
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(_stdio, "WINDOWS_IO", request.param == "threads")
     return str(request.param)
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id("pio"), CONFIG) as s:
-        s.start()
-        yield s
 
 
 def _end(system: ComputeSystem, pid: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,13 @@ import pytest
 import pyhcs
 from pyhcs import ComputeSystem, emulator, errors, service, vm
 from pyhcs import _backend as B
+from pyhcs._emucontrol import EmulatorControl
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "svc") -> str:
@@ -85,7 +83,7 @@ def test_wer_report_from_a_crash_event() -> None:
         s.wait_exit(10)
         B.flush_callbacks()
         service.submit_wer_report(reports[0].data)
-        filed = emulator._query("EmulatorWerReports")
+        filed = EmulatorControl().query("EmulatorWerReports")
         assert any(r.get("SystemId") == s.id for r in filed)
     with pytest.raises(errors.InvalidJsonError):
         service.submit_wer_report({"CrashParameters": "not a list"})

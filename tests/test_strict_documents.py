@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,12 +14,10 @@ import pytest
 from pyhcs import ComputeSystem, aio, emulator, errors, schema
 from pyhcs._docs import _problems
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def misspelt() -> dict[str, Any]:

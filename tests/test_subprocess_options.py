@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,13 @@ import pytest
 import pyhcs
 from pyhcs import ComputeSystem, aio, errors
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
 BOTH = ["sh", "-c", "echo out; echo err >&2"]
 
 
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id("opt"), CONFIG) as s:
-        s.start()
-        yield s
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def test_constants_are_subprocess_ones() -> None:

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,15 @@ import pyhcs
 from pyhcs import ComputeSystem, _log, emulator, errors
 from pyhcs import _backend as B
 
-from pyutil import CONFIG, no_leaks
+from pyutil import CONFIG
 from pyutil import new_id as _new_id
 
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def new_id(prefix: str = "sys") -> str:
     return _new_id(prefix)
-
-
-@pytest.fixture
-def system() -> Iterator[ComputeSystem]:
-    with ComputeSystem.create(new_id(), CONFIG) as s:
-        s.start()
-        yield s
 
 
 def hang(function: str, **extra: Any) -> None:

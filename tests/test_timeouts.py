@@ -11,7 +11,7 @@ import math
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,16 +20,15 @@ import pyhcs
 from pyhcs import ComputeSystem, Process, aio, emulator, errors
 from pyhcs import _backend as B
 
-from pyutil import CONFIG, new_id, no_leaks
+from pyutil import CONFIG, new_id
 
 #: What a wait may overrun its timeout by: one wait slice plus scheduling on a shared machine.
 MARGIN = 0.75
 TIMEOUT = 0.3
 
 
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    yield from no_leaks()
+# The plugin's clean emulator and leak check around every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("hcs_emulator")
 
 
 def hang(function: str) -> None:

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Generate the pydantic models of the HCS JSON schema 2.x.
 
-Input (kept in the project, so the build never reads the shared spec folder):
+Input (all kept in the project):
 
 * ``tools/schema/hcs-schema2.json``: the schema facts (every type, field, JSON name, type,
-  optionality and the schema version that introduced it), trimmed from the shared facts file.
+  optionality and the schema version that introduced it), trimmed from the full facts file
+  ``tools/schema/source/hcs-schema2.json`` (which also holds the Go comments, docs prose and
+  the legacy 1.0 types) by ``--import-facts``.
 * ``tools/schema/overrides.json``: the few curated deviations, each with its reason.
 * ``tools/schema/guest-resources.json``: the guest-side documents hcsshim sends in
   ``ModifySettingRequest.GuestRequest`` (not in HCS's public schema).
@@ -20,7 +22,8 @@ Usage::
 
     python tools/gen_schema.py                       # regenerate the models
     python tools/gen_schema.py --check               # exit 1 if the committed module drifted
-    python tools/gen_schema.py --import-facts PATH   # refresh tools/schema/hcs-schema{2,1}.json
+    python tools/gen_schema.py --import-facts        # refresh tools/schema/hcs-schema{2,1}.json
+                                                     # from tools/schema/source/hcs-schema2.json
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = ROOT / "tools" / "schema" / "hcs-schema2.json"
+SOURCE_FACTS = ROOT / "tools" / "schema" / "source" / "hcs-schema2.json"
 OVERRIDES = ROOT / "tools" / "schema" / "overrides.json"
 FACTS_V1 = ROOT / "tools" / "schema" / "hcs-schema1.json"
 GUEST = ROOT / "tools" / "schema" / "guest-resources.json"
@@ -45,7 +49,7 @@ PAYLOADS = ROOT / "tools" / "schema" / "payloads.json"
 OUTPUT = ROOT / "src" / "pyhcs" / "schema" / "_models.py"
 OUTPUT_V1 = ROOT / "src" / "pyhcs" / "schema" / "_models_v1.py"
 
-# Keys copied from the shared facts file; everything else there (descriptions, Go comments,
+# Keys copied from the full facts file; everything else there (descriptions, Go comments,
 # Go names) is either prose we do not ship or provenance we do not need to generate code.
 _FIELD_KEYS = (
     "json",
@@ -138,7 +142,7 @@ The documents of process-isolated containers on hosts before Windows Server 2019
 
 
 def import_facts(shared: Mapping[str, Any]) -> dict[str, Any]:
-    """Trim the shared facts file down to what the project keeps (facts, no prose)."""
+    """Trim the full facts file down to what the generator needs (facts, no prose)."""
     meta = shared["meta"]
     types: dict[str, Any] = {}
     for name, spec in shared["types"].items():
@@ -165,10 +169,10 @@ def import_facts(shared: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "meta": {
             "description": (
-                "Project copy of the HCS schema 2.x facts (shared/spec/hcs-schema2.json), "
+                "Project copy of the HCS schema 2.x facts (tools/schema/source/hcs-schema2.json), "
                 "trimmed to what tools/gen_schema.py needs: names, JSON names, types, "
                 "optionality, versions, enum values. Refresh with "
-                "`python tools/gen_schema.py --import-facts PATH`."
+                "`python tools/gen_schema.py --import-facts`."
             ),
             "sources": {
                 k: {"repo": v["repo"], "commit": v["commit"]}
@@ -188,7 +192,7 @@ def import_facts(shared: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def import_facts_v1(shared: Mapping[str, Any]) -> dict[str, Any]:
-    """Trim the legacy schema 1.0 part of the shared facts file (names, JSON names, types)."""
+    """Trim the legacy schema 1.0 part of the full facts file (names, JSON names, types)."""
     types: dict[str, Any] = {}
     for name, spec in shared["schema1"]["types"].items():
         out: dict[str, Any] = {"kind": spec["kind"]}
@@ -208,10 +212,10 @@ def import_facts_v1(shared: Mapping[str, Any]) -> dict[str, Any]:
         "meta": {
             "description": (
                 "Project copy of the legacy schema 1.0 facts (the schema1 part of "
-                "shared/spec/hcs-schema2.json, from hcsshim internal/hcs/schema1): names, JSON "
+                "tools/schema/source/hcs-schema2.json, from hcsshim internal/hcs/schema1): names, JSON "
                 "names, types. 'optional: false' marks members Go always writes. A type named "
                 "Version refers to the schema 2.x Version. Refresh with "
-                "`python tools/gen_schema.py --import-facts PATH`."
+                "`python tools/gen_schema.py --import-facts`."
             ),
         },
         "types": types,
@@ -678,8 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if a generated module differs from the committed one")
-    parser.add_argument("--import-facts", metavar="PATH", type=Path,
-                        help="rewrite tools/schema/hcs-schema{2,1}.json from the shared facts file")
+    parser.add_argument("--import-facts", metavar="PATH", type=Path, nargs="?", const=SOURCE_FACTS,
+                        help="rewrite tools/schema/hcs-schema{2,1}.json from the full facts file "
+                        "(default: tools/schema/source/hcs-schema2.json)")
     args = parser.parse_args(argv)
 
     if args.import_facts is not None:

@@ -32,6 +32,9 @@ from ._types import EventCallback, HcsProcessInformation, OperationCallback
 PUBLIC_API: Final[tuple[str, ...]]
 backend: str
 backend_features: frozenset[str]
+#: The selected backend module; its private entries (``_run_call``, the fused round trip of
+#: pyhcs.operation.run) are reached through it.
+_module: ModuleType
 
 def load(name: str) -> ModuleType: ...
 

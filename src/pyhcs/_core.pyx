@@ -1226,6 +1226,118 @@ def close_handle(handle: int) -> None:
     os.close(handle)
 
 
+# ----------------------------------------------------------------------------- fused round trips
+#
+# Private (not in PUBLIC_API; the raw level stays one C function per Python function): the
+# Pythonic layer's common round trip, create operation + initiating call + wait + close, in one
+# call, so that it costs one interpreted call and two GIL releases instead of four calls.
+# pyhcs._fallback has the same entry; pyhcs.operation.run uses either.
+
+#: The initiating calls _run_call knows, by index (pyhcs.operation.FUSED lists the same names).
+_FUSED_CALLS = (
+    "HcsStartComputeSystem", "HcsShutDownComputeSystem", "HcsTerminateComputeSystem",
+    "HcsCrashComputeSystem", "HcsPauseComputeSystem", "HcsResumeComputeSystem",
+    "HcsSaveComputeSystem", "HcsGetComputeSystemProperties",
+    "HcsTerminateProcess", "HcsSignalProcess", "HcsGetProcessProperties", "HcsModifyProcess",
+)
+
+
+cdef inline const void* _fused_fn(int index) noexcept nogil:
+    if index == 0:
+        return <const void*>T.HcsStartComputeSystem
+    if index == 1:
+        return <const void*>T.HcsShutDownComputeSystem
+    if index == 2:
+        return <const void*>T.HcsTerminateComputeSystem
+    if index == 3:
+        return <const void*>T.HcsCrashComputeSystem
+    if index == 4:
+        return <const void*>T.HcsPauseComputeSystem
+    if index == 5:
+        return <const void*>T.HcsResumeComputeSystem
+    if index == 6:
+        return <const void*>T.HcsSaveComputeSystem
+    if index == 7:
+        return <const void*>T.HcsGetComputeSystemProperties
+    if index == 8:
+        return <const void*>T.HcsTerminateProcess
+    if index == 9:
+        return <const void*>T.HcsSignalProcess
+    if index == 10:
+        return <const void*>T.HcsGetProcessProperties
+    return <const void*>T.HcsModifyProcess
+
+
+def _run_call(int index, subject: int, document: str | None, wait_ms: int) -> tuple[int, str | None]:
+    """Creates an operation, makes the initiating call ``_FUSED_CALLS[index]`` on ``subject``
+    (a system or process handle) with ``document``, waits up to ``wait_ms`` (one slice at
+    most: the caller's own checks, such as a close of the subject, run between slices) and,
+    if the call succeeded, closes the operation and returns ``(0, document)``.
+
+    Any other outcome after a successful initiation (still running, or failed) returns
+    ``(operation, None)`` with the operation open, for the caller to adopt and finish the
+    ordinary way (its error, its timeout, its ``err.operation``). A failed initiation closes
+    the operation and raises; so does an exception from a signal handler during the wait.
+    """
+    cdef void* h = _ptr(subject)
+    cdef const void* fn
+    cdef HCS_OPERATION op
+    cdef WCHAR* w
+    cdef PWSTR doc = NULL
+    cdef HRESULT hr
+    cdef DWORD ms = _dword(wait_ms, "wait_ms")
+    if index < 0 or index >= 12:
+        raise ValueError(f"no fused call {index}")
+    if ms > _WAIT_SLICE_MS:
+        ms = _WAIT_SLICE_MS
+    fn = _fused_fn(index)
+    name = _FUSED_CALLS[index]
+    _need(fn, name)
+    _need(<const void*>T.HcsCreateOperation, "HcsCreateOperation")
+    _need(<const void*>T.HcsWaitForOperationResult, "HcsWaitForOperationResult")
+    w = _w(document)
+    op = T.HcsCreateOperation(NULL, NULL)
+    if op == NULL:
+        free(w)
+        raise _make_error(_E_OUTOFMEMORY, call="HcsCreateOperation")
+    with nogil:
+        if index < 8:
+            hr = (<_SystemCall>fn)(<HCS_SYSTEM>h, op, w)
+        else:
+            hr = (<_ProcessCall>fn)(<HCS_PROCESS>h, op, w)
+        free(w)
+        if hr < 0 and not _is_pending(<uint32_t>hr):
+            T.HcsCloseOperation(op)
+    if hr < 0 and not _is_pending(<uint32_t>hr):
+        raise _make_error(hr, None, call=name)
+    # A poll keeps the GIL (it cannot block: see _wait); only a real wait releases it.
+    hr = T.HcsWaitForOperationResult(op, 0, &doc)
+    if _is_timeout(hr) and ms:
+        if doc != NULL:
+            T.LocalFree(<HLOCAL>doc)
+            doc = NULL
+        with nogil:
+            hr = T.HcsWaitForOperationResult(op, ms, &doc)
+        try:
+            PyErr_CheckSignals()  # KeyboardInterrupt here, while the operation is still ours
+        except BaseException:
+            if doc != NULL:
+                T.LocalFree(<HLOCAL>doc)
+            with nogil:
+                T.HcsCloseOperation(op)
+            raise
+    if hr < 0:
+        if doc != NULL:
+            T.LocalFree(<HLOCAL>doc)
+        return <uintptr_t>op, None
+    try:
+        text = _take_doc(doc)
+    finally:
+        with nogil:
+            T.HcsCloseOperation(op)
+    return 0, text
+
+
 # ----------------------------------------------------------------------------- host service
 
 

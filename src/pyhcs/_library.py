@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 _EMULATOR_NAME = "libhcsemu.so" if sys.platform != "darwin" else "libhcsemu.dylib"
 
@@ -83,3 +84,15 @@ def is_emulator(path: str) -> bool:
     except OSError:
         return True
     return hasattr(library, "hcsemu_wcslen")
+
+
+def host_formats(path: str) -> ModuleType | None:
+    """The readers of the emulator's on-disk state (``pyhcs._emuformats``: VM access entries,
+    a writable layer's merged view and record) when ``path`` is the emulator; None on real
+    HCS, which keeps that state in Windows' own forms (ACLs, the layer folder itself). The
+    Pythonic layer asks here instead of knowing either form."""
+    if not is_emulator(path):
+        return None
+    from . import _emuformats
+
+    return _emuformats

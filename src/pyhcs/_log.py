@@ -135,6 +135,12 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+_tokens = _watchdog.tokens
+_monotonic = time.monotonic
+
+
+def _debug_enabled() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_watchdog.after_fork)
@@ -163,17 +169,20 @@ def timed(name: str, detail: Detail, fn: Callable[..., _T], *args: Any) -> _T:
     ``name`` is the HCS function ("HcsStartComputeSystem"), ``detail`` what it is about
     ("system 'vm1'"), for the log lines.
     """
+    # On every native call of the Pythonic layer: one object, two clock readings and no
+    # formatting unless something is logged (bench/README.md, "The Pythonic layer").
     wd = _watchdog
     if wd._thread is None:
         wd.ensure_thread()
-    token = next(wd.tokens)
-    call = _Call(name, detail, time.monotonic())
-    wd.active[token] = call
+    token = next(_tokens)
+    call = _Call(name, detail, _monotonic())
+    active = wd.active
+    active[token] = call
     try:
         return fn(*args)
     finally:
-        wd.active.pop(token, None)
-        elapsed = time.monotonic() - call.start
+        active.pop(token, None)
+        elapsed = _monotonic() - call.start
         entry = wd.stats.get(name)
         if entry is None:
             wd.stats[name] = [1, elapsed, elapsed]
@@ -184,7 +193,7 @@ def timed(name: str, detail: Detail, fn: Callable[..., _T], *args: Any) -> _T:
                 entry[2] = elapsed
         if call.warned:
             log.info("pyhcs: %s%s returned after %.1f s", name, _describe(detail), elapsed)
-        elif log.isEnabledFor(logging.DEBUG):
+        elif _debug_enabled():
             log.debug("pyhcs: %s%s took %.3f ms", name, _describe(detail), elapsed * 1e3)
 
 

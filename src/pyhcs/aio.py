@@ -772,8 +772,11 @@ class ComputeSystem:
 
     async def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
         deadline = self._deadline(timeout)
-        await self.wait_created(deadline.remaining())
-        op = self.sync.submit(action, document, callback=True)
+        if self.sync._creation is not None:  # no coroutine to await in the common case
+            await self.wait_created(deadline.remaining())
+        op, doc = self.sync._begin(action, document)
+        if op is None:
+            return doc  # completed already (a query the library answered at once)
         return await _complete(op, deadline)
 
     async def start(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:

@@ -708,7 +708,8 @@ def cmd_info(ns: argparse.Namespace) -> int:
         "ServiceMode": mode,
         "Service": service,
     }
-    isolation = _isolation_report() if on_emulator else None
+    isolation = _isolation_report() if on_emulator else None  # docs/emulator.md, "Isolation"
+    cgroup: dict[str, Any] = _obj(isolation.get("Cgroup")) if isolation is not None else {}
     if isolation is not None:
         doc["Isolation"] = isolation
     if ns.json:
@@ -725,6 +726,10 @@ def cmd_info(ns: argparse.Namespace) -> int:
     print(f"processors: {cpus}")
     if isolation is not None:
         print(f"isolation:  {_isolation_line(isolation)}")
+    if cgroup:
+        in_effect = ", ".join(cgroup.get("Controllers") or []) or "none"
+        fallback = ", ".join(sorted(_obj(cgroup.get("Fallbacks")))) or "none"
+        print(f"cgroups:    v{cgroup.get('Version')} ({in_effect}); falling back: {fallback}")
     return EXIT_OK
 
 

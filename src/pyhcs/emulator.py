@@ -7,8 +7,8 @@ real folders). Other programs can use it too: link a C, Go or Rust client agains
 
 The emulator's own controls (quirk switches, faults, statistics) go through the normal API
 (HcsModifyServiceSettings / HcsGetServiceProperties with emulator-only property types); the
-helpers below wrap them. On real HCS those property types are rejected, so nothing here can
-silently run against Windows.
+helpers below wrap them (through the one control client, ``pyhcs._emucontrol``). On real HCS
+those property types are rejected, so nothing here can silently run against Windows.
 """
 
 from __future__ import annotations
@@ -21,19 +21,13 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from . import errors
-from ._library import emulator_path, is_emulator
+from ._emucontrol import EmulatorControl
+from ._library import emulator_path
 
-
-def _b() -> ModuleType:
-    # Imported on first use: ``pyhcs.emulator`` is reachable right after ``import pyhcs``,
-    # which must not load the native library.
-    from . import _backend
-
-    return _backend
+_controls = EmulatorControl()  # through pyhcs._backend, looked up at each call
 
 
 def library_path() -> str:
@@ -43,62 +37,49 @@ def library_path() -> str:
 
 def active() -> bool:
     """Whether pyhcs is talking to an emulator (rather than Windows' computecore.dll)."""
-    return is_emulator(_b().library_path())
-
-
-def _query(kind: str) -> Any:
-    doc = json.loads(_b().hcs_get_service_properties(json.dumps({"PropertyTypes": [kind]})))
-    return doc["Properties"][0]
-
-
-def _modify(kind: str, settings: Any) -> None:
-    _b().hcs_modify_service_settings(json.dumps({"PropertyType": kind, "Settings": settings}))
+    return _controls.active
 
 
 def settings() -> dict[str, Any]:
     """The current quirk switches and tunables (see docs/emulator.md)."""
-    result: dict[str, Any] = _query("EmulatorSettings")
-    return result
+    return _controls.settings()
 
 
 def configure(**switches: Any) -> None:
     """Changes quirk switches, e.g. ``configure(CancelOperation="Implemented")``. All or nothing."""
-    _modify("Emulator", switches)
+    _controls.configure(**switches)
 
 
 def add_faults(*faults: dict[str, Any], reset: bool = False) -> None:
     """Adds fault rules (see docs/emulator.md), e.g.
     ``add_faults({"Function": "HcsStartComputeSystem", "Where": "Result", "HResult": "0x80370109"})``."""
-    _modify("EmulatorFaults", {"Faults": list(faults), "Reset": reset})
+    _controls.add_faults(*faults, reset=reset)
 
 
 def faults() -> list[dict[str, Any]]:
     """The configured faults with how often each was seen and fired."""
-    result: list[dict[str, Any]] = _query("EmulatorFaults")
-    return result
+    return _controls.faults()
 
 
 def call_counts() -> dict[str, int]:
     """How often each native function has been called in this process."""
-    result: dict[str, int] = _query("EmulatorCallCounts")
-    return result
+    return _controls.call_counts()
 
 
 def statistics() -> dict[str, Any]:
     """Live objects inside the emulator: handles, systems, processes, documents, threads."""
-    result: dict[str, Any] = _query("EmulatorStatistics")
-    return result
+    return _controls.statistics()
 
 
 def action(name: str, **args: Any) -> None:
     """Emulator actions: ``ServiceDisconnect``, ``Reconnect``, ``Reset``,
     ``UnexpectedExit`` (SystemId=…), ``ProcessExit`` (SystemId=…, ProcessId=…)."""
-    _modify("EmulatorActions", {"Action": name, **args})
+    _controls.action(name, **args)
 
 
 def reset() -> None:
     """Back to the documented defaults: no faults, default switches, service connected."""
-    action("Reset")
+    _controls.reset()
 
 
 # ----------------------------------------------------------------------------- the service process

@@ -25,6 +25,7 @@ themselves once HCS completes them, so nothing leaks and no call is abandoned.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -32,6 +33,7 @@ from . import _backend as B
 from . import _log
 from ._handle import (
     DEFAULT,
+    WAIT_SLICE,
     Deadline,
     Handle,
     Timeout,
@@ -103,9 +105,12 @@ class Operation(Handle):
         owner: Handle | None = None,
         process_info: bool = False,
         default_timeout: Timeout = DEFAULT,
+        _adopt: int = 0,
     ) -> None:
         key = next(_keys) if callback else 0
-        if callback:
+        if _adopt:  # a pending operation started by a fused round trip (see run)
+            handle = _adopt
+        elif callback:
             handle = _log.timed("HcsCreateOperation", call, B.hcs_create_operation, key, dispatch_operation)
         else:
             handle = _log.timed("HcsCreateOperation", call, B.hcs_create_operation)
@@ -536,6 +541,141 @@ def initiate(subject: Handle, op: Operation, call: str, fn: Callable[..., Any], 
         raise subject._annotate(err, call) from None
     finally:
         subject._release()
+
+
+#: The initiating calls of the backends' fused round trip (``_run_call``), by their index there.
+FUSED: dict[str, int] = {
+    name: i
+    for i, name in enumerate((
+        "HcsStartComputeSystem", "HcsShutDownComputeSystem", "HcsTerminateComputeSystem",
+        "HcsCrashComputeSystem", "HcsPauseComputeSystem", "HcsResumeComputeSystem",
+        "HcsSaveComputeSystem", "HcsGetComputeSystemProperties",
+        "HcsTerminateProcess", "HcsSignalProcess", "HcsGetProcessProperties", "HcsModifyProcess",
+    ))
+}  # fmt: skip
+
+
+def _snake(call: str) -> str:
+    return "hcs_" + "".join("_" + c.lower() if c.isupper() else c for c in call[3:]).lstrip("_")
+
+
+_INITIATOR = {call: _snake(call) for call in FUSED}
+_SLICE_MS = int(WAIT_SLICE * 1000)
+
+
+def _fusable(call: str) -> int:
+    """The fused index of ``call``, or -1 when the public functions it stands for are not the
+    backend's own (a trace or a test wraps them: then each call must go through them)."""
+    index = FUSED.get(call, -1)
+    if index < 0:
+        return -1
+    module = B._module
+    # A trace wraps all of them at once; a test may replace the initiating call alone.
+    name = _INITIATOR[call]
+    if (
+        getattr(B, name) is not getattr(module, name)
+        or B.hcs_wait_for_operation_result is not module.hcs_wait_for_operation_result
+    ):
+        return -1
+    return index
+
+
+def run(
+    subject: Handle,
+    call: str,
+    fn: Callable[..., Any],
+    document: str | None,
+    deadline: Deadline,
+    *,
+    system_id: str | None = None,
+    process_id: int | None = None,
+    default_timeout: Timeout = DEFAULT,
+) -> str | None:
+    """``complete(op, deadline)`` of a new operation started by ``fn(subject_handle, op_handle,
+    document)``: the common round trip of a system or process call.
+
+    The backend's fused entry does create, initiate, a wait of one slice and close in one
+    call; anything but a quick success (a failure, a call still running) comes back as the
+    open operation, which is finished the ordinary way, so errors, timeouts (``err.operation``)
+    and closes of ``subject`` behave as with :func:`initiate` and :func:`complete`.
+    """
+    index = _fusable(call)
+    if index < 0:
+        op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject,
+                       default_timeout=default_timeout)  # fmt: skip
+        try:
+            initiate(subject, op, call, fn, document)
+        except BaseException:
+            op.close()
+            raise
+        return complete(op, deadline)
+    handle = subject._acquire(call)
+    try:
+        left = deadline.end - time.monotonic()
+        wait_ms = 0 if left <= 0 else _SLICE_MS if left >= WAIT_SLICE else int(left * 1000)
+        op_handle, doc = _log.timed(call, subject._detail, B._module._run_call, index, handle, document, wait_ms)
+    except HcsError as err:
+        raise subject._annotate(err, call) from None
+    finally:
+        subject._release()
+    if not op_handle:
+        return doc  # type: ignore[no-any-return]
+    op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject,
+                   default_timeout=default_timeout, _adopt=op_handle)  # fmt: skip
+    return complete(op, deadline)
+
+
+#: Queries: answered from what the service knows, so an emulator completes them during the
+#: initiating call when no callback is set. Everything else is started with a callback.
+_QUERIES = frozenset({"HcsGetComputeSystemProperties", "HcsGetProcessProperties"})
+
+
+def begin(
+    subject: Handle,
+    call: str,
+    fn: Callable[..., Any],
+    document: str | None,
+    *,
+    system_id: str | None = None,
+    process_id: int | None = None,
+    default_timeout: Timeout = DEFAULT,
+) -> tuple[Operation | None, str | None]:
+    """Starts a call whose completion is awaited (pyhcs.aio): ``(None, document)`` when it
+    already succeeded, else ``(operation, None)`` with a completion callback set, for the
+    caller to await (and close).
+
+    A query goes through the fused round trip without waiting: when the library completed it
+    during the initiating call (the emulator does that for calls without a callback), the
+    result costs no callback, no dispatcher hop and no future. Any other outcome sets the
+    callback on the open operation (which then checks once more whether it completed).
+    """
+    index = _fusable(call) if call in _QUERIES else -1
+    if index < 0:
+        op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject, callback=True,
+                       default_timeout=default_timeout)  # fmt: skip
+        try:
+            initiate(subject, op, call, fn, document)
+        except BaseException:
+            op.close()
+            raise
+        return op, None
+    handle = subject._acquire(call)
+    try:
+        op_handle, doc = _log.timed(call, subject._detail, B._module._run_call, index, handle, document, 0)
+    except HcsError as err:
+        raise subject._annotate(err, call) from None
+    finally:
+        subject._release()
+    if not op_handle:
+        return None, doc
+    op = Operation(call=call, system_id=system_id, process_id=process_id, owner=subject,
+                   default_timeout=default_timeout, _adopt=op_handle)  # fmt: skip
+    try:
+        op._ensure_callback()
+    except BaseException:
+        op.close()
+        raise
+    return op, None
 
 
 def complete(op: Operation, timeout: Timeout | Deadline) -> str | None:

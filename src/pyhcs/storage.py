@@ -232,10 +232,10 @@ def layer_id(path: StrPath) -> str:
     return _derive_layer_id(path)
 
 
-def _is_emulator() -> bool:
-    from pyhcs._library import is_emulator
+def _host_formats() -> ModuleType | None:
+    from pyhcs._library import host_formats
 
-    return is_emulator(B.library_path())
+    return host_formats(B.library_path())
 
 
 # ------------------------------------------------------------------------------ the flat functions
@@ -837,11 +837,10 @@ class WritableLayer(Layer):
         """
         layer = cls(path, parents)
         if parents is None:
-            record = layer.path / ".hcsemu" / "layer.json"
-            try:
-                meta = json.loads(record.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{layer.path} has no record of its parents; pass parents=") from None
+            formats = _host_formats()
+            meta = formats.layer_record(layer.path) if formats is not None else None
+            if meta is None:
+                raise FileNotFoundError(f"{layer.path} has no record of its parents; pass parents=")
             # "Parents" holds the resolved folders; the LayerData as given keeps the layer ids
             given = LayerChain.from_layer_data(meta.get("LayerData") or {"Layers": []})
             resolved = [str(p) for p in meta.get("Parents") or ()]
@@ -866,7 +865,8 @@ class WritableLayer(Layer):
     def view(self) -> Path:
         """Where the merged view appears while attached: the layer folder itself on Windows,
         its ``Merged`` folder on the emulator."""
-        return self.path / "Merged" if _is_emulator() else self.path
+        formats = _host_formats()
+        return formats.merged_view(self.path) if formats is not None else self.path
 
     def attach(self) -> Path:
         """Attach the storage filter (HcsAttachLayerStorageFilter); returns :attr:`view`."""

@@ -51,7 +51,7 @@ from .errors import (
     make_error,
 )
 from .events import END_CLOSED, END_DISCONNECTED, Event, EventHub, EventStream, SystemExitStatus, dispatch_event
-from .operation import Operation, complete, initiate
+from .operation import Operation, begin, complete, initiate, run
 from .process import CompletedProcess, Process, process_parameters
 
 if TYPE_CHECKING:
@@ -367,10 +367,26 @@ class ComputeSystem(Handle):
             raise
         return op
 
+    def _begin(self, action: str, document: Document | None) -> tuple[Operation | None, str | None]:
+        """Starts ``action`` for pyhcs.aio: see :func:`pyhcs.operation.begin`."""
+        self._ensure_created(DEFAULT)
+        try:
+            call, fn = _ACTIONS[action]
+        except KeyError:
+            raise ValueError(f"unknown action {action!r}; one of {', '.join(_ACTIONS)}") from None
+        text = to_json(document, f"{action} document")
+        return begin(self, call, fn, text, system_id=self.id, default_timeout=self.default_timeout)
+
     def _run(self, action: str, document: Document | None, timeout: Timeout) -> str | None:
         deadline = Deadline(resolve_timeout(timeout, self.default_timeout))
-        op = self._submit(action, document, callback=False, timeout=deadline.remaining())
-        return complete(op, deadline)
+        if self._creation is not None:
+            self._ensure_created(deadline.remaining())
+        try:
+            call, fn = _ACTIONS[action]
+        except KeyError:
+            raise ValueError(f"unknown action {action!r}; one of {', '.join(_ACTIONS)}") from None
+        text = to_json(document, f"{action} document")
+        return run(self, call, fn, text, deadline, system_id=self.id, default_timeout=self.default_timeout)
 
     def start(self, options: Document | None = None, *, timeout: Timeout = DEFAULT) -> None:
         """HcsStartComputeSystem: Created -> Running. ``errors.InvalidStateError`` otherwise."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from . import _backend as B
 from . import _log
+from ._library import host_formats
 from .errors import HcsError, make_error
 
 __all__ = [
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 _E_UNEXPECTED = 0x8000FFFF
-_ACL_XATTR = "user.hcs.acl"
-_ACL_SIDECAR = ".hcs-acl"
 _LITERAL_PREFIXES = ("\\\\?\\", "\\\\.\\")  # Windows paths taken literally
 
 PathLike = str | os.PathLike[str]
@@ -125,29 +123,12 @@ def access_entries(path: PathLike) -> list[dict[str, Any]]:
     ``Access``, ``Inherit``). Emulator only: Windows keeps them in the file's ACL, which
     ``icacls`` shows.
 
-    They live in the ``user.hcs.acl`` extended attribute, or in ``<path>.hcs-acl`` where the
-    filesystem has no user xattrs.
+    Raises:
+        NotImplementedError: pyhcs is talking to real HCS.
+        FileNotFoundError: ``path`` does not exist.
     """
-    if sys.platform == "win32":  # pragma: no cover
+    formats = host_formats(B.library_path())
+    if formats is None:
         raise NotImplementedError("read the ACL with icacls on Windows")
-    text = _absolute_path(path)
-    raw: bytes | None = None
-    getxattr = getattr(os, "getxattr", None)
-    if getxattr is not None:
-        try:
-            raw = getxattr(text, _ACL_XATTR)
-        except OSError:
-            raw = None
-    if raw is None:
-        try:
-            with open(text + _ACL_SIDECAR, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            if not os.path.exists(text):
-                raise
-            return []
-    try:
-        entries = json.loads(raw)
-    except ValueError:
-        return []
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    entries: list[dict[str, Any]] = formats.access_entries(_absolute_path(path))
+    return entries

@@ -14,8 +14,84 @@
  * does not wait for itself (real HCS would deadlock there: see settings). */
 static __thread chandle *tls_in_callback;
 
+/* ------------------------------------------------------------------ handles by system
+ *
+ * An event goes to the handles of its system: an index by system (chained hash buckets under
+ * by_sys_mu), so that delivering one costs the same with a thousand systems open as with ten
+ * (a walk over the whole handle table did it before). A handle is indexed from the moment its
+ * system is known until it is destroyed; the fan-out skips handles that were closed
+ * (unregistered from the table), as the walk over live handles did. */
+#define SYS_BUCKETS 1024
+static pthread_mutex_t by_sys_mu = PTHREAD_MUTEX_INITIALIZER;
+static chandle *by_sys[SYS_BUCKETS];
+
+static size_t sys_bucket(const svc_system *s) {
+    return (size_t)(((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL) >> 54); /* 10 bits */
+}
+
+static void index_add(chandle *h, svc_system *s) {
+    pthread_mutex_lock(&by_sys_mu);
+    if (!h->indexed) {
+        chandle **bucket = &by_sys[sys_bucket(s)];
+        h->indexed = s;
+        h->by_sys_prev = NULL;
+        h->by_sys_next = *bucket;
+        if (*bucket) (*bucket)->by_sys_prev = h;
+        *bucket = h;
+    }
+    pthread_mutex_unlock(&by_sys_mu);
+}
+
+static void index_remove(chandle *h) {
+    pthread_mutex_lock(&by_sys_mu);
+    if (h->indexed) {
+        if (h->by_sys_prev) h->by_sys_prev->by_sys_next = h->by_sys_next;
+        else by_sys[sys_bucket(h->indexed)] = h->by_sys_next;
+        if (h->by_sys_next) h->by_sys_next->by_sys_prev = h->by_sys_prev;
+        h->indexed = NULL;
+    }
+    pthread_mutex_unlock(&by_sys_mu);
+}
+
+/* A reference unless the object is already on its way to destruction (no references left). */
+static bool try_ref(hobj *o) {
+    int r = atomic_load(&o->refs);
+    while (r > 0)
+        if (atomic_compare_exchange_weak(&o->refs, &r, r + 1)) return true;
+    return false;
+}
+
+/* Calls fn on every live handle of type t indexed under s, each with a reference held. */
+static void foreach_of_system(svc_system *s, htype t, void (*fn)(hobj *o, void *arg), void *arg) {
+    size_t n = 0, cap = 8;
+    chandle *small[8], **objs = small;
+    pthread_mutex_lock(&by_sys_mu);
+    for (chandle *h = by_sys[sys_bucket(s)]; h; h = h->by_sys_next) {
+        if (h->indexed != s || h->base.type != t || !try_ref(&h->base)) continue;
+        if (n == cap) {
+            chandle **more = malloc(2 * cap * sizeof *more);
+            if (!more) {
+                hobj_unref(&h->base); /* not the last reference: the table holds one */
+                break;
+            }
+            memcpy(more, objs, n * sizeof *objs);
+            if (objs != small) free(objs);
+            objs = more;
+            cap *= 2;
+        }
+        objs[n++] = h;
+    }
+    pthread_mutex_unlock(&by_sys_mu);
+    for (size_t k = 0; k < n; k++) {
+        if (handle_live(&objs[k]->base)) fn(&objs[k]->base, arg);
+        hobj_unref(&objs[k]->base);
+    }
+    if (objs != small) free(objs);
+}
+
 static void chandle_destroy(hobj *b) {
     chandle *h = (chandle *)b;
+    index_remove(h);
     if (h->sys) tp_unref(h->sys);
     free(h->early_doc);
     pthread_mutex_destroy(&h->mu);
@@ -32,6 +108,7 @@ static chandle *chandle_new(htype t, svc_system *sys, uint32_t pid) {
     h->sys = sys;
     if (sys) tp_ref(sys);
     h->pid = pid;
+    if (sys) index_add(h, sys);
     return h;
 }
 
@@ -130,12 +207,12 @@ static void fan_one(hobj *o, void *arg) {
 
 void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data) {
     fanout f = {type, data, s, 0, false};
-    handle_foreach(H_SYSTEM, fan_one, &f);
+    foreach_of_system(s, H_SYSTEM, fan_one, &f);
 }
 
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
     fanout f = {type, data, s, pid, false};
-    handle_foreach(H_PROCESS, fan_one, &f);
+    foreach_of_system(s, H_PROCESS, fan_one, &f);
 }
 
 const svc_event_sink emu_client_sink = {emu_sink_system_event, emu_sink_process_event};
@@ -199,6 +276,7 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         bool closed = a->h->closed;
         if (!closed) a->h->sys = s; /* the handle takes this reference */
         pthread_mutex_unlock(&a->h->mu);
+        if (!closed) index_add(a->h, s);
         tp_handle_opened(s);
         if (closed) { /* closed before the create finished: behave as a last-handle close */
             tp_handle_closed(s);

@@ -28,6 +28,8 @@ typedef struct chandle {
     bool has_early;
     bool exit_seen;            /* an exit reached this handle (kept or delivered): never twice */
     uintptr_t late_op;         /* the create operation whose completion may still be routed here */
+    struct chandle *by_sys_prev, *by_sys_next; /* its bucket in client.c's index by system */
+    svc_system *indexed;       /* the system it is indexed under (NULL: not indexed) */
 } chandle;
 
 /* Runs the body of an asynchronous call; returns its HRESULT and a UTF-8 document. */

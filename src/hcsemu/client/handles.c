@@ -124,6 +124,13 @@ void handle_foreach(htype t, void (*fn)(hobj *o, void *arg), void *arg) {
     free(objs);
 }
 
+bool handle_live(hobj *o) {
+    pthread_rwlock_rdlock(&tab_mu);
+    bool live = o->value != 0;
+    pthread_rwlock_unlock(&tab_mu);
+    return live;
+}
+
 size_t handle_count(htype t) {
     pthread_rwlock_rdlock(&tab_mu);
     size_t n = live[t];

@@ -30,5 +30,7 @@ hobj *handle_unregister(uintptr_t h, htype t);
 /* Calls fn on every live object of type t (each with a reference held during the call). */
 void handle_foreach(htype t, void (*fn)(hobj *o, void *arg), void *arg);
 size_t handle_count(htype t);
+/* Whether o is still registered (its handle not closed). */
+bool handle_live(hobj *o);
 
 #endif

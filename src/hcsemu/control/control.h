@@ -29,6 +29,9 @@ typedef struct emu_settings {
     bool deliver_early_events;      /* an exit/create completion before the first callback reaches it */
     int isolation;                  /* ISOLATION_OFF / ISOLATION_AUTO (service/isolate.h) */
     uint32_t isolation_without;     /* isolation features turned off (bits of iso_feature_names) */
+    int cgroups;                    /* CGM_* (service/cgroup.h): a cgroup per system, or the process group only */
+    uint32_t cgroup_pids_max;       /* pids limit of a system's cgroup (0: none) */
+    HRESULT oom_exit_code;          /* exit code of a Windows-guest process the memory limit killed */
 } emu_settings;
 enum { CMDLINE_WINDOWS = 0, CMDLINE_SHELL = 1 };
 enum { CMDARGS_REFUSE = 0, CMDARGS_ACCEPT = 1 };

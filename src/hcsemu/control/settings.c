@@ -40,6 +40,8 @@ static void defaults(emu_settings *s) {
     /* container_cmdline/container_cmdargs stay 0 (Windows/Refuse): a Container is a Windows
        guest, as in HCS */
     s->deliver_early_events = true;
+    s->cgroup_pids_max = 16384;
+    s->oom_exit_code = (HRESULT)0xC0000017u; /* STATUS_NO_MEMORY */
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */
@@ -56,6 +58,7 @@ typedef struct setting {
 static const char *const cmdline_modes[] = {"Windows", "Shell", NULL};
 static const char *const cmdargs_modes[] = {"Refuse", "Accept", NULL};
 static const char *const isolation_modes[] = {"Off", "Auto", NULL};
+static const char *const cgroup_modes[] = {"Auto", "Off", "V1", "V2", NULL}; /* CGM_* in service/cgroup.h */
 static const setting table[] = {
     S("CancelOperation", K_CANCEL, cancel),
     S("LegacyErrorForms", K_BOOL, legacy_error_forms),
@@ -76,6 +79,9 @@ static const setting table[] = {
     C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
     C("Isolation", isolation, isolation_modes),
     {"IsolationWithout", K_NAMES, offsetof(emu_settings, isolation_without), iso_feature_names},
+    C("Cgroups", cgroups, cgroup_modes),
+    S("CgroupPidsMax", K_U32, cgroup_pids_max),
+    S("OutOfMemoryExitCode", K_HR, oom_exit_code),
 };
 #undef S
 #define N_SETTINGS (sizeof table / sizeof table[0])

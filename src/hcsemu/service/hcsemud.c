@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
+#include "cgroup.h"
 #include "proc.h"
 #include "protocol.h"
 #include "server.h"
@@ -75,6 +76,7 @@ static void start_guardian(void) {
         /* Twice: a process forking at that moment may have a child the first pass missed. */
         proc_kill_marked(marker, true, SIGKILL, 0);
         proc_kill_marked(marker, true, SIGKILL, 0);
+        cg_cleanup_service((int)service);
         _exit(0);
     }
     close(p[0]); /* p[1] stays open (close-on-exec) for the service's whole life */
@@ -215,5 +217,6 @@ int main(int argc, char **argv) {
             unlink(socket_path);
     }
     free(default_path);
+    cg_cleanup_service((int)getpid());
     _exit(0);
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "control.h"
 #include "isolate.h"
 #include "svc.h"
@@ -195,7 +196,9 @@ HRESULT svc_service_properties(const json *query, char **doc) {
         } else if (strcmp(t, "EmulatorStatistics") == 0) {
             json_append(props, emu_control_statistics());
         } else if (strcmp(t, "EmulatorIsolation") == 0) {
-            json_append(props, iso_host_report());
+            json *o = iso_host_report(); /* what a system started now would get */
+            json_set(o, "Cgroup", cg_host_json(g_settings.cgroups));
+            json_append(props, o);
         } else if (strcmp(t, "EmulatorWerReports") == 0) {
             json_append(props, wer_reports ? json_clone(wer_reports) : json_new_array());
         } else {

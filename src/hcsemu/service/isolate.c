@@ -981,20 +981,7 @@ int iso_map(iso_system *iso, const iso_mapping *m, bool add, char **err) {
 
 /* ------------------------------------------------------------------ reports */
 
-#define MAX_CONTRIBUTORS 4
-static iso_contributor contributors[MAX_CONTRIBUTORS];
-static size_t n_contributors;
-static pthread_mutex_t contrib_mu = PTHREAD_MUTEX_INITIALIZER;
-
-void iso_add_contributor(iso_contributor fn) {
-    pthread_mutex_lock(&contrib_mu);
-    bool have = false;
-    for (size_t i = 0; i < n_contributors; i++) have |= contributors[i] == fn;
-    if (!have && n_contributors < MAX_CONTRIBUTORS) contributors[n_contributors++] = fn;
-    pthread_mutex_unlock(&contrib_mu);
-}
-
-json *iso_properties(const iso_system *iso, const json *report, const char *system_id) {
+json *iso_properties(const iso_system *iso, const json *report) {
     json *o = report ? json_clone(report) : json_new_object();
     json_set(o, "Enabled", json_new_bool(report != NULL));
     json_set(o, "Running", json_new_bool(iso != NULL));
@@ -1005,12 +992,6 @@ json *iso_properties(const iso_system *iso, const json *report, const char *syst
         json *fb = json_new_object();
         json_set(o, "Fallbacks", fb);
     }
-    pthread_mutex_lock(&contrib_mu);
-    size_t n = n_contributors;
-    iso_contributor fns[MAX_CONTRIBUTORS];
-    memcpy(fns, contributors, sizeof fns);
-    pthread_mutex_unlock(&contrib_mu);
-    for (size_t i = 0; i < n; i++) fns[i](system_id, o);
     return o;
 }
 

@@ -99,13 +99,11 @@ bool iso_owns(const iso_system *iso, int pid);
  * with *err (malloc'd) saying what failed; ENOTSUP when the system has no mount namespace. */
 int iso_map(iso_system *iso, const iso_mapping *m, bool add, char **err);
 
-/* The emulator-only "Isolation" member of a system's properties (a new object). iso may be
- * NULL (the system runs without isolation); report is what iso_start said. Other parts
- * (the cgroup's) are added by the contributors registered below. */
-json *iso_properties(const iso_system *iso, const json *report, const char *system_id);
-/* How a contributor adds its part: fn(system id, the Isolation object) on every query. */
-typedef void (*iso_contributor)(const char *system_id, json *isolation);
-void iso_add_contributor(iso_contributor fn);
+/* Isolation's part of the emulator-only "Isolation" member of a system's properties (a new
+ * object). iso may be NULL (the system runs without isolation); report is what iso_start
+ * said. The member is built in one place, isolation_locked in systems.c, which adds the
+ * cgroup's part ("Cgroup", cgroup.h) to this. */
+json *iso_properties(const iso_system *iso, const json *report);
 
 /* What this host allows (service property EmulatorIsolation): the setting, the features
  * available and why the others are not. */

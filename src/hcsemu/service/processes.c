@@ -69,10 +69,13 @@ typedef struct exit_ctx {
     uint32_t pid;
 } exit_ctx;
 
+static bool guest_is_windows(svc_system *s);
+
 static void on_process_exit(void *ctx, int pid, int status, const proc_stat *last) {
     exit_ctx *x = ctx;
     svc_system *s = x->s;
     free(x);
+    bool windows = guest_is_windows(s);
     pthread_mutex_lock(&svc_mu);
     sproc *p = find_proc_locked(s, (uint32_t)pid);
     char *doc = NULL;
@@ -80,6 +83,10 @@ static void on_process_exit(void *ctx, int pid, int status, const proc_stat *las
         p->exited = true;
         /* Windows has no signals; a signalled Linux child reports 128+signal, as shells do. */
         p->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+        /* Killed by the memory limit: a Windows guest reports OutOfMemoryExitCode (a Linux
+         * guest's 128+SIGKILL is what its own OOM kill gives). */
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !s->stopping && cg_take_oom_kill(s->cg) && windows)
+            p->exit_code = (int)g_settings.oom_exit_code;
         if (p->in_w >= 0) {
             close(p->in_w);
             p->in_w = -1;
@@ -360,11 +367,14 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
     posix_spawnattr_setpgroup(&r->attr, r->leader ? 0 : s->pgid);
     proc_known_lock();
     const char *stage = NULL; /* an isolated system's processes start inside it (isolate.h) */
+    cg_spawn_enter(s->cg); /* the child is born in the system's cgroup (cgroup.h) */
     int rc = s->iso ? iso_spawn_stdio(s->iso, r->argv, r->env, r->cwd, r->console ? ptsname(r->pty) : NULL,
                                       r->want_in ? r->in[0] : -1, r->want_out ? r->out[1] : -1,
                                       r->want_err ? r->err[1] : -1, r->leader ? 0 : s->pgid, &r->pid, &stage)
                     : posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);
+    cg_spawn_leave(s->cg);
     if (rc == 0) proc_known_add_locked(r->pid);
+    if (rc == 0) cg_adopt(s->cg, r->pid);
     proc_known_unlock();
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
@@ -565,6 +575,7 @@ HRESULT svc_process_terminate(svc_system *s, uint32_t pid, char **doc) {
     if (!FAILED(hr)) {
         kill((pid_t)pid, SIGKILL);
         if (s->state == ST_PAUSED) kill((pid_t)pid, SIGCONT);
+        if (s->state == ST_PAUSED) cg_release(s->cg, (int)pid); /* frozen: it dies once out */
     }
     pthread_mutex_unlock(&svc_mu);
     return hr;

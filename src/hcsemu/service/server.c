@@ -25,6 +25,11 @@
 #include "protocol.h"
 #include "svc.h"
 
+#define CONN_BUCKETS 256
+
+static size_t held_bucket(uint64_t serial) { return (size_t)(serial * 0x9E3779B97F4A7C15ULL >> 56); }
+static size_t ph_bucket(uint64_t serial, uint32_t pid) { return held_bucket(serial ^ ((uint64_t)pid << 32)); }
+
 typedef struct held {
     uint64_t serial;
     svc_system *s; /* one reference for the entry */
@@ -55,8 +60,10 @@ typedef struct sconn {
     pthread_mutex_t wmu; /* writes */
     bool dead;
     int uid, pid;
-    held *held;
-    phandle *ph;
+    /* Hash tables (chained), so that a request's lookups stay O(1) however many systems and
+     * process handles a client holds. */
+    held *held[CONN_BUCKETS];
+    phandle *ph[CONN_BUCKETS];
     struct sconn *next;
 } sconn;
 
@@ -109,7 +116,7 @@ static void respond_error(sconn *c, const frame *f, HRESULT hr, const char *fmt,
 /* ------------------------------------------------------------------ what a client holds */
 
 static held *find_held_locked(sconn *c, uint64_t serial) {
-    for (held *h = c->held; h; h = h->next)
+    for (held *h = c->held[held_bucket(serial)]; h; h = h->next)
         if (h->serial == serial) return h;
     return NULL;
 }
@@ -133,8 +140,9 @@ static bool hold(sconn *c, svc_system *s) {
     h->serial = svc_serial(s);
     h->s = s;
     h->refs = 1;
-    h->next = c->held;
-    c->held = h;
+    held **bucket = &c->held[held_bucket(h->serial)];
+    h->next = *bucket;
+    *bucket = h;
     pthread_mutex_unlock(&c->mu);
     return true;
 }
@@ -155,17 +163,21 @@ static svc_system *lookup(sconn *c, const json *meta, uint64_t *serial_out) {
 /* Counts a process handle of this client; a close it never opened is refused (false). */
 static bool count_process_handle(sconn *c, uint64_t serial, uint32_t pid, int64_t delta) {
     pthread_mutex_lock(&c->mu);
-    phandle *p;
-    for (p = c->ph; p; p = p->next)
+    phandle **pp = &c->ph[ph_bucket(serial, pid)], *p;
+    for (; (p = *pp); pp = &p->next)
         if (p->serial == serial && p->pid == pid) break;
     if (!p && (p = calloc(1, sizeof *p))) {
         p->serial = serial;
         p->pid = pid;
-        p->next = c->ph;
-        c->ph = p;
+        p->next = NULL;
+        *pp = p;
     }
     bool ok = p && p->count + delta >= 0;
     if (ok) p->count += delta;
+    if (p && p->count == 0) { /* no handle left: the entry goes (it used to stay for good) */
+        *pp = p->next;
+        free(p);
+    }
     pthread_mutex_unlock(&c->mu);
     return ok;
 }
@@ -175,26 +187,31 @@ static void abandon_waits(sconn *c, bool all, uint64_t id);
 
 static void release_all(sconn *c) {
     abandon_waits(c, true, 0); /* nobody is left to answer */
+    held *hl[CONN_BUCKETS];
+    phandle *ph[CONN_BUCKETS];
     pthread_mutex_lock(&c->mu);
     c->dead = true;
-    held *hl = c->held;
-    phandle *ph = c->ph;
-    c->held = NULL;
-    c->ph = NULL;
+    memcpy(hl, c->held, sizeof hl);
+    memcpy(ph, c->ph, sizeof ph);
+    memset(c->held, 0, sizeof c->held);
+    memset(c->ph, 0, sizeof c->ph);
     pthread_mutex_unlock(&c->mu);
-    while (ph) {
-        phandle *n = ph->next;
-        for (held *h = hl; h; h = h->next)
-            if (h->serial == ph->serial && ph->count > 0) svc_process_handle(h->s, ph->pid, (int)-ph->count);
-        free(ph);
-        ph = n;
+    for (size_t b = 0; b < CONN_BUCKETS; b++) {
+        for (phandle *p = ph[b], *n; p; p = n) {
+            n = p->next;
+            held *h = hl[held_bucket(p->serial)];
+            while (h && h->serial != p->serial) h = h->next;
+            if (h && p->count > 0) svc_process_handle(h->s, p->pid, (int)-p->count);
+            free(p);
+        }
     }
-    while (hl) {
-        held *n = hl->next;
-        for (int64_t i = 0; i < hl->handles; i++) svc_handle_closed(hl->s);
-        svc_unref(hl->s);
-        free(hl);
-        hl = n;
+    for (size_t b = 0; b < CONN_BUCKETS; b++) {
+        for (held *h = hl[b], *n; h; h = n) {
+            n = h->next;
+            for (int64_t i = 0; i < h->handles; i++) svc_handle_closed(h->s);
+            svc_unref(h->s);
+            free(h);
+        }
     }
 }
 
@@ -466,7 +483,7 @@ static void handle_notify(sconn *c, frame *f, json *meta) {
         if (h) {
             h->refs = count >= h->refs ? 0 : h->refs - count;
             if (h->refs == 0 && h->handles <= 0) {
-                for (held **pp = &c->held; *pp; pp = &(*pp)->next) {
+                for (held **pp = &c->held[held_bucket(serial)]; *pp; pp = &(*pp)->next) {
                     if (*pp == h) {
                         *pp = h->next;
                         break;

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <time.h>
 
+#include "cgroup.h"
 #include "control.h"
 #include "svc.h"
 
@@ -48,7 +49,12 @@ struct svc_system {
     char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
     struct iso_system *iso; /* its namespaces and init while running isolated (isolate.h), else NULL */
     json *iso_report;       /* what isolation is in effect (EmulatorIsolation); NULL if never isolated */
+    cg_sys *cg;       /* the system's cgroup while it runs (cgroup.h) */
+    json *cg_report;  /* after it stopped: what was in effect */
+    cg_stat cg_final; /* after it stopped: its last figures */
     struct svc_system *next;
+    struct svc_system *prev;    /* the registered list is doubly linked: an unregister is O(1) */
+    struct svc_system *id_next; /* the chain of its bucket in the index by id (systems.c) */
 };
 
 /* One lock guards every system and process record; one condition variable announces every

@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "control.h"
 #include "isolate.h"
 #include "proc.h"
@@ -104,17 +105,43 @@ static void make_guid(char out[37]) {
              b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
+/* The registered systems by id (a chained hash table under svc_mu), so that create and open
+ * cost the same with a thousand systems as with ten. */
+#define ID_BUCKETS 1024
+static svc_system *by_id[ID_BUCKETS];
+
+static size_t id_bucket(const char *id) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h % ID_BUCKETS);
+}
+
 svc_system *find_locked(const char *id) {
-    for (svc_system *s = systems; s; s = s->next)
+    for (svc_system *s = by_id[id_bucket(id)]; s; s = s->id_next)
         if (s->registered && strcmp(s->id, id) == 0) return s;
     return NULL;
 }
 
+static void register_locked(svc_system *s) {
+    s->registered = true;
+    s->prev = NULL;
+    s->next = systems;
+    if (systems) systems->prev = s;
+    systems = s;
+    svc_system **bucket = &by_id[id_bucket(s->id)];
+    s->id_next = *bucket;
+    *bucket = s;
+}
+
 static void unregister_locked(svc_system *s) {
     if (!s->registered) return;
-    for (svc_system **pp = &systems; *pp; pp = &(*pp)->next) {
+    if (s->prev) s->prev->next = s->next;
+    else systems = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    for (svc_system **pp = &by_id[id_bucket(s->id)]; *pp; pp = &(*pp)->id_next) {
         if (*pp == s) {
-            *pp = s->next;
+            *pp = s->id_next;
             break;
         }
     }
@@ -150,6 +177,9 @@ void svc_unref(svc_system *s) {
     iso_stop(s->iso);
     json_free(s->iso_report);
     json_free(s->config);
+    if (s->cg) cg_kill(s->cg, 1000);
+    cg_destroy(s->cg);
+    json_free(s->cg_report);
     free(s);
 }
 
@@ -621,9 +651,7 @@ HRESULT svc_create(const char *id, const char *config, svc_system **out, char **
     }
     static uint64_t next_serial;
     s->serial = ++next_serial;
-    s->registered = true;
-    s->next = systems;
-    systems = s;
+    register_locked(s);
     n_systems++;
     pthread_mutex_unlock(&svc_mu);
     *out = s;
@@ -791,6 +819,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
          * (setsid) are found by the marker in their environment. */
         killpg(pg, SIGKILL);
         iso_kill(s->iso); /* every process of its PID namespace, setsid or not */
+        cg_kill(s->cg, g_settings.terminate_timeout_ms); /* everything in it, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
         pthread_mutex_lock(&svc_mu);
@@ -836,6 +865,17 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         detail = "Terminate";
     }
     char *exit_doc = exit_status_doc(status, exit_type, detail, initiator, kind == STOP_CRASH);
+    pthread_mutex_lock(&svc_mu);
+    cg_sys *cg = s->cg;
+    s->cg = NULL;
+    if (cg) {
+        cg_read_stats(cg, &s->cg_final);
+        json_free(s->cg_report);
+        s->cg_report = cg_isolation_json(cg);
+    }
+    pthread_mutex_unlock(&svc_mu);
+    if (cg && pg <= 0) cg_kill(cg, g_settings.terminate_timeout_ms);
+    cg_destroy(cg);
     pthread_mutex_lock(&svc_mu);
     s->state = ST_STOPPED;
     s->pgid = 0;
@@ -932,15 +972,15 @@ HRESULT wrong_state(char **doc, svc_system *s, int st, const char *what) {
 
 HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     (void)opts;
+    cg_limits lim;
     pthread_mutex_lock(&svc_mu);
-    if (s->state != ST_CREATED || s->stopping) {
-        int st = s->state;
-        pthread_mutex_unlock(&svc_mu);
-        return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
-    }
-    json *cfg = g_settings.isolation == ISOLATION_AUTO ? json_clone(s->config) : NULL;
+    cg_limits_from_config(s->config, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+    bool created = s->state == ST_CREATED;
+    json *cfg = created && g_settings.isolation == ISOLATION_AUTO ? json_clone(s->config) : NULL;
     char *root = cfg && s->workdir ? strdup(s->workdir) : NULL;
     pthread_mutex_unlock(&svc_mu);
+    cg_sys *cg = created ? cg_create(s->runtime_id, g_settings.cgroups, &lim) : NULL;
+    cg_warn_once(cg);
     iso_system *iso = NULL;
     json *report = NULL;
     if (cfg) {
@@ -950,6 +990,7 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         json_free(cfg);
         free(root);
         if (err) {
+            cg_destroy(cg);
             HRESULT hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot start compute system '%s': %s",
                                   s->id, err);
             free(err);
@@ -957,13 +998,15 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
         }
     }
     pthread_mutex_lock(&svc_mu);
-    if (s->state != ST_CREATED || s->stopping) {
+    if (s->state != ST_CREATED || s->stopping || s->cg) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
         iso_stop(iso);
         json_free(report);
+        cg_destroy(cg);
         return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
+    s->cg = cg;
     s->iso = iso;
     json_free(s->iso_report);
     s->iso_report = report;
@@ -1002,13 +1045,14 @@ HRESULT svc_pause(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "pause");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGSTOP);
+    bool frozen = cg_freeze(s->cg, true, 2000); /* atomic, and no signal the processes could see */
+    if (pg > 0 && !frozen) killpg(pg, SIGSTOP);
     s->state = ST_PAUSED;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
     /* Pause completes once the stop has reached every process, as a VM pause completes once
      * the virtual processors are halted. */
-    if (pg > 0) proc_group_wait_stopped(pg, 2000);
+    if (pg > 0 && !frozen) proc_group_wait_stopped(pg, 2000);
     return S_OK;
 }
 
@@ -1021,11 +1065,12 @@ HRESULT svc_resume(svc_system *s, const json *opts, char **doc) {
         return wrong_state(doc, s, st, "resume");
     }
     int pg = s->pgid;
-    if (pg > 0) killpg(pg, SIGCONT);
+    bool thawed = cg_freeze(s->cg, false, 2000);
+    if (pg > 0 && !thawed) killpg(pg, SIGCONT);
     s->state = ST_RUNNING;
     pthread_cond_broadcast(&svc_cv);
     pthread_mutex_unlock(&svc_mu);
-    if (pg > 0) proc_group_wait_state(pg, false, 2000);
+    if (pg > 0 && !thawed) proc_group_wait_state(pg, false, 2000);
     return S_OK;
 }
 
@@ -1152,6 +1197,18 @@ static json *statistics_locked(svc_system *s) {
         }
         free(ps);
     }
+    /* The cgroup counts every process that ran in the system (setsid'ed ones included). */
+    cg_stat cs = s->cg_final;
+    if (s->cg) cg_read_stats(s->cg, &cs);
+    if (cs.have_cpu) {
+        user = cs.user_100ns;
+        kern = cs.kernel_100ns;
+    }
+    if (cs.have_memory) {
+        vsz = cs.mem_usage;
+        rss = cs.mem_anon;
+        shared = 0;
+    }
     json *proc = json_new_object();
     json_set(proc, "TotalRuntime100ns", json_new_uint(user + kern));
     json_set(proc, "RuntimeUser100ns", json_new_uint(user));
@@ -1159,7 +1216,7 @@ static json *statistics_locked(svc_system *s) {
     json_set(st, "Processor", proc);
     json *mem = json_new_object();
     json_set(mem, "MemoryUsageCommitBytes", json_new_uint(vsz));
-    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(vsz));
+    json_set(mem, "MemoryUsageCommitPeakBytes", json_new_uint(cs.have_memory ? cs.mem_peak : vsz));
     json_set(mem, "MemoryUsagePrivateWorkingSetBytes", json_new_uint(rss > shared ? rss - shared : 0));
     json_set(st, "Memory", mem);
     json *sto = json_new_object();
@@ -1252,10 +1309,18 @@ static json *guest_memory_locked(svc_system *s) {
 }
 
 
+/* The emulator-only Isolation property: what of the isolation is in effect for the system. */
+static json *isolation_locked(svc_system *s) {
+    json *iso = iso_properties(s->iso, s->iso_report); /* namespaces, root, init (isolate.h) */
+    json_set(iso, "Cgroup", s->cg ? cg_isolation_json(s->cg)
+                            : s->cg_report ? json_clone(s->cg_report) : cg_host_json(g_settings.cgroups));
+    return iso;
+}
+
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
     "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
-    "EmulatorConfiguration", "EmulatorIsolation", NULL};
+    "EmulatorConfiguration", "EmulatorIsolation", "Isolation", NULL};
 
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
@@ -1269,7 +1334,8 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
-    else if (strcmp(name, "EmulatorIsolation") == 0) json_set(p, "Isolation", iso_properties(s->iso, s->iso_report, s->id));
+    else if (strcmp(name, "EmulatorIsolation") == 0 || strcmp(name, "Isolation") == 0)
+        json_set(p, "Isolation", isolation_locked(s));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
             json *g = json_new_object();
@@ -1507,6 +1573,12 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
         hr = svc_fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    if (!FAILED(hr) && s->cg) { /* memory and processor changes apply live */
+        cg_limits lim;
+        char cerr[256];
+        cg_limits_from_config(work, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+        if (!cg_set_limits(s->cg, &lim, cerr, sizeof cerr)) hr = svc_fail(doc, E_FAIL, "%s: %s", path ? path : "modify", cerr);
+    }
     if (!FAILED(hr)) hr = apply_live(s, path, rtype, settings, doc);
     if (!FAILED(hr)) {
         json_free(s->config);

@@ -119,7 +119,7 @@ static void test_cycle(void) {
     if (!iso) fprintf(stderr, "iso_start: %s\n", err ? err : "no feature available");
     CHECK(iso != NULL && err == NULL);
     CHECK(json_len(json_get(report, "Namespaces")) == ISO__COUNT);
-    json *props = iso_properties(iso, report, "unit-system");
+    json *props = iso_properties(iso, report);
     CHECK(json_get(props, "Init") != NULL && strcmp(json_str(json_get(props, "HostName")), "unit") == 0);
     json_free(props);
     if (iso) {

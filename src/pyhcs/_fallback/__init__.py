@@ -9,4 +9,7 @@ BACKEND = "ctypes"
 FEATURES: frozenset[str] = frozenset()
 
 globals().update({name: getattr(_api, name) for name in PUBLIC_API})
+# private: the fused round trip of pyhcs.operation.run
+_run_call = _api._run_call
+_FUSED_CALLS = _api._FUSED_CALLS
 __all__ = list(PUBLIC_API)

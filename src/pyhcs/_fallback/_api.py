@@ -660,6 +660,53 @@ def hcs_get_layer_vhd_mount_path(vhd_handle: int) -> str:
 # ------------------------------------------------------------------------------ about the library
 
 
+# ------------------------------------------------------------------------------ fused round trips
+
+#: The initiating calls _run_call knows, by index (the same table as pyhcs._core's).
+_FUSED_CALLS = (
+    "HcsStartComputeSystem", "HcsShutDownComputeSystem", "HcsTerminateComputeSystem",
+    "HcsCrashComputeSystem", "HcsPauseComputeSystem", "HcsResumeComputeSystem",
+    "HcsSaveComputeSystem", "HcsGetComputeSystemProperties",
+    "HcsTerminateProcess", "HcsSignalProcess", "HcsGetProcessProperties", "HcsModifyProcess",
+)  # fmt: skip
+
+
+def _run_call(index: int, subject: int, document: str | None, wait_ms: int) -> tuple[int, str | None]:
+    """Private, like pyhcs._core._run_call (see there): create an operation, make the
+    initiating call, wait up to one slice and close it; ``(0, document)`` on success, else
+    ``(operation, None)`` with the operation open for the caller to finish."""
+    if type(index) is not int or not 0 <= index < len(_FUSED_CALLS):
+        raise ValueError(f"no fused call {index!r}")
+    _validate.handle(subject, "subject")
+    _validate.string(document, "document")
+    _validate.dword(wait_ms, "wait_ms")
+    ms = min(wait_ms, _WAIT_SLICE_MS)
+    name = _FUSED_CALLS[index]
+    fn = getattr(_lib, name)
+    op = _lib.HcsCreateOperation(None, _NO_COMPLETION)
+    if not op:
+        raise errors.make_error(0x8007000E, call="HcsCreateOperation")
+    hr = fn(subject, op, _w(document))
+    if hr < 0 and (hr & 0xFFFFFFFF) not in _PENDING:
+        _lib.HcsCloseOperation(op)
+        raise errors.make_error(hr, None, call=name)
+    doc = ctypes.c_void_p()
+    hr = _lib.HcsWaitForOperationResult(op, 0, ctypes.byref(doc))
+    if ms and (hr & 0xFFFFFFFF) in _TIMEOUTS:
+        _take_doc(doc)
+        doc = ctypes.c_void_p()
+        try:
+            hr = _lib.HcsWaitForOperationResult(op, ms, ctypes.byref(doc))
+        except BaseException:  # a signal handler's exception, while the operation is still ours
+            _lib.HcsCloseOperation(op)
+            raise
+    text = _take_doc(doc)
+    if hr < 0:
+        return int(op), None
+    _lib.HcsCloseOperation(op)
+    return 0, text
+
+
 def library_path() -> str:
     """The computecore library this backend loaded."""
     return _lib.path

@@ -41,15 +41,14 @@ Rules and numbers
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import errors
+from .. import _emucontrol, errors
+from .._emucontrol import EmulatorControl
 from ._functions import HCS_FUNCTIONS
 
 if TYPE_CHECKING:
@@ -78,8 +77,8 @@ __all__ = [
 HResultLike = int | str | type[errors.HcsError] | errors.HcsError
 
 #: The environment variables the emulator reads at load time (docs/emulator.md).
-SETTINGS_ENV = "HCSEMU_SETTINGS"
-FAULTS_ENV = "HCSEMU_FAULTS"
+SETTINGS_ENV = _emucontrol.SETTINGS_ENV
+FAULTS_ENV = _emucontrol.FAULTS_ENV
 
 _HCS_E_SERVICE_DISCONNECT = 0x8037011E
 
@@ -426,40 +425,21 @@ class CallBudget:
 # ------------------------------------------------------------------------------------ emulator
 
 
-class Emulator:
+class Emulator(EmulatorControl):
     """The emulator's own controls: settings, statistics, call counts, reset.
 
     ``backend`` is the raw module the requests go through (``pyhcs._backend`` when None,
     looked up at each call, so it follows :func:`pyhcs.testing.plugin.use_backend`); the
     ``hcs`` fixture of pyhcs' own tests passes one backend explicitly. On real HCS ``active``
-    is False and every control raises :class:`EmulatorRequired`.
+    is False and every control raises :class:`EmulatorRequired`. Built on pyhcs' one client of
+    the emulator's controls; what it adds is the refusal off the emulator and ``ValueError``
+    for a request the emulator rejects.
     """
 
     def __init__(self, backend: ModuleType | None = None) -> None:
-        self._raw = backend
+        super().__init__(backend)
         self._generation = 0
         self._lock = threading.Lock()
-
-    # -- plumbing ---------------------------------------------------------------------------
-    @property
-    def raw(self) -> ModuleType:
-        """The raw API module the controls use."""
-        if self._raw is not None:
-            return self._raw
-        from .. import _backend
-
-        return _backend
-
-    @property
-    def active(self) -> bool:
-        """True when the library pyhcs talks to is the emulator (not Windows' computecore.dll)."""
-        from .._library import is_emulator
-
-        return is_emulator(str(self.raw.library_path()))
-
-    @property
-    def library_path(self) -> str:
-        return str(self.raw.library_path())
 
     @property
     def backend(self) -> str:
@@ -476,15 +456,14 @@ class Emulator:
                 f"{self.library_path}, the real Host Compute Service"
             )
 
-    def _query(self, kind: str) -> Any:
+    def query(self, kind: str) -> Any:
         self._require()
-        text = self.raw.hcs_get_service_properties(json.dumps({"PropertyTypes": [kind]}))
-        return json.loads(text)["Properties"][0]
+        return super().query(kind)
 
-    def _modify(self, kind: str, settings: Any) -> None:
+    def modify(self, kind: str, settings: Any) -> None:
         self._require()
         try:
-            self.raw.hcs_modify_service_settings(json.dumps({"PropertyType": kind, "Settings": settings}))
+            super().modify(kind, settings)
         except errors.InvalidJsonError as err:
             raise ValueError(f"the emulator rejected the {kind} request: {err.message}") from err
 
@@ -493,38 +472,11 @@ class Emulator:
         ``Reset``, ``ResetCallCounts``, ``UnexpectedExit`` (SystemId=...), ``ProcessExit``
         (SystemId=..., ProcessId=...)."""
         self._require()
-        self.raw.hcs_modify_service_settings(
-            json.dumps({"PropertyType": "EmulatorActions", "Settings": {"Action": name, **arguments}})
-        )
-
-    # -- reading ------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        """The quirk switches and tunables, by the emulator's names (``EmulatorSettings``)."""
-        result: dict[str, Any] = self._query("EmulatorSettings")
-        return result
-
-    def statistics(self) -> dict[str, Any]:
-        """Live objects in the emulator: Operations, SystemHandles, ProcessHandles, Systems,
-        Processes, Documents, WorkerThreads, and whether the service is Disconnected."""
-        result: dict[str, Any] = self._query("EmulatorStatistics")
-        return result
-
-    def call_counts(self) -> dict[str, int]:
-        """Native calls by function since the last reset (the emulator's own control requests
-        are not counted)."""
-        result: dict[str, int] = self._query("EmulatorCallCounts")
-        return result
+        EmulatorControl.modify(self, "EmulatorActions", {"Action": name, **arguments})
 
     def rules(self) -> list[dict[str, Any]]:
         """The fault rules as the emulator holds them, with ``Seen`` and ``Fired`` counts."""
-        result: list[dict[str, Any]] = self._query("EmulatorFaults")
-        return result
-
-    # -- changing -----------------------------------------------------------------------------
-    def configure(self, **settings: Any) -> None:
-        """Sets emulator switches by their own names (``configure(IgnoreShutdown=True)``); all
-        or nothing. :meth:`Faults.quirks` is the friendlier form."""
-        self._modify("Emulator", settings)
+        return self.faults()
 
     def reset_call_counts(self) -> None:
         """Starts the call counts from zero."""
@@ -533,10 +485,10 @@ class Emulator:
     def clear(self) -> None:
         """Removes every fault rule (quirk switches and the connection stay as they are)."""
         with self._lock:
-            self._modify("EmulatorFaults", {"Faults": [], "Reset": True})
+            self.modify("EmulatorFaults", {"Faults": [], "Reset": True})
             self._generation += 1
 
-    def reset(self, *, environment: bool = True) -> None:
+    def reset(self, *, call_counts: bool = True, environment: bool = True) -> None:
         """Back to a clean emulator: no fault rules, the documented default switches, the
         service connected, call counts at zero.
 
@@ -545,19 +497,8 @@ class Emulator:
         so a whole test run under those variables keeps them in every test.
         """
         with self._lock:
-            self.action("Reset")
+            super().reset(call_counts=call_counts, environment=environment)
             self._generation += 1
-        self.reset_call_counts()
-        if environment:
-            for variable, kind in ((SETTINGS_ENV, "Emulator"), (FAULTS_ENV, "EmulatorFaults")):
-                text = os.environ.get(variable, "").strip()
-                if not text:
-                    continue
-                try:
-                    value = json.loads(text)
-                except ValueError as err:
-                    raise ValueError(f"{variable} is not valid JSON: {err}") from None
-                self._modify(kind, value)
 
 
 class Faults(Emulator):
@@ -615,7 +556,7 @@ class Faults(Emulator):
             spec["Hang"] = True
         with self._lock:
             index = len(self.rules())
-            self._modify("EmulatorFaults", {"Faults": [spec], "Reset": False})
+            self.modify("EmulatorFaults", {"Faults": [spec], "Reset": False})
             generation = self._generation
         return FaultRule(
             function=function,

@@ -26,14 +26,15 @@ is otherwise hidden by default); :func:`check` reports those too, as the pytest 
 
 Things wind down asynchronously (callbacks are delivered on a dispatcher thread, exited
 children are reaped by the emulator), so :func:`check` polls for a while before it reports;
-when nothing leaked it returns at once.
+when nothing leaked it returns at once. On the emulator a check that finds every count back
+where it was skips the full garbage collection: an unclosed pyhcs object always still owns a
+handle, an event hub, a pending operation or a descriptor, which the counts show.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import re
 import sys
@@ -44,6 +45,8 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TextIO, cast
+
+from .._emucontrol import EmulatorControl
 
 __all__ = [
     "EMULATOR_COUNTERS",
@@ -201,12 +204,10 @@ def _raw(backend: ModuleType | None) -> ModuleType:
 
 
 def _emulator_counters(raw: ModuleType) -> dict[str, int] | None:
-    from .._library import is_emulator
-
-    if not is_emulator(str(raw.library_path())):
+    control = EmulatorControl(raw)
+    if not control.active:
         return None
-    text = raw.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorStatistics"]}))
-    stats: dict[str, Any] = json.loads(text)["Properties"][0]
+    stats = control.statistics()
     return {name: int(stats.get(name, 0)) for name in EMULATOR_COUNTERS}
 
 
@@ -422,20 +423,31 @@ def check(
     to ``before`` (only counts that grew matter). Returns at once when nothing leaked."""
     raw = _raw(backend)
     try:
-        gc.collect()  # finalizers of dropped objects run now, while recording
-        dropped = _recorder.since(before.gc_closed) if before.token is not None else []
+        _settle(raw)
+        after = _probe(raw, fds=before.fds is not None, children=before.children is not None)
+        problems = compare(before, after)
+        collected = False
+        if problems or not after.emulated:
+            # A pyhcs object dropped without close() while it still owned something shows as a
+            # grown count (its native handle, event hub, pending operation or descriptor); only
+            # then, or where the emulator cannot count handles, is a full collection (which runs
+            # the finalizers of dropped objects caught in reference cycles) worth its cost:
+            # about 0.1-0.2 s in a large test process, most of a clean check's time otherwise.
+            gc.collect()
+            collected = True
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.01
-        while True:
+        while collected:
             _settle(raw)
             after = _probe(raw, fds=before.fds is not None, children=before.children is not None)
             problems = compare(before, after)
-            if not problems and not dropped:
-                return
-            if time.monotonic() >= deadline or not problems:
+            if not problems or time.monotonic() >= deadline:
                 break
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+        dropped = _recorder.since(before.gc_closed) if before.token is not None else []
+        if not problems and not dropped:
+            return
     finally:
         _recorder.stop(before.token)
     if dropped:

@@ -68,7 +68,6 @@ with the reason instead of failing the session.
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import logging
 import os
@@ -102,6 +101,7 @@ __all__ = [
     "pyhcs_backend",
     "pyhcs_system_config",
     "registered",
+    "selected_backends",
     "use_backend",
 ]
 
@@ -158,6 +158,15 @@ def available_backends() -> dict[str, str | None]:
                     result[name] = None
         _availability = result
     return dict(_availability)
+
+
+def selected_backends() -> list[str]:
+    """The backends tests run on, in order: the one ``PYHCS_BACKEND`` names, else every one
+    in :data:`BACKENDS` that loads here (the rule of the ``pyhcs_backends`` marker)."""
+    forced = os.environ.get("PYHCS_BACKEND", "auto").strip().lower()
+    names = [n for n in BACKENDS if n == forced] if forced in BACKENDS else list(BACKENDS)
+    availability = available_backends()
+    return [n for n in names if availability.get(n) is None]
 
 
 @contextlib.contextmanager
@@ -560,7 +569,6 @@ def hcs_emulator(request: pytest.FixtureRequest, pyhcs_backend: str) -> Iterator
     unclosed = _UnclosedWarnings()
     with unclosed:
         yield emulator
-        gc.collect()  # finalizers of dropped objects warn now, inside the recorder
 
     problems: list[str] = []
     try:
@@ -572,9 +580,13 @@ def hcs_emulator(request: pytest.FixtureRequest, pyhcs_backend: str) -> Iterator
                     + ", ".join(unclosed.messages[:10])
                 )
             try:
+                # Collects garbage itself when a count shows something still open (the
+                # finalizers of dropped objects then report through the leak check's recorder).
                 leaks.check(before, timeout=_leak_timeout(request.config))
             except leaks.LeakError as err:
                 problems.extend(err.problems)
+        elif before is not None:
+            leaks.release(before)
     finally:
         if active:
             try:

@@ -295,6 +295,8 @@ def _payload_value(t: PayloadType, ctx: _Ctx, depth: int) -> st.SearchStrategy[A
 def _with_payloads(doc: _M, rules: list[_PayloadRule], ctx: _Ctx, depth: int) -> st.SearchStrategy[_M]:
     update: dict[str, st.SearchStrategy[Any]] = {}
     for rule in rules:
+        if not ctx.new_enough(field_since(type(doc), rule.name)):
+            continue  # a payload member newer than the version asked for (GuestRequest: 2.1)
         known, types, _key = rule.lookup(doc)
         if not known:
             continue  # a key no table lists: the payload stays unset
