@@ -984,9 +984,13 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     iso_system *iso = NULL;
     json *report = NULL;
     if (cfg) {
-        /* The system's namespaces, root and init (isolate.h) */
+        /* The system's namespaces, root and init (isolate.h). Under svc_mu: a spawn holds it
+         * while the service may sit in another system's cgroup (cgroup v2), where the init
+         * must not be born. */
         char *err = NULL;
+        pthread_mutex_lock(&svc_mu);
         iso = iso_start_config(cfg, s->id, root, s->marker, &report, &err);
+        pthread_mutex_unlock(&svc_mu);
         json_free(cfg);
         free(root);
         if (err) {
