@@ -724,11 +724,10 @@ def cmd_info(ns: argparse.Namespace) -> int:
         "ServiceMode": mode,
         "Service": service,
     }
-    cgroup: dict[str, Any] = {}
-    if on_emulator:  # what a system started now gets (docs/emulator.md, "Limits and accounting")
-        isolation = json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorIsolation"]})))
-        cgroup = _obj(_objs(_obj(isolation).get("Properties"))[0]).get("Cgroup") or {}
-        doc["Isolation"] = {"Cgroup": cgroup}
+    isolation = _isolation_report() if on_emulator else None  # docs/emulator.md, "Isolation"
+    cgroup: dict[str, Any] = _obj(isolation.get("Cgroup")) if isolation is not None else {}
+    if isolation is not None:
+        doc["Isolation"] = isolation
     if ns.json:
         _print_json(doc)
         return EXIT_OK
@@ -741,11 +740,35 @@ def cmd_info(ns: argparse.Namespace) -> int:
     print(f"service:    {mode}")
     print(f"schema:     {', '.join(versions) or '?'}")
     print(f"processors: {cpus}")
+    if isolation is not None:
+        print(f"isolation:  {_isolation_line(isolation)}")
     if cgroup:
         in_effect = ", ".join(cgroup.get("Controllers") or []) or "none"
         fallback = ", ".join(sorted(_obj(cgroup.get("Fallbacks")))) or "none"
         print(f"cgroups:    v{cgroup.get('Version')} ({in_effect}); falling back: {fallback}")
     return EXIT_OK
+
+
+def _isolation_report() -> dict[str, Any] | None:
+    """What isolation the emulator's service allows (docs/emulator.md, "Isolation"); None from
+    a build that does not answer ``EmulatorIsolation``."""
+    from .service import properties
+
+    try:
+        props = _objs(properties("EmulatorIsolation"))
+    except errors.HcsError:
+        return None
+    return props[0] if props else None
+
+
+def _isolation_line(report: dict[str, Any]) -> str:
+    available = ", ".join(str(a) for a in report.get("Available", [])) or "none"
+    fallbacks = _obj(report.get("Fallbacks"))
+    line = f"{report.get('Isolation', '?')} (available: {available}"
+    if fallbacks:
+        reasons = sorted({str(v) for v in fallbacks.values()})
+        line += f"; falls back to the host's: {', '.join(sorted(fallbacks))}: {'; '.join(reasons)}"
+    return line + ")"
 
 
 def cmd_list(ns: argparse.Namespace) -> int:

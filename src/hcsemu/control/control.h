@@ -27,6 +27,8 @@ typedef struct emu_settings {
     int container_cmdline;          /* CMDLINE_WINDOWS: split by the Windows rules; CMDLINE_SHELL: /bin/sh -c */
     int container_cmdargs;          /* CMDARGS_REFUSE: a Windows guest refuses CommandArgs; CMDARGS_ACCEPT */
     bool deliver_early_events;      /* an exit/create completion before the first callback reaches it */
+    int isolation;                  /* ISOLATION_OFF / ISOLATION_AUTO (service/isolate.h) */
+    uint32_t isolation_without;     /* isolation features turned off (bits of iso_feature_names) */
     int cgroups;                    /* CGM_* (service/cgroup.h): a cgroup per system, or the process group only */
     uint32_t cgroup_pids_max;       /* pids limit of a system's cgroup (0: none) */
     HRESULT oom_exit_code;          /* exit code of a Windows-guest process the memory limit killed */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "isolate.h"
 
 emu_settings g_settings;
 
@@ -44,17 +45,19 @@ static void defaults(emu_settings *s) {
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */
-typedef enum { K_BOOL, K_U32, K_HR, K_CANCEL, K_CHOICE } kind;
+typedef enum { K_BOOL, K_U32, K_HR, K_CANCEL, K_CHOICE, K_NAMES } kind;
 typedef struct setting {
     const char *name;
     kind k;
     size_t off;
-    const char *const *choices; /* K_CHOICE: the names of the values 0, 1, ... (an int field) */
+    const char *const *choices; /* K_CHOICE: the names of the values 0, 1, ... (an int field);
+                                 * K_NAMES: the names of the bits of a uint32_t, set from an array */
 } setting;
 #define S(name, k, field) {name, k, offsetof(emu_settings, field), NULL}
 #define C(name, field, list) {name, K_CHOICE, offsetof(emu_settings, field), list}
 static const char *const cmdline_modes[] = {"Windows", "Shell", NULL};
 static const char *const cmdargs_modes[] = {"Refuse", "Accept", NULL};
+static const char *const isolation_modes[] = {"Off", "Auto", NULL};
 static const char *const cgroup_modes[] = {"Auto", "Off", "V1", "V2", NULL}; /* CGM_* in service/cgroup.h */
 static const setting table[] = {
     S("CancelOperation", K_CANCEL, cancel),
@@ -74,6 +77,8 @@ static const setting table[] = {
     S("DeliverEarlyEvents", K_BOOL, deliver_early_events),
     C("ContainerCommandLine", container_cmdline, cmdline_modes),
     C("ContainerCommandArgs", container_cmdargs, cmdargs_modes),
+    C("Isolation", isolation, isolation_modes),
+    {"IsolationWithout", K_NAMES, offsetof(emu_settings, isolation_without), iso_feature_names},
     C("Cgroups", cgroups, cgroup_modes),
     S("CgroupPidsMax", K_U32, cgroup_pids_max),
     S("OutOfMemoryExitCode", K_HR, oom_exit_code),
@@ -158,6 +163,20 @@ static HRESULT apply_into(emu_settings *dst, const json *obj, char **err) {
             *(int *)field = found;
             break;
         }
+        case K_NAMES: {
+            if (json_typeof(v) != JSON_ARRAY) goto bad;
+            uint32_t bits = 0;
+            for (size_t e = 0; e < json_len(v); e++) {
+                const char *s = json_str(json_at(v, e));
+                int found = -1;
+                for (int c = 0; s && st->choices[c]; c++)
+                    if (strcmp(s, st->choices[c]) == 0) found = c;
+                if (found < 0) goto bad;
+                bits |= 1u << found;
+            }
+            *(uint32_t *)field = bits;
+            break;
+        }
         }
         continue;
     bad:
@@ -201,6 +220,13 @@ json *emu_settings_to_json(void) {
                      json_new_string(*(const cancel_mode *)field == CANCEL_IMPLEMENTED ? "Implemented" : "NotImplemented"));
             break;
         case K_CHOICE: json_set(o, table[k].name, json_new_string(table[k].choices[*(const int *)field])); break;
+        case K_NAMES: {
+            json *a = json_new_array();
+            for (int c = 0; table[k].choices[c]; c++)
+                if (*(const uint32_t *)field & (1u << c)) json_append(a, json_new_string(table[k].choices[c]));
+            json_set(o, table[k].name, a);
+            break;
+        }
         }
     }
     return o;

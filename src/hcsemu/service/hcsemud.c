@@ -38,6 +38,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "isolate.h"
 #include "cgroup.h"
 #include "proc.h"
 #include "protocol.h"
@@ -133,6 +134,7 @@ static int listen_on(const char *path, int *lock_fd) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--init") == 0) return iso_init_main(); /* a system's PID 1 (init.c) */
     const char *socket_path = NULL;
     int inherited = -1;
     bool private_mode = false, detach = false;

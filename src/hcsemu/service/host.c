@@ -15,6 +15,7 @@
 
 #include "cgroup.h"
 #include "control.h"
+#include "isolate.h"
 #include "svc.h"
 
 static pthread_mutex_t host_mu = PTHREAD_MUTEX_INITIALIZER; /* CPU groups and WER reports */
@@ -195,7 +196,7 @@ HRESULT svc_service_properties(const json *query, char **doc) {
         } else if (strcmp(t, "EmulatorStatistics") == 0) {
             json_append(props, emu_control_statistics());
         } else if (strcmp(t, "EmulatorIsolation") == 0) {
-            json *o = json_new_object(); /* what a system started now would get */
+            json *o = iso_host_report(); /* what a system started now would get */
             json_set(o, "Cgroup", cg_host_json(g_settings.cgroups));
             json_append(props, o);
         } else if (strcmp(t, "EmulatorWerReports") == 0) {

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "isolate.h"
 #include "proc.h"
 #include "storage.h"
 #include "svc.h"
@@ -210,6 +211,7 @@ typedef struct cp_req {
     bool fa_init, attr_init;
     pid_t pid;
     bool leader;            /* it leads a process group: the system's first, or a console process */
+    char *in_root;          /* WorkingDirectory as a path in an isolated system's own root */
 } cp_req;
 
 /* 1. The ProcessParameters document: members of the right types, no NUL. */
@@ -286,11 +288,13 @@ static HRESULT cp_workdir(cp_req *r, char **doc) {
     pthread_mutex_lock(&svc_mu);
     int st = s->state;
     r->workdir = s->workdir ? strdup(s->workdir) : NULL;
+    bool own_root = iso_has_root(s->iso); /* its paths are the system's, checked at the chdir */
     pthread_mutex_unlock(&svc_mu);
     if (st != ST_RUNNING) return wrong_state(doc, s, st, "create a process in");
+    if (own_root) r->cwd = (r->in_root = r->cwd && *r->cwd ? iso_container_path(r->cwd) : NULL) ? r->in_root : "/";
     if (!r->cwd || !*r->cwd) r->cwd = r->workdir ? r->workdir : svc_caller_cwd;
     struct stat sb;
-    if (r->cwd && (stat(r->cwd, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+    if (r->cwd && !own_root && (stat(r->cwd, &sb) != 0 || !S_ISDIR(sb.st_mode)))
         return svc_fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a directory",
                         r->cwd);
     r->env = build_env(r->envobj, s->marker);
@@ -380,8 +384,12 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
         return svc_fail(doc, E_OUTOFMEMORY, "Out of memory recording the console's process group");
     }
     proc_known_lock();
+    const char *stage = NULL; /* an isolated system's processes start inside it (isolate.h) */
     cg_spawn_enter(s->cg); /* the child is born in the system's cgroup (cgroup.h) */
-    int rc = posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);
+    int rc = s->iso ? iso_spawn_stdio(s->iso, r->argv, r->env, r->cwd, r->console ? ptsname(r->pty) : NULL,
+                                      r->want_in ? r->in[0] : -1, r->want_out ? r->out[1] : -1,
+                                      r->want_err ? r->err[1] : -1, r->leader ? 0 : s->pgid, &r->pid, &stage)
+                    : posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);
     cg_spawn_leave(s->cg);
     if (rc == 0) proc_known_add_locked(r->pid);
     if (rc == 0) cg_adopt(s->cg, r->pid);
@@ -392,8 +400,12 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
     }
     if (rc != 0) {
         pthread_mutex_unlock(&svc_mu);
+        if (stage && strcmp(stage, "chdir") == 0)
+            return svc_fail(doc, HRESULT_FROM_WIN32(267 /* ERROR_DIRECTORY */), "The working directory '%s' is not a "
+                            "directory in the compute system: %s", r->cwd, strerror(rc));
         DWORD e = rc == ENOENT ? ERROR_FILE_NOT_FOUND : rc == EACCES ? ERROR_ACCESS_DENIED : ERROR_INVALID_PARAMETER;
-        return svc_fail(doc, HRESULT_FROM_WIN32(e), "Cannot start '%s': %s", r->argv[0], strerror(rc));
+        return svc_fail(doc, HRESULT_FROM_WIN32(e), "Cannot start '%s'%s%s: %s", r->argv[0], stage ? " at " : "",
+                        stage ? stage : "", strerror(rc));
     }
     return S_OK;
 }
@@ -464,6 +476,7 @@ static void cp_free(cp_req *r) {
     free_strv(r->argv);
     free_strv(r->env);
     free(r->workdir);
+    free(r->in_root);
     json_free(r->pp);
 }
 

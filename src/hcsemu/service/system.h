@@ -54,6 +54,8 @@ struct svc_system {
     char *workdir; /* default working directory: the container's merged layer view */
     uint64_t serial;
     char marker[96]; /* HCSEMU_SYSTEM=<service pid>:<runtime id>, in every process's environment */
+    struct iso_system *iso; /* its namespaces and init while running isolated (isolate.h), else NULL */
+    json *iso_report;       /* what isolation is in effect (EmulatorIsolation); NULL if never isolated */
     cg_sys *cg;       /* the system's cgroup while it runs (cgroup.h) */
     json *cg_report;  /* after it stopped: what was in effect */
     cg_stat cg_final; /* after it stopped: its last figures */

@@ -31,6 +31,7 @@
 
 #include "cgroup.h"
 #include "control.h"
+#include "isolate.h"
 #include "proc.h"
 #include "storage.h"
 #include "svc.h"
@@ -180,6 +181,8 @@ void svc_unref(svc_system *s) {
     free(s->exit_doc);
     free(s->workdir);
     free(s->console_groups);
+    iso_stop(s->iso);
+    json_free(s->iso_report);
     json_free(s->config);
     if (s->cg) cg_kill(s->cg, 1000);
     cg_destroy(s->cg);
@@ -871,6 +874,7 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         /* SIGKILL also ends stopped (paused) processes; processes that left the group
          * (setsid) are found by the marker in their environment. */
         groups_signal(&gs, SIGKILL);
+        iso_kill(s->iso); /* every process of its PID namespace, setsid or not */
         cg_kill(s->cg, g_settings.terminate_timeout_ms); /* everything in it, setsid or not */
         sweep_marked(s->marker, pg);
         uint64_t deadline = emu_now_ms() + g_settings.terminate_timeout_ms;
@@ -891,6 +895,11 @@ static HRESULT do_stop(svc_system *s, stop_kind kind, char **doc) {
         }
     }
     group_set_free(&gs);
+    pthread_mutex_lock(&svc_mu);
+    struct iso_system *iso = s->iso;
+    s->iso = NULL;
+    pthread_mutex_unlock(&svc_mu);
+    iso_stop(iso); /* its init, namespaces and mount points */
     HRESULT status = S_OK;
     const char *exit_type = "ForcedExit", *detail = "Terminate", *initiator = "Client";
     if (kind == STOP_GRACEFUL && (graceful_done || !s->force_stop)) {
@@ -1030,18 +1039,46 @@ HRESULT svc_start(svc_system *s, const json *opts, char **doc) {
     cg_limits lim;
     pthread_mutex_lock(&svc_mu);
     cg_limits_from_config(s->config, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
+    bool created = s->state == ST_CREATED;
+    json *cfg = created && g_settings.isolation == ISOLATION_AUTO ? json_clone(s->config) : NULL;
+    char *root = cfg && s->workdir ? strdup(s->workdir) : NULL;
     pthread_mutex_unlock(&svc_mu);
-    cg_sys *cg = s->state == ST_CREATED ? cg_create(s->runtime_id, g_settings.cgroups, &lim) : NULL;
+    cg_sys *cg = created ? cg_create(s->runtime_id, g_settings.cgroups, &lim) : NULL;
     cg_warn_once(cg);
+    iso_system *iso = NULL;
+    json *report = NULL;
+    if (cfg) {
+        /* The system's namespaces, root and init (isolate.h). Under svc_mu: a spawn holds it
+         * while the service may sit in another system's cgroup (cgroup v2), where the init
+         * must not be born. */
+        char *err = NULL;
+        pthread_mutex_lock(&svc_mu);
+        iso = iso_start_config(cfg, s->id, root, s->marker, &report, &err);
+        pthread_mutex_unlock(&svc_mu);
+        json_free(cfg);
+        free(root);
+        if (err) {
+            cg_destroy(cg);
+            HRESULT hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "Cannot start compute system '%s': %s",
+                                  s->id, err);
+            free(err);
+            return hr;
+        }
+    }
     pthread_mutex_lock(&svc_mu);
     if (s->state != ST_CREATED || s->stopping || s->cg) {
         int st = s->state;
         pthread_mutex_unlock(&svc_mu);
+        iso_stop(iso);
+        json_free(report);
         cg_destroy(cg);
         return svc_fail(doc, HCS_E_INVALID_STATE, "Cannot start compute system '%s' in state %s", s->id, state_names[st]);
     }
     s->cg = cg;
-    /* Nothing to boot: the system's process group comes into being with its first process. */
+    s->iso = iso;
+    json_free(s->iso_report);
+    s->iso_report = report;
+    /* Nothing else to boot: the system's process group comes into being with its first process. */
     s->state = ST_RUNNING;
     s->start_ms_epoch = now_ms_epoch();
     s->start_mono_ms = emu_now_ms();
@@ -1265,9 +1302,10 @@ static json *statistics_locked(svc_system *s) {
 
 static json *process_list_locked(svc_system *s) {
     json *arr = json_new_array();
-    if (s->pgid <= 0 && s->n_console_groups == 0) return arr;
+    bool pidns = iso_has_pid_namespace(s->iso); /* then every process of its namespace, setsid or not */
+    if (s->pgid <= 0 && s->n_console_groups == 0 && !pidns) return arr;
     proc_stat *ps = malloc(sizeof *ps * 4096);
-    size_t n = ps ? list_system_procs_locked(s, ps, 4096) : 0;
+    size_t n = !ps ? 0 : pidns ? iso_list(s->iso, ps, 4096) : list_system_procs_locked(s, ps, 4096);
     for (size_t i = 0; i < n; i++) {
         if (ps[i].state == 'Z' || ps[i].state == 'X') continue; /* exited, awaiting its reaper */
         json *d = json_new_object();
@@ -1345,7 +1383,7 @@ static json *guest_memory_locked(svc_system *s) {
 
 /* The emulator-only Isolation property: what of the isolation is in effect for the system. */
 static json *isolation_locked(svc_system *s) {
-    json *iso = json_new_object();
+    json *iso = iso_properties(s->iso, s->iso_report); /* namespaces, root, init (isolate.h) */
     json_set(iso, "Cgroup", s->cg ? cg_isolation_json(s->cg)
                             : s->cg_report ? json_clone(s->cg_report) : cg_host_json(g_settings.cgroups));
     return iso;
@@ -1354,7 +1392,7 @@ static json *isolation_locked(svc_system *s) {
 static const char *const known_props[] = {
     "Memory", "Statistics", "ProcessList", "TerminateOnLastHandleClosed", "SharedMemoryRegion", "GuestConnection",
     "SystemGUID", "ProcessorTopology", "ICHeartbeatStatus", "GuestMemory", "CpuGroup", "ContainerCredentialGuard",
-    "EmulatorConfiguration", "Isolation", NULL};
+    "EmulatorConfiguration", "EmulatorIsolation", "Isolation", NULL};
 
 /* Adds one requested property to p. Returns S_OK, or a failure for an unknown type. */
 static HRESULT add_property_locked(svc_system *s, json *p, const char *name, char **doc) {
@@ -1368,7 +1406,8 @@ static HRESULT add_property_locked(svc_system *s, json *p, const char *name, cha
     else if (strcmp(name, "SharedMemoryRegion") == 0) json_set(p, "SharedMemoryRegionInfo", json_new_array());
     else if (strcmp(name, "SystemGUID") == 0) json_set(p, "SystemGUID", json_new_string(s->runtime_id));
     else if (strcmp(name, "EmulatorConfiguration") == 0) json_set(p, "EmulatorConfiguration", json_clone(s->config));
-    else if (strcmp(name, "Isolation") == 0) json_set(p, "Isolation", isolation_locked(s));
+    else if (strcmp(name, "EmulatorIsolation") == 0 || strcmp(name, "Isolation") == 0)
+        json_set(p, "Isolation", isolation_locked(s));
     else if (strcmp(name, "GuestConnection") == 0) {
         if (json_get(json_get(s->config, "VirtualMachine"), "GuestConnection")) {
             json *g = json_new_object();
@@ -1447,6 +1486,55 @@ HRESULT svc_properties(svc_system *s, const json *query, char **doc) {
 
 /* ------------------------------------------------------------------ modify */
 
+/* A Remove: the member, or when the Settings name one element of an array (a MappedDirectory)
+ * that element: the one equal to them or with the same ContainerPath. */
+static HRESULT remove_member(json *node, const char *key, const json *settings, const char *path, char **doc) {
+    const json *arr = json_get(node, key);
+    if (json_typeof(arr) != JSON_ARRAY || json_typeof(settings) != JSON_OBJECT) {
+        json_remove(node, key);
+        return S_OK;
+    }
+    const char *cp = json_str(json_get(settings, "ContainerPath"));
+    json *kept = json_new_array();
+    bool removed = false;
+    for (size_t i = 0; i < json_len(arr); i++) {
+        const json *e = json_at(arr, i);
+        const char *ecp = json_str(json_get(e, "ContainerPath"));
+        if (!removed && (json_equal(e, settings) || (cp && ecp && strcmp(cp, ecp) == 0))) removed = true;
+        else json_append(kept, json_clone(e));
+    }
+    if (!removed) {
+        json_free(kept);
+        return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' holds no such element", path);
+    }
+    json_set(node, key, kept);
+    return S_OK;
+}
+
+/* An Add to an array member (created when absent). */
+static void add_element(json *node, const char *key, const json *settings) {
+    json *arr = (json *)json_get(node, key);
+    if (json_typeof(arr) != JSON_ARRAY) {
+        arr = json_new_array();
+        json_set(node, key, arr);
+    }
+    json_append(arr, settings ? json_clone(settings) : json_new_null());
+}
+
+/* A modify of a running isolated system's mapped directories mounts or unmounts them. */
+static HRESULT apply_live(svc_system *s, const char *path, const char *rtype, const json *settings, char **doc) {
+    if (!s->iso) return S_OK;
+    char *err = NULL;
+    int e = iso_modify_config(s->iso, path, rtype, settings, &err);
+    HRESULT hr = S_OK;
+    if (e)
+        hr = svc_fail(doc, e == ENOENT ? HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) : e == EINVAL ? E_INVALIDARG
+                                                                             : HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED),
+                      "%s", err ? err : "the mapped directory could not be changed");
+    free(err);
+    return hr;
+}
+
 /* Applies a ModifySettingRequest to the stored configuration, so what was added, removed
  * or updated shows in later properties and in EmulatorConfiguration. */
 HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
@@ -1511,13 +1599,14 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
                     bool exists = json_get(node, next) != NULL;
                     if (strcmp(rtype, "Remove") == 0) {
                         if (!exists) hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_FOUND), "Resource '%s' does not exist", path);
-                        else json_remove(node, next);
+                        else hr = remove_member(node, next, settings, path, doc);
                     } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_OBJECT &&
                                json_typeof(settings) == JSON_OBJECT && json_len(json_get(node, next)) &&
                                strstr(path, "/Shares") == NULL) {
                         hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS), "Resource '%s' already exists", path);
-                    } else if (strcmp(rtype, "Add") == 0 && exists && json_typeof(json_get(node, next)) == JSON_ARRAY) {
-                        json_append((json *)json_get(node, next), settings ? json_clone(settings) : json_new_null());
+                    } else if (strcmp(rtype, "Add") == 0 && (json_typeof(json_get(node, next)) == JSON_ARRAY ||
+                                                             (!exists && strcmp(next, "MappedDirectories") == 0))) {
+                        add_element(node, next, settings); /* MappedDirectories is an array of them */
                     } else {
                         json_set(node, next, settings ? json_clone(settings) : json_new_object());
                     }
@@ -1562,6 +1651,7 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
         cg_limits_from_config(work, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), g_settings.cgroup_pids_max, &lim);
         if (!cg_set_limits(s->cg, &lim, cerr, sizeof cerr)) hr = svc_fail(doc, E_FAIL, "%s: %s", path ? path : "modify", cerr);
     }
+    if (!FAILED(hr)) hr = apply_live(s, path, rtype, settings, doc);
     if (!FAILED(hr)) {
         json_free(s->config);
         s->config = work;
