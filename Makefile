@@ -5,7 +5,7 @@
 #   make test        the suite on the in-place build (both backends where the tests take both)
 #   make test-ctypes the suite with PYHCS_BACKEND=ctypes
 #   make lint        ruff, mypy --strict, pyright --strict (the examples, and the package but the
-#                    modules tests/test_typing.py lists as not yet strict), every generator's
+#                    modules tests/api/test_typing.py lists as not yet strict), every generator's
 #                    --check, the import contract
 #   make pyright     pyright --strict on the whole package, then on the README's and docs' examples
 #   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
@@ -29,17 +29,17 @@ test-ctypes: build
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
-	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/test_typing.py
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/api/test_typing.py
 	$(PYTHON) tools/gen_errors.py --check
 	$(PYTHON) tools/gen_schema.py --check
 	$(PYTHON) tools/gen_abi.py --check
-	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/test_import_contract.py
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/layout/test_import_contract.py
 
 # The package as pyproject.toml's [tool.pyright] says; the examples as users' code sees pyhcs
-# (tests/test_typing.py, which the suite runs too).
+# (tests/api/test_typing.py, which the suite runs too).
 pyright:
 	$(PYTHON) -m pyright
-	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/test_typing.py
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/api/test_typing.py
 
 bench: build
 	$(PYTHON) bench/run.py $(BENCH_ARGS)

@@ -24,7 +24,7 @@ EMU_DIR = HERE / "src" / "hcsemu"
 NO_EXT = os.environ.get("PYHCS_NO_EXTENSIONS", "") not in ("", "0")
 DEBUG = os.environ.get("PYHCS_DEBUG_BUILD", "") not in ("", "0")
 SANITIZE = os.environ.get("PYHCS_SANITIZE", "") not in ("", "0")
-CYTHON_SOURCE = HERE / "src" / "pyhcs" / "_core.pyx"
+CYTHON_SOURCE = HERE / "src" / "pyhcs" / "_native" / "cython" / "_core.pyx"
 
 
 class BinaryDistribution(Distribution):
@@ -92,7 +92,7 @@ def extensions() -> list[Extension]:
         directives["linetrace"] = True
     libraries = [] if sys.platform == "win32" else ["dl"]
     ext = Extension(
-        "pyhcs._core",
+        "pyhcs._native.cython._core",
         [str(CYTHON_SOURCE.relative_to(HERE))],
         include_dirs=[str(EMU_DIR.relative_to(HERE))],
         define_macros=macros,

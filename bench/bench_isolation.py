@@ -44,7 +44,7 @@ def unshare_works() -> bool:
 
 
 def worker(backend: str, lifecycles: int) -> dict[str, Any]:
-    from pyhcs import _backend
+    from pyhcs._native import _backend
 
     B = _backend.load(backend)
     op = B.hcs_create_operation()

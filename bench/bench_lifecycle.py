@@ -118,7 +118,7 @@ def _measure(iterations: int, repeat: int, concurrent: int) -> dict[str, Any]:
     results["layer_overhead_ratio"] = results["lifecycle_s"] / results["raw_lifecycle_s"]
 
     # The same lifecycle on a thread other than the main one, where the synchronous calls that
-    # pyhcs._blocking hands to a helper on the main thread (so that Ctrl-C interrupts them) are
+    # pyhcs._native._blocking hands to a helper on the main thread (so that Ctrl-C interrupts them) are
     # made directly: the difference is the price of that guarantee (bench/README.md).
     off_main: list[float] = []
 

@@ -82,7 +82,7 @@ def ping_pong(n: int) -> float:
 
 def worker(backend: str, n: int, lifecycles: int) -> dict[str, float]:
     """In this interpreter's mode: the properties round trip and the raw lifecycle (us)."""
-    from pyhcs import _backend
+    from pyhcs._native import _backend
 
     B = _backend.load(backend)
     op = B.hcs_create_operation()

@@ -115,7 +115,7 @@ def emulator_library() -> Path:
     path_entries = _pythonpath()
     if path_entries[0] not in sys.path:
         sys.path.insert(0, path_entries[0])
-    from pyhcs._library import emulator_path
+    from pyhcs._native._library import emulator_path
 
     path = Path(os.environ.get("PYHCS_LIBRARY") or emulator_path())
     if not path.exists():
@@ -156,7 +156,7 @@ def _best_rate(fn: Callable[[], float], repeats: int = REPEATS) -> float:
 def worker(name: str, scale: float) -> dict[str, float]:
     """Runs every scenario on one backend (in this interpreter) and returns its figures."""
     os.environ["PYHCS_BACKEND"] = name
-    from pyhcs import _backend as B
+    from pyhcs._native import _backend as B
 
     assert name == B.backend, (name, B.backend)
     n_trivial = max(1000, int(300_000 * scale))

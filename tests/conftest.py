@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pyhcs import _backend, _library
-from pyhcs._emucontrol import EmulatorControl, emulator_only
+from pyhcs._native import _backend, _library
+from pyhcs.emulator._control import EmulatorControl, emulator_only
 from pyhcs.testing.plugin import selected_backends
 
 from pyutil import CONFIG, new_id
@@ -113,7 +113,7 @@ def guard_emulator_controls(modules: list[Any], library: str) -> None:
 
 if not ON_EMULATOR:
     guard_emulator_controls(
-        [_backend, *(sys.modules[m] for m in ("pyhcs.raw", "pyhcs._core", "pyhcs._fallback") if m in sys.modules)],
+        [_backend, *(sys.modules[m] for m in ("pyhcs.raw", "pyhcs._native.cython._core", "pyhcs._native.ctypes") if m in sys.modules)],
         _backend.library_path(),
     )
     for _name in BACKENDS:

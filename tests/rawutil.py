@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from pyhcs._emucontrol import EmulatorControl
+from pyhcs.emulator._control import EmulatorControl
 
 from pyutil import new_id  # one counter for every test id of the process: ids never repeat
 

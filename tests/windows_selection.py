@@ -13,7 +13,7 @@ virtual-disk marshalling tests, ...). This runs pytest so that it does:
   emulator around every test, which needs the library. Tests that use a fixture only a conftest
   defines (``hcs``, ``system``, ...) are deselected, and counted;
 * a test (or a test module, at import) that fails because the HCS library cannot be loaded
-  (the same ImportError that ``import pyhcs._backend`` raises here, in the test or in a child
+  (the same ImportError that ``import pyhcs._native._backend`` raises here, in the test or in a child
   interpreter it runs) is reported as skipped with that reason; any other failure stays a
   failure;
 * at least ``--min-passed`` tests (default 1) must pass, so an empty selection fails.
@@ -40,7 +40,7 @@ import pytest
 def _probe() -> BaseException | None:
     """The exception importing the backend raises here, or None if HCS loads."""
     try:
-        importlib.import_module("pyhcs._backend")
+        importlib.import_module("pyhcs._native._backend")
     except (ImportError, OSError) as exc:
         return exc
     return None

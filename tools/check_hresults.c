@@ -3,9 +3,9 @@
  * src/hcsemu/hresults.h by tools/gen_abi.py) must agree with every constant the Windows SDK
  * defines under the same name.
  *
- *   x86_64-w64-mingw32-gcc -fsyntax-only -Wall -Werror -Isrc/hcsemu -Isrc/pyhcs tools/check_hresults.c
+ *   x86_64-w64-mingw32-gcc -fsyntax-only -Wall -Werror -Isrc/hcsemu -Isrc/pyhcs/_native/cython tools/check_hresults.c
  *
- * On Windows the headers come in pyhcs._core's order (_loader.h brings the SDK, then
+ * On Windows the headers come in pyhcs._native.cython._core's order (_loader.h brings the SDK, then
  * hresults.h), so hresults.h's guarded definitions only fill in what the SDK lacks
  * (HCS_E_OPERATION_PENDING_LEGACY, or HCS_E_* in an older mingw-w64) and every name the SDK
  * has is checked against the table's value. With gcc on Linux the same file checks the header

@@ -1,10 +1,10 @@
 /*
- * Compiled (never run) with mingw-w64: pyhcs's loader (src/pyhcs/_loader.h) must build for
+ * Compiled (never run) with mingw-w64: pyhcs's loader (src/pyhcs/_native/cython/_loader.h) must build for
  * Windows against the SDK's own computecore.h/computestorage.h, and every slot of its function
  * table must have exactly the type of the SDK function it will hold (GetProcAddress casts
  * cannot catch a drift, this can).
  *
- *   x86_64-w64-mingw32-gcc -fsyntax-only -Wall -Wextra -Werror -Isrc/hcsemu -Isrc/pyhcs tools/check_loader.c
+ *   x86_64-w64-mingw32-gcc -fsyntax-only -Wall -Wextra -Werror -Isrc/hcsemu -Isrc/pyhcs/_native/cython tools/check_loader.c
  *
  * The same file also compiles with gcc -std=c11 on Linux (against the emulator's hcs.h), which
  * checks the POSIX half of the loader the same way.
@@ -20,7 +20,7 @@ _Static_assert(__builtin_types_compatible_p(__typeof__(((pyhcs_table *)0)->Local
                "pyhcs_table.LocalFree differs from kernel32's");
 _Static_assert(sizeof(WCHAR) == 2, "WCHAR is UTF-16");
 
-/* The callback trampolines pyhcs._core hands to the library have this shape. */
+/* The callback trampolines pyhcs._native.cython._core hands to the library have this shape. */
 static void on_operation(HCS_OPERATION op, void *ctx) { (void)op; (void)ctx; }
 static void on_event(HCS_EVENT *ev, void *ctx) { (void)ev; (void)ctx; }
 

@@ -9,7 +9,7 @@ Inputs:
 
 * ``src/hcsemu/hcs.h``: the X-macro lists HCS_COMPUTECORE_FUNCTIONS and
   HCS_COMPUTESTORAGE_FUNCTIONS (return type, name, parameter types and names; the list says
-  which DLL), and the ``pyhcs_table`` members ``src/pyhcs/_loader.h`` adds after them;
+  which DLL), and the ``pyhcs_table`` members ``src/pyhcs/_native/cython/_loader.h`` adds after them;
 * ``tools/abi.toml``: the Python face hcs.h cannot express (defaults, nullable strings, the
   grouping of PUBLIC_API, the non-HCS functions both backends export);
 * ``tools/errors.toml``: the HRESULT table (read with tools/gen_errors.py's loader).
@@ -17,12 +17,12 @@ Inputs:
 Outputs (whole files are marked GENERATED; in hand-written files only the section between the
 BEGIN/END GENERATED markers is rewritten, the prose around it stays hand-written):
 
-* ``src/pyhcs/_computecore.pxd``: the Cython prototypes (section);
-* ``src/pyhcs/_functable.pxi``: the Cython declaration of ``_loader.h``'s function table,
+* ``src/pyhcs/_native/cython/_computecore.pxd``: the Cython prototypes (section);
+* ``src/pyhcs/_native/cython/_functable.pxi``: the Cython declaration of ``_loader.h``'s function table,
   included by ``_core.pyx`` (file);
-* ``src/pyhcs/_fallback/_lib.py``: the ctypes prototypes (section);
-* ``src/pyhcs/_api_names.py``: ``PUBLIC_API`` (file);
-* ``src/pyhcs/_backend.pyi``: the signatures of the flat API (section);
+* ``src/pyhcs/_native/ctypes/_lib.py``: the ctypes prototypes (section);
+* ``src/pyhcs/_native/_api_names.py``: ``PUBLIC_API`` (file);
+* ``src/pyhcs/_native/_backend.pyi``: the signatures of the flat API (section);
 * ``src/pyhcs/testing/_functions.py``: ``HCS_FUNCTIONS`` for the testing toolkit (file);
 * ``src/hcsemu/hresults.h``: the HRESULT and Win32 error constants the emulator and
   ``_core.pyx`` use, from tools/errors.toml (file).
@@ -47,16 +47,16 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "src" / "hcsemu" / "hcs.h"
-LOADER = ROOT / "src" / "pyhcs" / "_loader.h"
+LOADER = ROOT / "src" / "pyhcs" / "_native" / "cython" / "_loader.h"
 TABLE = ROOT / "tools" / "abi.toml"
 ERRORS_TABLE = ROOT / "tools" / "errors.toml"
 GEN_ERRORS = ROOT / "tools" / "gen_errors.py"
 
-PXD = ROOT / "src" / "pyhcs" / "_computecore.pxd"
-PXI = ROOT / "src" / "pyhcs" / "_functable.pxi"
-CTYPES = ROOT / "src" / "pyhcs" / "_fallback" / "_lib.py"
-API_NAMES = ROOT / "src" / "pyhcs" / "_api_names.py"
-STUB = ROOT / "src" / "pyhcs" / "_backend.pyi"
+PXD = ROOT / "src" / "pyhcs" / "_native" / "cython" / "_computecore.pxd"
+PXI = ROOT / "src" / "pyhcs" / "_native" / "cython" / "_functable.pxi"
+CTYPES = ROOT / "src" / "pyhcs" / "_native" / "ctypes" / "_lib.py"
+API_NAMES = ROOT / "src" / "pyhcs" / "_native" / "_api_names.py"
+STUB = ROOT / "src" / "pyhcs" / "_native" / "_backend.pyi"
 FUNCTIONS = ROOT / "src" / "pyhcs" / "testing" / "_functions.py"
 HRESULTS_H = ROOT / "src" / "hcsemu" / "hresults.h"
 
@@ -502,10 +502,10 @@ def render_stub_section(face: Face) -> str:
 
 def render_api_names(face: Face) -> str:
     out = [generated_note("#").rstrip("\n")]
-    out.append('"""The flat API\'s names: the one list both backends export (see pyhcs._backend).')
+    out.append('"""The flat API\'s names: the one list both backends export (see pyhcs._native._backend).')
     out.append("")
     out.append("Kept apart, with no imports, so that each backend can take its ``__all__`` from here while")
-    out.append('pyhcs._backend is still choosing between them."""')
+    out.append('pyhcs._native._backend is still choosing between them."""')
     out.append("")
     out.append("PUBLIC_API: tuple[str, ...] = (")
     for title, members in face.groups:
@@ -566,7 +566,7 @@ def render_hresults_h(rows: Sequence[object]) -> str:
         " * To change it, edit the table and run `python tools/gen_abi.py`; CI runs",
         " * `python tools/gen_abi.py --check`, which fails when this file is out of date.",
         " *",
-        " * The HRESULTs of the pyhcs error table, for the emulator and pyhcs._core. Win32 error codes",
+        " * The HRESULTs of the pyhcs error table, for the emulator and pyhcs._native.cython._core. Win32 error codes",
         " * are the bare codes (wrap them in HRESULT_FROM_WIN32), as in the SDK's winerror.h; on",
         " * Windows the SDK's definitions come first and these are skipped. HRESULT must be declared",
         " * before this header is included (hcs.h does it).",

@@ -1,4 +1,4 @@
-"""Generate src/pyhcs/_hresults.py (and the list of its names in src/pyhcs/errors.py) from
+"""Generate src/pyhcs/errors/_table.py (and the list of its names in src/pyhcs/errors/__init__.py) from
 tools/errors.toml.
 
 Usage::
@@ -27,8 +27,8 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = ROOT / "tools" / "errors.toml"
-DEFAULT_OUTPUT = ROOT / "src" / "pyhcs" / "_hresults.py"
-DEFAULT_ERRORS = ROOT / "src" / "pyhcs" / "errors.py"
+DEFAULT_OUTPUT = ROOT / "src" / "pyhcs" / "errors" / "_table.py"
+DEFAULT_ERRORS = ROOT / "src" / "pyhcs" / "errors" / "__init__.py"
 
 def _import_specs(output: Path, errors: Path) -> tuple[str, str]:
     """(how the table imports the errors module, how the errors module imports the table):

@@ -3,7 +3,7 @@
  * To change it, edit the table and run `python tools/gen_abi.py`; CI runs
  * `python tools/gen_abi.py --check`, which fails when this file is out of date.
  *
- * The HRESULTs of the pyhcs error table, for the emulator and pyhcs._core. Win32 error codes
+ * The HRESULTs of the pyhcs error table, for the emulator and pyhcs._native.cython._core. Win32 error codes
  * are the bare codes (wrap them in HRESULT_FROM_WIN32), as in the SDK's winerror.h; on
  * Windows the SDK's definitions come first and these are skipped. HRESULT must be declared
  * before this header is included (hcs.h does it).

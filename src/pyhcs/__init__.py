@@ -20,11 +20,11 @@ from ._handle import DEFAULT, Timeout
 from ._runopts import DEVNULL, PIPE, STDOUT
 from ._handle import default_timeout_from_env as _default_timeout_from_env
 from ._log import call_statistics, reset_call_statistics, set_slow_call_threshold, slow_call_threshold
-from ._types import EventType, OperationType
+from ._native._types import EventType, OperationType
 
 if TYPE_CHECKING:
     from . import aio, emulator, service, vm
-    from ._backend import backend, backend_features
+    from ._native._backend import backend, backend_features
     from .events import Event, ExitStatus, SystemExitStatus
     from .operation import Operation
     from .pool import ComputeSystemPool
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 # (and pyhcs.errors, pyhcs.schema, the pytest plugin) works on a machine without HCS; the
 # first touch of the library then raises ImportError naming what could not be loaded.
 _LAZY = {
-    "backend": "._backend",
-    "backend_features": "._backend",
+    "backend": "._native._backend",
+    "backend_features": "._native._backend",
     "Event": ".events",
     "ExitStatus": ".events",
     "SystemExitStatus": ".events",

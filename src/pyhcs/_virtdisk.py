@@ -4,7 +4,7 @@ takes (HcsFormatWritableLayerVhd, HcsGetLayerVhdMountPath, HcsSetupBaseOSLayer).
 Only :mod:`pyhcs.storage` uses this module, and only on Windows; the function table is an
 argument (:class:`VirtDisk`), so tests drive the marshalling on any platform with a fake table.
 
-The layouts are those of the Windows SDK's virtdisk.h for x64 (tests/test_virtual_disk.py
+The layouts are those of the Windows SDK's virtdisk.h for x64 (tests/api/test_virtual_disk.py
 checks every size and offset). mingw-w64's virtdisk.h is not a reference: its
 CREATE_VIRTUAL_DISK_PARAMETERS.Version2 lacks ``PhysicalSectorSizeInBytes``, which shifts every
 later member by 8 bytes.

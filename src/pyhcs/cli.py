@@ -120,7 +120,7 @@ def _choose_service() -> None:
         _service_choice = f"{SERVICE_ENV}={os.environ[SERVICE_ENV]} (from the environment)"
     elif os.environ.get(LIBRARY_ENV):
         _service_choice = f"what {LIBRARY_ENV}={os.environ[LIBRARY_ENV]} does by default ({SERVICE_ENV} is not set)"
-    elif "pyhcs._backend" in sys.modules:
+    elif "pyhcs._native._backend" in sys.modules:
         _service_choice = "whatever the library chose: it was loaded before the pyhcs command ran"
     else:
         os.environ[SERVICE_ENV] = "shared"
@@ -130,7 +130,7 @@ def _choose_service() -> None:
 def _load_library() -> None:
     """Loads the backend; a failure is one line (exit 125), not a traceback."""
     try:
-        importlib.import_module("pyhcs._backend")
+        importlib.import_module("pyhcs._native._backend")
     except ImportError as exc:
         text = str(exc)
         raise CliError(text.removeprefix("pyhcs: ")) from None
@@ -225,7 +225,7 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
 def event_name(ev: Event) -> str:
     """The event's name as the HCS documentation writes it (``HcsEventSystemExited`` ->
     ``SystemExited``), from pyhcs' enum name (``SYSTEM_EXITED``)."""
-    from ._types import EventType
+    from ._native._types import EventType
 
     if isinstance(ev.type, EventType):
         return "".join(part.capitalize() for part in ev.type.name.split("_"))
@@ -706,7 +706,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def cmd_info(ns: argparse.Namespace) -> int:
     import pyhcs
-    import pyhcs._backend as B
+    import pyhcs._native._backend as B
     from pyhcs import emulator
 
     service = json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["Basic", "ProcessorTopology"]})))

@@ -39,7 +39,7 @@ from typing import Any
 from . import _log
 from ._flow import EventWait, Flow, run
 from ._handle import Deadline, in_dispatcher, mark_dispatcher_thread
-from ._types import EventType, HcsEvent
+from ._native._types import EventType, HcsEvent
 from .errors import HcsError, is_json_array, is_json_object, make_error, to_unsigned
 
 __all__ = ["Event", "EventHub", "EventStream", "EventType", "ExitStatus", "SystemExitStatus"]

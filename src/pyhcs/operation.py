@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from . import _backend as B
 from . import _log
 from ._handle import (
     DEFAULT,
@@ -42,7 +41,8 @@ from ._handle import (
     resolve_timeout,
     timeout_error,
 )
-from ._types import HCS_INVALID_OPERATION_ID, HcsProcessInformation, OperationType
+from ._native import _backend as B
+from ._native._types import HCS_INVALID_OPERATION_ID, HcsProcessInformation, OperationType
 from .errors import (
     HandleClosedError,
     HcsError,

@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from . import _backend as B
 from . import _log, _stdio
 from ._docs import Document, loads, to_json
 from ._flow import Action, Call, EventWait, Flow, OperationWait, run
 from ._guest import GuestOs, command_fields, signal_value
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
+from ._native import _backend as B
+from ._native._types import HcsProcessInformation
 from ._stdio import PipeIO
-from ._types import HcsProcessInformation
 from .errors import (
     CalledProcessError,
     HcsError,

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _backend as B
 from . import _log
 from ._docs import Document, loads, to_json
 from ._handle import DEFAULT, Deadline, Timeout, resolve_timeout
+from ._native import _backend as B
 from .errors import HcsError, is_already_stopped, is_json_array, is_json_object, is_not_found, make_error
 
 __all__ = [

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from typing_extensions import Self, TypeIs
 
-    from pyhcs import _backend as B
+    from pyhcs._native import _backend as B
     from pyhcs.errors import HcsError
     from pyhcs.schema import LayerData
 
@@ -116,7 +116,7 @@ __all__ = [
 #: (vmcompute.dll's NameToGuid, which hcsshim's wclayer.LayerID calls for Docker and
 #: containerd): a version 5 UUID over the UTF-16LE name. For a folder named ``4`` it gives
 #: ``bd9c3ef9-f239-59b5-a27e-15c523b1d149``, the id hcsshim reports for such layers
-#: (tests/test_virtual_disk.py checks it).
+#: (tests/api/test_virtual_disk.py checks it).
 LAYER_ID_NAMESPACE = uuid.UUID("800872c5-909c-403a-89c9-931fe5e2fd08")
 
 #: Path rules of the platform HCS runs on: Windows' (drive letters, ``\\?\`` and UNC prefixes,
@@ -127,11 +127,11 @@ _pathmod: ModuleType = ntpath if sys.platform == "win32" else posixpath
 if not TYPE_CHECKING:
 
     class _Backend:
-        """pyhcs._backend on first use, so that importing this module (layer ids, VirtualDisk
+        """pyhcs._native._backend on first use, so that importing this module (layer ids, VirtualDisk
         on Windows) needs no HCS library, like ``import pyhcs``."""
 
         def __getattr__(self, name: str) -> Any:
-            from pyhcs import _backend
+            from pyhcs._native import _backend
 
             return getattr(_backend, name)
 
@@ -237,7 +237,7 @@ def layer_id(path: StrPath) -> str:
 
 
 def _host_formats() -> ModuleType | None:
-    from pyhcs._library import host_formats
+    from pyhcs._native._library import host_formats
 
     return host_formats(B.library_path())
 

@@ -39,12 +39,12 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _backend as B
 from . import _flow, _log
 from ._docs import Document, check_document, compute_system_config, loads, to_json
 from ._flow import Action, Call, Communicate, EventWait, Flow, OperationWait
 from ._guest import GuestOs, check_guest_os, guest_of_config, guest_of_properties
 from ._handle import DEFAULT, Deadline, Handle, Timeout, reports_timeout, resolve_timeout, timeout_error
+from ._native import _backend as B
 from ._runopts import DEVNULL, NOT_GIVEN, NotGiven, RunPlan, Stdio, pipe_flag, plan_run
 from .errors import (
     HcsError,

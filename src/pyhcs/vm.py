@@ -27,9 +27,9 @@ import os
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import _backend as B
 from . import _log
-from ._library import host_formats
+from ._native import _backend as B
+from ._native._library import host_formats
 from .errors import HcsError, is_json_object, make_error
 
 __all__ = [

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from pyhcs import _backend as B
+from pyhcs._native import _backend as B
 
 CONFIG = json.dumps({"SchemaVersion": {"Major": 2, "Minor": 1}, "Container": {}})
 B.hcs_modify_service_settings(json.dumps({"PropertyType": "Emulator", "Settings": {"WorkerIdleMs": 50}}))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Cython backend built for Windows x64 on Linux: cythonize src/pyhcs/_core.pyx, compile it
+# The Cython backend built for Windows x64 on Linux: cythonize src/pyhcs/_native/cython/_core.pyx, compile it
 # with mingw-w64 against this Python's headers and tools/windows/pyconfig.h (the python.org
 # win_amd64 configuration), link it against an import library of python3XY.dll made from the
 # symbols the object imports, and check the result's imports and exports.
@@ -45,13 +45,13 @@ warn=(-Wall -Werror=implicit-function-declaration -Werror=incompatible-pointer-t
 echo "pyconfig.h: sizes against $cc"
 "$cc" -fsyntax-only -Wall -Werror -I"$headers" "$here/check_pyconfig.c"
 
-echo "cythonize src/pyhcs/_core.pyx"
+echo "cythonize src/pyhcs/_native/cython/_core.pyx"
 # the same directives as setup.py's release build
-"$python" -m cython -3 --module-name pyhcs._core -X embedsignature=True -X binding=True \
-  -I "$root/src/hcsemu" -I "$root/src/pyhcs" -o "$out/_core.c" "$root/src/pyhcs/_core.pyx"
+"$python" -m cython -3 --module-name pyhcs._native.cython._core -X embedsignature=True -X binding=True \
+  -I "$root/src/hcsemu" -I "$root/src/pyhcs/_native/cython" -o "$out/_core.c" "$root/src/pyhcs/_native/cython/_core.pyx"
 
 echo "compile for win_amd64"
-"$cc" -c -O2 -DNDEBUG "${warn[@]}" -I"$headers" -I"$root/src/hcsemu" -I"$root/src/pyhcs" \
+"$cc" -c -O2 -DNDEBUG "${warn[@]}" -I"$headers" -I"$root/src/hcsemu" -I"$root/src/pyhcs/_native/cython" \
   -o "$out/_core.o" "$out/_core.c"
 
 echo "import library of $dll"

@@ -40,7 +40,7 @@ enum {
 };
 
 /* The calls of a REQUEST or NOTIFY frame: one per svc_* function of service/svc.h, plus the service's own.
- * The numbers are the wire format (src/pyhcs/emulator.py speaks STATUS and STOP): append only. */
+ * The numbers are the wire format (src/pyhcs/emulator/__init__.py speaks STATUS and STOP): append only. */
 enum {
     CALL_CREATE = 1,
     CALL_OPEN,

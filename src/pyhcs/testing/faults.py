@@ -47,8 +47,9 @@ from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import _emucontrol, errors
-from .._emucontrol import EmulatorControl
+from .. import errors
+from ..emulator import _control as _emucontrol
+from ..emulator._control import EmulatorControl
 from ._functions import HCS_FUNCTIONS
 
 if TYPE_CHECKING:
@@ -428,7 +429,7 @@ class CallBudget:
 class Emulator(EmulatorControl):
     """The emulator's own controls: settings, statistics, call counts, reset.
 
-    ``backend`` is the raw module the requests go through (``pyhcs._backend`` when None,
+    ``backend`` is the raw module the requests go through (``pyhcs._native._backend`` when None,
     looked up at each call, so it follows :func:`pyhcs.testing.plugin.use_backend`); the
     ``hcs`` fixture of pyhcs' own tests passes one backend explicitly. On real HCS ``active``
     is False and every control raises :class:`EmulatorRequired`. Built on pyhcs' one client of

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TextIO, cast
 
-from .._emucontrol import EmulatorControl
+from ..emulator._control import EmulatorControl
 
 __all__ = [
     "EMULATOR_COUNTERS",
@@ -198,7 +198,7 @@ _recorder = _GcClosedRecorder()
 def _raw(backend: ModuleType | None) -> ModuleType:
     if backend is not None:
         return backend
-    from .. import _backend
+    from .._native import _backend
 
     return _backend
 
@@ -336,7 +336,7 @@ def _probe(raw: ModuleType, *, fds: bool, children: bool) -> Snapshot:
 
 def snapshot(backend: ModuleType | None = None, *, fds: bool = True, children: bool = True) -> Snapshot:
     """What is alive now. ``backend``: the raw module to ask the emulator through (default
-    ``pyhcs._backend``). Off the emulator only pyhcs' registries, fds and children count.
+    ``pyhcs._native._backend``). Off the emulator only pyhcs' registries, fds and children count.
 
     Starts recording the pyhcs objects the garbage collector closes, until :func:`check` (or
     :func:`release`) with this snapshot."""

@@ -129,7 +129,7 @@ _call_failed_key = pytest.StashKey[bool]()
 def _import_pyhcs() -> ModuleType:
     """pyhcs' backend module, or a skip that says why it cannot be loaded here."""
     try:
-        from .. import _backend
+        from .._native import _backend
     except Exception as exc:  # ImportError, or OSError from loading the native library
         pytest.skip(f"pyhcs cannot be loaded here ({type(exc).__name__}: {exc})")
     return _backend
@@ -144,7 +144,7 @@ def available_backends() -> dict[str, str | None]:
     if _availability is None:
         result: dict[str, str | None] = {}
         try:
-            from .. import _backend
+            from .._native import _backend
         except Exception as exc:
             reason = f"pyhcs cannot be loaded here ({type(exc).__name__}: {exc})"
             result = dict.fromkeys(BACKENDS, reason)
@@ -174,11 +174,11 @@ def use_backend(name: str) -> Generator[ModuleType, None, None]:
     """Switches the whole of pyhcs (the Pythonic layer, ``pyhcs.raw``, ``pyhcs.emulator``)
     to backend ``name`` for the block, and back afterwards. Yields the backend module.
 
-    Every pyhcs module calls the library through the names in ``pyhcs._backend``, so replacing
+    Every pyhcs module calls the library through the names in ``pyhcs._native._backend``, so replacing
     those switches everything. Create and close the objects of the block inside it: an object
     keeps the callbacks of the backend it was created with.
     """
-    from .. import _backend as B
+    from .._native import _backend as B
 
     module = B.load(name)
     targets: list[ModuleType] = [B]
@@ -401,8 +401,8 @@ def _hermetic_service() -> None:
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     try:
-        from .. import _backend
-        from .._library import is_emulator
+        from .._native import _backend
+        from .._native._library import is_emulator
 
         path = str(_backend.library_path())
     except Exception as exc:

@@ -97,18 +97,18 @@ def replay(
     raw: ModuleType | None = None,
 ) -> ReplayReport:
     """Replays ``trace`` against the library pyhcs loaded (``raw``: a backend module, default
-    ``pyhcs._backend``) and reports every divergence.
+    ``pyhcs._native._backend``) and reports every divergence.
 
     ``strict`` compares volatile members too (ids, times, pids, GUIDs) and reports timing
     differences; ``wait_bound`` (seconds) bounds every wait and every precondition.
     Raises :class:`TraceFormatError` for a malformed trace, ValueError for a library that is
     not the emulator (replaying against the real HCS would create real compute systems).
     """
-    from .._library import is_emulator
+    from .._native._library import is_emulator
     from ._replay import replay as _replay
 
     if raw is None:
-        import pyhcs._backend as raw_module
+        import pyhcs._native._backend as raw_module
 
         raw = raw_module
     library = str(raw.library_path())

@@ -2,7 +2,7 @@
 operation completion.
 
 Tracing costs nothing while it is off: pyhcs calls the library through the names in
-``pyhcs._backend``, and only :func:`install` replaces them (with wrappers that keep the
+``pyhcs._native._backend``, and only :func:`install` replaces them (with wrappers that keep the
 original in ``__wrapped__``); :func:`uninstall` puts the originals back. The backend modules
 themselves are never touched.
 
@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import IO, Any
 
 from .. import errors
-from .._types import HcsEvent
+from .._native._types import HcsEvent
 from . import _spec
 from ._values import doc_to_trace, event_type_name, format_hresult
 
@@ -128,13 +128,13 @@ class Tracer:
         backend = getattr(raw, "backend", None) if raw is not None else None
         module = getattr(raw, "_module", None)  # the module actually called (pyhcs.testing's use_backend swaps it)
         if module is not None:
-            backend = {"pyhcs._core": "cython", "pyhcs._fallback": "ctypes"}.get(module.__name__, backend)
+            backend = {"pyhcs._native.cython._core": "cython", "pyhcs._native.ctypes": "ctypes"}.get(module.__name__, backend)
         library = None
         emulated = None
         if raw is not None:
             try:
                 library = str(raw.library_path())
-                from .._library import is_emulator
+                from .._native._library import is_emulator
 
                 emulated = is_emulator(library)
             except Exception:  # pragma: no cover - a broken library still gets traced
@@ -401,7 +401,7 @@ def current() -> Tracer | None:
 
 
 def _targets() -> list[ModuleType]:
-    import pyhcs._backend as _backend
+    import pyhcs._native._backend as _backend
 
     out: list[ModuleType] = [_backend]
     raw = sys.modules.get("pyhcs.raw")
@@ -417,7 +417,7 @@ def is_wrapped(fn: object) -> bool:
 def install(path: str) -> Tracer:
     """Starts writing a trace to ``path``: wraps the functions pyhcs calls the library through."""
     global _current
-    import pyhcs._backend as _backend
+    import pyhcs._native._backend as _backend
 
     with _install_lock:
         if _current is not None and _current.active:
@@ -461,7 +461,7 @@ def expand(path: str) -> str:
 
 
 def install_from_env() -> None:
-    """The hook pyhcs._backend runs at backend selection when ``PYHCS_TRACE`` is set.
+    """The hook pyhcs._native._backend runs at backend selection when ``PYHCS_TRACE`` is set.
 
     A trace is a diagnostic: a path that cannot be written turns tracing off with a warning
     instead of breaking the program being traced.

@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import errors
 from .._narrow import is_json_object
-from .._types import HcsEvent
+from .._native._types import HcsEvent
 from . import _spec
 from ._compare import diff
 from ._file import MISSING, Call, Event, Trace
@@ -123,7 +123,7 @@ def _backend_name(raw: ModuleType) -> str:
     name = getattr(raw, "backend", None)
     if isinstance(name, str):
         return name
-    return {"pyhcs._core": "cython", "pyhcs._fallback": "ctypes"}.get(raw.__name__, raw.__name__)
+    return {"pyhcs._native.cython._core": "cython", "pyhcs._native.ctypes": "ctypes"}.get(raw.__name__, raw.__name__)
 
 
 def _closes_stdin(settings: Any) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .._api_names import PUBLIC_API
+from .._native._api_names import PUBLIC_API
 
 HANDLE_KINDS = ("op", "system", "process", "pipe", "vhd")
 
@@ -68,8 +68,8 @@ _KIND_BY_NAME = {
     "layer_data": "doc",
 }
 
-# name -> (parameters as "name" or "name=default", result kind). Mirrors src/pyhcs/_backend.pyi;
-# tests/test_trace.py checks it against inspect.signature of both backends.
+# name -> (parameters as "name" or "name=default", result kind). Mirrors src/pyhcs/_native/_backend.pyi;
+# tests/trace/test_trace.py checks it against inspect.signature of both backends.
 _TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "hcs_create_operation": (("context=0", "callback=None"), "op"),
     "hcs_close_operation": (("operation",), "none"),

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import errors
 from .._narrow import is_json_list, is_json_object
-from .._types import EventType
+from .._native._types import EventType
 
 #: A document that is not JSON (or would not survive a JSON round trip unchanged) is kept as
 #: text in this wrapper, so replay sends exactly what was sent.

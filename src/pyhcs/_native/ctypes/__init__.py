@@ -1,0 +1,15 @@
+"""The ctypes backend: the flat HCS API with no compiled code (see ``pyhcs._native._backend``).
+
+Its names are exactly ``PUBLIC_API``, taken from ``_api``; a name missing there fails the import."""
+
+from .._api_names import PUBLIC_API
+from . import _api
+
+BACKEND = "ctypes"
+FEATURES: frozenset[str] = frozenset()
+
+globals().update({name: getattr(_api, name) for name in PUBLIC_API})
+# private: the fused round trip of pyhcs.operation.run
+_run_call = _api._run_call
+_FUSED_CALLS = _api._FUSED_CALLS
+__all__ = list(PUBLIC_API)

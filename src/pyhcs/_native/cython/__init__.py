@@ -1,0 +1,1 @@
+"""The compiled backend (Cython): ``_core``, built by setup.py from ``_core.pyx``."""
