@@ -500,7 +500,21 @@ def render_stub_section(face: Face) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_api_names(face: Face) -> str:
+#: Functions without an HCS_OPERATION parameter that still never wait on the service: the
+#: operation's creation, and the closes (which wait only for this process's own callbacks).
+NEVER_BLOCK = {"HcsCreateOperation", "HcsCloseComputeSystem", "HcsCloseProcess"}
+
+
+def synchronous(functions: Sequence[Function]) -> list[str]:
+    """The flat API's calls that can block in the service: those not started as an operation
+    (whose waits are sliced) and not in NEVER_BLOCK."""
+    return [
+        snake(f.name) for f in functions
+        if f.name not in NEVER_BLOCK and not any(p.ctype == "HCS_OPERATION" for p in f.params)
+    ]
+
+
+def render_api_names(face: Face, functions: Sequence[Function]) -> str:
     out = [generated_note("#").rstrip("\n")]
     out.append('"""The flat API\'s names: the one list both backends export (see pyhcs._native._backend).')
     out.append("")
@@ -511,6 +525,12 @@ def render_api_names(face: Face) -> str:
     for title, members in face.groups:
         out.append(f"    # {title}")
         out.extend(f'    "{fn.name}",' for fn in members)
+    out.append(")")
+    out.append("")
+    out.append("#: The calls that can block in the service (no operation of their own): pyhcs._native._blocking")
+    out.append("#: makes them interruptible from the main thread.")
+    out.append("SYNCHRONOUS: tuple[str, ...] = (")
+    out.extend(f'    "{name}",' for name in synchronous(functions))
     out.append(")")
     out.append("")
     return "\n".join(out)
@@ -628,7 +648,7 @@ def outputs(root_text: dict[Path, str]) -> dict[Path, str]:
         PXD: replace_section(PXD, root_text[PXD], render_pxd_section(functions)),
         PXI: render_pxi(functions, members),
         CTYPES: replace_section(CTYPES, root_text[CTYPES], render_ctypes_section(functions)),
-        API_NAMES: render_api_names(face),
+        API_NAMES: render_api_names(face, functions),
         STUB: replace_section(STUB, root_text[STUB], render_stub_section(face)),
         FUNCTIONS: render_functions(functions),
         HRESULTS_H: render_hresults_h(rows),

@@ -80,3 +80,36 @@ PUBLIC_API: tuple[str, ...] = (
     "has_function",
     "flush_callbacks",
 )
+
+#: The calls that can block in the service (no operation of their own): pyhcs._native._blocking
+#: makes them interruptible from the main thread.
+SYNCHRONOUS: tuple[str, ...] = (
+    "hcs_get_processor_compatibility_from_saved_state",
+    "hcs_open_compute_system",
+    "hcs_wait_for_compute_system_exit",
+    "hcs_set_compute_system_callback",
+    "hcs_open_process",
+    "hcs_set_process_callback",
+    "hcs_wait_for_process_exit",
+    "hcs_get_service_properties",
+    "hcs_modify_service_settings",
+    "hcs_submit_wer_report",
+    "hcs_create_empty_guest_state_file",
+    "hcs_create_empty_runtime_state_file",
+    "hcs_grant_vm_access",
+    "hcs_revoke_vm_access",
+    "hcs_grant_vm_group_access",
+    "hcs_revoke_vm_group_access",
+    "hcs_import_layer",
+    "hcs_export_layer",
+    "hcs_export_legacy_writable_layer",
+    "hcs_destroy_layer",
+    "hcs_setup_base_os_layer",
+    "hcs_initialize_writable_layer",
+    "hcs_initialize_legacy_writable_layer",
+    "hcs_attach_layer_storage_filter",
+    "hcs_detach_layer_storage_filter",
+    "hcs_format_writable_layer_vhd",
+    "hcs_get_layer_vhd_mount_path",
+    "hcs_setup_base_os_volume",
+)

@@ -20,7 +20,7 @@ called; tests/raw/test_backends.py compares the backends on random values of ran
 Success is every SUCCEEDED HRESULT (S_OK, S_FALSE, any code >= 0), plus the pending codes for
 initiating calls; failures raise HcsError subclasses.
 
-The synchronous functions that can block in the service (pyhcs._native._blocking.SYNCHRONOUS) run on
+The synchronous functions that can block in the service (SYNCHRONOUS in pyhcs._native._api_names, generated: the calls with no operation of their own) run on
 a helper thread when called from the main thread, so that Ctrl-C interrupts them.
 
 What each function does (one per C function, named in snake_case: ``hcs_start_compute_system``

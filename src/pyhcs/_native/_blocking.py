@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _dispatch
+from ._api_names import SYNCHRONOUS
 
 log = logging.getLogger("pyhcs")
 
@@ -170,40 +171,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-#: The synchronous functions of the flat API that can block in the service (the rest either
-#: start an operation, whose wait is sliced, or act on the caller's own operation objects).
-SYNCHRONOUS = (
-    "hcs_open_compute_system",
-    "hcs_open_process",
-    "hcs_set_compute_system_callback",
-    "hcs_set_process_callback",
-    "hcs_wait_for_compute_system_exit",
-    "hcs_wait_for_process_exit",
-    "hcs_get_service_properties",
-    "hcs_modify_service_settings",
-    "hcs_submit_wer_report",
-    "hcs_create_empty_guest_state_file",
-    "hcs_create_empty_runtime_state_file",
-    "hcs_grant_vm_access",
-    "hcs_revoke_vm_access",
-    "hcs_grant_vm_group_access",
-    "hcs_revoke_vm_group_access",
-    "hcs_get_processor_compatibility_from_saved_state",
-    "hcs_import_layer",
-    "hcs_export_layer",
-    "hcs_export_legacy_writable_layer",
-    "hcs_destroy_layer",
-    "hcs_setup_base_os_layer",
-    "hcs_setup_base_os_volume",
-    "hcs_initialize_writable_layer",
-    "hcs_initialize_legacy_writable_layer",
-    "hcs_attach_layer_storage_filter",
-    "hcs_detach_layer_storage_filter",
-    "hcs_format_writable_layer_vhd",
-    "hcs_get_layer_vhd_mount_path",
-)
 
 
 def wrap_synchronous(namespace: dict[str, Any]) -> None:
