@@ -33,6 +33,7 @@ method of its own and would split each flow across two class hierarchies.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -80,7 +81,7 @@ class Action:
         self.begin = begin
 
 
-class Wait:
+class Wait(abc.ABC):
     """A wait for a condition that other threads make true, against a deadline.
 
     ``block()`` waits on this thread. An event loop instead calls ``subscribe(wake)``: False
@@ -91,17 +92,21 @@ class Wait:
 
     deadline: Deadline
 
+    @abc.abstractmethod
     def block(self) -> None:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def subscribe(self, wake: Callable[[], None]) -> bool:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def unsubscribe(self, wake: Callable[[], None]) -> None:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def finish(self) -> None:
-        raise NotImplementedError
+        """See the class docstring."""
 
 
 class OperationWait(Wait):
