@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -49,6 +50,13 @@ def _plugin_autoloaded() -> bool:
 # A source checkout run with PYTHONPATH=src, pyhcs not installed, has no entry point: the
 # plugin is loaded from here then, and only then (registering it twice is an error).
 pytest_plugins = [] if _plugin_autoloaded() else ["pyhcs.testing.plugin"]
+
+# A command that a non-interactive shell starts in the background (`cmd &`, as CI does) inherits
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the Ctrl-C tests need
+# the interpreter's default, here and in the subprocesses they start (exec resets a handled
+# signal to SIG_DFL, where an ignored one would stay ignored).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 hypothesis = pytest.importorskip("hypothesis")
 hypothesis.settings.register_profile("default", deadline=None, max_examples=50)
