@@ -10,10 +10,17 @@
 #   make pyright     pyright --strict on the whole package, then on the README's and docs' examples
 #   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
 #   make asan        the suite against the emulator built with AddressSanitizer + UBSan
+#                    (ASAN_TESTS= a selection; the whole suite if empty)
 #   make windows     the Cython backend cross-compiled for win_amd64 and checked (mingw-w64)
 #   make dist        sdist and wheel into dist/
 PYTHON ?= python
 PYTEST_ARGS ?= -q -p no:cacheprovider
+# The suite waits on processes far more than it computes (about a third of a core), so it runs
+# in JOBS pytest-xdist workers, more than the cores; each worker has its own private emulator
+# service (HCSEMU_SERVICE's default). JOBS=0 runs it in this process.
+JOBS ?= 4
+SUITE_ARGS = $(PYTEST_ARGS) -n $(JOBS)
+ASAN_TESTS ?=
 BENCH_ARGS ?= --scale 0.2
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
@@ -21,10 +28,10 @@ build:
 	$(PYTHON) setup.py build_ext --inplace
 
 test: build
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(SUITE_ARGS)
 
 test-ctypes: build
-	PYHCS_BACKEND=ctypes $(PYTHON) -m pytest $(PYTEST_ARGS)
+	PYHCS_BACKEND=ctypes $(PYTHON) -m pytest $(SUITE_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .
@@ -53,7 +60,7 @@ asan: build
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PYHCS_LIBRARY="$(CURDIR)/src/hcsemu/libhcsemu-asan.so" \
 	HCSEMU_DAEMON="$(CURDIR)/src/hcsemu/hcsemud-asan" \
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(SUITE_ARGS) $(ASAN_TESTS)
 
 windows:
 	PYTHON=$(PYTHON) bash tools/windows/build_core.sh
