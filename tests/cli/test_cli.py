@@ -569,30 +569,35 @@ def test_run_tty_raw_mode_keys_and_resizes(backend: str) -> None:
     master, slave = pty.openpty()
     set_size(slave, 24, 80)
     before = termios.tcgetattr(slave)
-    script = 'stty size; read x; stty size; echo ready; while :; do sleep 0.1; done'
+    # The resize reaches the console asynchronously (signal, then a modify call): the script
+    # prints the size for every line it reads until the new one shows. Its INT trap shows that
+    # the Ctrl-C key reached it as a signal, and keeps it (so the CLI) running afterwards.
+    script = ('trap "echo interrupted" INT; stty size; while read x; do stty size; done; '
+              'while :; do sleep 0.1; done')
     proc = subprocess.Popen([sys.executable, "-m", "pyhcs", "run", "-t", "--", "sh", "-c", script],
                             stdin=slave, stdout=slave, stderr=slave, env=_env(backend), start_new_session=True)
     seen = b""
 
-    def read_until(token: bytes) -> bytes:
+    def read_until(token: bytes, timeout: float = 30) -> bool:
         nonlocal seen
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while token not in seen and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.2)[0]:
+            if select.select([master], [], [], 0.1)[0]:
                 seen += os.read(master, 4096)
-        assert token in seen, seen
-        return seen
+        return token in seen
 
     try:
-        read_until(b"24 80")
+        assert read_until(b"24 80"), seen
         assert termios.tcgetattr(slave)[3] & termios.ICANON == 0  # ours is raw while it runs
         set_size(master, 40, 120)
         proc.send_signal(signal.SIGWINCH)  # what the terminal sends its foreground group
-        time.sleep(0.5)
-        os.write(master, b"go\r")
-        read_until(b"40 120")
+        deadline = time.monotonic() + 30
+        while not read_until(b"40 120", 0.5) and time.monotonic() < deadline:
+            os.write(master, b"go\r")
+        assert b"40 120" in seen, seen
         os.write(master, b"\x03")  # Ctrl-C is a key for the console, not a signal for us
-        read_until(b"^C")
+        assert read_until(b"interrupted"), seen
+        assert b"^C" in seen, seen
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == cli.EXIT_TERMINATED
