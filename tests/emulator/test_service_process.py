@@ -700,9 +700,11 @@ def test_an_unknown_mode_is_refused_not_replaced(backend: str) -> None:
 
 
 @backends
-def test_shared_mode_starts_the_user_service_once(backend: str, tmp_path: Path) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
+def test_shared_mode_starts_the_user_service_once(backend: str) -> None:
+    # not under tmp_path: a socket path is limited to 107 bytes, and pytest's per-test folders
+    # (per worker, under a TMPDIR of CI's own) can be most of that
+    runtime = Path(tempfile.mkdtemp(prefix="run-", dir="/tmp"))
+    runtime.chmod(0o700)
     env_path = str(runtime / "hcsemu" / "hcsemu.sock")
     os.environ["XDG_RUNTIME_DIR"], saved = str(runtime), os.environ.get("XDG_RUNTIME_DIR")
     try:
@@ -721,7 +723,10 @@ def test_shared_mode_starts_the_user_service_once(backend: str, tmp_path: Path) 
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
-    assert emulator.service_status(env_path) is None
+    try:
+        assert emulator.service_status(env_path) is None
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_serve_refuses_a_second_service_and_an_open_folder(service: str, tmp_path: Path) -> None:
