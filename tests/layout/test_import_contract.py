@@ -80,10 +80,6 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     "that driver sits below operation (the one-flow rewrite of issue 13)",
     ("pyhcs._aio_pool", "pyhcs.aio"): "the asyncio pool creates aio.ComputeSystem objects, and aio "
     "exports the pool",
-    ("pyhcs.trace._record", "pyhcs._native._backend"): "the trace recorder wraps pyhcs._native._backend's functions, "
-    "and PYHCS_TRACE makes pyhcs._native._backend install it",
-    ("pyhcs.trace._cli", "pyhcs.trace"): "the trace subcommand calls trace.replay, and the package "
-    "imports the subcommand on demand",
 }
 
 

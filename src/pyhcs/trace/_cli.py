@@ -120,9 +120,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:
-    import pyhcs.trace._record as _record
-
-    from . import replay
+    from . import _record
+    from ._replay import replay
 
     trace = load(ns.file)
     traced = os.environ.get(_record.ENV, "")
