@@ -46,7 +46,7 @@ def creates(faults: Faults) -> int:
 
 def test_exported_from_aio() -> None:
     assert "ComputeSystemPool" in aio.__all__
-    assert aio.ComputeSystemPool.__module__ == "pyhcs._aio_pool"
+    assert aio.ComputeSystemPool.__module__ == "pyhcs.aio"
 
 
 def test_map_in_order_and_max_workers(faults: Faults) -> None:

@@ -124,6 +124,8 @@ them with :func:`HRESULT_FROM_WIN32` first.
   failure the handles are stale, so the fix is to reopen, not to repeat the call).
 """
 
+# The package's modules share their private names (the registry, the unpickling helper).
+# pyright: reportPrivateUsage=false
 
 from __future__ import annotations
 
