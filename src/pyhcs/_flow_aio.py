@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Io",
     "LoopWaker",
+    "discard_in_thread",
     "drive",
     "in_thread",
     "resolver",
@@ -58,11 +59,12 @@ class LoopWaker:
         self._pending: list[Callable[[], object]] = []
         self._scheduled = False
 
-    def call(self, fn: Callable[[], object]) -> None:
+    def call(self, fn: Callable[[], object]) -> bool:
+        """Runs ``fn`` on the loop soon; False if the loop is closed (``fn`` never runs)."""
         with self._lock:
             self._pending.append(fn)
             if self._scheduled:
-                return
+                return True
             self._scheduled = True
         try:
             self._loop.call_soon_threadsafe(self._drain)
@@ -71,6 +73,8 @@ class LoopWaker:
             with self._lock:
                 self._pending.clear()
                 self._scheduled = False
+            return False
+        return True
 
     def _drain(self) -> None:
         with self._lock:
@@ -140,9 +144,18 @@ async def wait(step: Wait) -> None:
 
 async def _call(step: Call[_T]) -> _T:
     """Runs a synchronous call in a thread of its own (see :func:`in_thread`). If the
-    awaiting task is cancelled, what the call returns later goes to ``step.discard``: a
-    handle it opened is closed, never leaked."""
-    return await in_thread(step.fn, step.discard)
+    awaiting task is cancelled, what the call returns goes to ``step.discard``: a handle it
+    opened is closed, never leaked."""
+    fut = in_thread(step.fn, step.discard)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        # Task.cancel() between the result's arrival and the task's next step throws the
+        # cancellation in instead of the result (it happens under load, when a cancel
+        # and the call's return meet): the result is in ``fut`` and nobody else takes it.
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            discard_in_thread(step.discard, fut.result())
+        raise
 
 
 async def _complete(op: Operation, deadline: Deadline) -> str | None:
@@ -248,17 +261,10 @@ def in_thread(fn: Callable[[], _T], discard: Callable[[_T], object] | None = Non
 
     fut.add_done_callback(on_done)
 
-    def drop(value: Any) -> None:
-        if discard is not None:
-            try:
-                discard(value)
-            except Exception:
-                logging.getLogger("pyhcs").debug("pyhcs: discarding %r failed", value, exc_info=True)
-
     def settle(value: Any, failed: bool) -> None:
         if fut.done():
             if not failed:  # cancelled after the thread handed the result over
-                threading.Thread(target=drop, args=(value,), daemon=True, name="pyhcs-aio-discard").start()
+                discard_in_thread(discard, value)
             return
         if failed:
             fut.set_exception(value)
@@ -273,10 +279,23 @@ def in_thread(fn: Callable[[], _T], discard: Callable[[_T], object] | None = Non
             return
         with lock:
             gone = abandoned
-        if gone:
-            drop(value)
-        else:
-            wakeups.call(functools.partial(settle, value, False))
+        if gone or not wakeups.call(functools.partial(settle, value, False)):
+            _discard(discard, value)  # nobody awaits it, or the loop closed: nobody can
 
     threading.Thread(target=work, daemon=True, name="pyhcs-aio-io").start()
     return fut
+
+
+def _discard(discard: Callable[[_T], object] | None, value: _T) -> None:
+    if discard is not None:
+        try:
+            discard(value)
+        except Exception:
+            logging.getLogger("pyhcs").debug("pyhcs: discarding %r failed", value, exc_info=True)
+
+
+def discard_in_thread(discard: Callable[[_T], object] | None, value: _T) -> None:
+    """Hands a result nobody takes to ``discard`` in a thread of its own (closing a handle
+    may wait for the service: never on the loop)."""
+    if discard is not None:
+        threading.Thread(target=_discard, args=(discard, value), daemon=True, name="pyhcs-aio-discard").start()
