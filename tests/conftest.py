@@ -1,9 +1,12 @@
 """The suite's one conftest, on the pytest plugin's fixtures (pyhcs.testing.plugin).
 
-* Both backends: the ``pyhcs_backends`` marker runs a test once per backend with all of pyhcs
-  switched to it; raw-level tests take the ``hcs`` fixture (one backend's module, passed
-  explicitly; session-scoped so that hypothesis tests can take it). Both follow one selection
-  rule, the plugin's: ``PYHCS_BACKEND`` names one, else every backend that loads.
+* Both backends, one mechanism (the plugin's): a test marked ``pyhcs_backends`` or taking the
+  plugin's ``hcs`` fixture is parametrized by backend name (``pyhcs_backend``, ids ``[cython]``,
+  ``[ctypes]``). The marker switches all of pyhcs to the parameter for the test; ``hcs`` is the
+  parameter's raw module, passed explicitly (session-scoped, so that hypothesis tests can take
+  it); a test with both is parametrized once. The selection: ``PYHCS_BACKEND`` names one, else
+  every backend (one that does not load is skipped, saying why). ``--no-cython-backend`` skips
+  the ``[cython]`` variants.
 * A clean emulator around every test: modules of the Pythonic layer use the plugin's
   ``hcs_emulator`` (``pytestmark = pytest.mark.usefixtures("hcs_emulator")``: reset, leak check
   at teardown, systems left behind swept); every other test gets the emulator reset before
@@ -23,7 +26,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -67,6 +69,7 @@ hypothesis.settings.register_profile("expensive", deadline=None, max_examples=10
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+#: The backends the tests run on (the plugin's selection rule), for the guards below.
 BACKENDS = selected_backends()
 
 
@@ -82,12 +85,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "[cython" in item.nodeid:
                 item.add_marker(skip)
-
-
-@pytest.fixture(params=BACKENDS, scope="session")
-def hcs(request: pytest.FixtureRequest) -> ModuleType:
-    """The raw API of one backend (``hcs.hcs_create_operation(...)``)."""
-    return _backend.load(request.param)
 
 
 # ----------------------------------------------------------------------------- emulator-only requests

@@ -1316,7 +1316,7 @@ def add_emulator_parser(sub: Subparsers) -> None:
 
 def add_trace_parser(sub: Subparsers) -> None:
     """``pyhcs trace show|replay`` (docs/tracing.md), from the trace package."""
-    from .trace import add_trace_command
+    from .trace._cli import add_trace_command
 
     add_trace_command(sub)
 

@@ -491,7 +491,7 @@ class Operation(Handle):
         return True
 
     def __await__(self) -> Generator[Any, None, str | None]:
-        from .aio import wait_operation
+        from ._flow_aio import wait_operation
 
         return wait_operation(self).__await__()
 

@@ -28,7 +28,6 @@ PYRIGHT = shutil.which("pyright") or str(Path(sys.executable).parent / "pyright"
 NOT_YET_STRICT = {
     "_native/_blocking.py", "emulator/_control.py", "emulator/_formats.py", "_native/ctypes/__init__.py",
     "_native/ctypes/_api.py", "_handle.py", "operation.py", "testing/faults.py", "testing/leaks.py",
-    "testing/plugin.py",
 }
 #: Generated, and excluded in pyproject.toml's [tool.pyright] as well.
 GENERATED = {"schema/_models.py", "errors/_table.py"}

@@ -94,9 +94,12 @@ backend_features: frozenset[str] = frozenset(getattr(_module, "FEATURES", frozen
 globals().update({name: getattr(_module, name) for name in PUBLIC_API})
 
 if os.environ.get("PYHCS_TRACE"):  # only then are the names above wrapped: no cost otherwise
+    import sys
+
     import pyhcs.trace._record as _record
 
-    _record.install_from_env()
+    # The recorder is handed this module rather than importing it: it sits above the backend.
+    _record.install_from_env(sys.modules[__name__])
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only for type checkers and typos

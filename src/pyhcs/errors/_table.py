@@ -4,8 +4,8 @@
 # CI runs `python tools/gen_errors.py --check`, which fails when this file is out of date.
 """HRESULT constants, the code table and one exception class per code.
 
-Private: import these names from :mod:`pyhcs.errors`, which re-exports them and
-defines the base classes this module subclasses.
+Private: import these names from :mod:`pyhcs.errors`, which re-exports them. The base
+classes this module subclasses are in :mod:`pyhcs.errors._base`.
 
 S_OK                                         0x00000000  (success)
 HCS_E_TERMINATED_DURING_START                0x80370100  TerminatedDuringStartError
@@ -76,7 +76,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import (
+from ._base import (
     AlreadyStoppedError,
     CancelledError,
     HcsError,

@@ -23,8 +23,14 @@ Fixtures
     A :class:`pyhcs.testing.Faults`: ``faults.fail(...)``, ``delay``, ``hang``,
     ``unexpected_exit``, ``process_exit``, ``service_disconnect``, ``reconnect``,
     ``quirks(...)``, ``call_counts()``, ``call_budget(...)``. Skips on real HCS.
+``hcs``
+    The raw API of one backend, ``pyhcs._native._backend.load(name)``
+    (``hcs.hcs_create_operation()``...): a test that takes it runs once per backend (ids
+    ``[cython]``, ``[ctypes]``), pyhcs itself left on its own backend. Session-scoped, so
+    hypothesis tests can take it.
 ``pyhcs_backend``
-    The name of the backend the test runs on (see the ``pyhcs_backends`` marker).
+    The name of the backend the test runs on: the parameter of a test run on both backends
+    (the ``pyhcs_backends`` marker, or ``hcs``), else the backend pyhcs loaded.
 ``hcs_shared_service``
     A separate emulator service process for tests of multi-process tooling: yields its socket
     path (clients connect with ``HCSEMU_SERVICE=<path>``); stopped at teardown. The session
@@ -40,8 +46,7 @@ Markers
 -------
 ``@pytest.mark.pyhcs_backends`` / ``@pytest.mark.pyhcs_backends("ctypes")``
     Runs the test once per backend (cython and ctypes, or the ones named), with the whole
-    Pythonic layer switched to that backend for the duration of the test. When
-    ``PYHCS_BACKEND`` names one backend, only that one runs.
+    Pythonic layer switched to that backend for the duration of the test.
 ``@pytest.mark.pyhcs_real_hcs``
     The test may run against the real Host Compute Service on Windows. Off the emulator, the
     fixtures skip every test that lacks this marker, and skip marked tests too unless the run
@@ -49,6 +54,14 @@ Markers
     ``PYHCS_REAL_HCS=1``): real HCS creates real containers and VMs.
 ``@pytest.mark.pyhcs_no_leak_check``
     Skips the leak check for one test.
+
+Both backends
+-------------
+One mechanism: the ``pyhcs_backends`` marker and the ``hcs`` fixture both parametrize
+``pyhcs_backend`` by backend name (one parametrization when a test has both, and ``hcs`` is then
+the module pyhcs was switched to). When ``PYHCS_BACKEND`` names one backend only that one runs;
+else every backend in :data:`BACKENDS`, one that does not load here being skipped with the
+reason.
 
 Leak check
 ----------
@@ -77,7 +90,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -97,6 +110,7 @@ __all__ = [
     "clean_emulator",
     "compute_system_factory",
     "faults",
+    "hcs",
     "hcs_emulator",
     "pyhcs_backend",
     "pyhcs_system_config",
@@ -411,14 +425,9 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"pyhcs: {_backend.backend} backend, {where}"
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    marker = metafunc.definition.get_closest_marker("pyhcs_backends")
-    if marker is None:
-        return
-    names: Sequence[str] = marker.args or BACKENDS
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        pytest.fail(f"pyhcs_backends: unknown backend(s) {unknown}; known: {', '.join(BACKENDS)}", pytrace=False)
+def _backend_params(names: Sequence[str]) -> list[Any]:
+    """One parameter per backend a test runs on (ids ``cython``, ``ctypes``), by the selection
+    rule of :func:`selected_backends`; a backend that does not load here is skipped, saying why."""
     forced = os.environ.get("PYHCS_BACKEND", "auto").strip().lower()
     if forced in BACKENDS:
         names = [n for n in names if n == forced]
@@ -434,9 +443,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 None, id="no-backend", marks=[pytest.mark.skip(reason=f"PYHCS_BACKEND={forced} excludes them")]
             )
         )
+    return params
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixture parameters: the backend leads the test id
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The one way a test runs on both backends: ``pyhcs_backend`` parametrized by backend name.
+
+    A test marked ``pyhcs_backends`` gets it (and ``_pyhcs_backends_marker`` switches all of
+    pyhcs to the parameter for the test); so does a test that takes ``hcs``, which returns the
+    parameter's module. Both at once are one parametrization, not two.
+    """
+    marker = metafunc.definition.get_closest_marker("pyhcs_backends")
+    # The plugin's hcs takes pyhcs_backend; an hcs a test module defines for itself may not.
+    takes_hcs = "hcs" in metafunc.fixturenames and "pyhcs_backend" in metafunc.fixturenames
+    if marker is None and not takes_hcs:
+        return
+    names: Sequence[str] = marker.args if marker is not None and marker.args else BACKENDS
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        pytest.fail(f"pyhcs_backends: unknown backend(s) {unknown}; known: {', '.join(BACKENDS)}", pytrace=False)
     if "pyhcs_backend" not in metafunc.fixturenames:
         metafunc.fixturenames.append("pyhcs_backend")
-    metafunc.parametrize("pyhcs_backend", params, indirect=True)
+    # Session scope where the session-scoped hcs takes it (hypothesis' health check refuses a
+    # function-scoped fixture argument of a @given test); per test otherwise, so that tests
+    # run in the order they are written.
+    scope: Literal["session", "function"] = "session" if "hcs" in metafunc.fixturenames else "function"
+    metafunc.parametrize("pyhcs_backend", _backend_params(names), indirect=True, scope=scope)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -527,25 +560,40 @@ _sweep = sweep
 # ------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture
-def pyhcs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The pyhcs backend this test runs on ("cython" or "ctypes"); parametrized by the
-    ``pyhcs_backends`` marker, which switches all of pyhcs to it for the test."""
-    backend = _import_pyhcs()
-    name: str | None = getattr(request, "param", None)
-    if name is None or name == backend.backend:
-        yield str(backend.backend)
-        return
-    with use_backend(name):
-        yield name
+@pytest.fixture(scope="session")
+def pyhcs_backend(request: pytest.FixtureRequest) -> str:
+    """The pyhcs backend this test runs on ("cython" or "ctypes"): the parameter of a test run
+    on both backends (marked ``pyhcs_backends``, or taking ``hcs``), else the backend pyhcs
+    loaded."""
+    param: str | None = getattr(request, "param", None)
+    if param is not None:
+        return param
+    return str(_import_pyhcs().backend)
+
+
+@pytest.fixture(scope="session")
+def hcs(pyhcs_backend: str) -> ModuleType:
+    """The raw API of the backend the test runs on (``hcs.hcs_create_operation(...)``): a test
+    that takes it runs once per backend. Session-scoped, so that hypothesis tests can take it;
+    pyhcs itself is not switched (the ``pyhcs_backends`` marker does that)."""
+    module: ModuleType = _import_pyhcs().load(pyhcs_backend)
+    return module
 
 
 @pytest.fixture(autouse=True)
-def _pyhcs_backends_marker(request: pytest.FixtureRequest) -> None:
-    """Makes a test marked ``pyhcs_backends`` run on its backend even when it asks for no
-    pyhcs fixture (autouse fixtures are set up first, so the switch encloses all others)."""
-    if request.node.get_closest_marker("pyhcs_backends") is not None:
-        request.getfixturevalue("pyhcs_backend")
+def _pyhcs_backends_marker(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Switches all of pyhcs to the backend of a test marked ``pyhcs_backends`` for the test,
+    even when it asks for no pyhcs fixture (autouse fixtures are set up first, so the switch
+    encloses all the test's other function-scoped fixtures)."""
+    if request.node.get_closest_marker("pyhcs_backends") is None:
+        yield
+        return
+    name: str = request.getfixturevalue("pyhcs_backend")
+    if name == _import_pyhcs().backend:
+        yield
+        return
+    with use_backend(name):
+        yield
 
 
 @pytest.fixture

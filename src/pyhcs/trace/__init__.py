@@ -16,6 +16,11 @@ Read and replay::
     pyhcs trace show /tmp/run.jsonl
     pyhcs trace replay /tmp/run.jsonl      # exit 0: no divergence, 1: divergences, 2: error
 
+The modules import one way: ``pyhcs._native._backend`` hands itself to the recorder
+(``_record``) when ``PYHCS_TRACE`` is set, and the recorder never imports it; the ``trace``
+subcommand (``_cli``, added by :mod:`pyhcs.cli`) imports the replay module, and this package
+does not import the subcommand.
+
 See docs/tracing.md.
 """
 
@@ -24,11 +29,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Generator
 from pathlib import Path
-from types import ModuleType
 
+from . import _record
 from ._file import Call, Event, Trace, TraceFormatError, load
 from ._record import ENV, Tracer
-from ._replay import Divergence, ReplayReport
+from ._replay import Divergence, ReplayReport, replay
 
 __all__ = [
     "ENV",
@@ -40,7 +45,6 @@ __all__ = [
     "TraceFormatError",
     "Tracer",
     "active",
-    "add_trace_command",
     "load",
     "replay",
     "start",
@@ -52,9 +56,9 @@ __all__ = [
 def start(path: str | Path) -> Tracer:
     """Starts tracing every HCS call of this process to ``path`` (``{pid}`` is replaced by the
     process id). Raises RuntimeError if a trace is already being written."""
-    from . import _record
+    from .._native import _backend
 
-    tracer = _record.install(_record.expand(str(path)))
+    tracer = _record.install(_record.expand(str(path)), _backend)
     try:
         tracer.open()  # a path that cannot be written fails here, not in the first HCS call
     except BaseException:
@@ -65,16 +69,12 @@ def start(path: str | Path) -> Tracer:
 
 def stop() -> Path | None:
     """Stops tracing; returns the path of the trace that was written (None if none was)."""
-    from . import _record
-
     tracer = _record.uninstall()
     return Path(tracer.path) if tracer is not None else None
 
 
 def active() -> Path | None:
     """The trace being written, or None."""
-    from . import _record
-
     tracer = _record.current()
     return Path(tracer.path) if tracer is not None and tracer.active else None
 
@@ -87,40 +87,3 @@ def tracing(path: str | Path) -> Generator[Tracer, None, None]:
         yield tracer
     finally:
         stop()
-
-
-def replay(
-    trace: Trace | str | Path,
-    *,
-    strict: bool = False,
-    wait_bound: float = 30.0,
-    raw: ModuleType | None = None,
-) -> ReplayReport:
-    """Replays ``trace`` against the library pyhcs loaded (``raw``: a backend module, default
-    ``pyhcs._native._backend``) and reports every divergence.
-
-    ``strict`` compares volatile members too (ids, times, pids, GUIDs) and reports timing
-    differences; ``wait_bound`` (seconds) bounds every wait and every precondition.
-    Raises :class:`TraceFormatError` for a malformed trace, ValueError for a library that is
-    not the emulator (replaying against the real HCS would create real compute systems).
-    """
-    from .._native._library import is_emulator
-    from ._replay import replay as _replay
-
-    if raw is None:
-        import pyhcs._native._backend as raw_module
-
-        raw = raw_module
-    library = str(raw.library_path())
-    if not is_emulator(library):
-        raise ValueError(f"replay runs against the HCS emulator; this pyhcs loads {library}")
-    if not isinstance(trace, Trace):
-        trace = load(trace)
-    return _replay(trace, raw, strict=strict, wait_bound=wait_bound)
-
-
-def add_trace_command(subparsers: object) -> None:
-    """Adds ``trace show`` and ``trace replay`` to the ``pyhcs`` command's subparsers."""
-    from ._cli import add_trace_command as add
-
-    add(subparsers)

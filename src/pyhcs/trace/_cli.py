@@ -4,6 +4,10 @@ Exit status of ``replay``: 0 when the replay matches the trace, 1 when it diverg
 error (a file that cannot be read, a malformed line, a library that is not the emulator).
 """
 
+# The subcommand drives the recorder (the package's private module) directly: importing the
+# package's own start/stop would import the package back.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import argparse
@@ -120,9 +124,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_replay(ns: argparse.Namespace) -> int:
-    import pyhcs.trace._record as _record
-
-    from . import replay
+    from . import _record
+    from ._replay import replay
 
     trace = load(ns.file)
     traced = os.environ.get(_record.ENV, "")

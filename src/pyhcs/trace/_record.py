@@ -394,16 +394,15 @@ def _make_wrapper(tracer_ref: Callable[[], Tracer | None], spec: _spec.FunctionS
 
 _current: Tracer | None = None
 _install_lock = threading.Lock()
+_backend: ModuleType | None = None  # the backend module install() was handed, for uninstall()
 
 
 def current() -> Tracer | None:
     return _current
 
 
-def _targets() -> list[ModuleType]:
-    import pyhcs._native._backend as _backend
-
-    out: list[ModuleType] = [_backend]
+def _targets(backend: ModuleType) -> list[ModuleType]:
+    out: list[ModuleType] = [backend]
     raw = sys.modules.get("pyhcs.raw")
     if raw is not None:
         out.append(raw)
@@ -414,22 +413,27 @@ def is_wrapped(fn: object) -> bool:
     return bool(getattr(fn, _WRAPPED, False))
 
 
-def install(path: str) -> Tracer:
-    """Starts writing a trace to ``path``: wraps the functions pyhcs calls the library through."""
-    global _current
-    import pyhcs._native._backend as _backend
+def install(path: str, backend: ModuleType) -> Tracer:
+    """Starts writing a trace to ``path``: wraps the functions pyhcs calls the library through.
+
+    ``backend`` is ``pyhcs._native._backend``, handed in by its caller (the backend's own
+    ``PYHCS_TRACE`` hook, or :func:`pyhcs.trace.start`): the recorder sits above the backend
+    and never imports it, so the hook closes no import cycle.
+    """
+    global _current, _backend
 
     with _install_lock:
         if _current is not None and _current.active:
             raise RuntimeError(f"pyhcs is already tracing to {_current.path}; stop that trace first")
-        tracer = Tracer(path, _backend)
+        tracer = Tracer(path, backend)
         _current = tracer
+        _backend = backend
 
         def ref() -> Tracer | None:
             return _current
 
         made: dict[int, Callable[..., Any]] = {}  # one wrapper per function, whichever module holds it
-        for target in _targets():
+        for target in _targets(backend):
             for api in _spec.BY_API:
                 fn = target.__dict__.get(api)
                 if fn is None or is_wrapped(fn):
@@ -446,7 +450,7 @@ def uninstall() -> Tracer | None:
     global _current
     with _install_lock:
         tracer, _current = _current, None
-        for target in _targets():
+        for target in _targets(_backend) if _backend is not None else []:
             for api in _spec.BY_API:
                 fn = target.__dict__.get(api)
                 if fn is not None and is_wrapped(fn):
@@ -460,8 +464,8 @@ def expand(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path.replace("{pid}", str(os.getpid()))))
 
 
-def install_from_env() -> None:
-    """The hook pyhcs._native._backend runs at backend selection when ``PYHCS_TRACE`` is set.
+def install_from_env(backend: ModuleType) -> None:
+    """The hook ``backend`` (pyhcs._native._backend) runs at its selection when ``PYHCS_TRACE`` is set.
 
     A trace is a diagnostic: a path that cannot be written turns tracing off with a warning
     instead of breaking the program being traced.
@@ -476,7 +480,7 @@ def install_from_env() -> None:
 
         warnings.warn(f"pyhcs: {ENV}={text!r}: cannot write {path}; not tracing", RuntimeWarning, stacklevel=2)
         return
-    install(path)
+    install(path, backend)
 
 
 def _at_exit() -> None:

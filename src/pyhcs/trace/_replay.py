@@ -33,15 +33,17 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .. import errors
 from .._narrow import is_json_object
+from .._native._library import is_emulator
 from .._native._types import HcsEvent
 from . import _spec
 from ._compare import diff
-from ._file import MISSING, Call, Event, Trace
+from ._file import MISSING, Call, Event, Trace, load
 from ._values import doc_from_trace, doc_to_trace, event_type_name, hresult_label
 
 _PENDING = frozenset(errors.to_unsigned(c) for c in (0x80370117, 0xC0370117, 0xC0370103))
@@ -656,7 +658,30 @@ class _Replayer:
                         self.raw.close_handle(value)
 
 
-def replay(trace: Trace, raw: ModuleType, *, strict: bool = False, wait_bound: float = 30.0) -> ReplayReport:
+def replay(
+    trace: Trace | str | Path,
+    *,
+    strict: bool = False,
+    wait_bound: float = 30.0,
+    raw: ModuleType | None = None,
+) -> ReplayReport:
+    """Replays ``trace`` against the library pyhcs loaded (``raw``: a backend module, default
+    ``pyhcs._native._backend``) and reports every divergence.
+
+    ``strict`` compares volatile members too (ids, times, pids, GUIDs) and reports timing
+    differences; ``wait_bound`` (seconds) bounds every wait and every precondition.
+    Raises :class:`TraceFormatError` for a malformed trace, ValueError for a library that is
+    not the emulator (replaying against the real HCS would create real compute systems).
+    """
+    if raw is None:
+        from .._native import _backend
+
+        raw = _backend
+    library = str(raw.library_path())
+    if not is_emulator(library):
+        raise ValueError(f"replay runs against the HCS emulator; this pyhcs loads {library}")
+    if not isinstance(trace, Trace):
+        trace = load(trace)
     if wait_bound <= 0:
         raise ValueError(f"the wait bound must be > 0 seconds, not {wait_bound!r}")
     return _Replayer(trace, raw, strict, wait_bound).run()

@@ -25,9 +25,9 @@ from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._docs import Document
-from ._handle import Deadline
-from .pool import (
+from .._docs import Document
+from .._handle import Deadline
+from ..pool import (
     DEFAULT,
     Command,
     DefaultType,
@@ -39,10 +39,10 @@ from .pool import (
     run_options,
     seconds,
 )
+from ._system import ComputeSystem
 
 if TYPE_CHECKING:
-    from .aio import ComputeSystem
-    from .process import CompletedProcess
+    from ..process import CompletedProcess
 
 __all__ = ["ComputeSystemPool"]
 
@@ -165,8 +165,6 @@ class ComputeSystemPool(PoolBase):
         return await self._new_system(deadline), 0
 
     async def _new_system(self, deadline: Deadline) -> ComputeSystem:
-        from .aio import ComputeSystem
-
         try:
             system = await ComputeSystem.create(self._system_id(), self.config, timeout=deadline.remaining())
         except BaseException as err:
