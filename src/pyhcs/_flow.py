@@ -206,7 +206,7 @@ def run(flow: Flow[_T]) -> _T:
                     try:
                         value = step.run(deadline.remaining())
                     except TimeoutExpiredError as err:
-                        err.timeout = deadline.timeout  # the caller's timeout, not what was left
+                        err.report_outer(deadline.timeout, deadline.elapsed())  # the caller's, not what was left
                         raise
                 elif isinstance(step, Call):
                     value = step.fn()

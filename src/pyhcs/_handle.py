@@ -221,7 +221,7 @@ def reports_timeout(deadline: Deadline) -> Iterator[None]:
     try:
         yield
     except TimeoutExpiredError as err:
-        err.timeout = deadline.timeout
+        err.report_outer(deadline.timeout, deadline.elapsed())
         raise
 
 

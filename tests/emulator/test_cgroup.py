@@ -438,8 +438,7 @@ def test_statistics_are_per_system(hcs: ModuleType, mode: str) -> None:
             hold = """
                 import time
                 data = b"\\x01" * (96 << 20)
-                end = time.monotonic() + 0.8
-                while time.monotonic() < end:
+                while time.process_time() < 0.8:  # CPU time, which a loaded machine hands out slowly
                     pass
                 print("done", flush=True)
             """

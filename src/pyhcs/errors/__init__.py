@@ -129,6 +129,7 @@ them with :func:`HRESULT_FROM_WIN32` first.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -632,6 +633,10 @@ HcsClosedError = HandleClosedError
 """Alias of :class:`HandleClosedError`."""
 
 
+#: The part of a timeout message that states the timeout and the time taken.
+_WITHIN = re.compile(r"within [^ ]+ s \([0-9.]+ s elapsed\)")
+
+
 class TimeoutExpiredError(OperationTimeoutError, subprocess.TimeoutExpired):
     """A pyhcs wait ran out: an :class:`OperationTimeoutError` (so a :class:`TimeoutError`
     and an :class:`HcsError`) and a :class:`subprocess.TimeoutExpired`.
@@ -701,6 +706,13 @@ class TimeoutExpiredError(OperationTimeoutError, subprocess.TimeoutExpired):
         self.operation_id = operation_id
         self.system = None
         self.process = None
+
+    def report_outer(self, timeout: float, elapsed: float) -> None:
+        """Restates a timeout of an inner wait as the caller's: the timeout the caller gave
+        (not what was left of it for the inner wait) and the time since the caller's call."""
+        self.timeout = timeout
+        self.elapsed = max(self.elapsed, elapsed)
+        self.strerror = _WITHIN.sub(f"within {timeout:g} s ({self.elapsed:.3f} s elapsed)", self.message, count=1)
 
     def _extra_state(self) -> dict[str, Any]:
         # Live objects own handles: never pickled or duplicated (like ``operation``).
