@@ -185,6 +185,18 @@ def test_wrong_type_emulator_controls(hcs: ModuleType) -> None:
     with pytest.raises(errors.InvalidJsonError) as ei:
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": ["Emulator"]}))
     assert "PropertyType" in str(ei.value)
+    # out of a 32-bit range: an error, never a wrapped value (2**32 + 5 once became 5)
+    for faults, member in [
+        ({"Function": "HcsOpenComputeSystem", "DelayMs": 2**32 + 5}, "DelayMs"),
+        ({"Function": "HcsOpenComputeSystem", "HResult": 1, "OnCall": -1}, "OnCall"),
+        ({"Function": "HcsOpenComputeSystem", "HResult": 1, "Count": 2**40}, "Count"),
+    ]:
+        with pytest.raises(errors.InvalidJsonError, match=member):
+            hcs.hcs_modify_service_settings(
+                json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Faults": [faults]}})
+            )
+    with pytest.raises(errors.InvalidJsonError, match="Reset"):
+        hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Reset": "yes"}}))
 
 
 # ------------------------------------------------------------------------------ NUL and surrogates
