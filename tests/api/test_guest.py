@@ -244,6 +244,34 @@ def test_linux_guest_receives_exactly_the_argv(monkeypatch: pytest.MonkeyPatch) 
     assert sent and all("CommandArgs" in json.loads(t) and "CommandLine" not in json.loads(t) for t in sent)
 
 
+def test_hyperv_isolated_windows_container_is_a_windows_guest(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Container hosted in a Windows utility VM: its document says nothing of the guest (it
+    # names its host), the host's does; it takes CommandLine, never CommandArgs.
+    sent: list[str] = []
+    real = process_mod.process_parameters
+
+    def spy(*a: Any, **k: Any) -> str:
+        text = real(*a, **k)
+        sent.append(text)
+        return text
+
+    monkeypatch.setattr("pyhcs.system.process_parameters", spy)
+    uvm_id = new_id("wuvm")
+    with ComputeSystem.create(uvm_id, WINDOWS_VM) as uvm:
+        assert uvm.guest_os == "windows"
+        uvm.start()
+        hosted_id = new_id("wcow")
+        with ComputeSystem.create(hosted_id, {**CONFIG, "HostingSystemId": uvm_id}) as system:
+            assert system.guest_os == "windows"
+            with ComputeSystem.open(hosted_id) as opened:
+                assert opened.guest_os == "windows"
+            system.start()
+            if _windows_parsing_available():
+                emulator.configure(ContainerCommandLine="Windows", ContainerCommandArgs="Refuse")
+            _check_exact_argv(system)
+    assert sent and all("CommandLine" in json.loads(t) and "CommandArgs" not in json.loads(t) for t in sent)
+
+
 # ------------------------------------------------------------------------------ signals
 
 

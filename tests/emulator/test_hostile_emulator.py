@@ -125,6 +125,18 @@ def test_wrong_type_process_requests_and_queries(hcs: ModuleType) -> None:
         ({"Container": {}, "Owner": 3}, "Owner"),
         ({"Container": {}, "ShouldTerminateOnLastHandleClosed": "no"}, "ShouldTerminateOnLastHandleClosed"),
         ({"VirtualMachine": {"RestoreState": {"SaveStateFilePath": 1}}}, "SaveStateFilePath"),
+        # read later by the cgroup and isolation code, which would take a wrong type as absent
+        # (a mapping's ContainerPath as its HostPath, ReadOnly "true" as read-write)
+        ({"Container": {"MappedDirectories": [{"HostPath": "/tmp", "ContainerPath": 5}]}},
+         "Container.MappedDirectories[0].ContainerPath"),
+        ({"Container": {"MappedDirectories": [{"HostPath": "/tmp", "ReadOnly": "true"}]}},
+         "Container.MappedDirectories[0].ReadOnly"),
+        ({"Container": {"MappedDirectories": ["/tmp"]}}, "Container.MappedDirectories[0]"),
+        ({"Container": {"Processor": {"Maximum": "5000"}}}, "Container.Processor.Maximum"),
+        ({"Container": {"GuestOs": {"HostName": 1}}}, "Container.GuestOs.HostName"),
+        ({"HostedSystem": {"Container": {"Memory": {"SizeInMB": "1"}}}}, "HostedSystem.Container.Memory.SizeInMB"),
+        ({"VirtualMachine": {"ComputeTopology": {"Processor": {"Count": 1.5}}}},
+         "VirtualMachine.ComputeTopology.Processor.Count"),
     ],
 )
 def test_wrong_type_configuration_members(hcs: ModuleType, section: dict[str, Any], member: str) -> None:
@@ -139,6 +151,30 @@ def test_wrong_type_configuration_members(hcs: ModuleType, section: dict[str, An
             hcs.hcs_close_compute_system(h)
 
 
+@pytest.mark.parametrize(
+    "request_doc, member",
+    [
+        ({"ResourcePath": "Container/MappedDirectories", "RequestType": "Add",
+          "Settings": {"HostPath": "/tmp", "ContainerPath": ["/x"]}}, "Container.MappedDirectories[0].ContainerPath"),
+        ({"ResourcePath": "Container/Processor", "RequestType": "Update", "Settings": {"Weight": "high"}},
+         "Container.Processor.Weight"),
+        ({"ResourcePath": "Container/Processor/Count", "RequestType": "Update", "Settings": "2"},
+         "Container.Processor.Count"),
+    ],
+)
+def test_wrong_type_modify_settings_change_nothing(hcs: ModuleType, request_doc: dict[str, Any], member: str) -> None:
+    with running_system(hcs) as h:
+        before = props(hcs, h, {"PropertyTypes": ["EmulatorConfiguration"]})
+        with pytest.raises(errors.InvalidJsonError) as ei:
+            modify(hcs, h, request_doc)
+        assert member in str(ei.value)
+        assert props(hcs, h, {"PropertyTypes": ["EmulatorConfiguration"]}) == before
+        ok = {**request_doc, "Settings": {"HostPath": "/tmp", "ContainerPath": "/x", "ReadOnly": True}} \
+            if "MappedDirectories" in request_doc["ResourcePath"] else \
+            {"ResourcePath": "Container/Processor", "RequestType": "Update", "Settings": {"Count": 1, "Weight": 200}}
+        modify(hcs, h, ok)  # the right types are taken
+
+
 def test_wrong_type_emulator_controls(hcs: ModuleType) -> None:
     for faults, member in [({"Function": 5, "HResult": 1}, "Function"), ({"Hang": "yes"}, "Hang")]:
         with pytest.raises(errors.InvalidJsonError) as ei:
@@ -149,6 +185,18 @@ def test_wrong_type_emulator_controls(hcs: ModuleType) -> None:
     with pytest.raises(errors.InvalidJsonError) as ei:
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": ["Emulator"]}))
     assert "PropertyType" in str(ei.value)
+    # out of a 32-bit range: an error, never a wrapped value (2**32 + 5 once became 5)
+    for faults, member in [
+        ({"Function": "HcsOpenComputeSystem", "DelayMs": 2**32 + 5}, "DelayMs"),
+        ({"Function": "HcsOpenComputeSystem", "HResult": 1, "OnCall": -1}, "OnCall"),
+        ({"Function": "HcsOpenComputeSystem", "HResult": 1, "Count": 2**40}, "Count"),
+    ]:
+        with pytest.raises(errors.InvalidJsonError, match=member):
+            hcs.hcs_modify_service_settings(
+                json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Faults": [faults]}})
+            )
+    with pytest.raises(errors.InvalidJsonError, match="Reset"):
+        hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Reset": "yes"}}))
 
 
 # ------------------------------------------------------------------------------ NUL and surrogates

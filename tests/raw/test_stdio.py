@@ -7,8 +7,10 @@ import errno
 import io
 import json
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -210,3 +212,66 @@ def test_raw_process_output_through_the_helper(hcs: ModuleType) -> None:
             assert json.loads(hcs.hcs_wait_for_process_exit(process, 10_000))["ExitCode"] == 0
         finally:
             hcs.hcs_close_process(process)
+
+
+# ------------------------------------------------------------------------------ the Windows branch
+
+_HANDLE = 0x2A4  # a Windows HANDLE value: no descriptor of this process
+
+
+class _FakeWin32:
+    """msvcrt, _winapi and os.set_handle_inheritable as Windows has them, recording every call.
+    open_osfhandle gives a real descriptor (a pipe end) so that the file works here."""
+
+    def __init__(self, crt_fd: int, fail: str = "") -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.crt_fd = crt_fd
+        self.fail = fail
+
+    def set_handle_inheritable(self, handle: int, inheritable: bool) -> None:
+        self.calls.append(("set_handle_inheritable", handle, inheritable))
+        if self.fail == "inheritable":
+            raise OSError(errno.EBADF, "The handle is invalid")
+
+    def open_osfhandle(self, handle: int, flags: int) -> int:
+        self.calls.append(("open_osfhandle", handle, flags))
+        if self.fail == "osfhandle":
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.crt_fd
+
+    def CloseHandle(self, handle: int) -> None:
+        self.calls.append(("CloseHandle", handle))
+
+
+@pytest.fixture
+def fake_win32(pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> _FakeWin32:
+    fake = _FakeWin32(pipe[0])
+    monkeypatch.setattr(_stdio, "sys", types.SimpleNamespace(platform="win32"))
+    monkeypatch.setattr(os, "set_handle_inheritable", fake.set_handle_inheritable, raising=False)
+    monkeypatch.setitem(sys.modules, "msvcrt", types.SimpleNamespace(open_osfhandle=fake.open_osfhandle))
+    monkeypatch.setitem(sys.modules, "_winapi", types.SimpleNamespace(CloseHandle=fake.CloseHandle))
+    return fake
+
+
+def test_windows_handle_is_made_non_inheritable_before_it_gets_a_descriptor(
+    pipe: tuple[int, int], fake_win32: _FakeWin32
+) -> None:
+    r, w = pipe
+    with _stdio.open_std_handle(_HANDLE, "rb") as f:
+        os.write(w, b"from the HANDLE")
+        os.close(w)
+        assert f.read() == b"from the HANDLE"
+    assert fake_win32.calls == [("set_handle_inheritable", _HANDLE, False), ("open_osfhandle", _HANDLE, os.O_RDONLY)]
+    assert not _is_open(r)  # the CRT descriptor owned the HANDLE: closing the file closed it
+
+
+@pytest.mark.parametrize("fail", ["inheritable", "osfhandle"])
+def test_windows_handle_is_closed_when_it_cannot_become_a_file(
+    pipe: tuple[int, int], fake_win32: _FakeWin32, fail: str
+) -> None:
+    fake_win32.fail = fail
+    with pytest.raises(OSError):
+        _stdio.open_std_handle(_HANDLE, "wb")
+    assert fake_win32.calls[-1] == ("CloseHandle", _HANDLE)  # no leaked HANDLE
+    assert fake_win32.calls[0] == ("set_handle_inheritable", _HANDLE, False)
+    assert _is_open(pipe[0])  # nothing else was closed

@@ -300,8 +300,28 @@ def test_real_hcs_needs_the_marker_and_an_opt_in(inner: pytest.Pytester, monkeyp
 def test_report_header_names_backend_and_library(inner: pytest.Pytester) -> None:
     inner.makepyfile(test_inner="def test_nothing():\n    pass\n")
     result = run(inner)
-    result.stdout.fnmatch_lines([f"pyhcs: * backend, HCS emulator {emulator.library_path()}"])
+    result.stdout.fnmatch_lines([f"pyhcs: * backend, HCS emulator {emulator.library_path()}*"])
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the loaded libraries from /proc")
+def test_a_session_loads_no_native_library_until_a_test_uses_it(inner: pytest.Pytester) -> None:
+    # The plugin is in every pytest session of an environment where pyhcs is installed: its
+    # header and hooks must not load the HCS library (a DLL on Windows) nor the compiled backend.
+    inner.makepyfile(
+        test_inner="""
+        import sys
+        def test_plain():
+            mapped = open("/proc/self/maps").read()
+            assert "pyhcs._native._backend" not in sys.modules
+            assert "libhcsemu" not in mapped and "_core." not in mapped
+        def test_zz_uses_it(hcs_emulator):
+            assert "libhcsemu" in open("/proc/self/maps").read()
+        """
+    )
+    result = run(inner)
+    result.stdout.fnmatch_lines(["pyhcs: auto backend, HCS emulator * (loaded when a test uses it)"])
+    result.assert_outcomes(passed=2)
 
 
 def test_markers_are_registered(inner: pytest.Pytester) -> None:

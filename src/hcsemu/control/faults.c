@@ -149,7 +149,13 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
     /* {"Faults":[...], "Reset":true} or a bare array */
     const json *list = json_typeof(spec) == JSON_ARRAY ? spec : json_get(spec, "Faults");
     bool reset = false;
-    json_bool(json_get(spec, "Reset"), &reset);
+    if (json_typeof(spec) == JSON_OBJECT) {
+        char je[320];
+        if (!json_want_bool(spec, NULL, "Reset", &reset, je, sizeof je)) {
+            *err = strdup(je);
+            return HCS_E_INVALID_JSON;
+        }
+    }
     if (list && json_typeof(list) != JSON_ARRAY) {
         *err = strdup("Faults must be an array");
         return HCS_E_INVALID_JSON;
@@ -208,9 +214,17 @@ HRESULT emu_faults_apply(const json *spec, char **err) {
         /* A success code other than S_OK (S_FALSE...) is allowed: the call returns it, or the
          * operation completes with it, without doing the work; callers must not take it for a
          * failure. */
-        if (json_int64(json_get(f, "OnCall"), &v) && v >= 0) x.on_call = (uint32_t)v;
-        if (json_int64(json_get(f, "Count"), &v) && v >= 0) x.count = (uint32_t)v;
-        if (json_int64(json_get(f, "DelayMs"), &v) && v >= 0) x.delay_ms = (uint32_t)v;
+        /* counts and delays are 32-bit: out of range is an error, never a wrapped value */
+        static const char *const u32_members[] = {"OnCall", "Count", "DelayMs"};
+        uint32_t *const u32_fields[] = {&x.on_call, &x.count, &x.delay_ms};
+        for (int k = 0; k < 3; k++) {
+            if (!json_int64(json_get(f, u32_members[k]), &v)) continue;
+            if (v < 0 || v > (int64_t)UINT32_MAX) {
+                *err = emu_printf("%s.%s must be in 0..4294967295 (got %lld)", ctx, u32_members[k], (long long)v);
+                return HCS_E_INVALID_JSON;
+            }
+            *u32_fields[k] = (uint32_t)v;
+        }
         x.probability = 1.0;
         double p;
         if (json_double(json_get(f, "Probability"), &p)) {

@@ -509,6 +509,75 @@ static bool is_saved_state(const char *path) {
     return ok;
 }
 
+/* The members of a Container body (a Container document's, or a HostedSystem's) that the
+ * service reads, here and later (cgroup.c: limits, isolate.c: mappings and host name, with
+ * lenient accessors), typed once so that a wrong type is an error naming it, never a default. */
+static HRESULT check_container_body(const json *c, const char *ctx, bool files, char **doc) {
+    const char *str = NULL;
+    bool b;
+    int64_t i64;
+    uint64_t u64; /* Processor.Count is a UInt32 in the schema, Maximum and Weight Int64 */
+    const json *layers = NULL, *dirs = NULL;
+    HRESULT hr = S_OK;
+    WANT(str, c, ctx, "Storage.Path", &str);
+    WANT(arr, c, ctx, "Storage.Layers", &layers);
+    WANT(arr, c, ctx, "MappedDirectories", &dirs);
+    WANT(int64, c, ctx, "Memory.SizeInMB", &i64);
+    WANT(uint64, c, ctx, "Processor.Count", &u64);
+    WANT(int64, c, ctx, "Processor.Maximum", &i64);
+    WANT(int64, c, ctx, "Processor.Weight", &i64);
+    WANT(str, c, ctx, "GuestOs.HostName", &str);
+    for (size_t i = 0; i < json_len(layers) && !FAILED(hr); i++) {
+        char sub[96];
+        const char *p = NULL;
+        snprintf(sub, sizeof sub, "%s.Storage.Layers[%zu]", ctx, i);
+        if (json_typeof(json_at(layers, i)) != JSON_OBJECT)
+            return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", sub);
+        WANT(str, json_at(layers, i), sub, "Path", &p);
+        if (files) hr = check_path_exists(p, "Layer", false, doc);
+    }
+    for (size_t i = 0; i < json_len(dirs) && !FAILED(hr); i++) {
+        char sub[96];
+        const char *p = NULL;
+        const json *d = json_at(dirs, i);
+        snprintf(sub, sizeof sub, "%s.MappedDirectories[%zu]", ctx, i);
+        if (json_typeof(d) != JSON_OBJECT) return svc_fail(doc, HCS_E_INVALID_JSON, "%s must be a JSON object", sub);
+        WANT(str, d, sub, "ContainerPath", &str);
+        WANT(bool, d, sub, "ReadOnly", &b);
+        WANT(str, d, sub, "HostPath", &p);
+        if (files) hr = check_path_exists(p, "Mapped directory", false, doc);
+    }
+    return hr;
+}
+
+/* A VirtualMachine body's members read later by cgroup.c (processor limits) and isolate.c
+ * (host name) with lenient accessors. */
+static HRESULT check_vm_body(const json *vm, char **doc) {
+    const char *str = NULL;
+    int64_t i64;
+    uint64_t u64; /* the schema's UInt64 and UInt32 members */
+    WANT(int64, vm, "VirtualMachine", "ComputeTopology.Memory.SizeInMB", &i64);
+    WANT(uint64, vm, "VirtualMachine", "ComputeTopology.Processor.Count", &u64);
+    WANT(uint64, vm, "VirtualMachine", "ComputeTopology.Processor.Limit", &u64);
+    WANT(uint64, vm, "VirtualMachine", "ComputeTopology.Processor.Weight", &u64);
+    WANT(uint64, vm, "VirtualMachine", "ComputeTopology.Processor.Limits.Limit", &u64);
+    WANT(uint64, vm, "VirtualMachine", "ComputeTopology.Processor.Limits.Weight", &u64);
+    WANT(str, vm, "VirtualMachine", "GuestOs.HostName", &str);
+    return S_OK;
+}
+
+/* The members typed at create, checked again on a configuration a modify produced (the
+ * files are not looked at again: a modify's own checks cover what it adds). */
+static HRESULT check_config_types(const json *cfg, char **doc) {
+    const json *c = json_get(cfg, "Container"), *vm = json_get(cfg, "VirtualMachine");
+    const json *hc = json_get(json_get(cfg, "HostedSystem"), "Container");
+    HRESULT hr = S_OK;
+    if (json_typeof(vm) == JSON_OBJECT) hr = check_vm_body(vm, doc);
+    if (!FAILED(hr) && json_typeof(c) == JSON_OBJECT) hr = check_container_body(c, "Container", false, doc);
+    if (!FAILED(hr) && json_typeof(hc) == JSON_OBJECT) hr = check_container_body(hc, "HostedSystem.Container", false, doc);
+    return hr;
+}
+
 /* Every member the emulator reads from a configuration, checked for its type up front, so the
  * code that uses them later meets only the types it expects. */
 static HRESULT validate_config(const json *cfg, int *type, char **doc) {
@@ -541,11 +610,11 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
     *type = c ? T_CONTAINER : vm ? T_VM : T_HOSTED;
     const char *str = NULL;
     bool b;
-    int64_t i64;
     const json *o = NULL;
     WANT(str, cfg, NULL, "Owner", &str);
     WANT(str, cfg, NULL, "HostingSystemId", &str);
     WANT(bool, cfg, NULL, "ShouldTerminateOnLastHandleClosed", &b);
+    WANT(str, cfg, NULL, "HostName", &str);
     hr = check_guid_members(cfg, doc);
     if (FAILED(hr)) return hr;
     if (vm) {
@@ -554,37 +623,20 @@ static HRESULT validate_config(const json *cfg, int *type, char **doc) {
         WANT(str, vm, "VirtualMachine", "GuestState.RuntimeStateFilePath", &rsf);
         WANT(str, vm, "VirtualMachine", "RestoreState.SaveStateFilePath", &ssf);
         WANT(str, vm, "VirtualMachine", "RestoreState.TemplateSystemId", &str);
-        WANT(int64, vm, "VirtualMachine", "ComputeTopology.Memory.SizeInMB", &i64);
         WANT(obj, vm, "VirtualMachine", "Chipset", &o);
         WANT(obj, vm, "VirtualMachine", "GuestConnection", &o);
-        hr = check_path_exists(gsf, "Guest state file", true, doc);
+        hr = check_vm_body(vm, doc);
+        if (!FAILED(hr)) hr = check_path_exists(gsf, "Guest state file", true, doc);
         if (!FAILED(hr)) hr = check_path_exists(rsf, "Runtime state file", true, doc);
         if (!FAILED(hr)) hr = check_path_exists(ssf, "Saved state file", true, doc);
         if (ssf && *ssf && !FAILED(hr) && !is_saved_state(ssf))
             hr = svc_fail(doc, HRESULT_FROM_WIN32(ERROR_INVALID_DATA), "'%s' holds no saved state to restore", ssf);
         if (!FAILED(hr)) hr = check_vm_devices(vm, doc);
     }
-    if (c) {
-        const json *layers = NULL, *dirs = NULL;
-        WANT(str, c, "Container", "Storage.Path", &str);
-        WANT(arr, c, "Container", "Storage.Layers", &layers);
-        WANT(arr, c, "Container", "MappedDirectories", &dirs);
-        WANT(int64, c, "Container", "Memory.SizeInMB", &i64);
-        for (size_t i = 0; i < json_len(layers) && !FAILED(hr); i++) {
-            char ctx[64];
-            const char *p = NULL;
-            snprintf(ctx, sizeof ctx, "Container.Storage.Layers[%zu]", i);
-            WANT(str, json_at(layers, i), ctx, "Path", &p);
-            hr = check_path_exists(p, "Layer", false, doc);
-        }
-        for (size_t i = 0; i < json_len(dirs) && !FAILED(hr); i++) {
-            char ctx[64];
-            const char *p = NULL;
-            snprintf(ctx, sizeof ctx, "Container.MappedDirectories[%zu]", i);
-            WANT(str, json_at(dirs, i), ctx, "HostPath", &p);
-            hr = check_path_exists(p, "Mapped directory", false, doc);
-        }
-    }
+    const json *hc = NULL;
+    if (hs) WANT(obj, hs, "HostedSystem", "Container", &hc);
+    if (!FAILED(hr) && c) hr = check_container_body(c, "Container", true, doc);
+    if (!FAILED(hr) && hc) hr = check_container_body(hc, "HostedSystem.Container", true, doc);
     return hr;
 }
 
@@ -1645,6 +1697,8 @@ HRESULT svc_modify(svc_system *s, const json *req, char **doc) {
     if (!FAILED(hr) && json_depth(work, EMU_CONFIG_MAX_DEPTH) > EMU_CONFIG_MAX_DEPTH)
         hr = svc_fail(doc, HCS_E_INVALID_JSON,
                   "The modify request would nest the configuration deeper than %d levels", EMU_CONFIG_MAX_DEPTH);
+    /* what the modify changed is read later as the create's members are: typed alike */
+    if (!FAILED(hr)) hr = check_config_types(work, doc);
     if (!FAILED(hr) && s->cg) { /* memory and processor changes apply live */
         cg_limits lim;
         char cerr[256];

@@ -147,6 +147,15 @@ static void test_wrong_types(void) {
     CHECK((uint32_t)modify(sys, "{\"ResourcePath\":\"Container/a\",\"RequestType\":5}", &doc) == 0x8037010Du);
     CHECK(doc && strstr(doc, "RequestType"));
     free(doc);
+    /* a modify that would leave a wrong type where the service reads one later */
+    CHECK((uint32_t)modify(sys, "{\"ResourcePath\":\"Container/Processor\",\"RequestType\":\"Update\","
+                                "\"Settings\":{\"Count\":\"2\"}}", &doc) == 0x8037010Du);
+    CHECK(doc && strstr(doc, "Container.Processor.Count"));
+    free(doc);
+    CHECK((uint32_t)modify(sys, "{\"ResourcePath\":\"Container/MappedDirectories\",\"RequestType\":\"Add\","
+                                "\"Settings\":{\"HostPath\":\"/tmp\",\"ReadOnly\":1}}", &doc) == 0x8037010Du);
+    CHECK(doc && strstr(doc, "ReadOnly"));
+    free(doc);
     /* a resource root the configuration does not have */
     CHECK((uint32_t)modify(sys, "{\"ResourcePath\":\"HostedSystem/a/b\",\"Settings\":1}", &doc) ==
           0x80070032u);
@@ -182,6 +191,16 @@ static void test_wrong_types(void) {
         {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"Container\":{},\"Owner\":\"a\\u0000b\"}", "U+0000"},
         {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"VirtualMachine\":{\"GuestState\":{\"GuestStateFilePath\":1}}}",
          "GuestStateFilePath"},
+        /* members read later by the cgroup and isolation code, which take a wrong type as absent */
+        {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"Container\":{\"MappedDirectories\":[{\"HostPath\":\"/tmp\","
+         "\"ContainerPath\":5}]}}", "MappedDirectories[0].ContainerPath"},
+        {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"Container\":{\"MappedDirectories\":[{\"HostPath\":\"/tmp\","
+         "\"ReadOnly\":\"true\"}]}}", "MappedDirectories[0].ReadOnly"},
+        {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"Container\":{\"Processor\":{\"Count\":\"2\"}}}", "Processor.Count"},
+        {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"HostedSystem\":{\"Container\":{\"Processor\":{\"Weight\":[]}}}}",
+         "HostedSystem.Container.Processor.Weight"},
+        {"{\"SchemaVersion\":{\"Major\":2,\"Minor\":1},\"VirtualMachine\":{\"ComputeTopology\":{\"Processor\":"
+         "{\"Limits\":{\"Limit\":true}}}}}", "Processor.Limits.Limit"},
     };
     for (size_t i = 0; i < sizeof bad_cfgs / sizeof bad_cfgs[0]; i++) {
         WCHAR *wid = w("hostile-cfg"), *wcfg = w(bad_cfgs[i][0]);

@@ -414,15 +414,19 @@ def _hermetic_service() -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    try:
-        from .._native import _backend
-        from .._native._library import is_emulator
+    # The plugin is registered in every pytest session of the environment (an entry point), so
+    # the header describes the library without loading it: loading waits for a test that uses it.
+    from .._native._library import library_paths, not_installed
 
-        path = str(_backend.library_path())
-    except Exception as exc:
-        return f"pyhcs: cannot be loaded ({type(exc).__name__}: {exc}); its fixtures will skip"
-    where = f"HCS emulator {path}" if is_emulator(path) else f"real HCS ({path})"
-    return f"pyhcs: {_backend.backend} backend, {where}"
+    missing = not_installed()
+    if missing is not None:
+        return f"pyhcs: cannot be loaded ({missing}); its fixtures will skip"
+    path = library_paths()[0]
+    loaded = sys.modules.get("pyhcs._native._backend")
+    backend = getattr(loaded, "backend", None) or os.environ.get("PYHCS_BACKEND", "").strip().lower() or "auto"
+    # by name, as _library.is_emulator judges a library it may not load: HCS is computecore.dll
+    where = f"real HCS ({path})" if path.lower().endswith(".dll") else f"HCS emulator {path}"
+    return f"pyhcs: {backend} backend, {where}" + ("" if loaded else " (loaded when a test uses it)")
 
 
 def _backend_params(names: Sequence[str]) -> list[Any]:
