@@ -66,12 +66,15 @@ def test_resolve_timeout_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_none_waits_without_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pyhcs, "DEFAULT_TIMEOUT", 0.05)
-    with ComputeSystem.create(new_id(), CONFIG) as s:
-        s.start()
-        with s.create_process(["sleep", "0.4"]) as p:
+    # the calls around the waits under test get time of their own: a loaded machine can take
+    # more than the patched default to create and start
+    with ComputeSystem.create(new_id(), CONFIG, timeout=30) as s:
+        s.start(timeout=30)
+        with s.create_process(["sh", "-c", "read line; exit 3"], stdin=True, timeout=30) as p:
             with pytest.raises(errors.TimeoutExpiredError):
-                p.wait()  # the (patched) default
-            assert p.wait(None) == 0  # no limit: outlives the default
+                p.wait()  # the (patched) default: the process waits for its input
+            threading.Timer(0.3, p.close_stdin, kwargs={"timeout": 30}).start()
+            assert p.wait(None) == 3  # no limit: outlives the default
         threading.Timer(0.3, s.terminate, kwargs={"timeout": 10}).start()
         assert s.wait_exit(timeout=None).exit_type == "ForcedExit"
 
