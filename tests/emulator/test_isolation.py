@@ -246,10 +246,6 @@ def test_setsid_child_does_not_escape_and_terminate_leaves_nothing() -> None:
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "no mount reached the host"
 
 
-# Open: under the ASan build in pytest the host-folder working directory below is accepted
-# (the same call from a plain script under the same build is refused, as without ASan).
-@pytest.mark.xfail("asan" in os.environ.get("PYHCS_LIBRARY", ""), reason="open under ASan, see the comment",
-                   strict=False)
 @needs_privileges
 def test_paths_and_errors_are_the_systems(system: ComputeSystem, tmp_path: Path) -> None:
     assert sh(system, "pwd", cwd="C:\\").stdout == "/\n"
@@ -260,12 +256,22 @@ def test_paths_and_errors_are_the_systems(system: ComputeSystem, tmp_path: Path)
     assert "ERROR_DIRECTORY" in str(info.value)
     with pytest.raises(errors.Win32FileNotFoundError):
         system.run([str(Path(sys.executable).resolve())], timeout=30)  # the venv's python is the host's
-    proc = system.create_process(["sh", "-c", "test -t 0 && echo tty; stty size"], console=True,
+    # a console is a terminal of the system's own devpts: its name resolves inside, and it is
+    # the controlling terminal of the process' session (a Ctrl-C written to it is a SIGINT)
+    proc = system.create_process(["sh", "-c", "tty; stty size; ls /dev/pts"], console=True,
                                  console_size=(30, 100), stdout=True)
     assert proc.stdout is not None
-    out = proc.stdout.read()
-    assert proc.wait(10) == 0 and b"tty" in out and b"30 100" in out
+    out = proc.stdout.read().decode().split()
+    assert proc.wait(10) == 0 and out[0].startswith("/dev/pts/") and out[1:3] == ["30", "100"]
+    assert set(out[3:]) == {"ptmx", out[0].rsplit("/", 1)[1]}, "the host's terminals are not there"
     proc.close()
+    with system.create_process(["sh", "-c", "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done"],
+                               console=True, stdin=True, stdout=True) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        proc.stdin.write(b"\x03")
+        proc.stdin.flush()
+        assert b"got-int" in proc.stdout.readline() and proc.wait(10) == 7
 
 
 @needs_privileges

@@ -48,6 +48,19 @@ static const char *const ns_files[ISO__COUNT] = {"mnt", "uts", "ipc", "pid", "ne
 
 /* ------------------------------------------------------------------ steps run in a child */
 
+/* The code a child runs is not instrumented by the sanitizers: the child runs on a stack of its
+ * own but shares the parent's memory and thread-local state, so AddressSanitizer would take
+ * its frames for the parent thread's, poison their shadow and, at a noreturn call
+ * (child_fail), unpoison "the thread's stack" by writing into frames it has poisoned: a false
+ * report that aborts the child before it can record why it failed. */
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 enum {
     OP_MOUNT,      /* a: source (or NULL), b: target, fstype, data, flags */
     OP_REMOUNT_RO, /* b: a bind mount to make read-only */
@@ -119,14 +132,16 @@ typedef struct child_job {
     int lifeline;           /* becomes fd 3 (the init's) */
     int pgid;               /* -1: leave; 0: new group; else join */
     bool new_session;
+    bool ctty;              /* fd 0 becomes the controlling terminal (after new_session) */
     bool exit_after_ops;    /* a child that only makes mounts: no exec */
     /* result */
+    bool reached;           /* the child got to its exec (or, exit_after_ops, to its end) */
     int err;
     int failed_op;          /* -1: not an op */
     const char *stage;
 } child_job;
 
-static int run_op(iso_op *o, child_job *j) {
+CHILD_CODE static int run_op(iso_op *o, child_job *j) {
     switch (o->kind) {
     case OP_MOUNT:
         return mount(o->a, o->b, o->fstype, o->flags, o->data) == 0 ? 0 : errno;
@@ -193,7 +208,7 @@ static int run_op(iso_op *o, child_job *j) {
     return EINVAL;
 }
 
-static int child_fail(child_job *j, int err, const char *stage, int op) {
+CHILD_CODE static int child_fail(child_job *j, int err, const char *stage, int op) {
     j->err = err ? err : EINVAL;
     j->stage = stage;
     j->failed_op = op;
@@ -201,7 +216,7 @@ static int child_fail(child_job *j, int err, const char *stage, int op) {
 }
 
 /* PATH lookup without allocation: each directory of the environment's PATH in turn. */
-static void exec_path(child_job *j) {
+CHILD_CODE static void exec_path(child_job *j) {
     const char *file = j->argv[0];
     if (strchr(file, '/')) {
         execve(file, j->argv, j->envp);
@@ -231,13 +246,13 @@ static void exec_path(child_job *j) {
 }
 
 /* dup2 that also works onto the same number (dup2 onto itself would keep O_CLOEXEC). */
-static bool move_fd(int from, int to) {
+CHILD_CODE static bool move_fd(int from, int to) {
     if (from != to) return dup2(from, to) == to;
     int flags = fcntl(to, F_GETFD);
     return flags >= 0 && fcntl(to, F_SETFD, flags & ~FD_CLOEXEC) == 0;
 }
 
-static int child_main(void *arg) {
+CHILD_CODE static int child_main(void *arg) {
     child_job *j = arg;
     /* Default dispositions and an empty mask (the parent blocked every signal around the
      * clone, and the service's caller may ignore SIGPIPE: children must not). */
@@ -271,15 +286,20 @@ static int child_main(void *arg) {
         if (o->optional) continue;
         child_fail(j, e, "mount", (int)i);
     }
-    if (j->exit_after_ops) _exit(0);
+    if (j->exit_after_ops) {
+        j->reached = true;
+        _exit(0);
+    }
     if (j->pgid >= 0 && setpgid(0, j->pgid) < 0) child_fail(j, errno, "setpgid", -1);
     for (int k = 0; k < 3; k++)
         if (j->fd[k] >= 0 && !move_fd(j->fd[k], k)) child_fail(j, errno, "dup2", -1);
     if (j->lifeline >= 0 && !move_fd(j->lifeline, 3)) child_fail(j, errno, "dup2", -1);
+    if (j->ctty && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(j, errno, "the console's controlling terminal", -1);
     /* Everything else closes at the exec (not now: the init's program is still to be run). */
     syscall(SYS_close_range, j->lifeline >= 0 ? 4 : 3, ~0u, 4 /* CLOSE_RANGE_CLOEXEC */);
     if (j->cwd && chdir(j->cwd) < 0) child_fail(j, errno, "chdir", -1);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    j->reached = true;
     if (j->exec_fd >= 0) {
         syscall(SYS_execveat, j->exec_fd, "", j->argv, j->envp, AT_EMPTY_PATH);
         child_fail(j, errno, "exec", -1);
@@ -299,7 +319,9 @@ static pid_t run_child(child_job *j, int flags) {
         j->stage = "clone";
         return -1;
     }
+    UNPOISON(stack, stack_size); /* a mapping may reuse the shadow of an earlier one */
     j->err = 0;
+    j->reached = false;
     j->failed_op = -1;
     j->stage = NULL;
     sigset_t all, old;
@@ -313,6 +335,11 @@ static pid_t run_child(child_job *j, int flags) {
         j->err = ce;
         j->stage = "clone";
         return -1;
+    }
+    if (!j->err && !j->reached) {
+        /* it ended before its exec without saying why: killed by a signal */
+        j->err = ECHILD;
+        j->stage = "the child ended before its exec";
     }
     if (j->err) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -907,7 +934,10 @@ int iso_spawn(iso_system *iso, const iso_spawn_req *req, pid_t *pid, const char 
     for (int k = 0; k < 3; k++) j.fd[k] = req->fd[k];
     for (int f = 0; f < ISO__COUNT; f++) j.ns_fds[f] = iso->ns_fds[f];
     j.pgid = 0;
-    if (req->pgid > 0) {
+    if (req->console) {
+        j.pgid = -1; /* a session leader leads its group already */
+        j.new_session = j.ctty = true;
+    } else if (req->pgid > 0) {
         j.pgid = iso_has_pid_namespace(iso) ? ns_pid_of(req->pgid) : req->pgid;
         if (j.pgid <= 0) {
             *stage = "setpgid";
@@ -1065,18 +1095,36 @@ int iso_modify_config(iso_system *iso, const char *path, const char *rtype, cons
     return rc;
 }
 
-int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, const char *pty_name,
+int iso_open_console(const iso_system *iso) {
+    if (!iso_has_root(iso) || iso->init <= 0) return -1;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/root/dev/pts/ptmx", (int)iso->init);
+    int fd = open(p, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int unlock = 0;
+    if (fd >= 0 && ioctl(fd, TIOCSPTLCK, &unlock) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, int console_master,
                     int in, int out, int err, int pgid, pid_t *pid, const char **stage) {
     iso_spawn_req req = {.argv = argv, .envp = envp, .cwd = cwd, .pgid = pgid};
     int opened = -1;
-    if (pty_name) {
-        /* opened here: the system's /dev has a devpts of its own, without this terminal */
-        opened = open(pty_name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (console_master >= 0) {
+        /* the terminal through its master, not by name: the name is the system's devpts' */
+        opened = ioctl(console_master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (opened < 0) {
             *stage = "open the console";
             return errno;
         }
         req.fd[0] = req.fd[1] = req.fd[2] = opened;
+        req.console = true;
     } else {
         int null_in = in < 0 || out < 0 || err < 0 ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
         opened = null_in;
