@@ -1,5 +1,6 @@
 """Benchmark: a compute system lifecycle with the emulator's isolation on (what is on by
-default: a cgroup per system, docs/emulator.md "Limits and accounting") against its floors.
+default: namespaces, a root of its own and an init, docs/emulator.md "Isolation", and a
+cgroup per system, "Limits and accounting") against its floors.
 
 One lifecycle: create a container, start it, run ``true`` with stdout read to EOF, wait for
 it, terminate, close, through the raw API with the service in its own process
@@ -9,7 +10,10 @@ loop so a busy machine skews all alike:
 - ``subprocess.run(["true"], stdout=PIPE)``: running the command at all;
 - ``unshare --mount --uts --ipc --pid --net --fork true`` from the command line: the kernel's
   cost of creating the namespaces a contained system gets (the floor of isolation);
-- the same lifecycle with the ``Cgroups`` switch Off: what the cgroup itself costs.
+- the same lifecycle with the ``Isolation`` switch Off (the cgroup only), and with both it and
+  ``Cgroups`` Off (a process group): what the namespaces and the cgroup cost;
+- with ``--features``, the lifecycle with each isolation feature left out in turn
+  (``IsolationWithout``): what each namespace (and the root's mounts) costs.
 
 Each figure is the median of its samples. Run::
 
@@ -43,7 +47,7 @@ def unshare_works() -> bool:
     return subprocess.run(UNSHARE, capture_output=True).returncode == 0
 
 
-def worker(backend: str, lifecycles: int) -> dict[str, Any]:
+def worker(backend: str, lifecycles: int, features: list[str]) -> dict[str, Any]:
     from pyhcs._native import _backend
 
     B = _backend.load(backend)
@@ -74,12 +78,15 @@ def worker(backend: str, lifecycles: int) -> dict[str, Any]:
     def isolated() -> None:
         lifecycle()
 
-    def plain() -> None:
-        switches(Cgroups="Off")
-        try:
-            lifecycle()
-        finally:
-            switches(Cgroups="Auto")
+    def with_switches(**settings: Any) -> Any:
+        def run() -> None:
+            switches(**settings)
+            try:
+                lifecycle()
+            finally:
+                switches(Isolation="Auto", Cgroups="Auto", IsolationWithout=[])
+
+        return run
 
     def floor() -> None:
         subprocess.run(["true"], stdout=subprocess.PIPE, check=True)
@@ -87,9 +94,12 @@ def worker(backend: str, lifecycles: int) -> dict[str, Any]:
     def namespaces() -> None:
         subprocess.run(UNSHARE, stdout=subprocess.PIPE, check=True)
 
-    runs: list[tuple[str, Any]] = [("isolated", isolated), ("plain", plain), ("subprocess", floor)]
+    runs: list[tuple[str, Any]] = [("isolated", isolated), ("cgroup_only", with_switches(Isolation="Off")),
+                                   ("plain", with_switches(Isolation="Off", Cgroups="Off")), ("subprocess", floor)]
     if unshare_works():
         runs.append(("unshare", namespaces))
+    for feature in features:
+        runs.append((f"without_{feature}", with_switches(IsolationWithout=[feature])))
     for _ in range(5):
         for _, fn in runs:
             fn()
@@ -103,15 +113,22 @@ def worker(backend: str, lifecycles: int) -> dict[str, Any]:
     B.hcs_close_operation(op)
     out: dict[str, Any] = {f"{name}_us": statistics.median(v) for name, v in samples.items()}
     out["cgroup"] = doc["Properties"][0]["Cgroup"]
+    out["namespaces"] = doc["Properties"][0]["Available"]
+    out["user_namespace"] = doc["Properties"][0].get("UserNamespace", False)
     return out
 
 
-def measure(backend: str, scale: float) -> dict[str, Any]:
+FEATURES = ["Mount", "Uts", "Ipc", "Pid", "Network"]
+
+
+def measure(backend: str, scale: float, features: bool = False) -> dict[str, Any]:
     """Runs the worker in a fresh interpreter in private mode; figures, ratios and targets."""
     lifecycles = max(10, int(200 * scale))
     env = {**os.environ, "HCSEMU_SERVICE": "private"}
+    env.pop("HCSEMU_SETTINGS", None)  # the defaults are what is measured
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", backend, "--lifecycles", str(lifecycles)],
+        [sys.executable, os.path.abspath(__file__), "--worker", backend, "--lifecycles", str(lifecycles),
+         "--features", ",".join(FEATURES if features else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -121,6 +138,7 @@ def measure(backend: str, scale: float) -> dict[str, Any]:
     ratios: dict[str, float] = {
         "lifecycle.isolated_over_subprocess": figures["isolated_us"] / figures["subprocess_us"],
         "lifecycle.isolated_over_plain": figures["isolated_us"] / figures["plain_us"],
+        "lifecycle.isolated_over_cgroup_only": figures["isolated_us"] / figures["cgroup_only_us"],
     }
     if "unshare_us" in figures:
         ratios["lifecycle.isolated_over_unshare"] = figures["isolated_us"] / figures["unshare_us"]
@@ -138,24 +156,29 @@ def main() -> None:
     ap.add_argument("--backend", default=os.environ.get("PYHCS_BACKEND", "cython"))
     ap.add_argument("--worker")
     ap.add_argument("--lifecycles", type=int, default=0)
+    ap.add_argument("--features", nargs="?", const=",".join(FEATURES), default=None,
+                    help="also time the lifecycle without each isolation feature")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.lifecycles)))
+        print(json.dumps(worker(args.worker, args.lifecycles, [f for f in (args.features or "").split(",") if f])))
         return
-    report = measure(args.backend, args.scale)
+    report = measure(args.backend, args.scale, features=args.features is not None)
     if args.json:
         print(json.dumps(report, indent=2))
         return
     f = report["figures"]
     cg = f["cgroup"]
-    print(f"backend {args.backend}; cgroup v{cg['Version']}: {', '.join(cg['Controllers']) or 'none'}")
+    print(f"backend {args.backend}; cgroup v{cg['Version']}: {', '.join(cg['Controllers']) or 'none'}; "
+          f"namespaces: {', '.join(f['namespaces']) or 'none'}" + (" (user namespace)" if f["user_namespace"] else ""))
     rows = [
         ("lifecycle, isolation on (default)", f["isolated_us"]),
-        ("lifecycle, Cgroups Off", f["plain_us"]),
+        ("lifecycle, Isolation Off (cgroup only)", f["cgroup_only_us"]),
+        ("lifecycle, Isolation and Cgroups Off", f["plain_us"]),
         ("subprocess.run(true) (floor)", f["subprocess_us"]),
     ]
     if "unshare_us" in f:
         rows.append(("unshare of the namespaces (floor)", f["unshare_us"]))
+    rows += [(f"lifecycle without {k[8:-3]}", v) for k, v in f.items() if k.startswith("without_")]
     for name, us in rows:
         print(f"{name:40} {us / 1000:8.2f}ms")
     for k, v in report["ratios"].items():

@@ -16,7 +16,7 @@ from pyhcs import ComputeSystem, _guest, emulator, errors
 from pyhcs import process as process_mod
 from pyhcs.process import process_parameters
 
-from pyutil import CONFIG, new_id
+from pyutil import CONFIG, PYTHON_CONFIG, new_id
 
 # The plugin's clean emulator and leak check around every test (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("hcs_emulator")
@@ -214,7 +214,7 @@ def test_windows_guest_receives_exactly_the_argv(mode: str, monkeypatch: pytest.
             return text
 
         monkeypatch.setattr("pyhcs.system.process_parameters", spy)
-    with ComputeSystem.create(new_id("argv"), CONFIG) as system:
+    with ComputeSystem.create(new_id("argv"), PYTHON_CONFIG) as system:
         system.start()
         if mode == "windows":
             emulator.configure(ContainerCommandLine="Windows", ContainerCommandArgs="Refuse")
@@ -236,7 +236,7 @@ def test_linux_guest_receives_exactly_the_argv(monkeypatch: pytest.MonkeyPatch) 
     uvm_id = new_id("uvm")
     with ComputeSystem.create(uvm_id, LINUX_VM) as uvm:
         uvm.start()
-        with ComputeSystem.create(new_id("lcow"), {**CONFIG, "HostingSystemId": uvm_id}) as system:
+        with ComputeSystem.create(new_id("lcow"), {**PYTHON_CONFIG, "HostingSystemId": uvm_id}) as system:
             system.start()
             if _windows_parsing_available():
                 emulator.configure(ContainerCommandLine="Windows", ContainerCommandArgs="Refuse")
@@ -331,7 +331,7 @@ def test_aio_guests(signal_docs: list[str | None]) -> None:
         uvm_id = new_id("uvm")
         async with await aio.ComputeSystem.create(uvm_id, LINUX_VM) as uvm:
             await uvm.start()
-            async with await aio.ComputeSystem.create(new_id("lcow"), {**CONFIG, "HostingSystemId": uvm_id}) as lcow:
+            async with await aio.ComputeSystem.create(new_id("lcow"), {**PYTHON_CONFIG, "HostingSystemId": uvm_id}) as lcow:
                 await lcow.start()
                 assert await lcow.guest_os() == "linux"
                 result = await lcow.run([sys.executable, "-c", ECHO_ARGV, "a b", "", 'q"', "\\"])

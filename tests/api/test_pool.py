@@ -22,6 +22,8 @@ from pyhcs import errors
 from pyhcs.pool import ComputeSystemPool, TaskAborted
 from pyhcs.testing import Emulator, Faults
 
+from pyutil import python_mappings
+
 #: Systems the service already held when the test began (a private service is shared by the
 #: whole session, so another test's system still closing may be counted): the pool must
 #: leave nothing of its own.
@@ -225,7 +227,7 @@ def test_a_generator_abandoned_midway_cancels_the_rest(faults: Faults) -> None:
 _SIGTERM_SCRIPT = """
 import sys, time
 from pyhcs import ComputeSystemPool
-config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Container": {}}
+config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Container": {"MappedDirectories": #MAPS#}}
 with ComputeSystemPool(config, max_workers=2) as pool:
     command = [sys.executable, "-c", "import time; time.sleep(3600)", "#MARK#"]
     futures = [pool.submit(command) for _ in range(4)]
@@ -256,7 +258,9 @@ def _processes_with(marker: str) -> list[int]:
 def test_sigterm_leaves_no_process_behind(pyhcs_backend: str, tmp_path: Path) -> None:
     marker = f"pool-sigterm-{os.getpid()}-{pyhcs_backend}"
     script = tmp_path / "pool_sigterm.py"
-    script.write_text(_SIGTERM_SCRIPT.replace("#MARK#", marker), encoding="utf-8")
+    # the commands are this interpreter: mapped into the containers (pyutil.python_mappings)
+    script.write_text(_SIGTERM_SCRIPT.replace("#MARK#", marker).replace("#MAPS#", repr(python_mappings())),
+                      encoding="utf-8")
     src = str(Path(pyhcs.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HCSEMU_")}
     env.update(PYTHONPATH=src, PYHCS_BACKEND=pyhcs_backend)

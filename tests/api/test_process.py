@@ -39,6 +39,9 @@ def test_run_captures_output(system: ComputeSystem) -> None:
 
 
 def test_run_with_input_env_cwd(system: ComputeSystem, tmp_path: Any) -> None:
+    # the working directory is a host folder: mapped (live), as an isolated Container sees no other
+    system.modify({"ResourcePath": "Container/MappedDirectories", "RequestType": "Add",
+                   "Settings": {"HostPath": str(tmp_path), "ContainerPath": str(tmp_path)}})
     result = system.run(["sh", "-c", 'cat; echo "$GREETING"; pwd'], input=b"data\n", env={"GREETING": "hi"},
                         cwd=tmp_path)
     assert result.stdout == f"data\nhi\n{tmp_path}\n".encode()

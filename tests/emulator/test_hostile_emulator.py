@@ -27,6 +27,7 @@ from pyhcs import errors, storage
 from pyhcs._native._types import EventOptions, EventType
 from pyhcs.storage import LayerChain
 
+from pyutil import python_mappings
 from rawutil import container_config, new_id, operation, read_all, running_system, set_switches, wait
 
 INVALID_JSON = 0x8037010D
@@ -550,7 +551,7 @@ _arg_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_charac
 @pytest.fixture
 def windows_guest(hcs: ModuleType) -> Iterator[int]:
     set_switches(hcs, ContainerCommandLine="Windows", ContainerCommandArgs="Refuse")
-    with running_system(hcs) as h:
+    with running_system(hcs, Container={"MappedDirectories": python_mappings()}) as h:  # runs ARGV_PRINTER
         yield h
 
 

@@ -462,7 +462,10 @@ def test_ctrl_c_on_a_console_is_sigint_and_terminate_still_ends_its_session(back
         "private",
         """
         import signal
-        from pyhcs import ComputeSystem
+        from pyhcs import ComputeSystem, emulator
+        # the pause below reads host /proc for the pid the shell prints ($!), which a PID
+        # namespace renumbers; a console in an isolated system: tests/emulator/test_isolation.py
+        emulator.configure(Isolation="Off")
         config = {"SchemaVersion": {"Major": 2, "Minor": 1}, "Owner": "svc-test", "Container": {}}
         def state(pid):
             with open(f"/proc/{pid}/stat") as f:
@@ -637,6 +640,10 @@ def test_terminate_ends_a_process_that_called_setsid(backend: str, mode: str) ->
         backend,
         mode,
         """
+        from pyhcs import emulator
+        # the fallback's terminate is tested here: the process group and marker, with host pids
+        # ($$); an isolated system's (a PID namespace's) is in tests/emulator/test_isolation.py
+        emulator.configure(Isolation="Off")
         h = create("setsid")
         p, info = spawn(h, "setsid sh -c 'echo $$; exec sleep 300' & wait", CreateStdOutPipe=True)
         line = b""

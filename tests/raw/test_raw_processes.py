@@ -67,7 +67,9 @@ def test_stdin_needs_close_handle_for_eof(hcs: ModuleType) -> None:
 
 
 def test_environment_working_directory_and_args(hcs: ModuleType, tmp_path: Path) -> None:
-    with running_system(hcs) as h:
+    # the working directory is a host folder: mapped, as an isolated Container sees no other
+    mapped = {"HostPath": str(tmp_path), "ContainerPath": str(tmp_path)}
+    with running_system(hcs, Container={"MappedDirectories": [mapped]}) as h:
         p, info = start_process(
             hcs, h, 'printf "%s|%s" "$GREETING" "$(pwd)"', CreateStdOutPipe=True,
             Environment={"GREETING": "héllo wörld"}, WorkingDirectory=str(tmp_path),

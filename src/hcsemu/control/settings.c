@@ -42,6 +42,7 @@ static void defaults(emu_settings *s) {
     s->deliver_early_events = true;
     s->cgroup_pids_max = 16384;
     s->oom_exit_code = (HRESULT)0xC0000017u; /* STATUS_NO_MEMORY */
+    s->isolation = ISOLATION_AUTO; /* containers are contained; "Off" is the switch for speed */
 }
 
 /* Each switch: its JSON name, its kind, where it lives. Documented in docs/emulator.md. */

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +49,19 @@ static const char *const ns_files[ISO__COUNT] = {"mnt", "uts", "ipc", "pid", "ne
 
 /* ------------------------------------------------------------------ steps run in a child */
 
+/* The code a child runs is not instrumented by the sanitizers: the child runs on a stack of its
+ * own but shares the parent's memory and thread-local state, so AddressSanitizer would take
+ * its frames for the parent thread's, poison their shadow and, at a noreturn call
+ * (child_fail), unpoison "the thread's stack" by writing into frames it has poisoned: a false
+ * report that aborts the child before it can record why it failed. */
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 enum {
     OP_MOUNT,      /* a: source (or NULL), b: target, fstype, data, flags */
     OP_REMOUNT_RO, /* b: a bind mount to make read-only */
@@ -61,6 +75,7 @@ enum {
     OP_OPEN_TREE,  /* a: a host path whose tree is cloned (before setns), kept in fd */
     OP_MOVE_TREE,  /* b: where the tree of op `ref` goes */
     OP_UMOUNT,     /* b: a mount point to detach */
+    OP_PROC_WRITE, /* b: a /proc file (a user namespace's map) to write a to */
 };
 
 typedef struct iso_op {
@@ -111,6 +126,12 @@ static void ops_free(oplist *l) {
 typedef struct child_job {
     oplist *ops;
     int ns_fds[ISO__COUNT]; /* setns into these (-1: no) after the OP_OPEN_TREE steps */
+    int user_fd;            /* >= 0: a system in a user namespace: entered first; the child is then
+                             * a copy (not sharing memory: the kernel lets no such process enter a
+                             * user namespace), reports through report_fd, and, with a PID
+                             * namespace, starts the process as a sibling (CLONE_PARENT) born in it */
+    int report_fd;          /* the write end of run_child's pipe (a copy child), or -1 */
+    char *stack2;           /* the top of the sibling's stack (in the copy) */
     /* exec */
     int exec_fd;            /* execveat this (the init), or -1 */
     char *const *argv, *const *envp;
@@ -119,19 +140,30 @@ typedef struct child_job {
     int lifeline;           /* becomes fd 3 (the init's) */
     int pgid;               /* -1: leave; 0: new group; else join */
     bool new_session;
+    bool ctty;              /* fd 0 becomes the controlling terminal (after new_session) */
     bool exit_after_ops;    /* a child that only makes mounts: no exec */
     /* result */
+    bool reached;           /* the child got to its exec (or, exit_after_ops, to its end) */
+    pid_t sibling;          /* the process a copy child started (a host pid), or 0 */
     int err;
     int failed_op;          /* -1: not an op */
     const char *stage;
 } child_job;
 
-static int run_op(iso_op *o, child_job *j) {
+CHILD_CODE static int run_op(iso_op *o, child_job *j) {
     switch (o->kind) {
     case OP_MOUNT:
         return mount(o->a, o->b, o->fstype, o->flags, o->data) == 0 ? 0 : errno;
-    case OP_REMOUNT_RO:
+    case OP_REMOUNT_RO: {
+        /* mount_setattr changes only what it sets: a remount must repeat every flag, and in a
+         * user namespace the flags the host's mount had (nodev, noexec, ...) are locked */
+        struct {
+            uint64_t set, clr, propagation, userns_fd;
+        } attr = {0x00000001 /* MOUNT_ATTR_RDONLY */ | (o->flags & MS_NOSUID ? 0x00000002 : 0), 0, 0, 0};
+        if (syscall(SYS_mount_setattr, AT_FDCWD, o->b, 0, &attr, sizeof attr) == 0) return 0;
+        if (errno != ENOSYS) return errno;
         return mount(NULL, o->b, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | o->flags, NULL) == 0 ? 0 : errno;
+    }
     case OP_MKDIR:
         if (mkdir(o->b, 0755) == 0) {
             o->created = true;
@@ -189,19 +221,49 @@ static int run_op(iso_op *o, child_job *j) {
         return syscall(SYS_move_mount, j->ops->v[o->ref].fd, "", AT_FDCWD, o->b, MOVE_MOUNT_F_EMPTY_PATH) == 0 ? 0 : errno;
     case OP_UMOUNT:
         return umount2(o->b, MNT_DETACH) == 0 ? 0 : errno;
+    case OP_PROC_WRITE: {
+        int fd = open(o->b, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return errno;
+        size_t len = strlen(o->a);
+        int e = write(fd, o->a, len) == (ssize_t)len ? 0 : errno ? errno : EIO;
+        close(fd);
+        return e;
+    }
     }
     return EINVAL;
 }
 
-static int child_fail(child_job *j, int err, const char *stage, int op) {
+/* What a copy child tells its parent (it shares no memory with it): string pointers stay
+ * valid, the copy has the same mappings. */
+typedef struct child_record {
+    int tag; /* REC_* */
+    int a, b;
+    const char *stage;
+} child_record;
+enum { REC_FAIL = 1, REC_REACHED, REC_SIBLING, REC_CREATED };
+
+CHILD_CODE static void child_tell(child_job *j, int tag, int a, int b, const char *stage) {
+    if (j->report_fd < 0) return;
+    child_record r = {tag, a, b, stage};
+    while (write(j->report_fd, &r, sizeof r) < 0 && errno == EINTR) {
+    }
+}
+
+CHILD_CODE static int child_fail(child_job *j, int err, const char *stage, int op) {
     j->err = err ? err : EINVAL;
     j->stage = stage;
     j->failed_op = op;
+    child_tell(j, REC_FAIL, j->err, op, stage);
     _exit(127);
 }
 
+CHILD_CODE static void child_reached(child_job *j) {
+    j->reached = true;
+    child_tell(j, REC_REACHED, 0, 0, NULL);
+}
+
 /* PATH lookup without allocation: each directory of the environment's PATH in turn. */
-static void exec_path(child_job *j) {
+CHILD_CODE static void exec_path(child_job *j) {
     const char *file = j->argv[0];
     if (strchr(file, '/')) {
         execve(file, j->argv, j->envp);
@@ -231,55 +293,28 @@ static void exec_path(child_job *j) {
 }
 
 /* dup2 that also works onto the same number (dup2 onto itself would keep O_CLOEXEC). */
-static bool move_fd(int from, int to) {
+CHILD_CODE static bool move_fd(int from, int to) {
     if (from != to) return dup2(from, to) == to;
     int flags = fcntl(to, F_GETFD);
     return flags >= 0 && fcntl(to, F_SETFD, flags & ~FD_CLOEXEC) == 0;
 }
 
-static int child_main(void *arg) {
+/* The last steps of a process: its session or group, streams, working directory, exec. */
+CHILD_CODE static int child_exec(void *arg) {
     child_job *j = arg;
-    /* Default dispositions and an empty mask (the parent blocked every signal around the
-     * clone, and the service's caller may ignore SIGPIPE: children must not). */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
     sigset_t none;
     sigemptyset(&none);
     if (j->new_session && setsid() < 0) child_fail(j, errno, "setsid", -1);
-    size_t i = 0;
-    oplist *ops = j->ops;
-    /* The trees a live mapping moves are opened in the service's mount namespace first. */
-    for (; ops && i < ops->n && ops->v[i].kind == OP_OPEN_TREE; i++) {
-        int e = run_op(&ops->v[i], j);
-        if (e) child_fail(j, e, "open_tree", (int)i);
-    }
-    for (int f = 0; f < ISO__COUNT; f++)
-        if (f != ISO_PID && j->ns_fds[f] >= 0 && setns(j->ns_fds[f], ns_flags[f]) < 0)
-            child_fail(j, errno, "setns", -1);
-    int skip_group = 0;
-    for (; ops && i < ops->n; i++) {
-        iso_op *o = &ops->v[i];
-        if (skip_group && o->group == skip_group) continue;
-        int e = run_op(o, j);
-        if (!e) continue;
-        if (o->optional && o->group > 0) {
-            skip_group = o->group;
-            continue;
-        }
-        if (o->optional) continue;
-        child_fail(j, e, "mount", (int)i);
-    }
-    if (j->exit_after_ops) _exit(0);
     if (j->pgid >= 0 && setpgid(0, j->pgid) < 0) child_fail(j, errno, "setpgid", -1);
     for (int k = 0; k < 3; k++)
         if (j->fd[k] >= 0 && !move_fd(j->fd[k], k)) child_fail(j, errno, "dup2", -1);
     if (j->lifeline >= 0 && !move_fd(j->lifeline, 3)) child_fail(j, errno, "dup2", -1);
+    if (j->ctty && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(j, errno, "the console's controlling terminal", -1);
     /* Everything else closes at the exec (not now: the init's program is still to be run). */
     syscall(SYS_close_range, j->lifeline >= 0 ? 4 : 3, ~0u, 4 /* CLOSE_RANGE_CLOEXEC */);
     if (j->cwd && chdir(j->cwd) < 0) child_fail(j, errno, "chdir", -1);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    child_reached(j);
     if (j->exec_fd >= 0) {
         syscall(SYS_execveat, j->exec_fd, "", j->argv, j->envp, AT_EMPTY_PATH);
         child_fail(j, errno, "exec", -1);
@@ -289,34 +324,148 @@ static int child_main(void *arg) {
     return 127;
 }
 
+CHILD_CODE static int child_main(void *arg) {
+    child_job *j = arg;
+    /* Default dispositions and an empty mask (the parent blocked every signal around the
+     * clone, and the service's caller may ignore SIGPIPE: children must not). */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+    size_t i = 0;
+    oplist *ops = j->ops;
+    /* The trees a live mapping moves are opened in the service's mount namespace first. */
+    for (; ops && i < ops->n && ops->v[i].kind == OP_OPEN_TREE; i++) {
+        int e = run_op(&ops->v[i], j);
+        if (e) child_fail(j, e, "open_tree", (int)i);
+    }
+    /* A user namespace first: it gives the rights to enter the others (its own). */
+    if (j->user_fd >= 0 && setns(j->user_fd, CLONE_NEWUSER) < 0) child_fail(j, errno, "setns", -1);
+    bool sibling = j->user_fd >= 0 && j->ns_fds[ISO_PID] >= 0 && !j->exit_after_ops;
+    for (int f = 0; f < ISO__COUNT; f++)
+        if ((f != ISO_PID || sibling) && j->ns_fds[f] >= 0 && setns(j->ns_fds[f], ns_flags[f]) < 0)
+            child_fail(j, errno, "setns", -1);
+    int skip_group = 0;
+    for (; ops && i < ops->n; i++) {
+        iso_op *o = &ops->v[i];
+        if (skip_group && o->group == skip_group) continue;
+        int e = run_op(o, j);
+        if (!e) {
+            if (o->created) child_tell(j, REC_CREATED, (int)i, 0, NULL);
+            continue;
+        }
+        if (o->optional && o->group > 0) {
+            skip_group = o->group;
+            continue;
+        }
+        if (o->optional) continue;
+        child_fail(j, e, "mount", (int)i);
+    }
+    if (j->exit_after_ops) {
+        child_reached(j);
+        _exit(0);
+    }
+    if (sibling) {
+        /* Only a process's children are born in the PID namespace it entered: the process is
+         * started as this copy's sibling, a child of the service (which reaps it). */
+        pid_t pid = clone(child_exec, j->stack2, CLONE_PARENT | CLONE_VFORK | SIGCHLD, j);
+        if (pid < 0) child_fail(j, errno, "clone", -1);
+        child_tell(j, REC_SIBLING, pid, 0, NULL);
+        _exit(0);
+    }
+    return child_exec(j);
+}
+
+static void reap_now(pid_t pid) {
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+}
+
+/* Reads what a copy child (and its sibling) reported, until both have exec'd or ended. */
+static void read_reports(child_job *j, int fd) {
+    child_record r;
+    for (;;) {
+        ssize_t n = read(fd, &r, sizeof r);
+        if (n < 0 && errno == EINTR) continue;
+        if (n != (ssize_t)sizeof r) break;
+        if (r.tag == REC_FAIL) {
+            j->err = r.a;
+            j->failed_op = r.b;
+            j->stage = r.stage;
+        } else if (r.tag == REC_REACHED) {
+            j->reached = true;
+        } else if (r.tag == REC_SIBLING) {
+            j->sibling = r.a;
+        } else if (r.tag == REC_CREATED && j->ops && r.a >= 0 && (size_t)r.a < j->ops->n) {
+            j->ops->v[r.a].created = true;
+        }
+    }
+}
+
 /* Clones child_main with `flags` (new namespaces) and waits until it has exec'd or failed.
- * Returns the child's pid, or -1 with j->err/j->stage. A failed child has been reaped. */
+ * Returns the child's pid, or -1 with j->err/j->stage. A failed child has been reaped. The
+ * caller holds proc_known_lock, so a copy child is reaped here before the reaper sees it. */
 static pid_t run_child(child_job *j, int flags) {
     const size_t stack_size = 256 * 1024;
-    char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    bool copy = j->user_fd >= 0;
+    char *stack = mmap(NULL, 2 * stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         j->err = errno;
         j->stage = "clone";
         return -1;
     }
+    UNPOISON(stack, 2 * stack_size); /* a mapping may reuse the shadow of an earlier one */
     j->err = 0;
+    j->reached = false;
+    j->sibling = 0;
     j->failed_op = -1;
     j->stage = NULL;
+    j->report_fd = -1;
+    j->stack2 = stack + 2 * stack_size;
+    int rp[2] = {-1, -1};
+    if (copy) {
+        /* above 0..3, which the child fills before its exec */
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0) {
+            j->err = errno;
+            j->stage = "pipe";
+            munmap(stack, 2 * stack_size);
+            return -1;
+        }
+        rp[0] = fcntl(p[0], F_DUPFD_CLOEXEC, 10);
+        rp[1] = fcntl(p[1], F_DUPFD_CLOEXEC, 10);
+        close(p[0]);
+        close(p[1]);
+        j->report_fd = rp[1];
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = clone(child_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD | flags, j);
+    pid_t pid = rp[0] >= 0 || !copy ? clone(child_main, stack + stack_size, (copy ? 0 : CLONE_VM) | CLONE_VFORK | SIGCHLD | flags, j)
+                                    : -1;
     int ce = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    munmap(stack, stack_size);
+    munmap(stack, 2 * stack_size);
+    if (rp[1] >= 0) close(rp[1]);
+    j->report_fd = -1;
+    if (copy && pid > 0) read_reports(j, rp[0]);
+    if (rp[0] >= 0) close(rp[0]);
     if (pid < 0) {
         j->err = ce;
         j->stage = "clone";
         return -1;
     }
+    if (j->sibling > 0) {
+        reap_now(pid); /* the copy, which started the process as its sibling and ended */
+        pid = j->sibling;
+    }
+    if (!j->err && !j->reached) {
+        /* it ended before its exec without saying why: killed by a signal */
+        j->err = ECHILD;
+        j->stage = "the child ended before its exec";
+    }
     if (j->err) {
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-        }
+        reap_now(pid);
         return -1;
     }
     return pid;
@@ -361,10 +510,41 @@ static char *init_program(void) {
     return out;
 }
 
-/* Why no feature is available at all, or NULL. */
-static char *host_blocker(void) {
-    if (!cap_sys_admin())
-        return emu_printf("the service (uid %d) lacks CAP_SYS_ADMIN, which namespaces and mounts need", (int)geteuid());
+static void reap_now(pid_t pid);
+
+CHILD_CODE static int userns_probe_child(void *arg) {
+    (void)arg;
+    _exit(0);
+}
+
+/* Whether this process may create a user namespace (0), else why not (an errno); asked once. */
+static int userns_error = -1;
+static pthread_once_t userns_once = PTHREAD_ONCE_INIT;
+static void probe_userns(void) {
+    const size_t size = 64 * 1024;
+    char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        userns_error = errno;
+        return;
+    }
+    UNPOISON(stack, size);
+    pid_t pid = clone(userns_probe_child, stack + size, CLONE_VM | CLONE_VFORK | CLONE_NEWUSER | SIGCHLD, NULL);
+    userns_error = pid < 0 ? errno : 0;
+    if (pid > 0) reap_now(pid);
+    munmap(stack, size);
+}
+
+/* Why no feature is available at all, or NULL; *via_user: through a user namespace of the
+ * service's own (it lacks CAP_SYS_ADMIN but may create one). */
+static char *host_blocker(bool *via_user) {
+    *via_user = false;
+    if (!cap_sys_admin()) {
+        pthread_once(&userns_once, probe_userns);
+        if (userns_error != 0)
+            return emu_printf("the service (uid %d) lacks CAP_SYS_ADMIN, which namespaces and mounts need, and cannot "
+                              "create a user namespace: %s", (int)geteuid(), strerror(userns_error));
+        *via_user = true;
+    }
     char *init = init_program();
     bool ok = init && access(init, X_OK) == 0;
     char *why = ok ? NULL : emu_printf("the init program '%s' is missing (set HCSEMU_DAEMON)", init ? init : "hcsemud");
@@ -470,6 +650,7 @@ struct iso_system {
     pid_t init;
     int lifeline;             /* the service's end of the init's fd 3 */
     int ns_fds[ISO__COUNT];   /* -1: the host's */
+    int user_fd;              /* its user namespace (the service lacks CAP_SYS_ADMIN), or -1 */
     unsigned long pidns_ino;
     char *root;               /* the host path of the root before pivot (view or scratch mount point) */
     bool view;                /* the root is a writable layer's merged view (host-visible) */
@@ -672,7 +853,8 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
             json_set(fallbacks, iso_feature_names[f], json_new_string("turned off by the IsolationWithout switch"));
         }
     }
-    char *blocker = want ? host_blocker() : NULL;
+    bool via_user = false;
+    char *blocker = want ? host_blocker(&via_user) : NULL;
     if (blocker) {
         for (int f = 0; f < ISO__COUNT; f++)
             if (want & (1u << f)) json_set(fallbacks, iso_feature_names[f], json_new_string(blocker));
@@ -693,9 +875,22 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
     if (want) {
         iso = calloc(1, sizeof *iso);
         iso->lifeline = -1;
+        iso->user_fd = -1;
         for (int f = 0; f < ISO__COUNT; f++) iso->ns_fds[f] = -1;
         oplist ops = {0};
         int group = 0;
+        if (via_user) {
+            /* The caller's uid and gid map to themselves: its processes are who they are on the
+             * host, with rights only over what the namespace owns. The child writes its own maps
+             * (a process may map its own ids); setgroups must be denied first. */
+            char *uid = emu_printf("%u %u 1", (unsigned)geteuid(), (unsigned)geteuid());
+            char *gid = emu_printf("%u %u 1", (unsigned)getegid(), (unsigned)getegid());
+            op_add(&ops, OP_PROC_WRITE, "deny", "/proc/self/setgroups");
+            op_add(&ops, OP_PROC_WRITE, uid, "/proc/self/uid_map");
+            op_add(&ops, OP_PROC_WRITE, gid, "/proc/self/gid_map");
+            free(uid);
+            free(gid);
+        }
         if (want & (1u << ISO_MOUNT)) {
             /* nothing made here may propagate to the host */
             mount_op(&ops, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
@@ -721,14 +916,14 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
         char *argv[] = {"hcsemu-init", "--init", NULL};
         char *envp[] = {(char *)req->marker, NULL};
         child_job j = {.ops = &ops, .exec_fd = exec_fd, .argv = argv, .envp = envp, .lifeline = -1, .pgid = -1,
-                       .new_session = true};
+                       .new_session = true, .user_fd = -1};
         for (int f = 0; f < ISO__COUNT; f++) j.ns_fds[f] = -1;
         for (int k = 0; k < 3; k++) j.fd[k] = -1;
         int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
         j.fd[0] = j.fd[1] = null_fd;
         /* the init's stderr stays the service's: an ASan report of the init must be seen */
         pid_t pid = -1;
-        int flags = 0;
+        int flags = via_user ? CLONE_NEWUSER : 0;
         for (int f = 0; f < ISO__COUNT; f++)
             if (want & (1u << f)) flags |= ns_flags[f];
         if (exec_fd < 0) {
@@ -751,8 +946,25 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
         if (pid < 0) {
             const char *what = j.failed_op >= 0 && j.failed_op < (int)ops.n ? ops.v[j.failed_op].b : NULL;
             if (!what && j.failed_op >= 0 && j.failed_op < (int)ops.n) what = ops.v[j.failed_op].a;
-            *err = emu_printf("isolation: %s%s%s failed: %s", j.stage ? j.stage : "clone", what ? " of " : "",
-                              what ? what : "", strerror(j.err));
+            char *why = emu_printf("isolation: %s%s%s failed: %s", j.stage ? j.stage : "clone", what ? " of " : "",
+                                   what ? what : "", strerror(j.err));
+            bool refused = j.err == EPERM || j.err == EACCES || j.err == EINVAL || j.err == ENOSPC || j.err == EUSERS;
+            if (via_user && refused && why) {
+                /* what the user namespace does not allow here: every feature falls back, said why */
+                char *reason = emu_printf("the service lacks CAP_SYS_ADMIN and its user namespace was refused (%s)", why);
+                for (int f = 0; f < ISO__COUNT; f++)
+                    if (want & (1u << f)) json_set(fallbacks, iso_feature_names[f], json_new_string(reason ? reason : why));
+                free(reason);
+                free(why);
+                if (sp[0] >= 0) close(sp[0]);
+                ops_free(&ops);
+                free(iso);
+                iso = NULL;
+                want = 0;
+                via_user = false;
+                goto report;
+            }
+            *err = why;
             if (sp[0] >= 0) close(sp[0]);
             ops_free(&ops);
             free(iso);
@@ -770,6 +982,11 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
             iso->ns_fds[f] = open(p, O_RDONLY | O_CLOEXEC);
         }
         iso->pidns_ino = ns_inode(iso->ns_fds[ISO_PID]);
+        if (via_user) {
+            char p[64];
+            snprintf(p, sizeof p, "/proc/%d/ns/user", (int)pid);
+            iso->user_fd = open(p, O_RDONLY | O_CLOEXEC);
+        }
         if (want & (1u << ISO_MOUNT)) {
             iso->root = strdup(root);
             iso->view = view;
@@ -779,6 +996,7 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
         }
         ops_free(&ops);
     }
+report:;
     json *names = json_new_array();
     json *ids = json_new_object();
     for (int f = 0; f < ISO__COUNT; f++) {
@@ -792,6 +1010,7 @@ iso_system *iso_start(const iso_request *req, json **report, char **err) {
     else json_set(rep, "Root", json_new_string("Host"));
     json_set(rep, "HostName", json_new_string(want & (1u << ISO_UTS) ? (req->hostname && *req->hostname ? req->hostname : req->id) : "Host"));
     if (iso) json_set(rep, "Init", json_new_int(iso->init));
+    json_set(rep, "UserNamespace", json_new_bool(iso && iso->user_fd >= 0));
     if (json_len(fallbacks)) warn_once(fallbacks);
     json_set(rep, "Fallbacks", fallbacks);
     json_set(rep, "Shared", shared);
@@ -812,7 +1031,20 @@ static void *late_reap(void *arg) {
  * and the system's processes are the service's children: a zombie the service has not reaped
  * yet holds the init back. So the wait is bounded, and a thread finishes it if need be. */
 static void reap_init(pid_t init) {
-    for (int i = 0; i < 2000; i++) {
+    /* A pidfd is readable once the init has ended: woken at once rather than by a poll loop */
+    int pfd = (int)syscall(SYS_pidfd_open, init, 0);
+    if (pfd >= 0) {
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        int n;
+        while ((n = poll(&p, 1, 2000)) < 0 && errno == EINTR) {
+        }
+        close(pfd);
+        if (n > 0) {
+            proc_reap(init);
+            return;
+        }
+    }
+    for (int i = 0; pfd < 0 && i < 2000; i++) {
         siginfo_t si;
         memset(&si, 0, sizeof si);
         int r = waitid(P_PID, (id_t)init, &si, WEXITED | WNOHANG | WNOWAIT); /* looks, leaves it */
@@ -840,6 +1072,7 @@ void iso_stop(iso_system *iso) {
     if (iso->lifeline >= 0) close(iso->lifeline);
     for (int f = 0; f < ISO__COUNT; f++)
         if (iso->ns_fds[f] >= 0) close(iso->ns_fds[f]);
+    if (iso->user_fd >= 0) close(iso->user_fd);
     /* The mount points made in a writable layer, newest first; rmdir/unlink leave anything the
      * system's processes filled in. */
     for (size_t i = iso->n_created; i-- > 0;) {
@@ -903,18 +1136,24 @@ static int ns_pid_of(int pid) {
 
 int iso_spawn(iso_system *iso, const iso_spawn_req *req, pid_t *pid, const char **stage) {
     pthread_once(&self_once, open_self_pidns);
-    child_job j = {.argv = req->argv, .envp = req->envp, .cwd = req->cwd, .exec_fd = -1, .lifeline = -1};
+    child_job j = {.argv = req->argv, .envp = req->envp, .cwd = req->cwd, .exec_fd = -1, .lifeline = -1,
+                   .user_fd = iso->user_fd};
     for (int k = 0; k < 3; k++) j.fd[k] = req->fd[k];
     for (int f = 0; f < ISO__COUNT; f++) j.ns_fds[f] = iso->ns_fds[f];
     j.pgid = 0;
-    if (req->pgid > 0) {
+    if (req->console) {
+        j.pgid = -1; /* a session leader leads its group already */
+        j.new_session = j.ctty = true;
+    } else if (req->pgid > 0) {
         j.pgid = iso_has_pid_namespace(iso) ? ns_pid_of(req->pgid) : req->pgid;
         if (j.pgid <= 0) {
             *stage = "setpgid";
             return ESRCH;
         }
     }
-    bool pidns = iso->ns_fds[ISO_PID] >= 0;
+    /* (in a user namespace the child enters the PID namespace itself: the service has not the
+     * right to, see child_main) */
+    bool pidns = iso->ns_fds[ISO_PID] >= 0 && iso->user_fd < 0;
     if (pidns && (self_pidns < 0 || setns(iso->ns_fds[ISO_PID], CLONE_NEWPID) < 0)) {
         *stage = "setns";
         return self_pidns < 0 ? EBADF : errno;
@@ -951,7 +1190,8 @@ int iso_map(iso_system *iso, const iso_mapping *m, bool add, char **err) {
     } else {
         op_add(&ops, OP_UMOUNT, NULL, m->container);
     }
-    child_job j = {.ops = &ops, .exec_fd = -1, .lifeline = -1, .pgid = -1, .exit_after_ops = true};
+    child_job j = {.ops = &ops, .exec_fd = -1, .lifeline = -1, .pgid = -1, .exit_after_ops = true,
+                   .user_fd = iso->user_fd};
     for (int f = 0; f < ISO__COUNT; f++) j.ns_fds[f] = f == ISO_MOUNT ? iso->ns_fds[f] : -1;
     for (int k = 0; k < 3; k++) j.fd[k] = -1;
     proc_known_lock();
@@ -998,7 +1238,9 @@ json *iso_properties(const iso_system *iso, const json *report) {
 json *iso_host_report(void) {
     json *o = json_new_object();
     json_set(o, "Isolation", json_new_string(g_settings.isolation == ISOLATION_AUTO ? "Auto" : "Off"));
-    char *blocker = host_blocker();
+    bool via_user = false;
+    char *blocker = host_blocker(&via_user);
+    json_set(o, "UserNamespace", json_new_bool(!blocker && via_user));
     json *avail = json_new_array();
     json *fb = json_new_object();
     for (int f = 0; f < ISO__COUNT; f++) {
@@ -1065,18 +1307,36 @@ int iso_modify_config(iso_system *iso, const char *path, const char *rtype, cons
     return rc;
 }
 
-int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, const char *pty_name,
+int iso_open_console(const iso_system *iso) {
+    if (!iso_has_root(iso) || iso->init <= 0) return -1;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/root/dev/pts/ptmx", (int)iso->init);
+    int fd = open(p, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int unlock = 0;
+    if (fd >= 0 && ioctl(fd, TIOCSPTLCK, &unlock) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, int console_master,
                     int in, int out, int err, int pgid, pid_t *pid, const char **stage) {
     iso_spawn_req req = {.argv = argv, .envp = envp, .cwd = cwd, .pgid = pgid};
     int opened = -1;
-    if (pty_name) {
-        /* opened here: the system's /dev has a devpts of its own, without this terminal */
-        opened = open(pty_name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (console_master >= 0) {
+        /* the terminal through its master, not by name: the name is the system's devpts' */
+        opened = ioctl(console_master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (opened < 0) {
             *stage = "open the console";
             return errno;
         }
         req.fd[0] = req.fd[1] = req.fd[2] = opened;
+        req.console = true;
     } else {
         int null_in = in < 0 || out < 0 || err < 0 ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
         opened = null_in;

@@ -71,7 +71,9 @@ typedef struct iso_spawn_req {
     char *const *envp;
     const char *cwd;    /* inside the system (NULL: its root, or the host cwd without a mount namespace) */
     int fd[3];          /* become 0, 1, 2 */
-    int pgid;           /* 0: lead a new process group; else the group's leader (a host pid) */
+    int pgid;           /* 0: lead a new process group; else the group's leader (a host pid);
+                         * -1 with console: lead a new session */
+    bool console;       /* fd[0] is a terminal: it becomes the new session's controlling one */
 } iso_spawn_req;
 
 /* Starts a process inside the system. Returns 0 with *pid (a host pid, a child of the
@@ -80,10 +82,14 @@ int iso_spawn(iso_system *iso, const iso_spawn_req *req, pid_t *pid, const char 
 
 /* Sends SIGKILL to the init (ending the PID namespace's processes) without waiting. */
 void iso_kill(iso_system *iso);
-/* iso_spawn with the standard streams svc_create_process has: a console's terminal (by name),
- * or pipe ends (-1: /dev/null). */
-int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, const char *pty_name,
+/* iso_spawn with the standard streams svc_create_process has: a console (the master of its
+ * pseudo-terminal, >= 0: the process leads a session whose controlling terminal it is), or
+ * pipe ends (-1: /dev/null). */
+int iso_spawn_stdio(iso_system *iso, char *const *argv, char *const *envp, const char *cwd, int console_master,
                     int in, int out, int err, int pgid, pid_t *pid, const char **stage);
+/* The master of a new, unlocked pseudo-terminal of the system's own devpts (close-on-exec), or
+ * -1 when the system has no root of its own (or no devpts): the caller then takes the host's. */
+int iso_open_console(const iso_system *iso);
 /* Whether the system has its own root (mount namespace). */
 bool iso_has_root(const iso_system *iso);
 /* Every process of the system's PID namespace but the init, read from /proc (<= cap). */

@@ -307,8 +307,17 @@ static HRESULT cp_workdir(cp_req *r, char **doc) {
  * terminal, opened there without O_NOCTTY, becomes that session's, with the child's group in
  * the foreground, so a Ctrl-C (0x03) written to the console is its SIGINT, as on a console. */
 static HRESULT cp_console(cp_req *r, char **doc) {
-    r->pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    char *name = r->pty >= 0 && grantpt(r->pty) == 0 && unlockpt(r->pty) == 0 ? ptsname(r->pty) : NULL;
+    /* An isolated system's terminal comes from its own devpts, the only one its processes see
+     * (so a tty name resolves inside it); else, or when it has none, the host's. */
+    pthread_mutex_lock(&svc_mu);
+    bool isolated = r->s->iso != NULL;
+    r->pty = iso_open_console(r->s->iso);
+    pthread_mutex_unlock(&svc_mu);
+    char *name = r->pty >= 0 ? (char *)"" : NULL;
+    if (r->pty < 0) {
+        r->pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        name = r->pty >= 0 && grantpt(r->pty) == 0 && unlockpt(r->pty) == 0 ? ptsname(r->pty) : NULL;
+    }
     if (!name)
         return svc_fail(doc, HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED), "No pseudo-terminal for EmulateConsole: %s",
                         strerror(errno));
@@ -322,6 +331,7 @@ static HRESULT cp_console(cp_req *r, char **doc) {
         struct winsize ws = {(unsigned short)h, (unsigned short)w, 0, 0};
         ioctl(r->pty, TIOCSWINSZ, &ws);
     }
+    if (isolated) return S_OK; /* iso_spawn_stdio opens the terminal from the master */
     posix_spawn_file_actions_addopen(&r->fa, 0, name, O_RDWR, 0);
     posix_spawn_file_actions_adddup2(&r->fa, 0, 1);
     posix_spawn_file_actions_adddup2(&r->fa, 0, 2);
@@ -386,7 +396,7 @@ static HRESULT cp_spawn_locked(cp_req *r, char **doc) {
     proc_known_lock();
     const char *stage = NULL; /* an isolated system's processes start inside it (isolate.h) */
     cg_spawn_enter(s->cg); /* the child is born in the system's cgroup (cgroup.h) */
-    int rc = s->iso ? iso_spawn_stdio(s->iso, r->argv, r->env, r->cwd, r->console ? ptsname(r->pty) : NULL,
+    int rc = s->iso ? iso_spawn_stdio(s->iso, r->argv, r->env, r->cwd, r->console ? r->pty : -1,
                                       r->want_in ? r->in[0] : -1, r->want_out ? r->out[1] : -1,
                                       r->want_err ? r->err[1] : -1, r->leader ? 0 : s->pgid, &r->pid, &stage)
                     : posix_spawnp(&r->pid, r->argv[0], &r->fa, &r->attr, r->argv, r->env);

@@ -79,7 +79,7 @@ static int run_in(iso_system *iso, char *const *argv, char *out, size_t cap) {
     char *envp[] = {"PATH=/usr/bin:/bin", NULL};
     pid_t pid = 0;
     const char *stage = NULL;
-    int rc = iso_spawn_stdio(iso, argv, envp, "/", NULL, -1, p[1], -1, 0, &pid, &stage);
+    int rc = iso_spawn_stdio(iso, argv, envp, "/", -1, -1, p[1], -1, 0, &pid, &stage);
     close(p[1]);
     if (rc) {
         fprintf(stderr, "iso_spawn: %s at %s\n", strerror(rc), stage ? stage : "?");
@@ -146,7 +146,7 @@ static void test_cycle(void) {
         pid_t pid;
         const char *stage;
         char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-        CHECK(iso_spawn_stdio(iso, a5, envp, NULL, NULL, -1, -1, -1, 0, &pid, &stage) == 0);
+        CHECK(iso_spawn_stdio(iso, a5, envp, NULL, -1, -1, -1, -1, 0, &pid, &stage) == 0);
         CHECK(iso_owns(iso, pid));
         CHECK(!iso_owns(iso, (int)getpid()));
         iso_kill(iso); /* the init, and with it the sleep */
