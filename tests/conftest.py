@@ -21,10 +21,13 @@ actions, counters) is skipped at that point, saying so, instead of sending it.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +60,26 @@ pytest_plugins = [] if _plugin_autoloaded() else ["pyhcs.testing.plugin"]
 # SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the Ctrl-C tests need
 # the interpreter's default, here and in the subprocesses they start (exec resets a handled
 # signal to SIG_DFL, where an ignored one would stay ignored).
+# The suite never reaches the user's shared emulator service: a client that asks for the shared
+# mode without naming a socket finds it under this session's own runtime folder (one per xdist
+# worker), and a service started there is stopped when the session ends.
+_RUNTIME = tempfile.mkdtemp(prefix="pyhcs-run-", dir="/tmp")
+os.environ["XDG_RUNTIME_DIR"] = _RUNTIME
+
+
+@atexit.register
+def _end_session_service() -> None:
+    from pyhcs import emulator
+
+    socket_path = f"{_RUNTIME}/hcsemu/hcsemu.sock"
+    try:
+        if os.path.exists(socket_path) and emulator.service_status(socket_path) is not None:
+            emulator.stop_service(socket_path, timeout=20)
+    except Exception as err:  # reported, never fatal at exit
+        print(f"pyhcs tests: stopping the session's shared service failed: {err}", file=sys.stderr)
+    shutil.rmtree(_RUNTIME, ignore_errors=True)
+
+
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
