@@ -261,7 +261,7 @@ def test_hyperv_isolated_windows_container_is_a_windows_guest(monkeypatch: pytes
         assert uvm.guest_os == "windows"
         uvm.start()
         hosted_id = new_id("wcow")
-        with ComputeSystem.create(hosted_id, {**CONFIG, "HostingSystemId": uvm_id}) as system:
+        with ComputeSystem.create(hosted_id, {**PYTHON_CONFIG, "HostingSystemId": uvm_id}) as system:
             assert system.guest_os == "windows"
             with ComputeSystem.open(hosted_id) as opened:
                 assert opened.guest_os == "windows"
