@@ -1,5 +1,8 @@
 """pyhcs.aio: awaitable systems, processes, operations, streams; cancellation and timeouts."""
 
+# Some tests look at the internals the behaviour rests on (pending operations, the loop's waker).
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio
@@ -135,6 +138,8 @@ def test_process_control() -> None:
 def test_with_block_error_kills_and_terminates() -> None:
     async def main() -> None:
         sid = new_id()
+        proc: pyhcs.Process | None = None
+        other: pyhcs.ComputeSystem | None = None
         with pytest.raises(RuntimeError):
             async with await aio.ComputeSystem.create(sid, {**CONFIG, "ShouldTerminateOnLastHandleClosed": False}) as s:
                 await s.start()
@@ -142,6 +147,7 @@ def test_with_block_error_kills_and_terminates() -> None:
                 async with await s.create_process(["sleep", "30"]) as p:
                     proc = p.sync
                     raise RuntimeError("boom")
+        assert proc is not None and other is not None
         assert proc.closed
         with other:
             assert other.wait_exit(10).exit_type == "ForcedExit"

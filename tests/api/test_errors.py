@@ -1,5 +1,8 @@
 """Tests for pyhcs.errors and the generated pyhcs.errors._table (pure Python, no backend needed)."""
 
+# The registry of classes by HRESULT and the pickling helper are private, and tested here.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +14,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -22,7 +25,7 @@ pytest.importorskip("hypothesis")
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pyhcs import errors
+from pyhcs import Operation, errors
 from pyhcs.errors import (
     AlreadyStoppedError,
     CancelledError,
@@ -346,23 +349,23 @@ def test_duplicate_registration_raises() -> None:
     before = (dict(errors._BY_HRESULT), dict(errors._BY_EXACT))
     with pytest.raises(TypeError, match="already registered"):
 
-        class Dup(HcsError):
+        class Dup(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = errors.HCS_E_INVALID_STATE
 
     with pytest.raises(TypeError, match="already registered"):
 
-        class DupTwin(HcsError):
+        class DupTwin(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = twin(errors.HCS_E_INVALID_STATE)
 
     with pytest.raises(TypeError, match="already registered"):
 
-        class DupAlias(HcsError):
+        class DupAlias(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = 0x8037FFF0
             hresult_aliases = (LEGACY_PENDING,)
 
     with pytest.raises(ValueError, match="success code"):
 
-        class Success(HcsError):
+        class Success(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = 0
 
     assert (errors._BY_HRESULT, errors._BY_EXACT) == before
@@ -527,7 +530,7 @@ def test_check_hr_accept_pending() -> None:
 
 
 def test_check_hr_passes_context() -> None:
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     doc = result_doc(errors.HCS_E_PROCESS_ALREADY_STOPPED, "process 12 exited")
     with pytest.raises(AlreadyStoppedError) as caught:
         errors.check_hr(
@@ -662,7 +665,7 @@ def test_result_document_any_json(value: object) -> None:
 def test_operation_is_settable() -> None:
     err = errors.make_error(errors.HCS_E_OPERATION_TIMEOUT)
     assert err.operation is None
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     err.operation = op
     assert err.operation is op
 
@@ -699,7 +702,7 @@ def test_pickle_every_class(info: errors.HResultInfo) -> None:
         call="HcsCall",
         system_id="sys",
         process_id=3,
-        operation=object(),
+        operation=cast(Operation, object()),  # a stand-in: never pickled
     )
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         clone = pickle.loads(pickle.dumps(err, protocol=protocol))
@@ -730,7 +733,7 @@ def test_pickle_local_errors_and_base() -> None:
 
 
 def test_copy_and_deepcopy_keep_operation() -> None:
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     err = errors.make_error(
         errors.HCS_E_SYSTEM_NOT_FOUND,
         result_doc(0x8037010E),
@@ -758,7 +761,7 @@ def test_classes_live_in_pyhcs_errors() -> None:
 
 def test_unpickle_refuses_foreign_classes() -> None:
     with pytest.raises(TypeError):
-        errors._rebuild(ValueError, 0x80004005, None, None, None, None, None)  # type: ignore[arg-type]
+        errors._rebuild(ValueError, 0x80004005, None, None, None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ one slice, close) and the Pythonic layer's use of it (pyhcs.operation.run), on b
 The fused entry is not part of PUBLIC_API (the raw level stays one C function per Python
 function), so it is tested here through each backend module and through ``ComputeSystem``."""
 
+# Tests the backends' private fused round trip and the table that picks it.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json

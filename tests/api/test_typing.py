@@ -4,6 +4,9 @@ example of the README and the docs: each ```python block (the blocks naming the 
 ``# file:`` joined, as tests/testing/test_docs_testing.py runs them), except those whose first line is
 ``# fragment`` (a signature listing, or lines meant to go inside a test)."""
 
+# Compares the private generated error table with pyhcs.errors' exports.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,8 @@
 """Documents in (model, dict or JSON string) and results out (models with their raw JSON)."""
 
+# Tests the private raw-document form of pyhcs.schema.documents too.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import gc

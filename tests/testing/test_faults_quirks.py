@@ -202,7 +202,7 @@ def test_fail_in_the_result(compute_system_factory: ComputeSystemFactory, faults
 def test_on_call_and_count_raw(hcs: ModuleType, raw_faults: Faults) -> None:
     with running_system(hcs) as h, operation(hcs) as op:
         rule = raw_faults.fail("HcsGetComputeSystemProperties", errors.ConnectionTimeoutError, on_call=2, count=2)
-        outcomes = []
+        outcomes: list[str] = []
         for _ in range(5):
             try:
                 props(hcs, h, op)
@@ -217,7 +217,7 @@ def test_on_call_and_count_raw(hcs: ModuleType, raw_faults: Faults) -> None:
 def test_on_call_and_count(compute_system_factory: ComputeSystemFactory, faults: Faults) -> None:
     system = compute_system_factory()
     rule = faults.fail("HcsGetComputeSystemProperties", errors.ConnectionTimeoutError, on_call=3, count=1)
-    outcomes = []
+    outcomes: list[str] = []
     for _ in range(4):
         try:
             system.properties()
@@ -237,7 +237,7 @@ def test_on_call_and_count(compute_system_factory: ComputeSystemFactory, faults:
 def _pattern_raw(hcs: ModuleType, f: Faults, seed: int) -> list[bool]:
     f.clear()
     f.fail("HcsEnumerateComputeSystems", errors.ConnectionTimeoutError, probability=0.5, seed=seed)
-    out = []
+    out: list[bool] = []
     with operation(hcs) as op:
         for _ in range(24):
             try:
@@ -263,7 +263,7 @@ def test_seeded_probability(hcs_emulator: Any, faults: Faults) -> None:
         faults.fail(
             "HcsEnumerateComputeSystems", errors.ConnectionTimeoutError, where="call", probability=0.3, seed=seed
         )
-        out = []
+        out: list[bool] = []
         for _ in range(24):
             try:
                 ComputeSystem.enumerate()

@@ -176,10 +176,12 @@ def test_a_leak_inside_the_block_raises_and_is_cleaned_up() -> None:
 def test_the_block_error_wins_and_is_cleaned_up() -> None:
     cm = clean_emulator(leak_timeout=0.2)
     assert isinstance(cm, CleanEmulator)
+    system: ComputeSystem | None = None
     with pytest.raises(errors.ConnectionTimeoutError), cm as faults:
         faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError)
         system = ComputeSystem.create("fails", CONFIG)
         system.start()
+    assert system is not None
     system.close()
     assert Faults().rules() == []
     with pytest.raises(RuntimeError, match="already active"), cm, cm:
