@@ -4,9 +4,8 @@
 #   make build       the emulator and the Cython backend, in place (src/pyhcs)
 #   make test        the suite on the in-place build (both backends where the tests take both)
 #   make test-ctypes the suite with PYHCS_BACKEND=ctypes
-#   make lint        ruff, mypy --strict (the package and tests/), pyright --strict (tests/, the
-#                    examples, and the package but the modules tests/api/test_typing.py lists as
-#                    not yet strict), every generator's --check, the import contract
+#   make lint        ruff, mypy --strict and pyright --strict (the package, tests/, the README's and
+#                    docs' examples), every generator's --check, the import contract
 #   make pyright     pyright --strict on the whole package and tests/, then on the README's and
 #                    docs' examples
 #   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
@@ -38,7 +37,7 @@ test-ctypes: build
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
-	$(PYTHON) -m pyright tests
+	$(PYTHON) -m pyright
 	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/api/test_typing.py
 	$(PYTHON) tools/gen_errors.py --check
 	$(PYTHON) tools/gen_schema.py --check
