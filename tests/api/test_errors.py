@@ -1,6 +1,6 @@
 """Tests for pyhcs.errors and the generated pyhcs.errors._table (pure Python, no backend needed)."""
 
-# The registry of classes by HRESULT and the pickling helper are private, and tested here.
+# The registry of classes by HRESULT is private, and tested here.
 # pyright: reportPrivateUsage=false
 
 from __future__ import annotations
@@ -760,8 +760,10 @@ def test_classes_live_in_pyhcs_errors() -> None:
 
 
 def test_unpickle_refuses_foreign_classes() -> None:
-    with pytest.raises(TypeError):
-        errors._rebuild(ValueError, 0x80004005, None, None, None, None, None)
+    # the function pickle calls to rebuild an error, given a class that is not an HcsError
+    rebuild, args = errors.make_error(errors.E_FAIL).__reduce__()[:2]
+    with pytest.raises(TypeError, match="not an HcsError class"):
+        rebuild(ValueError, *args[1:])
 
 
 # ---------------------------------------------------------------------------------------------
