@@ -275,7 +275,7 @@ def test_waker_batches_wakeups() -> None:
             calls += 1
             return original(*args, **kwargs)
 
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]  # counts calls, on purpose
         hits: list[int] = []
         barrier = threading.Event()
 

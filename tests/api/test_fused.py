@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -124,9 +125,9 @@ def test_a_wrapped_public_function_turns_the_fused_path_off(monkeypatch: pytest.
     calls: list[str] = []
     original = _backend.hcs_get_compute_system_properties
 
-    def spy(*args: object) -> None:
+    def spy(*args: Any) -> None:
         calls.append("props")
-        original(*args)  # type: ignore[arg-type]
+        original(*args)
 
     config = json.loads(container_config())
     with pyhcs.ComputeSystem.create(new_id(), config) as system:

@@ -118,9 +118,10 @@ def test_process_parameters_per_guest() -> None:
     both = {"CommandLine": "old", "CommandArgs": ["old"], "WorkingDirectory": "/"}
     assert json.loads(process_parameters(["new"], params=both, guest_os="linux")) == {
         "CommandArgs": ["new"], "WorkingDirectory": "/"}
-    for guest, member in (("windows", "CommandLine"), ("linux", "CommandArgs")):
+    guests: list[tuple[_guest.GuestOs, str]] = [("windows", "CommandLine"), ("linux", "CommandArgs")]
+    for guest, member in guests:
         with pytest.raises(errors.InvalidArgumentError, match=member):
-            process_parameters(["prog", "nul\0inside"], guest_os=guest)  # type: ignore[arg-type]
+            process_parameters(["prog", "nul\0inside"], guest_os=guest)
     with pytest.raises(ValueError):
         process_parameters([], guest_os="windows")
 

@@ -709,7 +709,7 @@ def test_setup_base_os_and_vhds(api: ModuleType, tmp_path: Path) -> None:
     with open(tmp_path / "ro.vhdx", "rb") as ro, pytest.raises(errors.Win32AccessDeniedError):
         storage.format_writable_layer_vhd(ro)
     with pytest.raises(TypeError):
-        storage.format_writable_layer_vhd("not a handle")  # type: ignore[arg-type]
+        storage.format_writable_layer_vhd("not a handle")  # type: ignore[arg-type]  # on purpose
     # SetupBaseOSVolume onto a volume directory
     src2 = tmp_path / "os2"
     (src2 / "Files").mkdir(parents=True)

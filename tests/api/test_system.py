@@ -461,7 +461,7 @@ def test_close_wakes_a_waiter() -> None:
 
     t = threading.Thread(target=waiter)
     t.start()
-    while not s._hub.cond._waiters:  # type: ignore[attr-defined]
+    while not s._hub.cond._waiters:  # type: ignore[attr-defined]  # Condition's private waiter list: not in typeshed
         time.sleep(0.001)
     s.close()
     t.join(10)

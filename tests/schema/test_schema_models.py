@@ -265,14 +265,14 @@ def test_results_keep_unknown_enum_values() -> None:
 
 def test_constructing_rejects_unknown_keys() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
-        ComputeSystem(Owner="me", Contaner={"Storage": {}})  # type: ignore[call-arg]
+        ComputeSystem(Owner="me", Contaner={"Storage": {}})  # type: ignore[call-arg]  # misspelt on purpose
     err = info.value.errors()[0]
     assert err["type"] == "extra_forbidden" and err["loc"] == ("Contaner",)
 
 
 def test_constructing_rejects_unknown_keys_deep_down() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
-        ComputeSystem(VirtualMachine={"Devices": {"Scsi": {"0": {"Atachments": {}}}}})  # type: ignore[arg-type]
+        ComputeSystem(VirtualMachine={"Devices": {"Scsi": {"0": {"Atachments": {}}}}})  # type: ignore[arg-type]  # misspelt
     assert info.value.errors()[0]["loc"] == ("VirtualMachine", "Devices", "Scsi", "0",
                                              "Atachments")
 

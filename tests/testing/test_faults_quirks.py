@@ -119,7 +119,7 @@ def test_rules_are_validated_before_they_reach_the_emulator(faults: Faults) -> N
     with pytest.raises(ValueError, match="did you mean 'HcsStartComputeSystem'"):
         faults.fail("hcs_start_compute_system", errors.ConnectionTimeoutError)
     with pytest.raises(ValueError, match="where"):
-        faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError, where="later")  # type: ignore[arg-type]
+        faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError, where="later")  # type: ignore[arg-type]  # on purpose
     with pytest.raises(ValueError, match="count"):
         faults.hang("HcsStartComputeSystem", count=0)
     with pytest.raises(ValueError, match="probability"):
@@ -139,7 +139,7 @@ def test_faults_refuses_to_run_off_the_emulator(monkeypatch: pytest.MonkeyPatch)
     from pyhcs.testing.faults import EmulatorRequired
 
     fake = ModuleType("fake_backend")
-    fake.library_path = lambda: r"C:\Windows\System32\computecore.dll"  # type: ignore[attr-defined]
+    vars(fake)["library_path"] = lambda: r"C:\Windows\System32\computecore.dll"
     with pytest.raises(EmulatorRequired, match="real Host Compute Service"):
         Faults(backend=fake)
 

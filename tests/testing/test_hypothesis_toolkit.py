@@ -135,7 +135,7 @@ def test_fault_strategy_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="not an HCS function"):
         hs.faults(functions=["HcsStartComputeSistem"])
     with pytest.raises(ValueError, match="unknown fault action"):
-        hs.faults(actions=["explode"])  # type: ignore[list-item]
+        hs.faults(actions=["explode"])  # type: ignore[list-item]  # on purpose: refused at run time
     with pytest.raises(ValueError, match="success"):
         hs.faults(errors=[0])
 

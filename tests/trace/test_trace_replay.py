@@ -248,7 +248,7 @@ def test_replay_refuses_a_real_hcs(tmp_path: Path) -> None:
             return r"C:\Windows\System32\computecore.dll"
 
     with pytest.raises(ValueError, match="replay runs against the HCS emulator"):
-        trace.replay(TRACES[0], raw=RealHcs())  # type: ignore[arg-type]
+        trace.replay(TRACES[0], raw=RealHcs())  # type: ignore[arg-type]  # not a module: a stand-in, on purpose
 
 
 def test_the_replay_can_be_traced_but_never_over_its_input(tmp_path: Path) -> None:
