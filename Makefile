@@ -4,10 +4,10 @@
 #   make build       the emulator and the Cython backend, in place (src/pyhcs)
 #   make test        the suite on the in-place build (both backends where the tests take both)
 #   make test-ctypes the suite with PYHCS_BACKEND=ctypes
-#   make lint        ruff, mypy --strict, pyright --strict (the examples, and the package but the
-#                    modules tests/api/test_typing.py lists as not yet strict), every generator's
-#                    --check, the import contract
-#   make pyright     pyright --strict on the whole package, then on the README's and docs' examples
+#   make lint        ruff, mypy --strict and pyright --strict (the package, tests/, the README's and
+#                    docs' examples), every generator's --check, the import contract
+#   make pyright     pyright --strict on the whole package and tests/, then on the README's and
+#                    docs' examples
 #   make bench       the benchmarks (bench/run.py), a quick run; BENCH_ARGS= for the full one
 #   make asan        the suite against the emulator built with AddressSanitizer + UBSan
 #                    (ASAN_TESTS= a selection; the whole suite if empty)
@@ -33,17 +33,19 @@ test: build
 test-ctypes: build
 	PYHCS_BACKEND=ctypes $(PYTHON) -m pytest $(SUITE_ARGS)
 
+# mypy and pyright read their files and settings from pyproject.toml.
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
+	$(PYTHON) -m pyright
 	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/api/test_typing.py
 	$(PYTHON) tools/gen_errors.py --check
 	$(PYTHON) tools/gen_schema.py --check
 	$(PYTHON) tools/gen_abi.py --check
 	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/layout/test_import_contract.py
 
-# The package as pyproject.toml's [tool.pyright] says; the examples as users' code sees pyhcs
-# (tests/api/test_typing.py, which the suite runs too).
+# The package and tests/ as pyproject.toml's [tool.pyright] says; the examples as users' code
+# sees pyhcs (tests/api/test_typing.py, which the suite runs too).
 pyright:
 	$(PYTHON) -m pyright
 	$(PYTHON) -m pytest $(PYTEST_ARGS) tests/api/test_typing.py

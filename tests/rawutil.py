@@ -6,15 +6,24 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import ModuleType
 from typing import Any
 
+from pyhcs._native._types import HcsEvent
 from pyhcs.emulator._control import EmulatorControl
 
 from pyutil import new_id  # one counter for every test id of the process: ids never repeat
 
 __all__ = ["new_id"]  # re-exported: raw tests import it from here
+
+
+def ignore_event(event: HcsEvent, context: int) -> None:
+    """An event callback that ignores what it is given."""
+
+
+def ignore_completion(operation: int, context: int) -> None:
+    """An operation completion callback that ignores what it is given."""
 
 
 def container_config(**extra: Any) -> str:
@@ -29,8 +38,8 @@ def wait(hcs: ModuleType, op: int, timeout_ms: int = 10_000) -> str | None:
 
 
 @contextlib.contextmanager
-def operation(hcs: ModuleType) -> Iterator[int]:
-    op = hcs.hcs_create_operation()
+def operation(hcs: ModuleType) -> Generator[int, None, None]:
+    op: int = hcs.hcs_create_operation()
     try:
         yield op
     finally:
@@ -38,11 +47,11 @@ def operation(hcs: ModuleType) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def running_system(hcs: ModuleType, system_id: str | None = None, **config: Any) -> Iterator[int]:
+def running_system(hcs: ModuleType, system_id: str | None = None, **config: Any) -> Generator[int, None, None]:
     """A started container; terminated (if still running) and closed afterwards."""
     sid = system_id or new_id()
     with operation(hcs) as op:
-        h = hcs.hcs_create_compute_system(sid, container_config(**config), op)
+        h: int = hcs.hcs_create_compute_system(sid, container_config(**config), op)
         try:
             wait(hcs, op)
             hcs.hcs_start_compute_system(h, op)
@@ -76,7 +85,7 @@ def start_process(hcs: ModuleType, system: int, command: str, **params: Any) -> 
 
 
 def read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = os.read(fd, 65536)
         if not b:

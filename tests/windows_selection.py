@@ -87,7 +87,7 @@ class WindowsSelection:
         dropped: list[pytest.Item] = []
         for item in items:
             info = getattr(item, "_fixtureinfo", None)
-            defined = set(info.name2fixturedefs) if info is not None else set()
+            defined: set[str] = set(info.name2fixturedefs) if info is not None else set()
             missing = [n for n in getattr(item, "fixturenames", ()) if n not in defined and n != "request"]
             if missing:
                 dropped.append(item)

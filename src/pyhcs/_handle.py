@@ -20,6 +20,10 @@ Invariants (for ComputeSystem, Process and Operation alike):
   child, where it does nothing: the child does not own the parent's handles.
 """
 
+# The Pythonic layer's modules share their private names (the _log module); the public surface
+# is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import atexit
@@ -31,7 +35,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -215,7 +219,7 @@ def timeout_error(
 
 
 @contextlib.contextmanager
-def reports_timeout(deadline: Deadline) -> Iterator[None]:
+def reports_timeout(deadline: Deadline) -> Generator[None, None, None]:
     """A timeout raised inside reports ``deadline``'s timeout: the one the caller gave, not
     what was left of it for the inner wait that ran out."""
     try:
@@ -259,7 +263,7 @@ class Handle:
 
     def _detail(self) -> str | None:
         system_id, process_id = self._context()
-        parts = []
+        parts: list[str] = []
         if system_id is not None:
             parts.append(f"system {system_id!r}")
         if process_id is not None:

@@ -162,13 +162,19 @@ class Win32Error(Exception):
 
 
 class FunctionTable(Protocol):
-    """What :class:`VirtDisk` calls: the five functions by their Windows names."""
+    """What :class:`VirtDisk` calls: the five functions by their Windows names (read-only, so
+    that a class whose methods they are, a test's fake, is a table too)."""
 
-    OpenVirtualDisk: Callable[..., int]
-    CreateVirtualDisk: Callable[..., int]
-    AttachVirtualDisk: Callable[..., int]
-    DetachVirtualDisk: Callable[..., int]
-    CloseHandle: Callable[..., int]
+    @property
+    def OpenVirtualDisk(self) -> Callable[..., int]: ...
+    @property
+    def CreateVirtualDisk(self) -> Callable[..., int]: ...
+    @property
+    def AttachVirtualDisk(self) -> Callable[..., int]: ...
+    @property
+    def DetachVirtualDisk(self) -> Callable[..., int]: ...
+    @property
+    def CloseHandle(self) -> Callable[..., int]: ...
 
 
 def load_windows_table() -> FunctionTable:  # pragma: no cover - Windows only

@@ -22,6 +22,10 @@ it. Internal operations that time out are handed to the error (``err.operation``
 themselves once HCS completes them, so nothing leaks and no call is abandoned.
 """
 
+# The Pythonic layer's modules share their private names (the backend and _log modules, the
+# handles' internals that the flows drive); the public surface is each module's __all__.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import itertools

@@ -1,5 +1,8 @@
 """pyhcs.aio: awaitable systems, processes, operations, streams; cancellation and timeouts."""
 
+# Some tests look at the internals the behaviour rests on (pending operations, the loop's waker).
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 
 import pyhcs
-from pyhcs import EventType, aio, emulator, errors
+from pyhcs import EventType, _flow_aio, aio, emulator, errors
 from pyhcs import operation as op_mod
 from pyhcs._native import _backend as B
 
@@ -135,6 +138,8 @@ def test_process_control() -> None:
 def test_with_block_error_kills_and_terminates() -> None:
     async def main() -> None:
         sid = new_id()
+        proc: pyhcs.Process | None = None
+        other: pyhcs.ComputeSystem | None = None
         with pytest.raises(RuntimeError):
             async with await aio.ComputeSystem.create(sid, {**CONFIG, "ShouldTerminateOnLastHandleClosed": False}) as s:
                 await s.start()
@@ -142,6 +147,7 @@ def test_with_block_error_kills_and_terminates() -> None:
                 async with await s.create_process(["sleep", "30"]) as p:
                     proc = p.sync
                     raise RuntimeError("boom")
+        assert proc is not None and other is not None
         assert proc.closed
         with other:
             assert other.wait_exit(10).exit_type == "ForcedExit"
@@ -260,7 +266,7 @@ def test_completions_for_a_closed_loop_are_dropped() -> None:
 def test_waker_batches_wakeups() -> None:
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        waker = aio._waker(loop)
+        waker = _flow_aio.waker(loop)
         calls = 0
         original = loop.call_soon_threadsafe
 
@@ -269,7 +275,7 @@ def test_waker_batches_wakeups() -> None:
             calls += 1
             return original(*args, **kwargs)
 
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]  # counts calls, on purpose
         hits: list[int] = []
         barrier = threading.Event()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -48,7 +48,8 @@ class LoopWatchdog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("Executing") and isinstance(record.args, tuple) and len(record.args) == 2:
             handle, seconds = record.args
-            self.stalls.append((self.step, float(seconds), str(handle)[:200]))  # type: ignore[arg-type]
+            # asyncio's format: "Executing %s took %.3f seconds" (handle, float)
+            self.stalls.append((self.step, float(cast(float, seconds)), str(handle)[:200]))
 
 
 def run_watched(main: Any) -> list[tuple[str, float, str]]:

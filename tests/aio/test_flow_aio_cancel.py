@@ -1,6 +1,9 @@
 """The asyncio driver (pyhcs._flow_aio) and cancellation: what a synchronous call returns is
 never lost when the awaiting task is cancelled, however the two meet. No backend needed."""
 
+# The driver under test is private (pyhcs._flow_aio).
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio

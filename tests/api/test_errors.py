@@ -1,5 +1,8 @@
 """Tests for pyhcs.errors and the generated pyhcs.errors._table (pure Python, no backend needed)."""
 
+# The registry of classes by HRESULT is private, and tested here.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +14,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -22,7 +25,7 @@ pytest.importorskip("hypothesis")
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pyhcs import errors
+from pyhcs import Operation, errors
 from pyhcs.errors import (
     AlreadyStoppedError,
     CancelledError,
@@ -346,23 +349,23 @@ def test_duplicate_registration_raises() -> None:
     before = (dict(errors._BY_HRESULT), dict(errors._BY_EXACT))
     with pytest.raises(TypeError, match="already registered"):
 
-        class Dup(HcsError):
+        class Dup(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = errors.HCS_E_INVALID_STATE
 
     with pytest.raises(TypeError, match="already registered"):
 
-        class DupTwin(HcsError):
+        class DupTwin(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = twin(errors.HCS_E_INVALID_STATE)
 
     with pytest.raises(TypeError, match="already registered"):
 
-        class DupAlias(HcsError):
+        class DupAlias(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = 0x8037FFF0
             hresult_aliases = (LEGACY_PENDING,)
 
     with pytest.raises(ValueError, match="success code"):
 
-        class Success(HcsError):
+        class Success(HcsError):  # pyright: ignore[reportUnusedClass]  # defining it raises
             hresult = 0
 
     assert (errors._BY_HRESULT, errors._BY_EXACT) == before
@@ -395,7 +398,7 @@ def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="32-bit"):
         HcsError(2**32)
     with pytest.raises(TypeError):
-        HcsError("0x80370105")  # type: ignore[arg-type]
+        HcsError("0x80370105")  # type: ignore[arg-type]  # a str on purpose: refused at run time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,7 +530,7 @@ def test_check_hr_accept_pending() -> None:
 
 
 def test_check_hr_passes_context() -> None:
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     doc = result_doc(errors.HCS_E_PROCESS_ALREADY_STOPPED, "process 12 exited")
     with pytest.raises(AlreadyStoppedError) as caught:
         errors.check_hr(
@@ -624,9 +627,9 @@ def test_unusable_result_documents(document: str | None) -> None:
 
 def test_bytes_document_is_tolerated() -> None:
     doc = result_doc(errors.E_FAIL, "bytes message").encode()
-    err = errors.make_error(errors.E_FAIL, doc)  # type: ignore[arg-type]
+    err = errors.make_error(errors.E_FAIL, doc)  # type: ignore[arg-type]  # bytes on purpose: tolerated
     assert err.message == "bytes message"
-    bad = errors.make_error(errors.E_FAIL, b"\xff\xfe")  # type: ignore[arg-type]
+    bad = errors.make_error(errors.E_FAIL, b"\xff\xfe")  # type: ignore[arg-type]  # bytes on purpose
     assert bad.result is None
 
 
@@ -662,7 +665,7 @@ def test_result_document_any_json(value: object) -> None:
 def test_operation_is_settable() -> None:
     err = errors.make_error(errors.HCS_E_OPERATION_TIMEOUT)
     assert err.operation is None
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     err.operation = op
     assert err.operation is op
 
@@ -699,7 +702,7 @@ def test_pickle_every_class(info: errors.HResultInfo) -> None:
         call="HcsCall",
         system_id="sys",
         process_id=3,
-        operation=object(),
+        operation=cast(Operation, object()),  # a stand-in: never pickled
     )
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         clone = pickle.loads(pickle.dumps(err, protocol=protocol))
@@ -712,13 +715,13 @@ def test_pickle_keeps_explicit_message_notes_and_extras() -> None:
         twin(errors.HCS_E_INVALID_STATE), message="custom", call="HcsX"
     )
     err.add_note("a note")
-    err.extra = {"k": 1}  # type: ignore[attr-defined]
+    vars(err)["extra"] = {"k": 1}  # an attribute the class does not declare
     clone = pickle.loads(pickle.dumps(err))
     _same(err, clone)
     assert clone.hresult == 0xC0370105
     assert clone.message == "custom"
     assert clone.__notes__ == ["a note"]
-    assert clone.extra == {"k": 1}
+    assert vars(clone)["extra"] == {"k": 1}
 
 
 def test_pickle_local_errors_and_base() -> None:
@@ -730,23 +733,23 @@ def test_pickle_local_errors_and_base() -> None:
 
 
 def test_copy_and_deepcopy_keep_operation() -> None:
-    op = object()
+    op = cast(Operation, object())  # a stand-in: only its identity is checked
     err = errors.make_error(
         errors.HCS_E_SYSTEM_NOT_FOUND,
         result_doc(0x8037010E),
         system_id="c",
         operation=op,
     )
-    err.extra = [1, 2]  # type: ignore[attr-defined]
+    vars(err)["extra"] = [1, 2]  # an attribute the class does not declare
     shallow = copy.copy(err)
     deep = copy.deepcopy(err)
     for clone in (shallow, deep):
         _same(err, clone)
         assert clone is not err
         assert clone.operation is op
-    assert shallow.extra is err.extra  # type: ignore[attr-defined]
-    assert deep.extra == err.extra  # type: ignore[attr-defined]
-    assert deep.extra is not err.extra  # type: ignore[attr-defined]
+    assert vars(shallow)["extra"] is vars(err)["extra"]
+    assert vars(deep)["extra"] == vars(err)["extra"]
+    assert vars(deep)["extra"] is not vars(err)["extra"]
 
 
 def test_classes_live_in_pyhcs_errors() -> None:
@@ -757,8 +760,10 @@ def test_classes_live_in_pyhcs_errors() -> None:
 
 
 def test_unpickle_refuses_foreign_classes() -> None:
-    with pytest.raises(TypeError):
-        errors._rebuild(ValueError, 0x80004005, None, None, None, None, None)  # type: ignore[arg-type]
+    # the function pickle calls to rebuild an error, given a class that is not an HcsError
+    rebuild, args = errors.make_error(errors.E_FAIL).__reduce__()[:2]
+    with pytest.raises(TypeError, match="not an HcsError class"):
+        rebuild(ValueError, *args[1:])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 guests) or CommandArgs (Linux guests), signals as Ctrl event names or POSIX numbers, and how
 the guest of a system is decided. End to end, the process must receive exactly the argv."""
 
+# One test spies on the private signalling call of pyhcs.process.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json
@@ -81,11 +84,11 @@ def command_line_to_argv(line: str) -> list[str]:
 
 
 # Everything a process can receive: no NUL, no lone surrogate (neither survives UTF-16/C).
-arg_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=12)
+arg_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=12)
 tricky = st.sampled_from(["", " ", '"', '\\', '\\"', 'a\\\\', 'a b\\', '""', "\t", "ü ß", "$HOME", "'q'", "a&b|c"])
 args_lists = st.lists(st.one_of(arg_text, tricky), max_size=6)
 programs = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='\0 \t"'), min_size=1, max_size=10),
+    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters='\0 \t"'), min_size=1, max_size=10),
     st.sampled_from(["C:\\Program Files\\app.exe", "C:\\dir with space\\", "", "/usr/bin/x", "a\"b"]),
 )
 
@@ -115,9 +118,10 @@ def test_process_parameters_per_guest() -> None:
     both = {"CommandLine": "old", "CommandArgs": ["old"], "WorkingDirectory": "/"}
     assert json.loads(process_parameters(["new"], params=both, guest_os="linux")) == {
         "CommandArgs": ["new"], "WorkingDirectory": "/"}
-    for guest, member in (("windows", "CommandLine"), ("linux", "CommandArgs")):
+    guests: list[tuple[_guest.GuestOs, str]] = [("windows", "CommandLine"), ("linux", "CommandArgs")]
+    for guest, member in guests:
         with pytest.raises(errors.InvalidArgumentError, match=member):
-            process_parameters(["prog", "nul\0inside"], guest_os=guest)  # type: ignore[arg-type]
+            process_parameters(["prog", "nul\0inside"], guest_os=guest)
     with pytest.raises(ValueError):
         process_parameters([], guest_os="windows")
 
@@ -202,10 +206,10 @@ def _check_exact_argv(system: ComputeSystem) -> None:
 def test_windows_guest_receives_exactly_the_argv(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # "default": whatever the emulator does by default (a shell, or the Windows rules): an
     # argument list must arrive intact either way. "windows": HCS' own behaviour, forced.
+    sent: list[str] = []
     if mode == "windows":
         if not _windows_parsing_available():
             pytest.skip("this emulator has no ContainerCommandLine switch (it runs every CommandLine through a shell)")
-        sent: list[str] = []
         real = process_mod.process_parameters
 
         def spy(*a: Any, **k: Any) -> str:

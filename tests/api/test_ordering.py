@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyhcs import ComputeSystem, Operation, errors
+from pyhcs import CompletedProcess, ComputeSystem, Operation, errors
 from pyhcs._native import _backend as B
 
 from pyutil import CONFIG
@@ -131,20 +131,29 @@ def test_operation_callback_closes_its_own_operation(system: ComputeSystem) -> N
 def test_thousands_of_concurrent_operations_from_threads(system: ComputeSystem) -> None:
     ops = [system.submit("properties", callback=(i % 2 == 0)) for i in range(1500)]
     try:
+        def result(op: Operation) -> str | None:
+            return op.result(60)
+
         with ThreadPoolExecutor(16) as pool:
-            docs = list(pool.map(lambda op: op.result(60), ops))
+            docs = list(pool.map(result, ops))
         assert all(docs)
     finally:
         for op in ops:
             op.close()
+    def state(_: int) -> object:
+        return system.properties()["State"]
+
     with ThreadPoolExecutor(16) as pool:
-        states = list(pool.map(lambda _: system.properties()["State"], range(1500)))
+        states = list(pool.map(state, range(1500)))
     assert set(states) == {"Running"}
 
 
 def test_many_processes_at_once(system: ComputeSystem) -> None:
+    def run(i: int) -> CompletedProcess:
+        return system.run(["sh", "-c", f"echo {i}; exit {i % 7}"])
+
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: system.run(["sh", "-c", f"echo {i}; exit {i % 7}"]), range(200)))
+        results = list(pool.map(run, range(200)))
     for i, r in enumerate(results):
         assert r.stdout == f"{i}\n".encode() and r.returncode == i % 7
 

@@ -1,6 +1,9 @@
 """pyhcs.service (properties, settings, WER reports, sweep) and pyhcs.vm (state files, access
 grants, processor compatibility)."""
 
+# Tests the private path normalisation of pyhcs.vm too.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import json
@@ -77,7 +80,7 @@ def test_modify_settings_cpu_group() -> None:
 def test_wer_report_from_a_crash_event() -> None:
     with ComputeSystem.create(new_id(), CONFIG) as s:
         s.start()
-        reports = []
+        reports: list[pyhcs.Event] = []
         s.add_event_callback(lambda ev: reports.append(ev) if ev.type == pyhcs.EventType.SYSTEM_CRASH_REPORT else None)
         s.crash()
         s.wait_exit(10)

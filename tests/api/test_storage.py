@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -80,7 +80,7 @@ def mode(request: pytest.FixtureRequest, api: ModuleType, monkeypatch: pytest.Mo
 _HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 _no_fixture_check = settings(suppress_health_check=_HEALTH)
 #: The merged-view property test does a dozen layer operations per example: half the budget.
-_heavy = settings(suppress_health_check=_HEALTH, max_examples=max(10, settings.default.max_examples // 2))
+_heavy = settings(suppress_health_check=_HEALTH, max_examples=max(10, settings().max_examples // 2))
 
 # ------------------------------------------------------------------------------ trees
 
@@ -110,7 +110,7 @@ def write_tree(root: bytes, tree: Tree) -> None:
     for name, node in tree.items():
         p = os.path.join(root, name)
         if isinstance(node, dict):
-            write_tree(p, node)
+            write_tree(p, cast(Tree, node))
         elif node[0] == "link":
             os.symlink(node[1], p)
         else:
@@ -151,7 +151,7 @@ def read_tombstones(layer: str | Path) -> set[bytes]:
     p = Path(layer) / "tombstones.txt"
     if not p.exists():
         return set()
-    out = set()
+    out: set[bytes] = set()
     for line in p.read_bytes().split(b"\n"):
         if not line or line.startswith(b"#"):
             continue
@@ -273,7 +273,7 @@ def apply_model(layers: list[tuple[Tree, set[bytes]]]) -> dict[bytes, tuple[Any,
                 if view.get(p, ("?",))[0] != "d":
                     remove(p)
                     view[p] = ("d", 0)
-                add(p, node)
+                add(p, cast(Tree, node))
             else:
                 remove(p)
                 view[p] = ("l", node[1]) if node[0] == "link" else ("f", node[0], node[1])
@@ -296,7 +296,7 @@ def test_merged_view_semantics(api: ModuleType, mode: str, base: Tree, top: Tree
     with tempfile.TemporaryDirectory() as d:
         # two image layers; the top one deletes some of the base's paths
         base_paths = sorted(snapshot_tree_paths(base))
-        tombs = set(data.draw(st.lists(st.sampled_from(base_paths), max_size=3))) if base_paths else set()
+        tombs: set[bytes] = set(data.draw(st.lists(st.sampled_from(base_paths), max_size=3))) if base_paths else set()
         s1, s2 = Path(d, "s1"), Path(d, "s2")
         write_tree(os.fsencode(s1 / "Files"), base)
         write_tree(os.fsencode(s2 / "Files"), top)
@@ -336,7 +336,7 @@ def snapshot_tree_paths(tree: Tree, rel: bytes = b"") -> Iterator[bytes]:
         p = rel + b"/" + name if rel else name
         yield p
         if isinstance(node, dict):
-            yield from snapshot_tree_paths(node, p)
+            yield from snapshot_tree_paths(cast(Tree, node), p)
 
 
 def mutate(view: Path, model: dict[bytes, tuple[Any, ...]], data: st.DataObject) -> None:
@@ -490,10 +490,12 @@ def test_detach_while_view_busy(mode: str, chain: tuple[Layer, Layer], tmp_path:
     wl.detach()
 
 
-def test_container_processes_run_in_the_view(mode: str, chain: tuple[Layer, Layer], tmp_path: Path) -> None:
+def test_container_processes_run_in_the_view(
+    api: ModuleType, mode: str, chain: tuple[Layer, Layer], tmp_path: Path
+) -> None:
     _, mid = chain
     wl = WritableLayer.initialize(tmp_path / "wl", parents=mid)
-    hcs = storage.B
+    hcs = api  # the backend behind pyhcs.storage (the api fixture)
     with wl.attached():
         layers = [{"Id": lay.id, "Path": str(lay.path)} for lay in mid.chain]
         storage_doc = {"Layers": layers, "Path": str(wl.path)}
@@ -532,7 +534,8 @@ def test_documents_as_models_dicts_and_json(api: ModuleType, chain: tuple[Layer,
         ],
     )
     as_dict = {"Layers": [{"Path": str(mid.path)}, {"Path": str(base.path)}]}
-    for i, doc in enumerate((model, as_dict, model.to_json(), model.to_json().encode())):
+    docs: list[schema.LayerData | dict[str, Any] | str | bytes] = [model, as_dict, model.to_json(), model.to_json().encode()]
+    for i, doc in enumerate(docs):
         path = tmp_path / f"wl{i}"
         storage.initialize_writable_layer(path, doc)
         w = WritableLayer.open(path)
@@ -544,7 +547,7 @@ def test_documents_as_models_dicts_and_json(api: ModuleType, chain: tuple[Layer,
     assert WritableLayer(tmp_path / "x", parents=model).parents.paths == (mid.path, base.path)
     assert LayerChain.from_layer_data(as_dict)[0].parents.paths == (base.path,)
     with pytest.raises(TypeError):
-        Layer(tmp_path / "x", parents="/a/string")  # type: ignore[arg-type]
+        Layer(tmp_path / "x", parents="/a/string")
     # strict checking of dicts: a misspelt key never reaches the library
     with pytest.raises(ValueError):
         storage.initialize_writable_layer(tmp_path / "bad", {"Layer": []})
@@ -711,7 +714,7 @@ def test_setup_base_os_and_vhds(api: ModuleType, tmp_path: Path) -> None:
     with open(tmp_path / "ro.vhdx", "rb") as ro, pytest.raises(errors.Win32AccessDeniedError):
         storage.format_writable_layer_vhd(ro)
     with pytest.raises(TypeError):
-        storage.format_writable_layer_vhd("not a handle")  # type: ignore[arg-type]
+        storage.format_writable_layer_vhd("not a handle")  # type: ignore[arg-type]  # on purpose
     # SetupBaseOSVolume onto a volume directory
     src2 = tmp_path / "os2"
     (src2 / "Files").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pyhcs
-from pyhcs import _log, emulator, errors, storage
+from pyhcs import emulator, errors, storage
 
 pytestmark = pytest.mark.skipif(not emulator.active(), reason="the layer files are the emulator's")
 
@@ -28,13 +28,13 @@ def test_storage_calls_are_counted_and_watched(tmp_path: Path, caplog: pytest.Lo
     assert stats["HcsDestroyLayer"]["count"] == 2  # a failed call counts too
 
     emulator.add_faults({"Function": "HcsImportLayer", "DelayMs": 300, "Count": 1})
-    old = _log.slow_call_threshold()
+    old = pyhcs.slow_call_threshold()
     try:
-        _log.set_slow_call_threshold(0.05)
+        pyhcs.set_slow_call_threshold(0.05)
         with caplog.at_level(logging.INFO, logger="pyhcs"):
             storage.import_layer(tmp_path / "slow", src)
     finally:
-        _log.set_slow_call_threshold(old)
+        pyhcs.set_slow_call_threshold(old)
     messages = [r.getMessage() for r in caplog.records]
     layer = f"layer {str(tmp_path / 'slow')!r}"
     assert any(f"HcsImportLayer ({layer}) has not returned" in m for m in messages), messages

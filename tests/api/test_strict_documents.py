@@ -3,6 +3,9 @@ validated against pyhcs.schema before the call; ``strict=False`` opts out.
 
 Runs on whichever backend PYHCS_BACKEND selects (CI runs the suite once per backend)."""
 
+# Looks at the private cache of the document checks.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +42,7 @@ def test_a_misspelt_member_is_named_with_its_close_match(form: str) -> None:
 
 
 def test_nested_members_and_wrong_types_are_located() -> None:
-    config = {**CONFIG, "Container": {"Storag": {}}}
+    config: dict[str, Any] = {**CONFIG, "Container": {"Storag": {}}}
     with pytest.raises(errors.InvalidJsonError, match=r"/Container/Storag; did you mean 'Storage'\?"):
         ComputeSystem.create(new_id("strict"), config)
     config = {**CONFIG, "SchemaVersion": {"Major": "two", "Minor": 1}}

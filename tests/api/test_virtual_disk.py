@@ -9,6 +9,9 @@
   volume roots.
 """
 
+# Tests the private virtual-disk layer (pyhcs._virtdisk) against fakes of its function table.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import ctypes
@@ -143,7 +146,7 @@ LAYOUTS: dict[type[ctypes.Structure], tuple[int, dict[str, int]]] = {
     vd._AttachV2: (16, {"RestrictedOffset": 0, "RestrictedLength": 8}),
 }
 # The parameter structures: Version first, the union after it at its alignment.
-UNION_OFFSETS = {
+UNION_OFFSETS: dict[type[ctypes.Structure], int] = {
     vd.OPEN_VIRTUAL_DISK_PARAMETERS: 4,
     vd.CREATE_VIRTUAL_DISK_PARAMETERS: 8,
     vd.ATTACH_VIRTUAL_DISK_PARAMETERS: 8,
@@ -160,8 +163,8 @@ def test_structure_layouts(struct: type[ctypes.Structure]) -> None:
 
 @pytest.mark.parametrize("struct", list(UNION_OFFSETS), ids=lambda s: s.__name__)
 def test_parameter_unions(struct: type[ctypes.Structure]) -> None:
-    assert struct.Version.offset == 0 and struct.Version.size == 4  # type: ignore[attr-defined]
-    assert struct.u.offset == UNION_OFFSETS[struct]  # type: ignore[attr-defined]
+    assert struct.Version.offset == 0 and struct.Version.size == 4
+    assert struct.u.offset == UNION_OFFSETS[struct]
 
 
 def test_guid_memory_layout() -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyhcs import errors, storage
-from pyhcs._native._types import EventOptions, EventType
+from pyhcs._native._types import EventOptions, EventType, HcsEvent
 from pyhcs.storage import LayerChain
 
 from pyutil import python_mappings
@@ -247,12 +247,13 @@ def test_lone_surrogates_in_names_are_refused(hcs: ModuleType, tmp_path: Path) -
             hcs.hcs_open_compute_system(f"sur-{os.getpid()}-\ud800")
     target = tmp_path / "f\ufffd"
     target.write_text("")
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: hcs.hcs_grant_vm_access("vm-\udc00", str(target)),
         lambda: hcs.hcs_grant_vm_access("vm", str(tmp_path / "f\ud800")),
         lambda: hcs.hcs_create_empty_runtime_state_file(str(tmp_path / "s\ud800.vmrs")),
         lambda: hcs.hcs_destroy_layer(str(tmp_path / "l\ud800")),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(errors.InvalidArgumentError):
             call()
     assert not (tmp_path / "s\ufffd.vmrs").exists()  # nothing was done under the U+FFFD name either
@@ -318,7 +319,7 @@ def test_fifos_and_devices_are_refused_as_state_files(hcs: ModuleType, tmp_path:
 
 
 @contextlib.contextmanager
-def mounted(kind: str, source: str, target: Path) -> Iterator[None]:
+def mounted(kind: str, source: str, target: Path) -> Generator[None, None, None]:
     """A real mount (we are root in CI); skips cleanly where mounting is not permitted."""
     args = ["mount", "--bind", source, str(target)] if kind == "bind" else ["mount", "-t", kind, "none", str(target)]
     try:
@@ -545,7 +546,7 @@ def test_close_from_another_thread_ends_an_infinite_wait(hcs: ModuleType, what: 
 # ------------------------------------------------------------------------------ Windows command lines
 
 ARGV_PRINTER = [sys.executable, "-c", "import sys, json; sys.stdout.write(json.dumps(sys.argv[1:]))"]
-_arg_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=12)
+_arg_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=12)
 
 
 @pytest.fixture
@@ -604,11 +605,17 @@ def test_an_exit_before_the_first_callback_reaches_it(hcs: ModuleType, deliver: 
         try:
             hcs.hcs_wait_for_process_exit(p, 10_000)  # it has exited: no callback was set then
             got = threading.Event()
-            events: list[Any] = []
-            hcs.hcs_set_process_callback(p, 0, 5, lambda e, c: (events.append(e), got.set()))
+            events: list[HcsEvent] = []
+
+            def on_event(e: HcsEvent, c: int) -> None:
+                events.append(e)
+                got.set()
+
+            hcs.hcs_set_process_callback(p, 0, 5, on_event)
             assert got.wait(5 if deliver else 0.5) is deliver
             if deliver:
-                assert json.loads(events[0].event_data)["ExitCode"] == 7
+                data = events[0].event_data
+                assert data is not None and json.loads(data)["ExitCode"] == 7
         finally:
             hcs.hcs_close_process(p)
 
@@ -620,9 +627,11 @@ def test_a_create_completes_to_the_event_callback_set_after_it(hcs: ModuleType) 
         h = hcs.hcs_create_compute_system(new_id(), container_config(), op)
         try:
             # the documented pattern: the create's completion through the system's event callback
-            hcs.hcs_set_compute_system_callback(
-                h, EventOptions.ENABLE_OPERATION_CALLBACKS, 0, lambda e, c: (seen.append(int(e.type)), got.set())
-            )
+            def on_event(e: HcsEvent, c: int) -> None:
+                seen.append(int(e.type))
+                got.set()
+
+            hcs.hcs_set_compute_system_callback(h, EventOptions.ENABLE_OPERATION_CALLBACKS, 0, on_event)
             assert got.wait(5)
             assert seen == [EventType.OPERATION_CALLBACK]
             wait(hcs, op)  # its result is still there to read
@@ -641,7 +650,7 @@ _MEMBERS = [
 ]
 _hostile_text = st.one_of(
     st.sampled_from(["", "Memory", "Add", "Container/a", "\0", "a\0b", "/", "..", "C:\\x", "\ufffd", "Statistics"]),
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=8),
 )
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | _hostile_text,
@@ -684,17 +693,11 @@ def test_hostile_documents_give_hcs_errors_and_touch_nothing_else(
             pass  # any HcsError is a fine answer; anything else (or a crash) is not
 
     with running_system(hcs) as h:
-        for call, args in [
-            (props, (hcs, h, text)),
-            (modify, (hcs, h, doc)),
-            (create_process, (hcs, h, {**doc, "CommandLine": "true"})),
-        ]:
-            try:
-                out = call(*args)
-                if call is create_process:
-                    hcs.hcs_close_process(out[0])
-            except errors.HcsError:
-                pass
+        attempt(props, hcs, h, text)
+        attempt(modify, hcs, h, doc)
+        with contextlib.suppress(errors.HcsError):
+            p, _ = create_process(hcs, h, {**doc, "CommandLine": "true"})
+            hcs.hcs_close_process(p)
     with operation(hcs) as op:
         try:
             sh = hcs.hcs_create_compute_system(f"hostile-{name}", text, op)

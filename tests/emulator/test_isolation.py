@@ -76,9 +76,9 @@ def system() -> Iterator[ComputeSystem]:
         s.terminate()
 
 
-def sh(system: ComputeSystem, script: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+def sh(system: ComputeSystem, script: str, **kw: Any) -> pyhcs.CompletedProcess:
     """Runs a POSIX shell script in the system (sh is the host's /bin/sh, bound read-only)."""
-    return system.run(["sh", "-c", script], text=True, timeout=30, **kw)  # type: ignore[return-value]
+    return system.run(["sh", "-c", script], text=True, timeout=30, **kw)
 
 
 def isolation(system: ComputeSystem) -> dict[str, Any]:

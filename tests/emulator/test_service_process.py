@@ -88,11 +88,11 @@ def say(*words):
 """
 
 
-def client(backend: str, mode: str, body: str, **popen: object) -> subprocess.Popen[str]:
+def client(backend: str, mode: str, body: str, **popen: Any) -> subprocess.Popen[str]:
     """Starts a client process in ``mode`` (an HCSEMU_SERVICE value) running ``body``."""
     env = {**os.environ, "HCSEMU_SERVICE": mode, "PYTHONPATH": SRC, "PYHCS_BACKEND": backend}
     script = PRELUDE + textwrap.dedent(body)
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+    return subprocess.Popen(
         [sys.executable, "-c", script, backend],
         env=env,
         stdin=subprocess.PIPE,

@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 from pyhcs._native import _backend as B
 
@@ -16,13 +17,15 @@ CONFIG = json.dumps({"SchemaVersion": {"Major": 2, "Minor": 1}, "Container": {}}
 B.hcs_modify_service_settings(json.dumps({"PropertyType": "Emulator", "Settings": {"WorkerIdleMs": 50}}))
 
 
-def stats() -> dict:
-    return json.loads(B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorStatistics"]})))["Properties"][0]
+def stats() -> dict[str, Any]:
+    doc = B.hcs_get_service_properties(json.dumps({"PropertyTypes": ["EmulatorStatistics"]}))
+    statistics: dict[str, Any] = json.loads(doc)["Properties"][0]
+    return statistics
 
 
 def children() -> list[int]:
     me = os.getpid()
-    out = []
+    out: list[int] = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
@@ -53,6 +56,7 @@ def lifecycle(i: int) -> None:
         B.hcs_wait_for_operation_result(op, 10_000)
         events.wait(10)
     for fd in (info.std_input, info.std_output, info.std_error):
+        assert fd is not None  # all three pipes were asked for
         B.close_handle(fd)
     B.hcs_close_process(p)
     B.hcs_close_operation(op)
@@ -74,6 +78,7 @@ for i in range(60):
     lifecycle(i)
 B.flush_callbacks()
 deadline = time.monotonic() + 10
+busy: dict[str, Any] = {}
 while time.monotonic() < deadline:
     st = stats()
     busy = {k: v for k, v in st.items() if k in ("Operations", "SystemHandles", "ProcessHandles", "Systems",
@@ -81,7 +86,7 @@ while time.monotonic() < deadline:
     if not busy and not children():
         break
     time.sleep(0.05)
-problems = []
+problems: list[str] = []
 if busy:
     problems.append(f"emulator still holds {busy}")
 if children():

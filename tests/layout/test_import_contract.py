@@ -180,7 +180,7 @@ def cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
             elif w in on:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:
-            component = []
+            component: list[str] = []
             while True:
                 w = stack.pop()
                 on.discard(w)
@@ -224,7 +224,7 @@ def test_a_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
 
 
 def test_layers_import_only_downwards(graph: dict[str, set[str]]) -> None:
-    problems = []
+    problems: list[str] = []
     for name, targets in sorted(graph.items()):
         mine = layer_of(name)
         for target in sorted(targets):

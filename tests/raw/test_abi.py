@@ -58,7 +58,7 @@ def test_declarations_match_the_windows_sdk() -> None:
     assert out.returncode == 0, out.stderr
 
 
-ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=60)
+ids = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), min_size=1, max_size=60)
 
 
 @settings(max_examples=40)

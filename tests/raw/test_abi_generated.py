@@ -9,6 +9,9 @@ stub (as parsed). The generator's own behaviour (--check, errors naming the culp
 on copies in a temporary directory.
 """
 
+# Tests the backends' private layers against the generated ABI.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import ast
@@ -112,7 +115,7 @@ def header() -> dict[str, tuple[str, str, list[tuple[str, str]]]]:
         body = re.search(rf"#define {macro}\(X\)(.*)", text)
         assert body, macro
         for ret, name, params in re.findall(r"X\(\s*([^,]+?)\s*,\s*(Hcs\w+)\s*,\s*\(([^()]*)\)\s*\)", body.group(1)):
-            decls = []
+            decls: list[tuple[str, str]] = []
             for param in params.split(","):
                 m = re.fullmatch(r"(.*?)\s*(\w+)", param.strip())
                 assert m, (name, param)

@@ -8,6 +8,9 @@ forces the collection at a fixed point inside ``register`` (while the lock is he
 re-entry is certain, not a matter of allocation counts.
 """
 
+# Tests the backends' private dispatcher.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import gc
@@ -25,6 +28,7 @@ import pyhcs
 from pyhcs._native import _dispatch
 
 from conftest import BACKENDS
+from rawutil import ignore_event
 
 SRC = Path(pyhcs.__file__).resolve().parent.parent
 
@@ -63,7 +67,7 @@ def test_forget_from_a_finalizer_inside_register_does_not_deadlock() -> None:
             d.forget(100, _dispatch.KIND_EVENT)
             seen["forgotten"] = True
 
-    d.register(100, _dispatch.KIND_EVENT, lambda ev, ctx: None, 1)
+    d.register(100, _dispatch.KIND_EVENT, ignore_event, 1)
     Dropped()
     gc.collect(0)  # nothing else in the youngest generation but the cycle above (best effort)
     Dropped()
@@ -72,7 +76,7 @@ def test_forget_from_a_finalizer_inside_register_does_not_deadlock() -> None:
 
     def register() -> None:
         _CollectingHandle.armed = True
-        result.append(d.register(_CollectingHandle(200), _dispatch.KIND_EVENT, lambda ev, ctx: None, 2))
+        result.append(d.register(_CollectingHandle(200), _dispatch.KIND_EVENT, ignore_event, 2))
 
     t = threading.Thread(target=register, daemon=True)
     t.start()

@@ -7,13 +7,13 @@ import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 import pyhcs
+from pyhcs.emulator._control import emulator_only
 
-from conftest import ON_EMULATOR, emulator_only, guard_emulator_controls
+from conftest import ON_EMULATOR, guard_emulator_controls
 
 SRC = str(Path(pyhcs.__file__).resolve().parent.parent)
 TESTS = Path(__file__).resolve().parent.parent
@@ -39,10 +39,18 @@ def test_emulator_only_requests_are_recognized(request_text: str | None, expecte
 
 
 def test_the_guard_skips_instead_of_sending() -> None:
-    sent: list[Any] = []
+    sent: list[str | None] = []
+
+    def hcs_modify_service_settings(settings: str) -> None:
+        sent.append(settings)
+
+    def hcs_get_service_properties(query: str | None = None) -> str:
+        sent.append(query)
+        return "{}"
+
     module = SimpleNamespace(
-        hcs_modify_service_settings=lambda settings: sent.append(settings),
-        hcs_get_service_properties=lambda query=None: sent.append(query) or "{}",
+        hcs_modify_service_settings=hcs_modify_service_settings,
+        hcs_get_service_properties=hcs_get_service_properties,
     )
     guard_emulator_controls([module], r"C:\Windows\System32\computecore.dll")
     guard_emulator_controls([module], "again")  # idempotent: one guard, not two

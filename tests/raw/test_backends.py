@@ -22,8 +22,10 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
 import hypothesis
 import pytest
@@ -113,9 +115,10 @@ def test_stub_matches_the_backends(api: str) -> None:
 def test_backend_identity(name: str) -> None:
     module = _backend.load(name)
     assert module.BACKEND == name
-    assert isinstance(module.FEATURES, frozenset)
+    features: object = module.FEATURES
+    assert isinstance(features, frozenset)
     if name == "cython":
-        assert {"nogil-calls", "nogil-dispatch"} <= module.FEATURES
+        assert {"nogil-calls", "nogil-dispatch"} <= cast("frozenset[str]", features)
 
 
 @needs_cython
@@ -277,12 +280,16 @@ def test_python_threads_run_while_another_waits(hcs: ModuleType) -> None:
 
 
 def test_library_threads_deliver_while_python_holds_the_gil(hcs: ModuleType) -> None:
-    if "nogil-dispatch" not in getattr(hcs, "FEATURES", frozenset()):
+    if "nogil-dispatch" not in getattr(hcs, "FEATURES", frozenset[str]()):
         pytest.skip("ctypes callback thunks take the GIL (documented limitation of the ctypes backend)")
     n = 2000
     _settings(hcs, "EmulatorFaults", {"Faults": [{"Function": "HcsEnumerateComputeSystems", "DelayMs": 1}]})
     delivered: list[int] = []
-    ops = [hcs.hcs_create_operation(i, lambda op, ctx: delivered.append(ctx)) for i in range(n)]
+
+    def on_completion(op: int, ctx: int) -> None:
+        delivered.append(ctx)
+
+    ops = [hcs.hcs_create_operation(i, on_completion) for i in range(n)]
     try:
         start = hcs._queue_stats()["enqueued"]
         with _NoSwitching():
@@ -430,9 +437,9 @@ _NOT_FUZZED = {"close_handle", "flush_callbacks"}  # closes file descriptors / w
 _E_ACCESSDENIED = 0x80070005
 
 
-def _outcome(fn: object, args: list[object]) -> tuple[str, object]:
+def _outcome(fn: Callable[..., object], args: list[object]) -> tuple[str, object]:
     try:
-        result = fn(*args)  # type: ignore[operator]
+        result = fn(*args)
     except Exception as exc:
         return "raised", type(exc)
     return "returned", result

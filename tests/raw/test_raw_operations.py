@@ -12,9 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyhcs import errors
-from pyhcs._native._types import HCS_INVALID_OPERATION_ID, EventOptions, EventType, OperationType
+from pyhcs._native._types import HCS_INVALID_OPERATION_ID, EventOptions, EventType, HcsEvent, OperationType
 
-from rawutil import add_faults, container_config, new_id, operation, running_system, set_switches, wait
+from rawutil import (
+    add_faults,
+    container_config,
+    ignore_completion,
+    new_id,
+    operation,
+    running_system,
+    set_switches,
+    wait,
+)
 
 BOGUS = [0x12345, 0xDEADBEEF0, (1 << 63) | 1, 7]
 
@@ -163,7 +172,10 @@ def test_completion_callback_runs_with_context(hcs: ModuleType) -> None:
 
 def test_no_completion_callback_after_close(hcs: ModuleType) -> None:
     calls: list[int] = []
-    op = hcs.hcs_create_operation(1, lambda o, c: calls.append(o))
+    def on_completion(o: int, c: int) -> None:
+        calls.append(o)
+
+    op = hcs.hcs_create_operation(1, on_completion)
     with running_system(hcs) as h:
         add_faults(hcs, {"Function": "HcsGetComputeSystemProperties", "DelayMs": 200})
         hcs.hcs_get_compute_system_properties(h, op, None)
@@ -204,13 +216,13 @@ def test_operation_callbacks_routed_through_the_system_callback(hcs: ModuleType)
         events: list[tuple[int, int]] = []
         got = threading.Event()
 
-        def on_event(ev: object, ctx: int) -> None:
-            events.append((ev.type, ev.operation))  # type: ignore[attr-defined]
-            if ev.type == EventType.OPERATION_CALLBACK:  # type: ignore[attr-defined]
+        def on_event(ev: HcsEvent, ctx: int) -> None:
+            events.append((ev.type, ev.operation))
+            if ev.type == EventType.OPERATION_CALLBACK:
                 got.set()
 
         hcs.hcs_set_compute_system_callback(h, EventOptions.ENABLE_OPERATION_CALLBACKS, 5, on_event)
-        with_cb = hcs.hcs_create_operation(1, lambda o, c: None)
+        with_cb = hcs.hcs_create_operation(1, ignore_completion)
         try:
             with pytest.raises(errors.OperationSystemCallbackAlreadySetError):
                 hcs.hcs_get_compute_system_properties(h, with_cb, None)

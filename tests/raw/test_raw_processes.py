@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyhcs import errors
-from pyhcs._native._types import EventType, OperationType
+from pyhcs._native._types import EventType, HcsEvent, OperationType
 
 from rawutil import close_info, operation, read_all, running_system, set_switches, shell_cmdline, start_process, wait
 
@@ -281,19 +281,27 @@ def test_resize_console(hcs: ModuleType) -> None:
 
 def test_process_exited_event_only_on_process_callbacks(hcs: ModuleType) -> None:
     system_events: list[int] = []
-    process_events: list[Any] = []
+    process_events: list[tuple[HcsEvent, int]] = []
     got = threading.Event()
+
+    def on_system_event(e: HcsEvent, c: int) -> None:
+        system_events.append(e.type)
+
+    def on_process_event(e: HcsEvent, c: int) -> None:
+        process_events.append((e, c))
+        got.set()
+
     with running_system(hcs) as h:
-        hcs.hcs_set_compute_system_callback(h, 0, 1, lambda e, c: system_events.append(e.type))
+        hcs.hcs_set_compute_system_callback(h, 0, 1, on_system_event)
         with operation(hcs) as op:
             p = hcs.hcs_create_process(h, json.dumps({"CommandLine": shell_cmdline("sleep 0.1; exit 4")}), op)
-            hcs.hcs_set_process_callback(p, 0, 9, lambda e, c: (process_events.append((e, c)), got.set()))
+            hcs.hcs_set_process_callback(p, 0, 9, on_process_event)
             wait(hcs, op)
         try:
             assert got.wait(10)
             ev, ctx = process_events[0]
             assert ctx == 9 and ev.type == EventType.PROCESS_EXITED
-            assert json.loads(ev.event_data)["ExitCode"] == 4
+            assert ev.event_data is not None and json.loads(ev.event_data)["ExitCode"] == 4
             hcs.flush_callbacks()
             assert EventType.PROCESS_EXITED not in system_events
         finally:
@@ -316,7 +324,7 @@ def test_wait_for_process_exit_timeout_and_bogus_handles(hcs: ModuleType) -> Non
     hcs.hcs_close_process(p)
 
 
-text_no_nul = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
+text_no_nul = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=200)
 
 
 @settings(max_examples=25)

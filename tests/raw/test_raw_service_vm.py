@@ -94,7 +94,7 @@ def test_call_counts_and_seeded_probability(hcs: ModuleType) -> None:
     def pattern() -> list[bool]:
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Reset": True, "Faults": [
             {"Function": "HcsEnumerateComputeSystems", "HResult": "0x80370109", "Probability": 0.5, "Seed": 7}]}}))
-        out = []
+        out: list[bool] = []
         with operation(hcs) as op:
             for _ in range(32):
                 try:

@@ -14,11 +14,12 @@ import pytest
 from images import make_vhdx
 
 from pyhcs import errors
-from pyhcs._native._types import EventType
+from pyhcs._native._types import EventType, HcsEvent
 
 from rawutil import (
     close_info,
     container_config,
+    ignore_event,
     new_id,
     operation,
     running_system,
@@ -316,23 +317,27 @@ def test_system_events_exit_and_crash(hcs: ModuleType) -> None:
 
 def test_one_callback_per_handle(hcs: ModuleType) -> None:
     with running_system(hcs) as h:
-        hcs.hcs_set_compute_system_callback(h, 0, 1, lambda e, c: None)
+        hcs.hcs_set_compute_system_callback(h, 0, 1, ignore_event)
         with pytest.raises(errors.OperationSystemCallbackAlreadySetError):
-            hcs.hcs_set_compute_system_callback(h, 0, 2, lambda e, c: None)
+            hcs.hcs_set_compute_system_callback(h, 0, 2, ignore_event)
         with pytest.raises(errors.InvalidArgumentError):
             other = hcs.hcs_open_compute_system(props(hcs, h)["Id"])
             try:
-                hcs.hcs_set_compute_system_callback(other, 0x40, 2, lambda e, c: None)
+                hcs.hcs_set_compute_system_callback(other, 0x40, 2, ignore_event)
             finally:
                 hcs.hcs_close_compute_system(other)
 
 
 def test_no_event_after_close(hcs: ModuleType) -> None:
-    events: list[Any] = []
+    events: list[HcsEvent] = []
     with running_system(hcs) as h:
         sid = props(hcs, h)["Id"]
         watcher = hcs.hcs_open_compute_system(sid)
-        hcs.hcs_set_compute_system_callback(watcher, 0, 1, lambda e, c: events.append(e))
+
+        def on_event(e: HcsEvent, c: int) -> None:
+            events.append(e)
+
+        hcs.hcs_set_compute_system_callback(watcher, 0, 1, on_event)
         hcs.hcs_close_compute_system(watcher)
         call(hcs, hcs.hcs_terminate_compute_system, h)
         hcs.flush_callbacks()
@@ -404,8 +409,12 @@ def test_graceful_shutdown_escalates_after_grace(hcs: ModuleType) -> None:
 def test_service_disconnect(hcs: ModuleType) -> None:
     events: list[int] = []
     got = threading.Event()
+    def on_event(e: HcsEvent, c: int) -> None:
+        events.append(e.type)
+        got.set()
+
     with running_system(hcs) as h, operation(hcs) as hung:
-        hcs.hcs_set_compute_system_callback(h, 0, 1, lambda e, c: (events.append(e.type), got.set()))
+        hcs.hcs_set_compute_system_callback(h, 0, 1, on_event)
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorFaults", "Settings": {"Faults": [{"Function": "HcsGetComputeSystemProperties", "Hang": True, "Count": 1}]}}))
         hcs.hcs_get_compute_system_properties(h, hung, None)
         hcs.hcs_modify_service_settings(json.dumps({"PropertyType": "EmulatorActions", "Settings": {"Action": "ServiceDisconnect"}}))

@@ -96,7 +96,7 @@ def test_failure_after_taking_the_handle_closes_it(pipe: tuple[int, int], monkey
 
 def test_not_a_handle() -> None:
     with pytest.raises(TypeError):
-        _stdio.open_std_handle("3", "rb")  # type: ignore[arg-type]
+        _stdio.open_std_handle("3", "rb")  # type: ignore[arg-type]  # a str on purpose
     with pytest.raises(OSError) as exc:
         _stdio.open_std_handle(987_654, "rb")  # no such descriptor
     assert exc.value.errno == errno.EBADF

@@ -235,7 +235,7 @@ def test_extensible_virtual_disk_attachment() -> None:
     assert wire(doc)["Settings"] == {"Type": "ExtensibleVirtualDisk",
                                      "Path": "evd://space/myvolume", "ReadOnly": False,
                                      "ExtensibleVirtualDiskType": "space"}
-    assert doc.settings.type is AttachmentType.EXTENSIBLE_VIRTUAL_DISK  # type: ignore[union-attr]
+    assert doc.settings.type is AttachmentType.EXTENSIBLE_VIRTUAL_DISK
     # hcsshim's own document passes strict parsing.
     text = ('{"ResourcePath": "VirtualMachine/Devices/Scsi/0/Attachments/1", "RequestType": '
             '"Add", "Settings": {"Type":"ExtensibleVirtualDisk","Path":"evd://space/myvolume",'

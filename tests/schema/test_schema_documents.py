@@ -1,5 +1,8 @@
 """Documents in (model, dict or JSON string) and results out (models with their raw JSON)."""
 
+# Tests the private raw-document form of pyhcs.schema.documents too.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import gc
@@ -79,7 +82,7 @@ def test_to_json_checks_the_model_type() -> None:
     with pytest.raises(TypeError):
         to_json(builders.signal_options("CtrlC"), PropertyQuery)
     with pytest.raises(TypeError):
-        to_json(42)  # type: ignore[call-overload]
+        to_json(42)  # type: ignore[call-overload]  # not a document, on purpose
 
 
 def test_coerce() -> None:

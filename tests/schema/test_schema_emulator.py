@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -77,7 +77,7 @@ def _plausible(doc: ComputeSystem) -> bool:
 
 
 def _backends() -> list[str]:
-    names = []
+    names: list[str] = []
     for name in ("cython", "ctypes"):
         try:
             _backend.load(name)
@@ -105,7 +105,7 @@ def _wait(hcs: ModuleType, op: int) -> str | None:
 
 @contextlib.contextmanager
 def _system(hcs: ModuleType, doc: ComputeSystem, system_id: str | None = None
-            ) -> Iterator[tuple[int, int, str]]:
+            ) -> Generator[tuple[int, int, str], None, None]:
     """Create and start a compute system from ``doc``; yields (handle, operation, id)."""
     sid = system_id or _new_id("cs")
     op = hcs.hcs_create_operation()

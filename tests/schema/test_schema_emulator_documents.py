@@ -15,9 +15,9 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import pytest
@@ -41,6 +41,9 @@ from pyhcs.schema import (
     to_json,
     unknown_members,
 )
+
+if TYPE_CHECKING:
+    from _pytest.mark.structures import ParameterSet  # what pytest.param returns (not exported)
 
 _TIMEOUT_MS = 10_000
 _ids = itertools.count()
@@ -107,7 +110,7 @@ class _Events:
 
 @contextlib.contextmanager
 def _system(hcs: ModuleType, kind: str, events: _Events | None = None
-            ) -> Iterator[tuple[int, int]]:
+            ) -> Generator[tuple[int, int], None, None]:
     """A started system of ``kind``: ``(handle, operation)``."""
     op = hcs.hcs_create_operation()
     try:
@@ -136,11 +139,11 @@ def _query(hcs: ModuleType, handle: int, op: int, types: list[str] | None) -> st
     return text
 
 
-def _property_cases() -> list[Any]:
-    cases = []
+def _property_cases() -> list[ParameterSet]:
+    cases: list[ParameterSet] = []
     for kind in _KINDS:
         for prop in PropertyType:
-            marks = []
+            marks: list[pytest.MarkDecorator] = []
             if prop in _EMULATOR_MISMATCH:
                 marks.append(pytest.mark.xfail(strict=True, raises=pydantic.ValidationError,
                                                reason=_EMULATOR_MISMATCH[prop]))
@@ -237,7 +240,7 @@ def test_service_properties_parse_strictly(hcs: ModuleType, prop: GetPropertyTyp
 
 def test_error_documents_parse_strictly(hcs: ModuleType) -> None:
     with _system(hcs, "container") as (handle, op):
-        failing = [
+        failing: list[Callable[[], object]] = [
             lambda: hcs.hcs_start_compute_system(handle, op),
             lambda: hcs.hcs_modify_compute_system(
                 handle, op, json.dumps({"ResourcePath": "Nope", "RequestType": "Add"})),
@@ -312,8 +315,11 @@ def test_guest_memory_and_heartbeat_report_the_system(hcs: ModuleType) -> None:
         memory, heartbeat = props.guest_memory_info, props.ic_heartbeat_status
         assert memory is not None and heartbeat is not None
         # linux_utility_vm's default memory size, in bytes.
-        expected_mb = builders.linux_utility_vm(boot_files_path="/tmp").virtual_machine \
-            .compute_topology.memory.size_in_mb  # type: ignore[union-attr]
+        vm = builders.linux_utility_vm(boot_files_path="/tmp").virtual_machine
+        topology = vm.compute_topology if vm is not None else None
+        assert topology is not None and topology.memory is not None
+        expected_mb = topology.memory.size_in_mb
+        assert expected_mb is not None
         assert memory.total_physical_bytes == expected_mb << 20
         assert memory.commit_limit_bytes is not None and memory.commit_limit_bytes >= (
             memory.committed_bytes or 0)

@@ -4,6 +4,7 @@ models, strict and lenient parsing, and version checks that tell 1.0 from 2.x.""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pydantic
 import pytest
@@ -21,7 +22,7 @@ from pyhcs.schema import (
 )
 
 # The shape docker's hcsshim v1 API sends (hcsshim internal/hcs/schema1 ContainerConfig).
-V1_CONFIG = {
+V1_CONFIG: dict[str, Any] = {
     "SystemType": "Container",
     "Name": "3f5a0c1d",
     "Owner": "docker",
@@ -57,7 +58,7 @@ def test_v1_strict_rejects_and_lenient_keeps_unknown_members() -> None:
         v1.ContainerConfig.from_json(json.dumps(bad), strict=True)
     assert err.value.errors()[0]["loc"] == ("LayerFolder",)
     with pytest.raises(pydantic.ValidationError):
-        v1.ContainerConfig(SystemType="Container", Nam="x")
+        v1.ContainerConfig(SystemType="Container", Nam="x")  # type: ignore[call-arg]  # misspelt on purpose
     kept = v1.ContainerConfig.from_json(json.dumps(bad))
     assert json.loads(kept.to_json())["LayerFolder"] == "x"
     # A 1.0 document is not a 2.x one: ComputeSystem rejects it strictly.
@@ -96,7 +97,7 @@ def test_version_checks_tell_1_0_from_2_x() -> None:
     assert check_version(legacy, "1.0") == []
     [issue] = check_version(legacy, "2.1")
     assert isinstance(issue, MajorVersionIssue)
-    assert issue == ("", (1, 0)) and issue.target == (2, 1)
+    assert issue.target == (2, 1) and issue == ("", (1, 0))
     assert "legacy schema 1.0" in str(issue) and "2.1" in str(issue)
     modern = builders.process_isolated_container(layers=[], scratch_path="s")
     [issue] = check_version(modern, "1.0")

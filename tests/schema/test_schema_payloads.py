@@ -37,9 +37,13 @@ def request(path: str, settings: Any, **extra: Any) -> dict[str, Any]:
     return {"ResourcePath": path, "RequestType": "Add", "Settings": settings, **extra}
 
 
-def errors(doc: dict[str, Any], model: type[Any] = ModifySettingRequest) -> list[Any]:
+#: Where an error is (pydantic's ``loc``) and its type.
+Located = tuple[tuple[int | str, ...], str]
+
+
+def errors(doc: dict[str, Any], model: type[Any] = ModifySettingRequest) -> list[Located]:
     """The (location, type) of every error, by all three strict entry points, which agree."""
-    found = []
+    found: list[list[Located]] = []
     for check in (
         lambda: model.from_json(json.dumps(doc), strict=True),
         lambda: model.from_dict(doc, strict=True),
@@ -57,7 +61,7 @@ def errors(doc: dict[str, Any], model: type[Any] = ModifySettingRequest) -> list
 
 
 # (resource path, a valid Settings, a misspelt member of it)
-PATHS = [
+PATHS: list[tuple[str, dict[str, Any], str]] = [
     (SCSI, {"Type": "VirtualDisk", "Path": "C:\\d.vhdx"}, "Pth"),
     ("VirtualMachine/Devices/NetworkAdapters/nic1", {"EndpointId": "e"}, "EndPointId"),
     ("VirtualMachine/Devices/Plan9/Shares", {"Name": "s", "Port": 564, "Flags": 5}, "Flag"),
@@ -180,12 +184,12 @@ def test_guest_request_models() -> None:
     share = LCOWMappedDirectory(MountPath="/m", ShareName="1", Port=564)
     assert share.to_json() == '{"MountPath":"/m","Port":564,"ShareName":"1"}'
     with pytest.raises(pydantic.ValidationError):
-        LCOWMappedDirectory(MountPth="/m")
+        LCOWMappedDirectory(MountPth="/m")  # type: ignore[call-arg]  # misspelt on purpose
     assert isinstance(MappedDirectory(HostPath="h"), MappedDirectory)
 
 
 def test_service_settings_and_operation_details() -> None:
-    create = {"PropertyType": "CpuGroup", "Settings": {
+    create: dict[str, Any] = {"PropertyType": "CpuGroup", "Settings": {
         "Operation": "CreateGroup",
         "OperationDetails": {"GroupId": "g", "LogicalProcessorCount": 2,
                              "LogicalProcessors": [0, 1]}}}
@@ -195,7 +199,7 @@ def test_service_settings_and_operation_details() -> None:
         (("Settings", "OperationDetails", "LogicalProcesors"), "extra_forbidden")]
     assert errors({"PropertyType": "CpuGrup"}, ModificationRequest) == [
         (("PropertyType",), "enum")]
-    ccg = {"PropertyType": "ContainerCredentialGuard", "Settings": {
+    ccg: dict[str, Any] = {"PropertyType": "ContainerCredentialGuard", "Settings": {
         "Operation": "RemoveInstance", "OperationDetails": {"Id": "x"}}}
     assert errors(ccg, ModificationRequest) == []
     ccg["Settings"]["OperationDetails"] = {"Ident": "x"}

@@ -45,7 +45,7 @@ def test_round_trip(model: type[HcsModel], data: st.DataObject) -> None:
         # types them (ResourcePath...); test_schema_payloads.py covers those members.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SchemaWarning)
-            unset = {name: None for name in ("settings", "guest_request", "operation_details")
+            unset: dict[str, None] = {name: None for name in ("settings", "guest_request", "operation_details")
                      if name in type(doc).model_fields}
             check_strict(doc.model_copy(update=unset))
     else:

@@ -18,6 +18,7 @@ from pyhcs.schema import (
     ShutdownOptions,
     Version,
     VersionIssue,
+    VersionLike,
     VirtualMachine,
     VirtualMachineMemory,
     as_version,
@@ -50,8 +51,8 @@ def test_enum_values_know_their_version() -> None:
     [("2.1", (2, 1)), ((2, 5), (2, 5)), ({"Major": 2, "Minor": 3}, (2, 3)),
      (Version(Major=2, Minor=6), (2, 6)), ("2", (2, 0))],
 )
-def test_as_version(value: object, expected: tuple[int, int]) -> None:
-    assert as_version(value) == expected  # type: ignore[arg-type]
+def test_as_version(value: VersionLike, expected: tuple[int, int]) -> None:
+    assert as_version(value) == expected
     assert format_version(expected) == f"{expected[0]}.{expected[1]}"
 
 

@@ -26,7 +26,7 @@ def blocks() -> list[str]:
     return _BLOCK.findall(DOC.read_text(encoding="utf-8"))
 
 
-def test_files() -> dict[str, str]:
+def documented_test_files() -> dict[str, str]:
     out: dict[str, str] = {}
     for block in blocks():
         first, _, _ = block.partition("\n")
@@ -38,10 +38,6 @@ def test_files() -> dict[str, str]:
 
 def scripts() -> list[str]:
     return [b for b in blocks() if b.partition("\n")[0].strip() == "# script"]
-
-
-# pytest would collect the helper above as a test; it is not one.
-test_files.__test__ = False  # type: ignore[attr-defined]
 
 
 def _env() -> dict[str, str]:
@@ -56,7 +52,7 @@ EXAMPLES = {"test_retry_policy.py": 4, "test_stop_policy.py": 4, "test_job_runne
 
 
 def test_the_doc_has_the_worked_examples() -> None:
-    files = test_files()
+    files = documented_test_files()
     assert set(files) == set(EXAMPLES)
     assert "ConnectionTimeoutError" in files["test_retry_policy.py"]
     assert 'faults.hang("HcsShutDownComputeSystem")' in files["test_stop_policy.py"]
@@ -72,7 +68,7 @@ def test_worked_example_passes(name: str, pytester: pytest.Pytester, monkeypatch
         monkeypatch.setenv(key, value)
     for key in ("HCSEMU_SETTINGS", "HCSEMU_FAULTS"):
         monkeypatch.delenv(key, raising=False)
-    pytester.makepyfile(**{name[:-3]: test_files()[name]})
+    pytester.makepyfile(**{name[:-3]: documented_test_files()[name]})
     # hypothesis' own plugin too: its health checks (function-scoped fixtures under @given) apply
     result = pytester.runpytest_subprocess(
         "-p", "pyhcs.testing.plugin", "-p", "_hypothesis_pytestplugin", "-p", "no:cacheprovider", "-v", timeout=300

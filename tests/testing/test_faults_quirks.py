@@ -119,7 +119,7 @@ def test_rules_are_validated_before_they_reach_the_emulator(faults: Faults) -> N
     with pytest.raises(ValueError, match="did you mean 'HcsStartComputeSystem'"):
         faults.fail("hcs_start_compute_system", errors.ConnectionTimeoutError)
     with pytest.raises(ValueError, match="where"):
-        faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError, where="later")  # type: ignore[arg-type]
+        faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError, where="later")  # type: ignore[arg-type]  # on purpose
     with pytest.raises(ValueError, match="count"):
         faults.hang("HcsStartComputeSystem", count=0)
     with pytest.raises(ValueError, match="probability"):
@@ -139,7 +139,7 @@ def test_faults_refuses_to_run_off_the_emulator(monkeypatch: pytest.MonkeyPatch)
     from pyhcs.testing.faults import EmulatorRequired
 
     fake = ModuleType("fake_backend")
-    fake.library_path = lambda: r"C:\Windows\System32\computecore.dll"  # type: ignore[attr-defined]
+    vars(fake)["library_path"] = lambda: r"C:\Windows\System32\computecore.dll"
     with pytest.raises(EmulatorRequired, match="real Host Compute Service"):
         Faults(backend=fake)
 
@@ -202,7 +202,7 @@ def test_fail_in_the_result(compute_system_factory: ComputeSystemFactory, faults
 def test_on_call_and_count_raw(hcs: ModuleType, raw_faults: Faults) -> None:
     with running_system(hcs) as h, operation(hcs) as op:
         rule = raw_faults.fail("HcsGetComputeSystemProperties", errors.ConnectionTimeoutError, on_call=2, count=2)
-        outcomes = []
+        outcomes: list[str] = []
         for _ in range(5):
             try:
                 props(hcs, h, op)
@@ -217,7 +217,7 @@ def test_on_call_and_count_raw(hcs: ModuleType, raw_faults: Faults) -> None:
 def test_on_call_and_count(compute_system_factory: ComputeSystemFactory, faults: Faults) -> None:
     system = compute_system_factory()
     rule = faults.fail("HcsGetComputeSystemProperties", errors.ConnectionTimeoutError, on_call=3, count=1)
-    outcomes = []
+    outcomes: list[str] = []
     for _ in range(4):
         try:
             system.properties()
@@ -237,7 +237,7 @@ def test_on_call_and_count(compute_system_factory: ComputeSystemFactory, faults:
 def _pattern_raw(hcs: ModuleType, f: Faults, seed: int) -> list[bool]:
     f.clear()
     f.fail("HcsEnumerateComputeSystems", errors.ConnectionTimeoutError, probability=0.5, seed=seed)
-    out = []
+    out: list[bool] = []
     with operation(hcs) as op:
         for _ in range(24):
             try:
@@ -263,7 +263,7 @@ def test_seeded_probability(hcs_emulator: Any, faults: Faults) -> None:
         faults.fail(
             "HcsEnumerateComputeSystems", errors.ConnectionTimeoutError, where="call", probability=0.3, seed=seed
         )
-        out = []
+        out: list[bool] = []
         for _ in range(24):
             try:
                 ComputeSystem.enumerate()

@@ -135,7 +135,7 @@ def test_fault_strategy_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="not an HCS function"):
         hs.faults(functions=["HcsStartComputeSistem"])
     with pytest.raises(ValueError, match="unknown fault action"):
-        hs.faults(actions=["explode"])  # type: ignore[list-item]
+        hs.faults(actions=["explode"])  # type: ignore[list-item]  # on purpose: refused at run time
     with pytest.raises(ValueError, match="success"):
         hs.faults(errors=[0])
 
@@ -176,10 +176,12 @@ def test_a_leak_inside_the_block_raises_and_is_cleaned_up() -> None:
 def test_the_block_error_wins_and_is_cleaned_up() -> None:
     cm = clean_emulator(leak_timeout=0.2)
     assert isinstance(cm, CleanEmulator)
+    system: ComputeSystem | None = None
     with pytest.raises(errors.ConnectionTimeoutError), cm as faults:
         faults.fail("HcsStartComputeSystem", errors.ConnectionTimeoutError)
         system = ComputeSystem.create("fails", CONFIG)
         system.start()
+    assert system is not None
     system.close()
     assert Faults().rules() == []
     with pytest.raises(RuntimeError, match="already active"), cm, cm:

@@ -1,6 +1,9 @@
 """Recording traces (pyhcs.trace): what a trace holds, that it costs nothing when off, that
 lines never interleave, the PYHCS_TRACE variable, ``pyhcs trace show``, and malformed files."""
 
+# Tests the private recorder and the backend module it wraps.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import inspect

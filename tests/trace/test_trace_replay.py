@@ -74,7 +74,7 @@ def test_a_lifecycle_with_processes_and_events_replays(hcs: ModuleType, tmp_path
             assert (result.returncode, result.stdout) == (4, b"hi\n")
             with system.create_process(["cat"], stdin=True, stdout=True) as proc:
                 out, _ = proc.communicate(b"x" * 100_000, timeout=30)
-                assert len(out) == 100_000
+                assert out is not None and len(out) == 100_000
             system.pause(timeout=30)
             assert system.properties()["State"] == "Paused"
             system.resume(timeout=30)
@@ -248,7 +248,7 @@ def test_replay_refuses_a_real_hcs(tmp_path: Path) -> None:
             return r"C:\Windows\System32\computecore.dll"
 
     with pytest.raises(ValueError, match="replay runs against the HCS emulator"):
-        trace.replay(TRACES[0], raw=RealHcs())  # type: ignore[arg-type]
+        trace.replay(TRACES[0], raw=RealHcs())  # type: ignore[arg-type]  # not a module: a stand-in, on purpose
 
 
 def test_the_replay_can_be_traced_but_never_over_its_input(tmp_path: Path) -> None:

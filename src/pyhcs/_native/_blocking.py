@@ -28,6 +28,9 @@ finalizer that runs during a registry method) is also made directly: the helper 
 that lock.
 """
 
+# The backend's private modules share their internals (the dispatchers' registry).
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import functools
@@ -123,7 +126,7 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], cleanup: Callable[[Any]
     with _lock:
         jobs = _idle.pop() if _idle else None
     if jobs is None:
-        jobs = queue.SimpleQueue()
+        jobs = queue.SimpleQueue[_Job | None]()
         try:
             threading.Thread(target=_helper, args=(jobs,), name="pyhcs-sync-call", daemon=True).start()
         except RuntimeError:  # no new threads (interpreter shutdown): call here

@@ -20,6 +20,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from .._narrow import is_json_list, is_json_object
+
 __all__ = [
     "CONTROL_PREFIX",
     "FAULTS_ENV",
@@ -43,13 +45,13 @@ def emulator_only(request: object) -> str | None:
     if not isinstance(request, str):
         return None
     try:
-        doc = json.loads(request)
+        doc: object = json.loads(request)
     except ValueError:
         return None
-    if not isinstance(doc, dict):
+    if not is_json_object(doc):
         return None
     names = doc.get("PropertyTypes")
-    candidates = [doc.get("PropertyType")] + (names if isinstance(names, list) else [])
+    candidates = [doc.get("PropertyType"), *(names if is_json_list(names) else [])]
     return next((n for n in candidates if isinstance(n, str) and n.startswith(CONTROL_PREFIX)), None)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["ACL_SIDECAR", "ACL_XATTR", "access_entries", "layer_record", "merged_view"]
 
@@ -46,10 +46,13 @@ def access_entries(path: str) -> list[dict[str, Any]]:
                 raise
             return []
     try:
-        entries = json.loads(raw)
+        entries: object = json.loads(raw)
     except ValueError:
         return []
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    if not isinstance(entries, list):
+        return []
+    # JSON objects: json.loads gives them str keys
+    return [cast("dict[str, Any]", e) for e in cast("list[object]", entries) if isinstance(e, dict)]
 
 
 def merged_view(layer: Path) -> Path:
@@ -61,7 +64,7 @@ def layer_record(layer: Path) -> dict[str, Any] | None:
     """The record the emulator wrote when it initialised the writable layer ``layer``
     (``LayerData``, ``Parents``, ``LegacyFolder``, ``Attached``); None if there is none."""
     try:
-        meta = json.loads((layer / ".hcsemu" / "layer.json").read_text(encoding="utf-8"))
+        meta: object = json.loads((layer / ".hcsemu" / "layer.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    return meta if isinstance(meta, dict) else None
+    return cast("dict[str, Any]", meta) if isinstance(meta, dict) else None

@@ -169,7 +169,7 @@ if TYPE_CHECKING:
     from ..process import Process
     from ..system import ComputeSystem
 
-__all__ = [
+__all__: list[str] = [
     "HRESULT_FROM_WIN32",
     "AlreadyStoppedError",
     "CancelledError",

@@ -39,6 +39,10 @@ Rules and numbers
 * Durations are in seconds, like every timeout in pyhcs.
 """
 
+# A fault rule reads its emulator's bookkeeping (the generation of its rules), and the toolkit
+# uses the emulator package's private control module.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import threading
@@ -48,6 +52,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import errors
+from .._narrow import as_given
 from ..emulator import _control as _emucontrol
 from ..emulator._control import EmulatorControl
 from ._functions import HCS_FUNCTIONS
@@ -110,23 +115,24 @@ def hresult_of(value: HResultLike) -> int:
     >>> hex(hresult_of("HCS_E_INVALID_STATE"))
     '0x80370105'
     """
-    if isinstance(value, bool):
+    given = as_given(value)
+    if isinstance(given, bool):
         raise TypeError("an HRESULT is not a bool")
     hr: int
-    if isinstance(value, errors.HcsError):
-        hr = value.hresult
-    elif isinstance(value, type) and issubclass(value, errors.HcsError):
-        code = value.__dict__.get("hresult")
-        if not isinstance(code, int) or errors.error_class(code) is not value:
+    if isinstance(given, errors.HcsError):
+        hr = given.hresult
+    elif isinstance(given, type) and issubclass(given, errors.HcsError):
+        code = given.__dict__.get("hresult")
+        if not isinstance(code, int) or errors.error_class(code) is not given:
             raise TypeError(
-                f"{value.__name__} is not registered to one HRESULT (a family or the base class); "
+                f"{given.__name__} is not registered to one HRESULT (a family or the base class); "
                 "pass a concrete class such as errors.ConnectionTimeoutError, or a number"
             )
         hr = code
-    elif isinstance(value, int):
-        hr = errors.to_unsigned(value)
-    elif isinstance(value, str):
-        hr = _parse_hresult_text(value)
+    elif isinstance(given, int):
+        hr = errors.to_unsigned(given)
+    elif isinstance(given, str):
+        hr = _parse_hresult_text(given)
     else:
         raise TypeError(f"expected an HRESULT (int, str or HcsError class), not {type(value).__name__}")
     if errors.is_success(hr):
@@ -799,6 +805,7 @@ class Faults(Emulator):
             raise TypeError("call_budget needs at least one budget")
         for name, limit in limits.items():
             check_function_name(name)
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            given = as_given(limit)
+            if isinstance(given, bool) or not isinstance(given, int) or given < 0:
                 raise ValueError(f"the budget of {name} must be an int >= 0, not {limit!r}")
         return CallBudget(self, limits)

@@ -9,7 +9,8 @@ BACKEND = "ctypes"
 FEATURES: frozenset[str] = frozenset()
 
 globals().update({name: getattr(_api, name) for name in PUBLIC_API})
-# private: the fused round trip of pyhcs.operation.run
-_run_call = _api._run_call
-_FUSED_CALLS = _api._FUSED_CALLS
-__all__ = list(PUBLIC_API)
+# private here, as in the compiled backend: the fused round trip of pyhcs.operation.run
+_run_call = _api.run_call
+_FUSED_CALLS = _api.FUSED_CALLS
+# PUBLIC_API is generated (pyhcs._native._api_names): pyright cannot follow a computed __all__.
+__all__ = list(PUBLIC_API)  # pyright: ignore[reportUnsupportedDunderAll]

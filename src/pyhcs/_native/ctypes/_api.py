@@ -6,6 +6,10 @@ around every foreign call (the library is loaded with CDLL/WinDLL, never PyDLL),
 calls never stall other Python threads; long waits are cut into slices so Ctrl-C is seen.
 """
 
+# The backend's modules share the dispatcher's internals, and typeshed names ctypes' pointer
+# type only privately (ctypes._Pointer).
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import atexit
@@ -140,7 +144,7 @@ def _on_event(event: ctypes._Pointer[HCS_EVENT], context: int | None) -> None:
 
 
 # handle -> the Hcs*Callback function its event callback was registered with (for the exit hook)
-_event_setters: dict[int, Any] = {}
+_event_setters: dict[int, Callable[..., int]] = {}
 
 
 def _take_callbacks_back() -> None:
@@ -415,10 +419,10 @@ def hcs_modify_compute_system(compute_system: int, operation: int, configuration
 
 
 def _set_event_callback(
-    fn: object, call: str, handle: int, callback_options: int, context: int, callback: EventCallback | None
+    fn: Callable[..., int], call: str, handle: int, callback_options: int, context: int, callback: EventCallback | None
 ) -> None:
     if callback is None:
-        _check(fn(handle, callback_options, None, _NO_EVENT_CALLBACK), call)  # type: ignore[operator]
+        _check(fn(handle, callback_options, None, _NO_EVENT_CALLBACK), call)
         # What the library delivered before the callback was cleared reaches it first (see _core)
         flush_callbacks()
         _dispatcher.forget(handle, KIND_EVENT)
@@ -426,10 +430,10 @@ def _set_event_callback(
         return
     if _dispatcher.entry(handle, KIND_EVENT) is not None:
         # One registration per handle: let the library say so, without touching ours.
-        _check(fn(handle, callback_options, 0, _on_event), call)  # type: ignore[operator]
+        _check(fn(handle, callback_options, 0, _on_event), call)
     key = _dispatcher.register(handle, KIND_EVENT, callback, context)
     _event_setters[handle] = fn
-    hr = fn(handle, callback_options, key, _on_event)  # type: ignore[operator]
+    hr = fn(handle, callback_options, key, _on_event)
     if hr < 0:
         _dispatcher.forget(handle, KIND_EVENT)
         _event_setters.pop(handle, None)
@@ -519,7 +523,7 @@ def hcs_wait_for_process_exit(process: int, timeout_ms: int = INFINITE) -> str |
 
 def close_handle(handle: int) -> None:
     """Closes a std handle from HCS_PROCESS_INFORMATION (a file descriptor on the emulator)."""
-    if _lib.CloseHandle is not None:
+    if sys.platform == "win32":  # where the library has CloseHandle (kernel32's; see _lib.Library)
         if not _lib.CloseHandle(handle):
             raise errors.make_error(errors.HRESULT_FROM_WIN32(ctypes.get_last_error()), call="CloseHandle")
         return
@@ -665,8 +669,8 @@ def hcs_get_layer_vhd_mount_path(vhd_handle: int) -> str:
 
 # ------------------------------------------------------------------------------ fused round trips
 
-#: The initiating calls _run_call knows, by index (the same table as pyhcs._native.cython._core's).
-_FUSED_CALLS = (
+#: The initiating calls run_call knows, by index (the same table as pyhcs._native.cython._core's).
+FUSED_CALLS = (
     "HcsStartComputeSystem", "HcsShutDownComputeSystem", "HcsTerminateComputeSystem",
     "HcsCrashComputeSystem", "HcsPauseComputeSystem", "HcsResumeComputeSystem",
     "HcsSaveComputeSystem", "HcsGetComputeSystemProperties",
@@ -674,17 +678,18 @@ _FUSED_CALLS = (
 )  # fmt: skip
 
 
-def _run_call(index: int, subject: int, document: str | None, wait_ms: int) -> tuple[int, str | None]:
-    """Private, like pyhcs._native.cython._core._run_call (see there): create an operation, make the
+def run_call(index: int, subject: int, document: str | None, wait_ms: int) -> tuple[int, str | None]:
+    """The backend's private ``_run_call`` (the package exports it under that name, like
+    pyhcs._native.cython._core._run_call; see there): create an operation, make the
     initiating call, wait up to one slice and close it; ``(0, document)`` on success, else
     ``(operation, None)`` with the operation open for the caller to finish."""
-    if type(index) is not int or not 0 <= index < len(_FUSED_CALLS):
+    if type(index) is not int or not 0 <= index < len(FUSED_CALLS):
         raise ValueError(f"no fused call {index!r}")
     _validate.handle(subject, "subject")
     _validate.string(document, "document")
     _validate.dword(wait_ms, "wait_ms")
     ms = min(wait_ms, _WAIT_SLICE_MS)
-    name = _FUSED_CALLS[index]
+    name = FUSED_CALLS[index]
     fn = getattr(_lib, name)
     op = _lib.HcsCreateOperation(None, _NO_COMPLETION)
     if not op:
