@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -205,7 +206,70 @@ void emu_sink_system_event(svc_system *s, HCS_EVENT_TYPE type, const char *data)
     foreach_of_system(s, H_SYSTEM, fan_one, &f);
 }
 
+/* Exits that no process handle of this client knew by pid when they arrived. A handle made by
+ * HcsCreateProcess learns its pid only once the service's call returns, and the exit of a
+ * process that ends at once can reach this client first: it is kept here, briefly, for that
+ * handle to claim (claim_unmatched_exit). pid_mu orders the two: an exit is either matched to
+ * a handle whose pid was set before, or kept here before the pid is set and then claimed. */
+#define UNMATCHED_MAX 256
+#define UNMATCHED_TTL_NS (10ull * 1000000000ull)
+static pthread_mutex_t pid_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const svc_system *sys;
+    uint32_t pid;
+    uint64_t at;
+    char *doc;
+} unmatched[UNMATCHED_MAX];
+static size_t unmatched_next;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void count_one(hobj *o, void *arg) {
+    fanout *f = arg;
+    chandle *h = (chandle *)o;
+    pthread_mutex_lock(&h->mu);
+    if (h->sys == f->sys && h->pid == f->pid) f->any = true; /* reused as "matched" */
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Under pid_mu. The oldest entry makes room: only the last moments matter. */
+static void keep_unmatched_exit(const svc_system *s, uint32_t pid, const char *data) {
+    size_t i = unmatched_next++ % UNMATCHED_MAX;
+    free(unmatched[i].doc);
+    unmatched[i].sys = s;
+    unmatched[i].pid = pid;
+    unmatched[i].at = now_ns();
+    unmatched[i].doc = strdup(data ? data : "");
+    if (!unmatched[i].doc) unmatched[i].sys = NULL;
+}
+
+/* Under pid_mu: the exit document of pid of s if one went by unmatched lately (taken), or NULL. */
+static char *claim_unmatched_exit(const svc_system *s, uint32_t pid) {
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < UNMATCHED_MAX; i++) {
+        if (unmatched[i].sys != s || unmatched[i].pid != pid || !unmatched[i].doc) continue;
+        char *doc = unmatched[i].doc;
+        bool fresh = now - unmatched[i].at < UNMATCHED_TTL_NS; /* an older one is a reused pid's */
+        unmatched[i].doc = NULL;
+        unmatched[i].sys = NULL;
+        if (fresh) return doc;
+        free(doc);
+    }
+    return NULL;
+}
+
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
+    if (type == HcsEventProcessExited) {
+        fanout probe = {type, data, s, pid, false};
+        pthread_mutex_lock(&pid_mu);
+        foreach_of_system(s, H_PROCESS, count_one, &probe);
+        if (!probe.any) keep_unmatched_exit(s, pid, data);
+        pthread_mutex_unlock(&pid_mu);
+    }
     fanout f = {type, data, s, pid, false};
     foreach_of_system(s, H_PROCESS, fan_one, &f);
 }
@@ -301,16 +365,26 @@ static HRESULT call_work(void *p, char **doc, HCS_PROCESS_INFORMATION *pi, bool 
         uint32_t newpid = 0;
         HRESULT hr = tp_create_process(a->sys, a->text, &newpid, &io, doc);
         if (FAILED(hr)) return hr;
+        pthread_mutex_lock(&pid_mu);
         pthread_mutex_lock(&a->h->mu);
         bool closed = a->h->closed;
         if (!closed) a->h->pid = newpid;
         pthread_mutex_unlock(&a->h->mu);
+        /* an exit that reached this client before the handle had its pid went by unmatched */
+        char *missed = closed ? NULL : claim_unmatched_exit(a->sys, newpid);
+        pthread_mutex_unlock(&pid_mu);
         if (!closed && g_settings.deliver_early_events) {
-            /* an exit reported to the handles before this one had its pid missed it: keep it
-             * for the first callback, as chandle_deliver does for a later one */
-            char *st = NULL;
-            if (tp_process_wait(a->sys, newpid, 0, NULL, &st) == S_OK && st) early_exit(a->h, st);
-            else free(st);
+            /* keep it for the first callback, as chandle_deliver does for a later one; the
+             * service is asked too (an exit it had not sent yet when the pid was set comes
+             * through the fan-out; one sent to nobody before is answered by the wait) */
+            char *st = missed;
+            if (!st && tp_process_wait(a->sys, newpid, 0, NULL, &st) != S_OK) {
+                free(st);
+                st = NULL;
+            }
+            if (st) early_exit(a->h, st);
+        } else {
+            free(missed);
         }
         /* The record already counts the creating handle; if that handle was closed before the
          * process existed, HcsCloseProcess could not release it, so release it here. */
