@@ -1186,6 +1186,10 @@ int iso_map(iso_system *iso, const iso_mapping *m, bool add, char **err) {
         plan_mount_point(&ops, "/", m->container, !S_ISDIR(st.st_mode));
         iso_op *o = op_add(&ops, OP_MOVE_TREE, NULL, m->container);
         if (o) o->ref = 0;
+        /* a clone of a shared host mount joins its peer group: made private, or mounts would
+         * propagate between the host and the system (a root's binds are made after the
+         * namespace was made private, so they are private already) */
+        mount_op(&ops, NULL, m->container, NULL, MS_REC | MS_PRIVATE, NULL);
         if (m->read_only && (o = op_add(&ops, OP_REMOUNT_RO, NULL, m->container))) o->flags = MS_NOSUID;
     } else {
         op_add(&ops, OP_UMOUNT, NULL, m->container);
