@@ -918,15 +918,27 @@ def close_stdin_flow(proc: Process, deadline: Deadline) -> Flow[None]:
             raise
 
 
-def benign_flow(proc: Process, err: HcsError) -> Flow[bool]:
+#: How long a refusal that may only mean "already exited" waits for the exit to show.
+_EXIT_SHOW_GRACE = 5.0
+
+
+def benign_flow(proc: Process, err: HcsError, deadline: Deadline) -> Flow[bool]:
     """Whether a failed signal/terminate only says the process is already gone."""
     if is_already_stopped(err):
         return True
     if isinstance(err, Win32AccessDeniedError):
-        # TerminateProcess on an exited process is access denied on Windows;
-        # make sure that is what happened before calling it benign.
+        # TerminateProcess on an exited process is access denied on Windows; make sure that is
+        # what happened before calling it benign. The exit can reach this handle a moment after
+        # the refusal (HCS reports an exit to waits once its event went out), so it is awaited
+        # briefly, within the caller's deadline.
         if proc._hub.exit is None:
             yield from poll_exit_flow(proc)
+        if proc._hub.exit is None and proc._hub.failure is None:
+            grace = Deadline(min(_EXIT_SHOW_GRACE, deadline.remaining()))
+            try:
+                yield EventWait(proc._hub, proc._exit_ready, grace, f"waiting for process {proc.pid} to exit")
+            except TimeoutExpiredError:
+                pass  # still running: the refusal was a real one
         return proc._hub.exit is not None or proc._hub.failure is not None
     return False
 
@@ -941,7 +953,7 @@ def signal_flow(proc: Process, signal: int | str, deadline: Deadline) -> Flow[bo
         try:
             yield from action(proc, "HcsSignalProcess", _signal_process, doc, deadline)
         except HcsError as err:
-            if (yield from benign_flow(proc, err)):
+            if (yield from benign_flow(proc, err, deadline)):
                 return False
             raise
         return True
@@ -954,7 +966,7 @@ def terminate_flow(proc: Process, deadline: Deadline) -> Flow[bool]:
     try:
         yield from action(proc, "HcsTerminateProcess", _terminate_process, None, deadline)
     except HcsError as err:
-        if (yield from benign_flow(proc, err)):
+        if (yield from benign_flow(proc, err, deadline)):
             return False
         raise
     return True
@@ -1009,7 +1021,7 @@ def kill_flow(proc: Process, deadline: Deadline) -> Flow[bool]:
                     deferred = True
                 raise
             except HcsError as err:
-                if (yield from benign_flow(proc, proc._annotate(err))):
+                if (yield from benign_flow(proc, proc._annotate(err), deadline)):
                     return False
                 raise
             return True
