@@ -297,3 +297,33 @@ def test_every_async_method_honours_its_timeout(case: AsyncCase) -> None:
                 _cleanup(thing)
 
     asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_a_real_access_denied_on_kill_is_raised_within_its_timeout() -> None:
+    # An access-denied refusal of HcsTerminateProcess means "already exited" only when the exit
+    # shows; kill() waits for it briefly, never past the timeout it was given.
+    with ComputeSystem.create(new_id(), CONFIG) as s:
+        s.start()
+        with s.create_process(["sleep", "30"]) as p:
+            emulator.add_faults({"Function": "HcsTerminateProcess", "Where": "Result", "HResult": "0x80070005"})
+            start = time.monotonic()
+            with pytest.raises(errors.Win32AccessDeniedError):
+                p.kill(timeout=TIMEOUT)
+            assert time.monotonic() - start < TIMEOUT + MARGIN
+            emulator.add_faults(reset=True)
+            assert p.kill(timeout=10) is True
+            assert p.wait(10) == 137
+
+
+def test_kill_refused_because_the_process_just_exited_returns_false() -> None:
+    # The refusal comes before this handle has seen the exit (here: the fault refuses while
+    # the process still runs for a moment): kill() waits for the exit and reports "not killed".
+    with ComputeSystem.create(new_id(), CONFIG) as s:
+        s.start()
+        with s.create_process(["sh", "-c", "sleep 0.3; exit 4"]) as p:
+            emulator.add_faults({"Function": "HcsTerminateProcess", "Where": "Result", "HResult": "0x80070005"})
+            assert p.kill(timeout=10) is False
+            assert p.wait(0) == 4
