@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import time
 from typing import Any
 
 _ids = itertools.count()
@@ -29,3 +30,35 @@ def python_mappings(*extra: str) -> list[dict[str, Any]]:
 
 # CONFIG for tests that run this interpreter in a Container.
 PYTHON_CONFIG: dict[str, Any] = {**CONFIG, "Container": {"MappedDirectories": python_mappings()}}
+
+
+def _system_count() -> int:
+    from pyhcs.testing import Emulator
+
+    return int(Emulator().statistics()["Systems"])
+
+
+def settled_system_count(within: float = 5.0) -> int:
+    """The number of systems the emulator's service holds once it has stopped changing for a
+    moment. A system whose last handle was closed before it ended is ended by the service
+    afterwards (ShouldTerminateOnLastHandleClosed, as HCS does), so a count read as a test
+    begins can still include one of the previous test's."""
+    deadline = time.monotonic() + within
+    last, since = _system_count(), time.monotonic()
+    while last and time.monotonic() < deadline:  # (none left: nothing to wait for)
+        time.sleep(0.05)
+        count = _system_count()
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= 0.3:
+            break
+    return last
+
+
+def system_count_at_most(limit: int, within: float = 10.0) -> int:
+    """The number of systems, read until it is at most ``limit`` or ``within`` seconds passed
+    (the systems a test closed are ended by the service a moment later)."""
+    deadline = time.monotonic() + within
+    while (count := _system_count()) > limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
