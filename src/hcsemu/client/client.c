@@ -228,11 +228,17 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void count_one(hobj *o, void *arg) {
-    fanout *f = arg;
+typedef struct {
+    const svc_system *sys;
+    uint32_t pid;
+    bool matched;
+} pid_probe;
+
+static void match_pid(hobj *o, void *arg) {
+    pid_probe *p = arg;
     chandle *h = (chandle *)o;
     pthread_mutex_lock(&h->mu);
-    if (h->sys == f->sys && h->pid == f->pid) f->any = true; /* reused as "matched" */
+    if (h->sys == p->sys && h->pid == p->pid) p->matched = true;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -264,10 +270,10 @@ static char *claim_unmatched_exit(const svc_system *s, uint32_t pid) {
 
 void emu_sink_process_event(svc_system *s, uint32_t pid, HCS_EVENT_TYPE type, const char *data) {
     if (type == HcsEventProcessExited) {
-        fanout probe = {type, data, s, pid, false};
+        pid_probe probe = {s, pid, false};
         pthread_mutex_lock(&pid_mu);
-        foreach_of_system(s, H_PROCESS, count_one, &probe);
-        if (!probe.any) keep_unmatched_exit(s, pid, data);
+        foreach_of_system(s, H_PROCESS, match_pid, &probe);
+        if (!probe.matched) keep_unmatched_exit(s, pid, data);
         pthread_mutex_unlock(&pid_mu);
     }
     fanout f = {type, data, s, pid, false};
